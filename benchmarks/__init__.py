@@ -1,0 +1,1 @@
+"""Benchmarks: input pipeline versus step, our loop versus Keras fit."""

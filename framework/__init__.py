@@ -1,0 +1,1 @@
+"""The training engine: a compiled custom loop over tf.distribute strategies."""

@@ -1,0 +1,23 @@
+"""Test setup: two logical CPU devices (for 2-vs-1 replica tests) and the shared datasets."""
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "datasets"
+os.environ.setdefault("DATA_DIR", str(SHARED_DATA))
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Logical devices must be set before TensorFlow initialises its runtime, so once per test process.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@pytest.fixture
+def data_dir():
+    if not (SHARED_DATA / "mnist.npz").exists():
+        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
+    return str(SHARED_DATA)

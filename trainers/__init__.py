@@ -1,0 +1,1 @@
+"""Runnable training tasks (python -m trainers.cifar, trainers.mnist, ...)."""
