@@ -1,0 +1,300 @@
+"""The outer loop: runs compiled loops of steps, and between them evaluates, checkpoints, logs and stops.
+
+    state = restore() or fresh
+    while step < total_steps:
+        trainer.run_train(iterator, n)          # n steps on the device, one Python call
+        read metrics (the only sync per loop)   # NaN/Inf check, log line, summaries, user hooks
+        at epoch end: evaluate, history, best checkpoint, early stop, LR on plateau, target
+        checkpoint when due; on SIGTERM/SIGINT checkpoint and stop
+    final checkpoint, test evaluation, export, result.json
+"""
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from framework import input_pipeline, outputs
+from framework.checkpointing import Checkpointer
+from framework.config import TrainConfig
+from framework.controls import Monitor, ReduceLROnPlateau, Target
+from framework.strategies import is_chief
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM/SIGINT: a checkpoint was saved; the same command resumes."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclasses.dataclass
+class Data:
+    """In-memory arrays: `train` = (images, labels, ...); `evals` = {"val": (...), "test": (...)}."""
+    train: tuple
+    evals: dict
+    synthetic: bool = False
+    host_fn: Callable | None = None  # augmentation in the tf.data map instead of on the device
+
+
+@dataclasses.dataclass
+class LoopInfo:
+    """What a per-loop hook sees. A hook returning True stops the run (after a checkpoint)."""
+    step: int
+    epoch: int
+    metrics: dict
+    controller: "Controller"
+
+
+class Controller:
+    def __init__(self, trainer, data: Data, config: TrainConfig, *, hooks: Sequence[Callable] = (),
+                 run_config: dict | None = None):
+        self.trainer, self.data, self.config = trainer, data, config
+        self.strategy = trainer.strategy
+        self.hooks = list(hooks)
+        self.run_config = run_config or config.to_dict()
+        self.chief = is_chief(self.strategy)
+        self.steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
+        self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
+        self.eval_split = "val" if "val" in data.evals else "test"
+        self.monitor_name = config.monitor or f"{self.eval_split}_accuracy"
+        self.writer = outputs.RunWriter(config.model_dir, enabled=self.chief)
+        self.checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "checkpoints"),
+                                          max_to_keep=config.keep_checkpoints, is_chief=self.chief)
+                             if config.model_dir else None)
+        self.best_checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "best"),
+                                               max_to_keep=1, is_chief=self.chief)
+                                  if config.model_dir else None)
+        self.best = Monitor(self.monitor_name)
+        self.early_stop = Monitor(self.monitor_name) if config.early_stopping_patience else None
+        self.plateau = (ReduceLROnPlateau(self.monitor_name, patience=config.reduce_lr_patience,
+                                          factor=config.reduce_lr_factor, min_lr=config.min_lr)
+                        if config.reduce_lr_patience else None)
+        self.target = Target(config.target) if config.target else None
+        self.history: dict[str, list] = {}
+        self.result: dict = {}
+        self._eval_iterators = {}
+        self._signal = None
+
+    # ---------------------------------------------------------------- public
+    def run(self) -> dict:
+        """Train to the end (or a stop), then evaluate on test and write result.json. Returns it."""
+        start = time.time()
+        start_step = self._restore()
+        if start_step:
+            logging.info("resumed from %s at step %d", self.checkpointer.latest, start_step)
+        outputs.log_model_summary(self.trainer.model)
+        iterator = iter(self.strategy.distribute_datasets_from_function(self._train_dataset_fn(start_step)))
+        with self._signals_caught():
+            stop_reason = self._train(iterator, start_step, start)
+        return self._finish(stop_reason, start)
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        if split not in self._eval_iterators:
+            fn, num_batches = input_pipeline.eval_dataset_fn(
+                self.data.evals[split], global_batch_size=self.config.eval_batch_size or
+                self.config.global_batch_size)
+            iterator = iter(self.strategy.distribute_datasets_from_function(fn))
+            self._eval_iterators[split] = (iterator, num_batches)
+        iterator, num_batches = self._eval_iterators[split]
+        return {f"{split}_{k}": v for k, v in self.trainer.evaluate(iterator, num_batches).items()}
+
+    # ---------------------------------------------------------------- the loop
+    def _train(self, iterator, step: int, start: float) -> str:
+        trainer, config = self.trainer, self.config
+        rate = None  # steps/s, smoothed, for the ETA
+        while step < self.total_steps:
+            epoch_end = (step // self.steps_per_epoch + 1) * self.steps_per_epoch
+            loop_end = min(step + config.steps_per_loop, epoch_end, self.total_steps)
+            if config.checkpoint_every:
+                loop_end = min(loop_end, (step // config.checkpoint_every + 1) * config.checkpoint_every)
+            t0 = time.time()
+            trainer.run_train(iterator, loop_end - step)
+            metrics = trainer.train_results()  # host-device sync point
+            seconds = time.time() - t0
+            if not all(math.isfinite(v) for v in metrics.values()):
+                self._stop_on_non_finite(step, loop_end, metrics)
+            loop_steps, step = loop_end - step, loop_end
+            epoch = math.ceil(step / self.steps_per_epoch)
+            rate = loop_steps / seconds if rate is None else 0.7 * rate + 0.3 * loop_steps / seconds
+            examples_per_sec = loop_steps * config.global_batch_size / seconds
+            self.writer.loop_line(step=step, total=self.total_steps, epoch=epoch, metrics=metrics,
+                                  examples_per_sec=examples_per_sec,
+                                  eta_seconds=(self.total_steps - step) / rate)
+            self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
+                                                "examples_per_sec": examples_per_sec})
+            stop = any(hook(LoopInfo(step, epoch, metrics, self)) for hook in self.hooks)
+            if step == epoch_end or step == self.total_steps:
+                stop = self._end_epoch(step, epoch, metrics, start) or stop
+            if self._checkpoint_due(step, epoch_end) or stop or self._signal:
+                self._save(step)
+            if self._signal:
+                raise TrainingInterrupted(
+                    f"stopped by signal {self._signal} at step {step}; checkpoint saved in "
+                    f"{self.checkpointer.directory if self.checkpointer else '(no --model_dir)'}: run the "
+                    "same command to resume", self._signal)
+            if stop:
+                return self.result.get("stop_reason", "hook")
+        return "completed"
+
+    def _end_epoch(self, step, epoch, train_metrics, start) -> bool:
+        """Evaluate, then the controls. Returns True to stop."""
+        eval_metrics = self.evaluate(self.eval_split)
+        self.writer.eval_line(step, eval_metrics)
+        self.writer.scalars("eval", step, eval_metrics)
+        row = {"epoch": epoch, "step": step, **train_metrics, **eval_metrics,
+               "learning_rate": self.trainer.current_learning_rate(), "wall_seconds": time.time() - start}
+        for key, value in row.items():
+            self.history.setdefault(key, []).append(value)
+        self.writer.write_json("history.json", self.history)
+        self.trainer.reset_train_metrics()
+        if self.best.update(eval_metrics) and self.best_checkpointer:
+            self.best_checkpointer.save(step, self._loop_state())
+            self.result.update(best_step=step, best_value=self.best.best)
+        if self.plateau:
+            scale = float(self.trainer.lr_scale.numpy())
+            new = self.plateau.update(eval_metrics, scale, self.config.learning_rate)
+            if new != scale:
+                logging.info("reduce LR on plateau: %s did not improve for %d evaluations; LR scale %.4g -> "
+                             "%.4g", self.monitor_name, self.config.reduce_lr_patience, scale, new)
+                self.trainer.lr_scale.assign(new)
+        if self.target and self.target.reached(eval_metrics):
+            logging.info("target %s reached at step %d", self.target.text, step)
+            self.result.update(time_to_target_seconds=time.time() - start, target_step=step,
+                               stop_reason="target")
+            return True
+        if self.early_stop and not self.early_stop.update(eval_metrics) and \
+                self.early_stop.wait >= self.config.early_stopping_patience:
+            logging.info("early stopping: %s did not improve for %d evaluations (best %.4f)",
+                         self.monitor_name, self.early_stop.wait, self.early_stop.best)
+            self.result["stop_reason"] = "early_stopping"
+            return True
+        return False
+
+    def _finish(self, stop_reason: str, start: float) -> dict:
+        train_seconds = time.time() - start
+        final = {}
+        for split in sorted(self.data.evals):
+            final.update(self.evaluate(split))
+        step = int(self.trainer.step.numpy())
+        steps_run = step - self._start_step
+        counts = outputs.parameter_counts(self.trainer.model)
+        self.result.update({
+            **final, "train_steps": step, "epochs": step / self.steps_per_epoch,
+            "stop_reason": self.result.get("stop_reason", stop_reason),
+            "examples_per_sec": steps_run * self.config.global_batch_size / max(self._train_seconds, 1e-9),
+            "wall_seconds": train_seconds, "strategy": self.config.strategy,
+            "num_replicas": self.strategy.num_replicas_in_sync, **counts,
+            "history_file": self.writer.path("history.json"), "config": self.run_config})
+        if self.config.export and self.writer.model_dir:
+            self.result.update(self._export())
+        self.writer.write_json("result.json", self.result)
+        self.writer.close()
+        logging.info("done | %s | %s", outputs.format_metrics(final), f"{train_seconds:.1f}s")
+        return self.result
+
+    # ---------------------------------------------------------------- helpers
+    def _train_dataset_fn(self, start_step):
+        data, config = self.data, self.config
+        if data.synthetic:
+            return input_pipeline.synthetic_dataset_fn(data.train, global_batch_size=config.global_batch_size,
+                                                       seed=config.seed)
+        return input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
+                                               seed=config.seed, start_step=start_step,
+                                               host_fn=data.host_fn)
+
+    def _restore(self) -> int:
+        state = self.checkpointer.restore() if self.checkpointer else None
+        if state:
+            self.history = state["history"]
+            self.result = state["result"]
+            for name, control in (("best", self.best), ("early_stop", self.early_stop),
+                                  ("plateau", self.plateau and self.plateau.monitor)):
+                if control and name in state["controls"]:
+                    control.load(state["controls"][name])
+            self.writer.write_json("history.json", self.history)
+        self._start_step = int(self.trainer.step.numpy())
+        self._train_seconds_start = time.time()
+        return self._start_step
+
+    @property
+    def _train_seconds(self):
+        return time.time() - self._train_seconds_start
+
+    def _loop_state(self) -> dict:
+        controls = {"best": self.best.state}
+        if self.early_stop:
+            controls["early_stop"] = self.early_stop.state
+        if self.plateau:
+            controls["plateau"] = self.plateau.monitor.state
+        return {"history": self.history, "result": self.result, "controls": controls}
+
+    def _checkpoint_due(self, step, epoch_end) -> bool:
+        if step == self.total_steps:
+            return True
+        if self.config.checkpoint_every:
+            return step % self.config.checkpoint_every == 0
+        return step == epoch_end
+
+    def _save(self, step):
+        if self.checkpointer:
+            self.checkpointer.save(step, self._loop_state())
+
+    def _stop_on_non_finite(self, first, last, metrics):
+        kept = self.checkpointer.latest if self.checkpointer else None
+        self.result["stop_reason"] = "non_finite_loss"
+        raise NonFiniteLossError(
+            f"non-finite training metrics {outputs.format_metrics(metrics)} between step {first + 1} and "
+            f"step {last}; stopped without saving. Last good checkpoint: {kept or 'none'}. Try a lower "
+            "--learning_rate, warm-up, or --mixed_precision=none")
+
+    def _export(self) -> dict:
+        keras_path = self.writer.path("model.keras")
+        saved_model = self.writer.path("saved_model")
+        self.trainer.model.save(keras_path)
+        try:
+            self.trainer.model.export(saved_model, verbose=False)
+        except Exception as err:  # serving export is a bonus; the .keras file is the model of record
+            logging.warning("SavedModel export failed (%s); the .keras file was written", err)
+            saved_model = None
+        return {"model_file": keras_path, "saved_model": saved_model}
+
+    def _signals_caught(self):
+        controller = self
+
+        class _Catch:
+            def __enter__(self):
+                self.previous = {}
+                if threading.current_thread() is not threading.main_thread():
+                    return self  # signals can only be caught on the main thread
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    self.previous[signum] = signal.signal(signum, self._handle)
+                return self
+
+            def _handle(self, signum, _frame):
+                if controller._signal:  # a second Ctrl-C means now
+                    raise KeyboardInterrupt
+                logging.warning("signal %d: will checkpoint and stop after this loop", signum)
+                controller._signal = signum
+
+            def __exit__(self, *exc):
+                for signum, handler in self.previous.items():
+                    signal.signal(signum, handler)
+
+        return _Catch()
+
+
+def weights_fingerprint(model) -> float:
+    """A cheap summary of all weights, for logs and multi-worker agreement checks."""
+    return float(sum(np.sum(np.abs(v.numpy().astype(np.float64))) for v in model.weights))

@@ -1,0 +1,118 @@
+"""What a run leaves behind: TensorBoard scalars, history.json, result.json, and the console lines."""
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+
+def write_json(path: str, data) -> None:
+    """Atomic write (temp file + rename): a reader never sees half a file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=_jsonable)
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    count = lambda weights: int(sum(np.prod(w.shape) for w in weights))  # noqa: E731
+    return {"trainable_params": count(model.trainable_weights),
+            "non_trainable_params": count(model.non_trainable_weights)}
+
+
+def log_model_summary(model) -> None:
+    lines = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line))
+    counts = parameter_counts(model)
+    logging.info("model %s\n%s\ntrainable params: %s | non-trainable params: %s", model.name,
+                 "\n".join(lines), f"{counts['trainable_params']:,}", f"{counts['non_trainable_params']:,}")
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return " | ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+
+
+class RunWriter:
+    """Summaries and files under model_dir (nothing when model_dir is None or on non-chief workers)."""
+
+    def __init__(self, model_dir: str | None, *, enabled: bool = True):
+        self.model_dir = model_dir if enabled else None
+        self._writers = {}
+        self._progress = _ProgressBar() if sys.stderr.isatty() else None
+        if self.model_dir:
+            os.makedirs(self.model_dir, exist_ok=True)
+
+    def path(self, name: str) -> str | None:
+        return os.path.join(self.model_dir, name) if self.model_dir else None
+
+    def scalars(self, split: str, step: int, values: dict[str, float]) -> None:
+        if not self.model_dir:
+            return
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(os.path.join(self.model_dir, split))
+        with self._writers[split].as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+
+    def loop_line(self, *, step: int, total: int, epoch: int, metrics: dict, examples_per_sec: float,
+                  eta_seconds: float) -> None:
+        """One fixed-format line per loop; a progress bar on an interactive terminal only."""
+        line = (f"train | step: {step:>7d}/{total} | epoch: {epoch:>3d} | {format_metrics(metrics)} | "
+                f"examples/s: {examples_per_sec:,.0f} | ETA: {format_duration(eta_seconds)}")
+        if self._progress:
+            self._progress.show(step, total, line)
+        else:
+            logging.info(line)
+
+    def eval_line(self, step: int, metrics: dict) -> None:
+        if self._progress:
+            self._progress.clear()
+        logging.info("eval  | step: %7d | %s", step, format_metrics(metrics))
+
+    def write_json(self, name: str, data) -> None:
+        if self.model_dir:
+            write_json(os.path.join(self.model_dir, name), data)
+
+    def flush(self) -> None:
+        for writer in self._writers.values():
+            writer.flush()
+        if self._progress:
+            self._progress.clear()
+
+    def close(self) -> None:
+        self.flush()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+
+
+class _ProgressBar:
+    def __init__(self, width: int = 30):
+        self.width, self._start = width, time.time()
+
+    def show(self, step, total, line):
+        done = int(self.width * step / max(total, 1))
+        sys.stderr.write(f"\r[{'=' * done}{'.' * (self.width - done)}] {line}\033[K")
+        sys.stderr.flush()
+
+    def clear(self):
+        sys.stderr.write("\n")
+        sys.stderr.flush()

@@ -1,0 +1,24 @@
+"""Mixed precision: Keras 3 dtype policies for the model, dynamic loss scaling for fp16."""
+import contextlib
+
+import keras
+
+POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+@contextlib.contextmanager
+def dtype_policy(mixed_precision: str):
+    """Build layers under the policy, then restore the global one (a notebook may build several models)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(POLICIES[mixed_precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def wrap_optimizer(optimizer, mixed_precision: str):
+    """fp16 needs dynamic loss scaling; bf16 has float32's range and does not."""
+    if mixed_precision == "fp16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

@@ -1,0 +1,56 @@
+"""`train(...)`: build strategy, trainer and controller from a config and run. The Python entry point.
+
+From a notebook cell:
+
+    from framework import TrainConfig, train, Data, ClassificationTask
+    result = train(TrainConfig(epochs=2, model_dir="/tmp/run"), Data(train=(x, y), evals={"test": (xt, yt)}),
+                   model_fn=lambda: my_keras_model(), optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
+                   task=ClassificationTask(10))
+"""
+import keras
+from absl import logging
+import tensorflow as tf
+
+from framework import strategies
+from framework.config import ConfigError, TrainConfig
+from framework.controller import Controller, Data
+from framework.input_pipeline import steps_per_epoch
+from framework.trainer import Trainer
+
+
+def prepare_runtime(config: TrainConfig) -> tf.distribute.Strategy:
+    """Seeds, determinism and the strategy: what must happen before any model is built."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategies.make_strategy(config.strategy, num_cpu_devices=config.num_cpu_devices,
+                                        tpu=config.tpu)
+    replicas = strategy.num_replicas_in_sync
+    for name in ("global_batch_size", "eval_batch_size"):
+        value = getattr(config, name)
+        if value % replicas:
+            raise ConfigError(f"--{name}={value} is not divisible by the {replicas} replicas of "
+                              f"--strategy={config.strategy}: use a multiple of {replicas}")
+    return strategy
+
+
+def build_trainer(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, task,
+                  strategy: tf.distribute.Strategy | None = None) -> Trainer:
+    strategy = strategy or prepare_runtime(config)
+    per_epoch = steps_per_epoch(len(data.train[0]), config.global_batch_size)
+    if per_epoch == 0:
+        raise ConfigError(f"--global_batch_size={config.global_batch_size} is larger than the "
+                          f"{len(data.train[0])} training examples")
+    total = config.train_steps or config.epochs * per_epoch
+    return Trainer(config=config, strategy=strategy, model_fn=model_fn, optimizer_fn=optimizer_fn,
+                   task=task, total_steps=total)
+
+
+def train(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, task, hooks=(),
+          run_config: dict | None = None, strategy=None) -> dict:
+    """Train, evaluate on data.evals['test'] and return result.json's contents."""
+    if logging.get_verbosity() < logging.INFO:  # a notebook: absl defaults to warnings only
+        logging.set_verbosity(logging.INFO)
+    trainer = build_trainer(config, data, model_fn=model_fn, optimizer_fn=optimizer_fn, task=task,
+                            strategy=strategy)
+    return Controller(trainer, data, config, hooks=hooks, run_config=run_config).run()

@@ -1,0 +1,103 @@
+"""Build the tf.distribute strategy named by `--strategy`, or fail at once with what to do instead."""
+import glob
+import json
+import os
+
+import tensorflow as tf
+
+from framework.config import ConfigError
+
+
+def configure_cpu_devices(num_devices: int) -> None:
+    """Split the CPU into `num_devices` logical devices (multi-replica runs and tests on a laptop).
+
+    Must happen before TensorFlow initialises its runtime; a notebook that already ran TensorFlow
+    keeps its devices, which is fine when it already has enough of them.
+    """
+    if num_devices <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+    except RuntimeError as err:  # runtime already initialised (second run in a notebook)
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have < num_devices:
+            raise ConfigError(
+                f"--num_cpu_devices={num_devices}: TensorFlow is already initialised with {have} CPU "
+                "device(s); restart the Python process (notebook: restart the runtime) and build the "
+                "trainer before running any other TensorFlow code") from err
+
+
+def make_strategy(name: str, *, num_cpu_devices: int = 0, tpu: str = "local") -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        configure_cpu_devices(num_cpu_devices)
+        gpus = tf.config.list_logical_devices("GPU")
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        if num_cpu_devices:
+            cpus = cpus[:num_cpu_devices]
+        return tf.distribute.MirroredStrategy(devices=cpus)
+    if name == "multi_worker":
+        return _multi_worker_strategy()
+    if name == "tpu":
+        return _tpu_strategy(tpu)
+    raise ConfigError(f"--strategy={name!r}: unknown")
+
+
+def _multi_worker_strategy():
+    if "TF_CONFIG" not in os.environ:
+        raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and "
+                          "task); on one machine start the workers with "
+                          "`python -m framework.launch --workers=2 -- python -m trainers.mnist ...`")
+    try:
+        json.loads(os.environ["TF_CONFIG"])
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from err
+    # A dead peer must fail the others rather than hang them forever in a collective.
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(
+        os.environ.get("TFLOOPS_COLLECTIVE_TIMEOUT", "300")))
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def _tpu_strategy(tpu_name: str):
+    # Without a TPU the resolver can wait on metadata servers for minutes: look for the device first.
+    on_tpu_vm = bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+    if tpu_name == "local" and not on_tpu_vm and "TPU_NAME" not in os.environ:
+        raise ConfigError(
+            "--strategy=tpu: no TPU found on this machine (no /dev/accel* or /dev/vfio devices, TPU_NAME "
+            "unset). On Colab choose Runtime > Change runtime type > TPU; on Kaggle choose the "
+            "'TPU VM v5e-8' accelerator; elsewhere pass --tpu=NAME, or use --strategy=default")
+    try:
+        # tpu="local" is what TPU VMs need; the default resolver fails there (tensorflow#70827).
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu=os.environ.get("TPU_NAME", tpu_name))
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as err:
+        raise ConfigError(f"--strategy=tpu: could not connect to TPU {tpu_name!r}: {err}. Is the "
+                          "runtime a TPU VM with tensorflow-tpu installed (see WORKSPACE.md)?") from err
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """The worker that writes outputs. Others write to a scratch folder (collectives need them to save)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return True
+    return resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def worker_id(strategy: tf.distribute.Strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 0
+    return int(resolver.task_id or 0)

@@ -1,0 +1,119 @@
+"""The Trainer: model, optimizer, metrics and strategy, and the compiled train and eval steps.
+
+Read `train_step` first: it is the whole optimisation step. `train_loop` runs it `num_steps` times
+inside one `tf.function` call (so Python never sits between steps), `eval_loop` likewise over a
+padded, weighted evaluation stream. Everything around the loop (checkpoints, evaluation schedule,
+early stop, logs) is in controller.py.
+"""
+import keras
+import tensorflow as tf
+
+from framework import precision, schedules
+from framework.config import TrainConfig
+
+_ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
+
+
+class Trainer:
+    def __init__(self, *, config: TrainConfig, strategy: tf.distribute.Strategy, model_fn, optimizer_fn,
+                 task, total_steps: int):
+        """`model_fn()` builds the Keras model; `optimizer_fn(learning_rate)` the optimizer.
+
+        Both are called under `strategy.scope()` so their variables are mirrored across replicas.
+        """
+        self.config, self.strategy, self.task = config, strategy, task
+        self.global_batch_size = config.global_batch_size
+        with strategy.scope():
+            with precision.dtype_policy(config.mixed_precision):
+                self.model = model_fn()
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step", aggregation=_ONLY_FIRST)
+            self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale", aggregation=_ONLY_FIRST)
+            self.learning_rate = schedules.Scaled(schedules.build_schedule(config, total_steps), self.lr_scale)
+            self.optimizer = precision.wrap_optimizer(optimizer_fn(self.learning_rate),
+                                                      config.mixed_precision)
+            # Create the slots now, eagerly: avoids "You must feed a value for placeholder" on the
+            # first traced distributed step (keras#23085) and lets a checkpoint restore at once.
+            self.optimizer.build(self.model.trainable_variables)
+            self.train_metrics = task.make_metrics()
+            self.eval_metrics = task.make_metrics()
+        jit = config.jit_compile
+        self._replica_train_step = tf.function(self.train_step, jit_compile=True) if jit else self.train_step
+        self._replica_eval_step = tf.function(self.eval_step, jit_compile=True) if jit else self.eval_step
+
+    # ---------------------------------------------------------------- per replica
+    def train_step(self, batch):
+        """One optimisation step on this replica's share of the global batch."""
+        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+        # A fresh stateless seed per (run seed, step, replica): reproducible, and replicas differ.
+        seed = tf.stack([tf.cast(self.config.seed, tf.int64), self.step * 4096 + tf.cast(replica_id, tf.int64)])
+        inputs, labels = self.task.prepare(batch, seed=seed, training=True)
+
+        # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
+        # the global mean gradient. (Keras losses with their default reduction already divide by the
+        # replica count inside a strategy since Keras 3.8: we take per-example losses and do it once.)
+        with tf.GradientTape() as tape:
+            logits = self.task.forward(self.model, inputs, training=True)
+            per_example_loss = self.task.loss(labels, logits)
+            loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
+            if self.model.losses:  # weight decay etc.: counted once per step, not once per replica
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+            scaled_loss = self.optimizer.scale_loss(loss)  # fp16: times the dynamic loss scale
+
+        # Compute gradients.
+        grads = tape.gradient(scaled_loss, self.model.trainable_variables)
+
+        # Update weights. Keras all-reduces (sums) the gradients across replicas once, and the fp16
+        # LossScaleOptimizer unscales them and skips the step if they are not finite.
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self.task.update_metrics(self.train_metrics, labels, logits, per_example_loss)
+
+    def eval_step(self, batch):
+        """Metrics on one padded batch; `weight` is 0 on padding rows."""
+        *data, weight = batch
+        inputs, labels = self.task.prepare(data, seed=None, training=False)
+        logits = self.task.forward(self.model, inputs, training=False)
+        per_example_loss = self.task.loss(labels, logits)
+        self.task.update_metrics(self.eval_metrics, labels, logits, per_example_loss, sample_weight=weight)
+
+    # ---------------------------------------------------------------- compiled loops
+    @tf.function
+    def train_loop(self, iterator, num_steps):
+        """`num_steps` train steps in one call; `num_steps` must be a tensor (a Python int retraces)."""
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._replica_train_step, args=(next(iterator),))
+            self.step.assign_add(1)
+
+    @tf.function
+    def eval_loop(self, iterator, num_steps):
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._replica_eval_step, args=(next(iterator),))
+
+    # ---------------------------------------------------------------- host side
+    def run_train(self, iterator, num_steps: int) -> None:
+        self.train_loop(iterator, tf.constant(num_steps, tf.int64))
+
+    def evaluate(self, iterator, num_batches: int) -> dict[str, float]:
+        """Metrics over one pass of an evaluation stream (`eval_dataset_fn`). Syncs with the device."""
+        for metric in self.eval_metrics.values():
+            metric.reset_state()
+        self.eval_loop(iterator, tf.constant(num_batches, tf.int64))
+        return read_metrics(self.eval_metrics)
+
+    def train_results(self) -> dict[str, float]:
+        """Train metrics since the last reset. Reading them syncs with the device."""
+        return read_metrics(self.train_metrics)
+
+    def reset_train_metrics(self) -> None:
+        for metric in self.train_metrics.values():
+            metric.reset_state()
+
+    def current_learning_rate(self) -> float:
+        return float(self.learning_rate(self.optimizer.iterations))
+
+    def trace_counts(self) -> dict[str, int]:
+        return {"train_loop": self.train_loop.experimental_get_tracing_count(),
+                "eval_loop": self.eval_loop.experimental_get_tracing_count()}
+
+
+def read_metrics(metrics: dict[str, keras.metrics.Metric]) -> dict[str, float]:
+    return {name: float(metric.result()) for name, metric in metrics.items()}
