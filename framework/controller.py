@@ -86,19 +86,25 @@ class Controller:
         self.result: dict = {}
         self._eval_iterators = {}
         self._signal = None
+        self._loop_seconds = 0.0      # time inside train loops, over all sessions of this run
+        self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
+        self._session_start = time.time()
 
     # ---------------------------------------------------------------- public
     def run(self) -> dict:
         """Train to the end (or a stop), then evaluate on test and write result.json. Returns it."""
-        start = time.time()
+        start = self._session_start = time.time()
         start_step = self._restore()
         if start_step:
             logging.info("resumed from %s at step %d", self.checkpointer.latest, start_step)
         outputs.log_model_summary(self.trainer.model)
         iterator = iter(self.strategy.distribute_datasets_from_function(self._train_dataset_fn(start_step)))
-        with self._signals_caught():
-            stop_reason = self._train(iterator, start_step, start)
-        return self._finish(stop_reason, start)
+        # A run that early-stopped or hit its target stays stopped when resumed; a hook's stop is a pause.
+        if self.result.get("stop_reason") not in ("early_stopping", "target"):
+            self.result.pop("stop_reason", None)
+            with self._signals_caught():
+                self.result.setdefault("stop_reason", self._train(iterator, start_step, start))
+        return self._finish(start)
 
     def evaluate(self, split: str) -> dict[str, float]:
         if split not in self._eval_iterators:
@@ -123,6 +129,7 @@ class Controller:
             trainer.run_train(iterator, loop_end - step)
             metrics = trainer.train_results()  # host-device sync point
             seconds = time.time() - t0
+            self._loop_seconds += seconds
             if not all(math.isfinite(v) for v in metrics.values()):
                 self._stop_on_non_finite(step, loop_end, metrics)
             loop_steps, step = loop_end - step, loop_end
@@ -134,7 +141,9 @@ class Controller:
                                   eta_seconds=(self.total_steps - step) / rate)
             self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
                                                 "examples_per_sec": examples_per_sec})
-            stop = any(hook(LoopInfo(step, epoch, metrics, self)) for hook in self.hooks)
+            stop = any([hook(LoopInfo(step, epoch, metrics, self)) for hook in self.hooks])
+            if stop:
+                self.result["stop_reason"] = "hook"
             if step == epoch_end or step == self.total_steps:
                 stop = self._end_epoch(step, epoch, metrics, start) or stop
             if self._checkpoint_due(step, epoch_end) or stop or self._signal:
@@ -145,7 +154,7 @@ class Controller:
                     f"{self.checkpointer.directory if self.checkpointer else '(no --model_dir)'}: run the "
                     "same command to resume", self._signal)
             if stop:
-                return self.result.get("stop_reason", "hook")
+                return self.result["stop_reason"]
         return "completed"
 
     def _end_epoch(self, step, epoch, train_metrics, start) -> bool:
@@ -182,26 +191,25 @@ class Controller:
             return True
         return False
 
-    def _finish(self, stop_reason: str, start: float) -> dict:
-        train_seconds = time.time() - start
+    def _finish(self, start: float) -> dict:
+        wall_seconds = self._elapsed_before + time.time() - start
         final = {}
         for split in sorted(self.data.evals):
             final.update(self.evaluate(split))
         step = int(self.trainer.step.numpy())
-        steps_run = step - self._start_step
         counts = outputs.parameter_counts(self.trainer.model)
         self.result.update({
             **final, "train_steps": step, "epochs": step / self.steps_per_epoch,
-            "stop_reason": self.result.get("stop_reason", stop_reason),
-            "examples_per_sec": steps_run * self.config.global_batch_size / max(self._train_seconds, 1e-9),
-            "wall_seconds": train_seconds, "strategy": self.config.strategy,
+            # Training throughput: time inside train loops only (evaluation and checkpoints excluded).
+            "examples_per_sec": step * self.config.global_batch_size / max(self._loop_seconds, 1e-9),
+            "wall_seconds": wall_seconds, "strategy": self.config.strategy,
             "num_replicas": self.strategy.num_replicas_in_sync, **counts,
             "history_file": self.writer.path("history.json"), "config": self.run_config})
         if self.config.export and self.writer.model_dir:
             self.result.update(self._export())
         self.writer.write_json("result.json", self.result)
         self.writer.close()
-        logging.info("done | %s | %s", outputs.format_metrics(final), f"{train_seconds:.1f}s")
+        logging.info("done | %s | %s", outputs.format_metrics(final), f"{wall_seconds:.1f}s")
         return self.result
 
     # ---------------------------------------------------------------- helpers
@@ -224,13 +232,8 @@ class Controller:
                 if control and name in state["controls"]:
                     control.load(state["controls"][name])
             self.writer.write_json("history.json", self.history)
-        self._start_step = int(self.trainer.step.numpy())
-        self._train_seconds_start = time.time()
-        return self._start_step
-
-    @property
-    def _train_seconds(self):
-        return time.time() - self._train_seconds_start
+            self._loop_seconds, self._elapsed_before = state["loop_seconds"], state["elapsed_seconds"]
+        return int(self.trainer.step.numpy())
 
     def _loop_state(self) -> dict:
         controls = {"best": self.best.state}
@@ -238,7 +241,9 @@ class Controller:
             controls["early_stop"] = self.early_stop.state
         if self.plateau:
             controls["plateau"] = self.plateau.monitor.state
-        return {"history": self.history, "result": self.result, "controls": controls}
+        return {"history": self.history, "result": self.result, "controls": controls,
+                "loop_seconds": self._loop_seconds,
+                "elapsed_seconds": self._elapsed_before + time.time() - self._session_start}
 
     def _checkpoint_due(self, step, epoch_end) -> bool:
         if step == self.total_steps:

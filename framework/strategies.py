@@ -43,7 +43,10 @@ def make_strategy(name: str, *, num_cpu_devices: int = 0, tpu: str = "local") ->
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         if num_cpu_devices:
             cpus = cpus[:num_cpu_devices]
-        return tf.distribute.MirroredStrategy(devices=cpus)
+        # Reduce through one device: CPU collectives can pair up sync-BatchNorm's all-reduce with the
+        # gradients' one in a different order on each replica ("Shape mismatch in the collective").
+        return tf.distribute.MirroredStrategy(devices=cpus,
+                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
     if name == "multi_worker":
         return _multi_worker_strategy()
     if name == "tpu":

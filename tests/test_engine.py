@@ -1,0 +1,247 @@
+"""The engine's invariants on real MNIST: compiled loops, replicas, scaling, precision, controls."""
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import framework
+from framework import ConfigError, NonFiniteLossError, TrainConfig, build_trainer, prepare_runtime
+from framework import input_pipeline, schedules
+from tests import engine_helpers as h
+
+
+def make_trainer(cfg, data, model_fn=None, optimizer_fn=h.sgd):
+    return build_trainer(cfg, data, model_fn=model_fn or h.mlp_fn(), optimizer_fn=optimizer_fn,
+                         task=h.task(), strategy=prepare_runtime(cfg))
+
+
+def train_iterator(trainer, data, cfg, start_step=0):
+    fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=cfg.global_batch_size, seed=cfg.seed,
+                                         start_step=start_step)
+    return iter(trainer.strategy.distribute_datasets_from_function(fn))
+
+
+def test_loops_trace_once_over_many_calls():
+    cfg, data = h.config(), h.mnist_data()
+    trainer = make_trainer(cfg, data)
+    iterator = train_iterator(trainer, data, cfg)
+    for num_steps in [1, 5, 16, 3] * 5:
+        trainer.run_train(iterator, num_steps)
+    fn, num_batches = input_pipeline.eval_dataset_fn(data.evals["test"], global_batch_size=64)
+    eval_iterator = iter(trainer.strategy.distribute_datasets_from_function(fn))
+    results = [trainer.evaluate(eval_iterator, num_batches) for _ in range(3)]
+    assert trainer.trace_counts() == {"train_loop": 1, "eval_loop": 1}
+    assert int(trainer.step.numpy()) == 25 * 5
+    assert results[0] == results[2]  # the eval stream restarts cleanly at each pass
+    assert results[0]["accuracy"] > 0.6
+
+
+def test_n_steps_per_call_equals_one_step_per_call():
+    cfg, data = h.config(), h.mnist_data()
+    one_call, many_calls = make_trainer(cfg, data, optimizer_fn=h.adam), make_trainer(cfg, data, optimizer_fn=h.adam)
+    it1, it2 = train_iterator(one_call, data, cfg), train_iterator(many_calls, data, cfg)
+    one_call.run_train(it1, 40)
+    for _ in range(40):
+        many_calls.run_train(it2, 1)
+    np.testing.assert_allclose(one_call.train_results()["loss"], many_calls.train_results()["loss"], rtol=1e-6)
+    for a, b in zip(h.weights(one_call.model), h.weights(many_calls.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def _train_weights(strategy, model_fn, steps=30, batch=32, **cfg_overrides):
+    cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0,
+                   global_batch_size=batch, **cfg_overrides)
+    data = h.mnist_data()
+    trainer = make_trainer(cfg, data, model_fn=model_fn)
+    trainer.run_train(train_iterator(trainer, data, cfg), steps)
+    return trainer, h.weights(trainer.model)
+
+
+def test_two_replicas_equal_one_replica_mlp():
+    one, w1 = _train_weights("default", h.mlp_fn())
+    two, w2 = _train_weights("mirrored", h.mlp_fn())
+    assert two.strategy.num_replicas_in_sync == 2
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(one.train_results()["loss"], two.train_results()["loss"], rtol=1e-5)
+
+
+def test_two_replicas_equal_one_with_sync_batchnorm_only():
+    # lr 0.01: at 0.05 the float rounding of E[x^2]-E[x]^2 (sync) vs the direct variance grows to 5e-5.
+    _, w1 = _train_weights("default", h.bn_cnn_fn(sync=False), steps=20, learning_rate=0.01)
+    _, w2 = _train_weights("mirrored", h.bn_cnn_fn(sync=True), steps=20, learning_rate=0.01)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # Per-replica statistics (Keras' default) see half the batch: the runs really differ.
+    _, w3 = _train_weights("mirrored", h.bn_cnn_fn(sync=False), steps=20, learning_rate=0.01)
+    assert max(np.abs(a - b).max() for a, b in zip(w1, w3)) > 1e-4
+
+
+def test_regularization_loss_counted_once_across_replicas():
+    def model_fn():
+        return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(
+            10, kernel_regularizer=keras.regularizers.L2(1e-2),
+            kernel_initializer=keras.initializers.GlorotUniform(3))])
+    _, w1 = _train_weights("default", model_fn, steps=15)
+    _, w2 = _train_weights("mirrored", model_fn, steps=15)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_global_batch_must_divide_by_replicas():
+    with pytest.raises(ConfigError, match="not divisible by the 2 replicas"):
+        prepare_runtime(h.config(strategy="mirrored", num_cpu_devices=2, global_batch_size=33))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_with_float32_logits(precision):
+    cfg, data = h.config(mixed_precision=precision, learning_rate=0.05), h.mnist_data()
+    trainer = make_trainer(cfg, data)
+    assert trainer.model.layers[0].compute_dtype == {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "fp16")
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    iterator = train_iterator(trainer, data, cfg)
+    trainer.run_train(iterator, 10)
+    first = trainer.train_results()["loss"]
+    trainer.reset_train_metrics()
+    trainer.run_train(iterator, 54)
+    assert trainer.train_results()["loss"] < 0.6 * first
+    assert trainer.model(data.train[0][:4].astype("float32")).dtype == tf.float32
+
+
+def test_jit_compile_trains():
+    cfg, data = h.config(jit_compile=True), h.mnist_data()
+    trainer = make_trainer(cfg, data)
+    trainer.run_train(train_iterator(trainer, data, cfg), 64)
+    assert trainer.train_results()["accuracy"] > 0.5
+
+
+def test_tpu_strategy_fails_fast_without_tpu():
+    start = time.time()
+    with pytest.raises(ConfigError, match="no TPU found"):
+        prepare_runtime(h.config(strategy="tpu"))
+    assert time.time() - start < 5
+
+
+def test_schedule_values_at_known_steps():
+    def values(sched, steps):
+        return [float(sched(tf.constant(s))) for s in steps]
+    cfg = lambda **kw: TrainConfig(learning_rate=0.1, **kw)  # noqa: E731
+    assert schedules.build_schedule(cfg(lr_schedule="constant"), 100) == 0.1
+    exp = schedules.build_schedule(cfg(lr_schedule="exponential", decay_rate=0.5, decay_steps=10), 100)
+    np.testing.assert_allclose(values(exp, [0, 10, 20]), [0.1, 0.05, 0.025], rtol=1e-6)
+    cos = schedules.build_schedule(cfg(lr_schedule="cosine", warmup_steps=10), 110)
+    np.testing.assert_allclose(values(cos, [0, 5, 10, 60, 110]), [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6)
+    one = schedules.build_schedule(cfg(lr_schedule="onecycle", warmup_steps=25), 100)
+    np.testing.assert_allclose(values(one, [0, 25, 50, 100, 200]), [0.0, 0.1, 0.1 * 50 / 75, 0.0, 0.0],
+                               atol=1e-6)
+    scale = tf.Variable(0.5)
+    np.testing.assert_allclose(values(schedules.Scaled(one, scale), [25]), [0.05], rtol=1e-6)
+
+
+def test_bad_config_values_name_the_flag():
+    with pytest.raises(ConfigError, match="--strategy='gpu'.*valid choices: default"):
+        TrainConfig(strategy="gpu")
+    with pytest.raises(ConfigError, match="--global_batch_size=0"):
+        TrainConfig(global_batch_size=0)
+    with pytest.raises(ConfigError, match="--target='acc=0.9'"):
+        TrainConfig(target="acc=0.9")
+
+
+def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = h.config(model_dir=str(tmp_path), checkpoint_every=16, epochs=2)
+    model_fn = h.mlp_fn(extra_layers=lambda: [h.PoisonAfter(at=40)])
+    with pytest.raises(NonFiniteLossError, match="between step 33 and step 48"):
+        framework.train(cfg, h.mnist_data(), model_fn=model_fn, optimizer_fn=h.sgd, task=h.task())
+    latest = tf.train.latest_checkpoint(tmp_path / "checkpoints")
+    assert latest.endswith("ckpt-32")
+    kernel = [n for n, _ in tf.train.list_variables(latest) if n.startswith("model_variables/0/")][0]
+    assert np.all(np.isfinite(tf.train.load_variable(latest, kernel)))
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_outputs_history_result_tensorboard_and_export(tmp_path):
+    cfg = h.config(model_dir=str(tmp_path), epochs=2, export=True, lr_schedule="cosine", warmup_steps=8)
+    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.adam, task=h.task())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["epoch"] == [1, 2] and len(history["test_accuracy"]) == 2
+    assert history["loss"][1] < history["loss"][0]
+    saved = json.loads((tmp_path / "result.json").read_text())
+    for key in ("test_loss", "test_accuracy", "train_steps", "examples_per_sec", "wall_seconds", "strategy",
+                "num_replicas", "config", "trainable_params", "non_trainable_params"):
+        assert key in saved, key
+    assert saved["train_steps"] == 128 and saved["test_accuracy"] > 0.7 and result["num_replicas"] == 1
+    assert saved["trainable_params"] == 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+    assert os.listdir(tmp_path / "train") and os.listdir(tmp_path / "eval")
+    model = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    x = h.mnist_data().evals["test"][0][:64].astype("float32") / 255.0
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == h.mnist_data().evals["test"][1][:64])
+    assert accuracy > 0.6
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+
+
+def test_resume_after_stop_equals_uninterrupted(tmp_path):
+    cfg = lambda d: h.config(model_dir=str(d), epochs=3, checkpoint_every=16, deterministic=True)  # noqa: E731
+    model_fn = h.mlp_fn(extra_layers=lambda: [keras.layers.Dropout(0.2, seed=5)])
+    full = framework.train(cfg(tmp_path / "a"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
+                           task=h.task())
+    stop_at_80 = lambda info: info.step >= 80  # noqa: E731  (a hook asking to stop)
+    framework.train(cfg(tmp_path / "b"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
+                    task=h.task(), hooks=[stop_at_80])
+    resumed = framework.train(cfg(tmp_path / "b"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
+                              task=h.task())
+    assert resumed["train_steps"] == full["train_steps"] == 192
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+    a = tf.train.latest_checkpoint(tmp_path / "a" / "checkpoints")
+    b = tf.train.latest_checkpoint(tmp_path / "b" / "checkpoints")
+    for name, _ in tf.train.list_variables(a):
+        if name.startswith(("model_variables", "optimizer")):
+            np.testing.assert_array_equal(tf.train.load_variable(a, name), tf.train.load_variable(b, name))
+    history_a = json.loads((tmp_path / "a" / "history.json").read_text())
+    history_b = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert history_a["test_accuracy"] == history_b["test_accuracy"]
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    cfg = h.config(model_dir=str(tmp_path), train_steps=16)
+    framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    with pytest.raises(framework.checkpointing.CheckpointError, match="different configuration"):
+        framework.train(cfg.replace(train_steps=32), h.mnist_data(), model_fn=h.mlp_fn(widths=(32,)),
+                        optimizer_fn=h.sgd, task=h.task())
+
+
+def test_early_stopping_plateau_and_best_checkpoint(tmp_path):
+    # A learning rate this small cannot move the test accuracy: every evaluation is "no improvement".
+    cfg = h.config(model_dir=str(tmp_path), epochs=10, learning_rate=1e-12, early_stopping_patience=3,
+                   reduce_lr_patience=1, reduce_lr_factor=0.5, global_batch_size=256)
+    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    assert result["stop_reason"] == "early_stopping"
+    assert result["train_steps"] == 4 * 8  # epoch 1 sets the best, epochs 2-4 wait
+    history = json.loads((tmp_path / "history.json").read_text())
+    np.testing.assert_allclose(np.array(history["learning_rate"]) / 1e-12, [1, 1, 0.5, 0.25], rtol=1e-5)
+    assert tf.train.latest_checkpoint(tmp_path / "best").endswith("ckpt-8")
+    # A resumed early-stopped run stays stopped.
+    again = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    assert again["train_steps"] == 32 and again["stop_reason"] == "early_stopping"
+
+
+def test_target_stops_and_records_time_to_target(tmp_path):
+    cfg = h.config(model_dir=str(tmp_path), epochs=20, target="test_accuracy>=0.7", learning_rate=0.05)
+    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    assert result["stop_reason"] == "target"
+    assert result["target_step"] < 20 * 64 and result["test_accuracy"] >= 0.7
+    assert 0 < result["time_to_target_seconds"] <= result["wall_seconds"]
+
+
+def test_hooks_see_every_loop_and_a_second_run_in_one_process_works():
+    seen = []
+    for _ in range(2):  # a notebook re-running its cell
+        cfg = h.config(epochs=1, steps_per_loop=16)
+        framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
+                        hooks=[lambda info: seen.append((info.step, info.metrics["loss"]))])
+    assert [s for s, _ in seen] == [16, 32, 48, 64] * 2
+    assert seen[3][1] < seen[0][1]

@@ -1,0 +1,179 @@
+"""An image-classification experiment: data, model, optimizer and augmentation, run by the engine.
+
+`ExperimentConfig` holds what a trainer adds on top of the engine's `TrainConfig`; both are frozen
+dataclasses validated before any data is read or model built. `run_experiment` is what every image
+trainer (`trainers.mnist`, `trainers.fashion_mnist`, `trainers.cifar`) calls, from a notebook too.
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+import framework
+from framework import ConfigError, TrainConfig
+from framework.controller import Data
+
+AUGMENT_WHERE = ("device", "host")
+EVAL_TRANSFORMS = ("flip_ud", "flip_lr", "rot90", "invert")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    dataset: str = "mnist"
+    data_dir: str = ""                 # "" = $DATA_DIR, else ~/.keras/datasets, else download
+    model: str = "cnn"
+    widths: tuple = ()                 # () = the model's default widths
+    activation: str = "relu"
+    dropout: float = 0.0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    augment: str = "none"              # a named policy or a spec like "flip,crop:padding=4"
+    augment_on: str = "device"         # "host": in the tf.data map on the CPU instead
+    classes: tuple = ()                # keep and re-index these classes
+    train_examples: int = 0            # 0 = all
+    image_size: int = 0                # 0 = native
+    validation_split: float = 0.0
+    synthetic_data: bool = False
+    pretrained: bool = False
+    freeze_backbone: bool = False
+    tta: bool = False
+    eval_transforms: tuple = ()
+    permute_pixels: int = -1           # >= 0: one fixed pixel permutation (seeded) for train and test
+    plot: bool = False
+
+    def __post_init__(self):
+        from framework import datasets
+        from trainers import models, optimizers
+        _choice("dataset", self.dataset, datasets.DATASETS)
+        _choice("model", self.model, models.MODELS)
+        _choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)
+        _choice("augment_on", self.augment_on, AUGMENT_WHERE)
+        for name in self.eval_transforms:
+            _choice("eval_transforms", name, EVAL_TRANSFORMS)
+        if self.augment != "none":
+            import augment
+            try:
+                augment.get_policy(self.augment, num_classes=10, image_shape=(32, 32, 3))
+            except ValueError as err:
+                raise ConfigError(f"--augment={self.augment!r}: {err}") from err
+        for name in ("train_examples", "image_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
+        if any(w <= 0 for w in self.widths):
+            raise ConfigError(f"--widths={','.join(map(str, self.widths))}: widths must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1)")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise ConfigError(f"--validation_split={self.validation_split}: must be in [0, 1)")
+        if len(set(self.classes)) != len(self.classes) or any(c < 0 for c in self.classes):
+            raise ConfigError(f"--classes={','.join(map(str, self.classes))}: must be distinct class ids >= 0")
+        if self.classes and len(self.classes) < 2:
+            raise ConfigError(f"--classes={self.classes[0]}: keep at least two classes")
+        if self.freeze_backbone and not self.model.startswith("efficientnet"):
+            raise ConfigError(f"--freeze_backbone needs a backbone model (efficientnet_b0, "
+                              f"efficientnetv2_b0), not --model={self.model}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(f"--{name}={value!r}: unknown; valid choices: {', '.join(choices)}")
+
+
+def load_data(exp: ExperimentConfig, seed: int):
+    """Arrays after the user's subsets, as the engine's `Data`, plus the dataset description."""
+    from framework import datasets
+    ds = datasets.load(exp.dataset, exp.data_dir or None)
+    ds = datasets.make_subsets(ds, classes=list(exp.classes) or None, train_examples=exp.train_examples or None,
+                               image_size=exp.image_size or None, validation_split=exp.validation_split,
+                               seed=seed)
+    x_train, x_test, x_val = ds.x_train, ds.x_test, ds.x_val
+    if exp.permute_pixels >= 0:
+        x_train, x_test, x_val = (permute_pixels(x, exp.permute_pixels) if x is not None else None
+                                  for x in (x_train, x_test, x_val))
+    evals = {"test": (x_test, ds.y_test)}
+    if x_val is not None and len(x_val):
+        evals["val"] = (x_val, ds.y_val)
+    return Data(train=(x_train, ds.y_train), evals=evals, synthetic=exp.synthetic_data), ds
+
+
+def permute_pixels(images: np.ndarray, seed: int) -> np.ndarray:
+    """The same fixed permutation of pixel positions for every image (channels move together)."""
+    n, h, w, c = images.shape
+    order = np.random.default_rng(seed).permutation(h * w)
+    return images.reshape(n, h * w, c)[:, order].reshape(n, h, w, c)
+
+
+def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape):
+    import augment
+    from framework.tasks import ClassificationTask
+    policy = None
+    if exp.augment != "none":
+        policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
+    tta = augment.tta_flip_translate if exp.tta and hasattr(augment, "tta_flip_translate") else (
+        _tta_flip if exp.tta else None)
+    return ClassificationTask(num_classes, label_smoothing=config.label_smoothing,
+                              augment=policy if exp.augment_on == "device" else None, tta=tta), policy
+
+
+def _tta_flip(model, images):
+    """Test-time augmentation: mean logits of the image and its mirror."""
+    import tensorflow as tf
+    return 0.5 * (tf.cast(model(images, training=False), tf.float32)
+                  + tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32))
+
+
+def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape, seed: int):
+    from trainers import models
+
+    def model_fn():
+        return models.build_model(exp.model, input_shape=image_shape, num_classes=num_classes,
+                                  widths=tuple(exp.widths) or None, activation=exp.activation,
+                                  dropout=exp.dropout, sync_batchnorm=config.sync_batchnorm,
+                                  pretrained=exp.pretrained, freeze_backbone=exp.freeze_backbone, seed=seed)
+    return model_fn
+
+
+def optimizer_fn_for(exp: ExperimentConfig):
+    from trainers import optimizers
+
+    def optimizer_fn(learning_rate):
+        return optimizers.build_optimizer(exp.optimizer, learning_rate, momentum=exp.momentum,
+                                          nesterov=exp.nesterov, weight_decay=exp.weight_decay)
+    return optimizer_fn
+
+
+def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), strategy=None,
+                   data=None) -> dict:
+    """Train one model and return result.json's contents (also written under config.model_dir)."""
+    from trainers import evaluation
+    strategy = strategy or framework.prepare_runtime(config)
+    if data is None:
+        data, ds = load_data(exp, config.seed)
+        num_classes, image_shape = ds.num_classes, ds.image_shape
+    else:
+        num_classes, image_shape = int(np.max(data.train[1])) + 1, data.train[0].shape[1:]
+    task, policy = make_task(exp, config, num_classes, image_shape)
+    if exp.augment_on == "host" and policy is not None:
+        data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))
+    run_config = {**config.to_dict(), **exp.to_dict()}
+    trainer = framework.build_trainer(config, data, model_fn=model_fn_for(exp, config, num_classes, image_shape,
+                                                                          config.seed),
+                                      optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
+    controller = framework.Controller(trainer, data, config, hooks=hooks, run_config=run_config)
+    result = controller.run()
+    if exp.eval_transforms:
+        result.update(evaluation.transformed_accuracies(controller, data, exp.eval_transforms))
+        controller.writer.write_json("result.json", result)
+    if exp.plot and config.model_dir:
+        from trainers import plots
+        plots.write_plots(config.model_dir, trainer.model, data.evals["test"][0][:8])
+    return result
+
+
+def default_model_dir(name: str) -> str:
+    return os.path.join("runs", name)
