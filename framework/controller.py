@@ -204,6 +204,7 @@ class Controller:
             "examples_per_sec": step * self.config.global_batch_size / max(self._loop_seconds, 1e-9),
             "wall_seconds": wall_seconds, "strategy": self.config.strategy,
             "num_replicas": self.strategy.num_replicas_in_sync, **counts,
+            "weights_fingerprint": weights_fingerprint(self.trainer.model),
             "history_file": self.writer.path("history.json"), "config": self.run_config})
         if self.config.export and self.writer.model_dir:
             self.result.update(self._export())
@@ -268,11 +269,15 @@ class Controller:
         keras_path = self.writer.path("model.keras")
         saved_model = self.writer.path("saved_model")
         self.trainer.model.save(keras_path)
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)  # the SavedModel writer logs a page of INFO lines
         try:
             self.trainer.model.export(saved_model, verbose=False)
         except Exception as err:  # serving export is a bonus; the .keras file is the model of record
             logging.warning("SavedModel export failed (%s); the .keras file was written", err)
             saved_model = None
+        finally:
+            logging.set_verbosity(verbosity)
         return {"model_file": keras_path, "saved_model": saved_model}
 
     def _signals_caught(self):

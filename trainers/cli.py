@@ -5,7 +5,10 @@ the flag, the value and the valid choices, and exits with status 2.
 """
 import dataclasses
 import json
+import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its C++ start-up noise
 
 from absl import app, flags, logging
 
@@ -62,6 +65,8 @@ def main(name: str, defaults: dict, run=run_experiment) -> None:
     _define_experiment_flags(defaults)
 
     def _main(argv):
+        import tensorflow as tf
+        tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
         try:

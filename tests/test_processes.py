@@ -1,0 +1,106 @@
+"""Real processes: kill -9 and SIGTERM with exact resume, and a 2-worker MultiWorkerMirrored run."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST_MLP = [sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=8192", "--epochs=3",
+             "--global_batch_size=16", "--steps_per_loop=16", "--checkpoint_every=16", "--deterministic",
+             "--export=false", "--lr_schedule=cosine", "--dropout=0.1"]  # 1536 steps
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _run(args, model_dir, **kw):
+    return subprocess.run(args + [f"--model_dir={model_dir}"], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300, **kw)
+
+
+def _latest_step(model_dir):
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
+def _start_and_signal(model_dir, sig, after_step):
+    """Start a run, send `sig` once a checkpoint at or after `after_step` exists; returns the process."""
+    proc = subprocess.Popen(MNIST_MLP + [f"--model_dir={model_dir}"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _latest_step(model_dir) < after_step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def _final_variables(model_dir):
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+            if name.startswith(("model_variables", "optimizer", "step"))}
+
+
+def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
+    full = _run(MNIST_MLP, tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-2000:]
+    rng = random.Random()
+    run_dir = tmp_path / "interrupted"
+    code, _ = _start_and_signal(run_dir, signal.SIGKILL, rng.randrange(50, 500))
+    assert code == -signal.SIGKILL
+    killed_at = _latest_step(run_dir)
+    code, err = _start_and_signal(run_dir, signal.SIGTERM, killed_at + rng.randrange(16, 400))
+    assert code == 128 + signal.SIGTERM, err[-2000:]
+    assert "run the same command to resume" in err
+    finished = _run(MNIST_MLP, run_dir)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "resumed from" in finished.stderr
+    a, b = _final_variables(tmp_path / "full"), _final_variables(run_dir)
+    assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 1536
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    result_a = json.loads((tmp_path / "full" / "result.json").read_text())
+    result_b = json.loads((run_dir / "result.json").read_text())
+    assert result_a["test_accuracy"] == result_b["test_accuracy"]
+    history_a = json.loads((tmp_path / "full" / "history.json").read_text())
+    history_b = json.loads((run_dir / "history.json").read_text())
+    assert history_a["test_accuracy"] == history_b["test_accuracy"] and len(history_b["epoch"]) == 3
+
+
+def test_two_workers_on_localhost_agree(tmp_path):
+    args = [sys.executable, "-m", "framework.launch", "--workers=2", "--", sys.executable, "-m",
+            "trainers.mnist", "--strategy=multi_worker", "--model=mlp", "--train_examples=4096",
+            "--epochs=2", "--global_batch_size=64", f"--model_dir={tmp_path}", "--export=false"]
+    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    fingerprints = {}
+    for line in proc.stdout.splitlines():
+        if '"weights_fingerprint"' in line:
+            worker = line.split("]")[0]
+            fingerprints[worker] = float(line.split(":")[1].strip().rstrip(","))
+    assert len(fingerprints) == 2 and len(set(fingerprints.values())) == 1, fingerprints
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["num_replicas"] == 2 and result["test_accuracy"] > 0.7
+    assert not [p for p in os.listdir(tmp_path / "checkpoints") if p.startswith(".scratch")]
+
+
+def test_a_dead_worker_stops_the_other(tmp_path):
+    # Worker 1 gets an unknown flag and exits at once; worker 0 must not wait forever for it.
+    script = ("import os,sys,json; t=json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+              "sys.argv += ['--bogus_flag=1'] if t == 1 else []; "
+              "from trainers import mnist, cli; cli.main('mnist', mnist.DEFAULTS)")
+    args = [sys.executable, "-m", "framework.launch", "--workers=2", "--grace_seconds=5", "--",
+            sys.executable, "-c", script, "--strategy=multi_worker", "--model=mlp", "--train_examples=2048",
+            "--epochs=50", f"--model_dir={tmp_path}"]
+    start = time.time()
+    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert "stopping the others" in proc.stderr
+    assert time.time() - start < 120
