@@ -55,6 +55,8 @@ class LoopInfo:
     epoch: int
     metrics: dict
     controller: "Controller"
+    steps: int = 0          # steps in this loop
+    seconds: float = 0.0    # wall time of this loop, device work included
 
 
 class Controller:
@@ -141,7 +143,8 @@ class Controller:
                                   eta_seconds=(self.total_steps - step) / rate)
             self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
                                                 "examples_per_sec": examples_per_sec})
-            stop = any([hook(LoopInfo(step, epoch, metrics, self)) for hook in self.hooks])
+            info = LoopInfo(step, epoch, metrics, self, loop_steps, seconds)
+            stop = any([hook(info) for hook in self.hooks])
             if stop:
                 self.result["stop_reason"] = "hook"
             if step == epoch_end or step == self.total_steps:

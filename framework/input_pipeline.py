@@ -125,11 +125,16 @@ def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContex
     first = ctx.input_pipeline_id * per_pipeline
     first_replica = ctx.input_pipeline_id * replicas_here
 
+    if replicas_here == 1:  # one replica per pipeline: a plain map, cheaper than flat_map per step
+        return batches.map(lambda index, step: (
+            tf.nest.map_structure(lambda t: t[first:first + per_pipeline], index), step,
+            tf.constant(first_replica, tf.int32)))
+
     def split(index, step):
         rows = tf.nest.map_structure(
             lambda t: tf.reshape(t[first:first + per_pipeline], [replicas_here, per_replica]), index)
         return tf.data.Dataset.from_tensor_slices(
-            (rows, tf.fill([replicas_here], step), tf.range(replicas_here) + first_replica))
+            (rows, tf.fill([replicas_here], step), tf.range(replicas_here, dtype=tf.int32) + first_replica))
 
     return batches.flat_map(split)
 

@@ -57,12 +57,19 @@ def experiment_from_flags() -> ExperimentConfig:
     return ExperimentConfig(**values)
 
 
-def main(name: str, defaults: dict, run=run_experiment) -> None:
-    """Entry point of `python -m trainers.<name>`: parses flags, runs, maps failures to exit codes."""
+def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = None) -> None:
+    """Entry point of `python -m trainers.<name>`: parses flags, runs, maps failures to exit codes.
+
+    `recipes` maps a `--recipe` name to flag values that replace the defaults (flags given on the
+    command line still win); "auto" picks "full" on a GPU/TPU and "fast" on a CPU.
+    """
     engine_defaults = {k: v for k, v in defaults.items() if k in engine_flags.HELP or
                        k in {f.name for f in dataclasses.fields(engine_flags.TrainConfig)}}
     engine_flags.define_flags(**{"model_dir": default_model_dir(name), **engine_defaults})
     _define_experiment_flags(defaults)
+    if recipes and "recipe" not in FLAGS:
+        flags.DEFINE_enum("recipe", "auto", ["auto", *recipes], "Training recipe: fast (a CPU in "
+                          "minutes) or full (the longer GPU/TPU recipe); auto picks by hardware.")
 
     def _main(argv):
         import tensorflow as tf
@@ -70,6 +77,8 @@ def main(name: str, defaults: dict, run=run_experiment) -> None:
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
         try:
+            if recipes:
+                _apply_recipe(recipes)
             exp = experiment_from_flags()
             config = engine_flags.config_from_flags()
             result = run(exp, config)
@@ -85,6 +94,18 @@ def main(name: str, defaults: dict, run=run_experiment) -> None:
         print(json.dumps(summary, indent=1, default=str))
 
     app.run(_main, flags_parser=_parse_flags)
+
+
+def _apply_recipe(recipes):
+    import tensorflow as tf
+    name = FLAGS.recipe
+    if name == "auto":
+        name = "full" if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU") \
+            else "fast"
+    logging.info("recipe: %s", name)
+    for flag, value in recipes[name].items():
+        if not FLAGS[flag].present:  # the command line wins over the recipe
+            FLAGS[flag].value = _flag_default(value)
 
 
 def _parse_flags(argv):

@@ -1,0 +1,230 @@
+"""Tests for trainers.models and trainers.optimizers on tiny random inputs."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainers import models, optimizers
+
+SHAPES = [(28, 28, 1), (32, 32, 3)]
+OWN_MODELS = [m for m in models.MODELS if not m.startswith("efficientnet")]
+SMALL_RESNET9 = (8, 16, 16, 32)  # channels, to keep the resnet9 tests fast
+
+
+def _images(shape, batch=2, seed=0):
+    return np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", models.MODELS)
+def test_builds_float32_logits(name, shape):
+    model = models.build_model(name, input_shape=shape, num_classes=7, seed=0)
+    for training in (False, True):
+        logits = model(_images(shape, batch=3), training=training)
+        assert logits.shape == (3, 7)
+        assert logits.dtype == tf.float32
+        assert np.all(np.isfinite(logits.numpy()))
+
+
+@pytest.mark.parametrize("name", OWN_MODELS + ["efficientnet_b0"])
+def test_seed_gives_identical_weights_and_other_seed_differs(name):
+    def weights(seed):
+        return models.build_model(name, input_shape=(32, 32, 3), num_classes=3, seed=seed,
+                                  dropout=0.5 if name == "mlp" else 0.0).get_weights()
+
+    first, again, other = weights(1), weights(1), weights(2)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    kernels = [(a, b) for a, b in zip(first, other, strict=True) if a.ndim >= 2]
+    assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
+
+
+def test_seeded_dropout_is_deterministic():
+    def output(seed):
+        model = models.build_model("cnn_dropout", input_shape=(28, 28, 1), num_classes=4, seed=seed)
+        return model(_images((28, 28, 1)), training=True).numpy()
+
+    np.testing.assert_array_equal(output(3), output(3))
+
+
+def test_variants_have_their_layers():
+    def layer_types(name, **kwargs):
+        model = models.build_model(name, input_shape=(28, 28, 1), num_classes=2, **kwargs)
+        return {type(layer) for layer in model.layers}
+
+    assert keras.layers.BatchNormalization in layer_types("cnn_bn")
+    assert keras.layers.BatchNormalization not in layer_types("cnn")
+    assert keras.layers.Dropout in layer_types("cnn_dropout")
+    assert keras.layers.Dropout not in layer_types("cnn")
+    rates = {layer.rate for layer in models.build_model(
+        "cnn_dropout", input_shape=(28, 28, 1), num_classes=2, dropout=0.4).layers
+        if isinstance(layer, keras.layers.Dropout)}
+    assert rates == {0.4}
+    mlp = layer_types("mlp", batchnorm=True, dropout=0.1)
+    assert {keras.layers.BatchNormalization, keras.layers.Dropout} <= mlp
+    dense = [layer for layer in models.build_model(
+        "mlp", input_shape=(28, 28, 1), num_classes=2, widths=(5, 6, 7),
+        activation="tanh").layers if isinstance(layer, keras.layers.Dense)]
+    assert [layer.units for layer in dense] == [5, 6, 7, 2]
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "resnet9", "efficientnet_b0"])
+def test_sync_batchnorm(name):
+    widths = SMALL_RESNET9 if name == "resnet9" else None
+    model = models.build_model(name, input_shape=(32, 32, 3), num_classes=2, widths=widths,
+                               sync_batchnorm=True)
+    bns = [layer for layer in model._flatten_layers()
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(bn.synchronized for bn in bns)
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_two_replicas_equal_one_with_sync_batchnorm(sync):
+    """With synchronized BN, a training step on 2 replicas updates BN statistics as 1 device does."""
+    images, labels = _images((28, 28, 1), batch=8), np.arange(8) % 3
+    reference = models.build_model("cnn_bn", input_shape=(28, 28, 1), num_classes=3, seed=0)
+    reference(images, training=True)
+
+    # ReductionToOneDevice, not the default collectives: every MirroredStrategy in a process starts
+    # at the same collective keys, and TensorFlow then refuses collectives of a different shape.
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
+        model = models.build_model("cnn_bn", input_shape=(28, 28, 1), num_classes=3, seed=0,
+                                   sync_batchnorm=sync)
+        optimizer = optimizers.build_optimizer("sgd", 0.1)
+        optimizer.build(model.trainable_variables)  # not lazily inside the replica function
+
+    @tf.function
+    def step(images, labels):
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                loss = tf.reduce_sum(keras.losses.sparse_categorical_crossentropy(
+                    labels, logits, from_logits=True)) / 8
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        per_replica = strategy.run(replica_step, args=(images, labels))
+        return strategy.reduce("SUM", per_replica, axis=None)
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    assert np.isfinite(step(*next(iter(strategy.experimental_distribute_dataset(dataset)))))
+    expected = reference.get_layer("dense_bn").moving_variance.numpy()
+    got = model.get_layer("dense_bn").moving_variance.numpy()
+    if sync:
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    else:  # per-replica statistics of 4 examples differ from those of 8
+        assert np.abs(got - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "resnet9", "efficientnetv2_b0"])
+def test_mixed_bfloat16_logits_stay_float32(name):
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        widths = SMALL_RESNET9 if name == "resnet9" else None
+        model = models.build_model(name, input_shape=(28, 28, 1), num_classes=5, widths=widths)
+        assert model.layers[1].compute_dtype == "bfloat16"
+        logits = model(_images((28, 28, 1)), training=True)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert logits.dtype == tf.float32 and logits.shape == (2, 5)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("mlp", {"batchnorm": True, "dropout": 0.2}),
+    ("cnn_bn", {}),
+    ("resnet9", {"widths": SMALL_RESNET9}),
+])
+def test_keras_save_load_safe_mode(tmp_path, name, kwargs):
+    model = models.build_model(name, input_shape=(32, 32, 3), num_classes=4, seed=0, **kwargs)
+    images = _images((32, 32, 3), batch=4)
+    model(images, training=True)  # move the BatchNorm statistics away from their initial values
+    path = str(tmp_path / f"{name}.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(model.predict(images, verbose=0),
+                                  loaded.predict(images, verbose=0))
+
+
+def _no_network(*args, **kwargs):
+    raise Exception("URL fetch failure: no network")  # what keras.utils.get_file raises
+
+
+def test_pretrained_offline_raises_clear_error(monkeypatch):
+    monkeypatch.setattr(keras.utils, "get_file", _no_network)
+    with pytest.raises(RuntimeError, match="ImageNet weights") as error:
+        models.build_model("efficientnet_b0", input_shape=(32, 32, 3), num_classes=10,
+                           pretrained=True)
+    message = str(error.value)
+    assert "efficientnetb0_notop.h5" in message and "~/.keras/models" in message
+    assert "--pretrained" in message
+    with pytest.raises(ValueError, match="pretrained"):
+        models.build_model("cnn", input_shape=(32, 32, 3), num_classes=10, pretrained=True)
+
+
+def test_pretrained_failing_inside_keras_applications_raises_clear_error(monkeypatch):
+    # Our download succeeds (say, a corrupt cached file), keras.applications' own one then fails.
+    monkeypatch.setattr(keras.utils, "get_file", lambda *args, **kwargs: "cached.h5")
+    from keras.src.utils import file_utils  # where keras.applications looks get_file up
+    monkeypatch.setattr(file_utils, "get_file", _no_network)
+    with pytest.raises(RuntimeError, match="efficientnetv2-b0_notop.h5 into ~/.keras/models"):
+        models.build_model("efficientnetv2_b0", input_shape=(32, 32, 3), num_classes=10,
+                           pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["cnn_bn", "resnet9", "efficientnet_b0"])
+def test_freeze_backbone_leaves_only_the_head_trainable(name):
+    widths = SMALL_RESNET9 if name == "resnet9" else None
+    model = models.build_model(name, input_shape=(28, 28, 1), num_classes=6, widths=widths,
+                               freeze_backbone=True)
+    trainable = model.trainable_weights
+    assert {tuple(w.shape) for w in trainable} <= {(widths[-1] if widths else 64, 6), (6,),
+                                                   (1280, 6)}
+    assert sum(int(np.prod(w.shape)) for w in trainable) < model.count_params() / 10
+    # BatchNorm in a frozen backbone uses its moving statistics even when training.
+    images = _images((28, 28, 1), batch=4)
+    np.testing.assert_allclose(model(images, training=True), model(images, training=False),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"name": "vgg"}, "`name` \\('vgg'\\) must be one of mlp, cnn"),
+    ({"input_shape": (28, 28)}, "`input_shape`"),
+    ({"num_classes": 0}, "`num_classes` \\(0\\)"),
+    ({"widths": (8, 8)}, "`widths` \\(\\(8, 8\\)\\) must be 4 positive integers for resnet9"),
+    ({"activation": "nope"}, "`activation` \\('nope'\\)"),
+    ({"dropout": 1.5}, "`dropout` \\(1.5\\)"),
+    ({"seed": -1}, "`seed` \\(-1\\)"),
+    ({"name": "efficientnet_b0", "widths": (1, 2, 3, 4)}, "`widths` .* does not apply"),
+    ({"name": "efficientnet_b0", "activation": "gelu"}, "`activation` \\('gelu'\\) does not apply"),
+])
+def test_bad_arguments_raise_value_error(kwargs, match):
+    args = {"name": "resnet9", "input_shape": (32, 32, 3), "num_classes": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        models.build_model(args.pop("name"), **args)
+
+
+@pytest.mark.parametrize("name", optimizers.OPTIMIZERS)
+@pytest.mark.parametrize("schedule", [False, True])
+def test_each_optimizer_takes_a_step(name, schedule):
+    learning_rate = 0.01
+    if schedule:
+        learning_rate = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=10)
+    optimizer = optimizers.build_optimizer(name, learning_rate, weight_decay=1e-4)
+    variable = tf.Variable([1.0, -2.0])
+    optimizer.apply_gradients([(tf.constant([0.5, 0.5]), variable)])
+    assert int(optimizer.iterations.numpy()) == 1
+    assert np.all(variable.numpy() < [1.0, -2.0])
+
+
+def test_optimizer_arguments():
+    sgd = optimizers.build_optimizer("sgd", 0.1, momentum=0.8, nesterov=True)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.nesterov and sgd.momentum == 0.8
+    assert optimizers.build_optimizer("adam", 1e-3, beta_1=0.8).beta_1 == 0.8
+    assert optimizers.build_optimizer("adamw", 1e-3, weight_decay=0.05).weight_decay == 0.05
+    with pytest.raises(ValueError, match="`name` \\('adagrad'\\) must be one of sgd, adam"):
+        optimizers.build_optimizer("adagrad", 0.1)
+    with pytest.raises(ValueError, match="`nesterov` \\(True\\) does not apply to adam"):
+        optimizers.build_optimizer("adam", 0.1, nesterov=True)
+    with pytest.raises(ValueError, match="`learning_rate`"):
+        optimizers.build_optimizer("sgd", -1.0)

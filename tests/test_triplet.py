@@ -1,0 +1,220 @@
+"""Tests for trainers.triplet_loss and trainers.fec_data."""
+import csv
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainers import fec_data, triplet_loss
+
+ONES, ZEROS = np.ones((1, 16), np.float32), np.zeros((1, 16), np.float32)
+
+
+def _numpy_loss(e1, e2, e3, delta):
+    """Reference: one triplet at a time."""
+    losses = []
+    for a, b, c in zip(e1, e2, e3):
+        d12, d13, d23 = np.sum((a - b) ** 2), np.sum((a - c) ** 2), np.sum((b - c) ** 2)
+        losses.append(max(0.0, d12 - d13 + delta) + max(0.0, d12 - d23 + delta))
+    return np.array(losses)
+
+
+def _embeddings(batch=32, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(batch, dim)).astype(np.float32) for _ in range(3)]
+
+
+def test_known_values():
+    # e1 = near1 = ones, e2 = near2 = zeros, e3 = far = ones: (16 - 0 + .5) + (16 - 16 + .5) = 17.
+    loss = triplet_loss.triplet_loss_per_example(ONES, ZEROS, ONES, delta=0.5)
+    np.testing.assert_allclose(loss.numpy(), [17.0])
+    loss = triplet_loss.triplet_loss_per_example(ZEROS, ZEROS, ONES, delta=0.5)
+    np.testing.assert_allclose(loss.numpy(), [0.0])
+    both = triplet_loss.weighted_triplet_loss(
+        np.concatenate([ONES, ZEROS]), np.concatenate([ZEROS, ZEROS]),
+        np.concatenate([ONES, ONES]), votes=[1.0, 1.0], delta=0.5)
+    np.testing.assert_allclose(both.numpy(), 8.5)
+
+
+def test_vectorized_loss_matches_numpy_loop_eagerly_and_in_tf_function():
+    e1, e2, e3 = _embeddings()
+    expected = _numpy_loss(e1, e2, e3, delta=2.0)
+    assert 0 < np.count_nonzero(expected) < len(expected)  # both hinge branches exercised
+    np.testing.assert_allclose(triplet_loss.triplet_loss_per_example(e1, e2, e3, 2.0), expected,
+                               rtol=1e-5)
+    compiled = tf.function(triplet_loss.triplet_loss_per_example, jit_compile=True)
+    np.testing.assert_allclose(compiled(e1, e2, e3, 2.0), expected, rtol=1e-5)
+
+
+def test_vote_weighting():
+    e1, e2, e3 = _embeddings(batch=8)
+    votes = np.linspace(0.4, 1.0, 8).astype(np.float32)
+    per_example = _numpy_loss(e1, e2, e3, delta=1.0)
+    expected = np.sum(votes * per_example) / np.sum(votes)
+    np.testing.assert_allclose(triplet_loss.weighted_triplet_loss(e1, e2, e3, votes, 1.0),
+                               expected, rtol=1e-5)
+    # (batch, 1) votes are the same weights, not a (batch, batch) broadcast.
+    np.testing.assert_allclose(triplet_loss.weighted_triplet_loss(e1, e2, e3, votes[:, None], 1.0),
+                               expected, rtol=1e-5)
+    # A triplet with zero votes does not count; equal votes give the plain mean.
+    zeroed = votes.copy()
+    zeroed[0] = 0
+    np.testing.assert_allclose(
+        triplet_loss.weighted_triplet_loss(e1, e2, e3, zeroed, 1.0),
+        np.sum(zeroed * per_example) / np.sum(zeroed), rtol=1e-5)
+    np.testing.assert_allclose(
+        triplet_loss.weighted_triplet_loss(e1, e2, e3, np.full(8, 0.7), 1.0),
+        per_example.mean(), rtol=1e-5)
+    # A global normalizer: the two halves' losses sum to the whole batch's.
+    halves = [triplet_loss.weighted_triplet_loss(e1[s], e2[s], e3[s], votes[s], 1.0,
+                                                 normalizer=votes.sum())
+              for s in (slice(0, 4), slice(4, 8))]
+    np.testing.assert_allclose(sum(halves), expected, rtol=1e-5)
+
+
+def test_accuracy_with_majority_filter():
+    near, far = np.zeros((1, 4)), np.full((1, 4), 3.0)
+    right = (near, near + 0.1, far)  # I1, I2 close: agrees with the annotators
+    wrong = (near, far, near + 0.1)  # I1 closer to I3
+    e1, e2, e3 = (np.concatenate(parts).astype(np.float32)
+                  for parts in zip(right, right, wrong, wrong))
+    np.testing.assert_allclose(triplet_loss.triplet_accuracy(e1, e2, e3), 0.5)
+    # Only triplets with a top vote fraction above 0.5 count.
+    np.testing.assert_allclose(triplet_loss.triplet_accuracy(e1, e2, e3, [0.9, 0.5, 0.4, 1.0]),
+                               0.5)
+    np.testing.assert_allclose(triplet_loss.triplet_accuracy(e1, e2, e3, [0.9, 0.6, 0.5, 0.5]),
+                               1.0)
+    np.testing.assert_allclose(triplet_loss.triplet_accuracy(e1, e2, e3, [0.5, 0.6, 0.9, 0.5]),
+                               0.5)
+    np.testing.assert_allclose(triplet_loss.triplet_accuracy(e1, e2, e3, [0.5] * 4), 0.0)
+    # d12 must beat both other distances strictly: here d12 == d13 == 16.
+    ties = triplet_loss.triplet_correct(ZEROS, ONES, -ONES)
+    assert not ties.numpy().any()
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "cnn_bn"])
+def test_embeddings_have_norm_scale(backbone):
+    model = triplet_loss.build_embedding_model(backbone, input_shape=(28, 28, 1), embedding_dim=16,
+                                               scale=3.0, seed=0)
+    images = np.random.default_rng(0).random((5, 28, 28, 1), dtype=np.float32)
+    embeddings = model(images, training=True)
+    assert embeddings.shape == (5, 16) and embeddings.dtype == tf.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 3.0, rtol=1e-5)
+
+
+def test_embedding_model_mixed_precision_and_save_load(tmp_path):
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        model = triplet_loss.build_embedding_model("cnn", input_shape=(28, 28, 1), scale=2.0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    images = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    embeddings = model(images)
+    assert embeddings.dtype == tf.float32
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 2.0, rtol=1e-5)
+    path = str(tmp_path / "embedding.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  model.predict(images, verbose=0))
+
+
+def test_make_class_triplets():
+    y = np.repeat(np.arange(5), [1, 2, 3, 10, 30])  # class 0 has a single example: never an anchor
+    x = np.zeros((len(y), 2))
+    a, b, c = fec_data.make_class_triplets(x, y, 5000, seed=0)
+    assert a.shape == b.shape == c.shape == (5000,) and a.dtype == np.int64
+    assert np.all(y[a] == y[b]) and np.all(a != b) and np.all(y[c] != y[a])
+    assert not np.any(y[a] == 0)
+    # Every other member of a class is reachable as `b`, every other-class example as `c`.
+    assert {(i, j) for i, j in zip(a, b) if y[i] == 2} == {
+        (i, j) for i in np.flatnonzero(y == 2) for j in np.flatnonzero(y == 2) if i != j}
+    assert set(c[y[a] == 1]) == set(np.flatnonzero(y != 1))
+    again = fec_data.make_class_triplets(x, y, 5000, seed=0)
+    other = fec_data.make_class_triplets(x, y, 5000, seed=1)
+    assert all(np.array_equal(p, q) for p, q in zip((a, b, c), again))
+    assert not np.array_equal(a, other[0])
+
+
+@pytest.mark.parametrize("y,match", [
+    (np.zeros(4), "at least 2 classes"),
+    (np.arange(4), "a class with at least 2 examples"),
+    (np.zeros((4, 2)), "1-D"),
+])
+def test_make_class_triplets_errors(y, match):
+    with pytest.raises(ValueError, match=match):
+        fec_data.make_class_triplets(np.zeros(len(y)), y, 3, seed=0)
+
+
+def _face(k):
+    """A distinct, JPEG-friendly 24x24 RGB face: flat colour k."""
+    colour = np.array([40 * k % 256, 255 - 30 * k % 256, 90 + 20 * k % 166], np.uint8)
+    return np.broadcast_to(colour, (24, 24, 3)).copy()
+
+
+def _write_fec_sample(tmp_path, rows, faces=range(6), header=fec_data.FEC_COLUMNS):
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    for k in faces:
+        (image_dir / f"f{k}.jpg").write_bytes(tf.io.encode_jpeg(_face(k), quality=95).numpy())
+    csv_path = tmp_path / "fec.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(csv_path), str(image_dir)
+
+
+ROWS = [
+    # face1, face2, face3, votes1..3 (who picked each face as the odd one), subset
+    ("f0", "f1", "f2", 0, 1, 5, "train"),  # odd f2 -> (f0, f1, f2), top 5/6
+    ("f3", "f4", "f5", 4, 0, 0, "train"),  # odd f3 -> (f4, f5, f3), top 1
+    ("f1", "f2", "f3", 0.2, 0.7, 0.1, "train"),  # fractions; odd f2 -> (f1, f3, f2), top 0.7
+    ("f5", "f4", "f0", 2, 2, 1, "test"),  # tie: the first, f5, is odd -> (f4, f0, f5), top 0.4
+]
+
+
+def test_load_fec_round_trip(tmp_path):
+    csv_path, image_dir = _write_fec_sample(tmp_path, ROWS)
+    x1, x2, x3, votes = fec_data.load_fec(csv_path, image_dir, image_size=16)
+    assert x1.shape == x2.shape == x3.shape == (3, 16, 16, 3) and x1.dtype == np.float32
+    np.testing.assert_allclose(votes, [5 / 6, 1.0, 0.7], rtol=1e-6)
+    for images, ids in ((x1, [0, 4, 1]), (x2, [1, 5, 3]), (x3, [2, 3, 2])):
+        expected = np.stack([_face(k)[:16, :16] / 255.0 for k in ids])
+        np.testing.assert_allclose(images, expected, atol=0.03)  # JPEG is lossy
+
+    x1, x2, x3, votes = fec_data.load_fec(csv_path, image_dir, image_size=(8, 12), subset="test",
+                                          channels=1)
+    assert x1.shape == (1, 8, 12, 1)
+    np.testing.assert_allclose(votes, [0.4])
+    everything = fec_data.load_fec(csv_path, image_dir, image_size=8, subset=None)
+    assert len(everything[3]) == 4
+
+
+def test_load_fec_errors(tmp_path):
+    csv_path, image_dir = _write_fec_sample(tmp_path, ROWS, faces=[0, 1, 2, 3, 5])
+    with pytest.raises(FileNotFoundError, match=r"f4\.jpg \(face2 on line 3 of .*fec\.csv\)"):
+        fec_data.load_fec(csv_path, image_dir)
+    with pytest.raises(ValueError, match="no rows with subset 'val' \\(subsets present: test, "
+                                         "train\\)"):
+        fec_data.load_fec(csv_path, image_dir, subset="val")
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    csv_path, image_dir = _write_fec_sample(bad, ROWS, header=("face1", "face2", "face3", "v1",
+                                                               "votes2", "votes3", "subset"))
+    with pytest.raises(ValueError, match="missing column\\(s\\) votes1"):
+        fec_data.load_fec(csv_path, image_dir)
+
+    zero = tmp_path / "zero"
+    zero.mkdir()
+    csv_path, image_dir = _write_fec_sample(zero, ROWS[:1] + [("f0", "f1", "f2", 0, 0, 0, "train")])
+    with pytest.raises(ValueError, match="line 3: votes1, votes2, votes3 must be non-negative"):
+        fec_data.load_fec(csv_path, image_dir)
+
+    with open(tmp_path / "images" / "f4.jpg", "w") as f:
+        f.write("not a jpeg")
+    csv_path, image_dir = str(tmp_path / "fec.csv"), str(tmp_path / "images")
+    with pytest.raises(ValueError, match="f4.jpg could not be decoded"):
+        fec_data.load_fec(csv_path, image_dir)

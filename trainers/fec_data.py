@@ -1,0 +1,179 @@
+"""Triplet data: triplets from class labels, and the Facial Expression Comparison (FEC) layout.
+
+Every triplet is ordered (I1, I2, I3): (I1, I2) is the most similar pair, I3 the odd one out, which is
+what `triplet_loss` expects.
+
+FEC layout read by `load_fec`: a CSV file with header
+
+    face1,face2,face3,votes1,votes2,votes3,subset
+
+one row per triplet, and a folder holding `{id}.jpg` for every face id:
+  faceK   the id of face K (its image is `{image_dir}/{faceK}.jpg`).
+  votesK  how many annotators picked face K as the ODD ONE OUT, i.e. voted that the two other faces
+          are the most similar pair. Counts or fractions: only their ratios matter.
+  subset  which split the row belongs to, e.g. train or test.
+The odd one (I3) is the face with the most votes (the first of them on a tie); I1 and I2 are the two
+others in column order; the row's weight is the top vote fraction max(votes) / sum(votes).
+"""
+import csv
+import os
+
+import numpy as np
+import tensorflow as tf
+
+FEC_COLUMNS = ("face1", "face2", "face3", "votes1", "votes2", "votes3", "subset")
+
+
+def make_class_triplets(x, y, num_triplets, seed):
+    """Samples triplets from class labels: returns index arrays (a, b, c), each (num_triplets,) int64.
+
+    y[a] == y[b], a != b, and y[c] != y[a], so (x[a], x[b], x[c]) is an (I1, I2, I3) triplet. The
+    anchor `a` is uniform over the examples whose class has at least 2 members (so classes are drawn
+    in proportion to their size), `b` uniform over the rest of a's class, `c` uniform over all other
+    classes. `seed` is an int (deterministic) or None.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"`y` must be a 1-D array of class labels, got shape {y.shape}")
+    if len(x) != len(y):
+        raise ValueError(f"`x` and `y` must have the same length, got {len(x)} and {len(y)}")
+    if isinstance(num_triplets, bool) or not isinstance(num_triplets, (int, np.integer)) \
+            or num_triplets < 0:
+        raise ValueError(f"`num_triplets` ({num_triplets!r}) must be a non-negative integer")
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if len(counts) < 2:
+        raise ValueError(f"`y` needs at least 2 classes to make triplets, got {len(counts)}")
+    eligible = np.flatnonzero(counts[inverse] >= 2)
+    if not len(eligible):
+        raise ValueError("`y` needs a class with at least 2 examples to make triplets")
+
+    rng = np.random.default_rng(seed)
+    # Example indices grouped by class: class k occupies order[starts[k]:starts[k] + counts[k]].
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+
+    a = rng.choice(eligible, size=num_triplets)
+    cls = inverse[a]
+    start, count = starts[cls], counts[cls]
+    # b: one of the other count - 1 members of a's class (skip over a's own slot).
+    r = rng.integers(0, count - 1)
+    r += r >= position[a] - start
+    b = order[start + r]
+    # c: one of the len(y) - count examples outside a's class (skip over a's class block).
+    r = rng.integers(0, len(y) - count)
+    r += np.where(r >= start, count, 0)
+    c = order[r]
+    return a.astype(np.int64), b.astype(np.int64), c.astype(np.int64)
+
+
+def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channels=3):
+    """Reads an FEC-layout CSV (see module docstring) and its images.
+
+    Args:
+      csv_path: the CSV file.
+      image_dir: the folder of `{id}.jpg` files.
+      image_size: (height, width) or an int; images are resized (bilinear, antialiased) to it.
+      subset: keep only rows whose `subset` is this; None keeps every row.
+      channels: 3 (RGB) or 1 (grey).
+
+    Returns:
+      x1, x2, x3: float32 arrays (n, height, width, channels) in [0, 1], ordered (I1, I2, I3).
+      votes: float32 array (n,), the top vote fraction of each triplet.
+    """
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if len(image_size) != 2 or any(int(s) < 1 for s in image_size):
+        raise ValueError(f"`image_size` ({image_size!r}) must be a positive int or (height, width)")
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` ({channels!r}) must be 1 or 3")
+    if not os.path.isdir(image_dir):
+        raise FileNotFoundError(f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)")
+    faces, votes, lines = _read_fec_csv(csv_path, subset)
+
+    # Decode each distinct face once, then gather; missing files are all reported together.
+    ids, index = np.unique(faces, return_inverse=True)
+    index = index.reshape(faces.shape)
+    paths = [os.path.join(image_dir, f"{face}.jpg") for face in ids]
+    missing = [(p, i) for i, p in enumerate(paths) if not os.path.isfile(p)]
+    if missing:
+        where = []
+        for path, i in missing[:5]:
+            row, column = np.argwhere(index == i)[0]
+            where.append(f"{path} (face{column + 1} on line {lines[row]} of {csv_path})")
+        raise FileNotFoundError(
+            f"{len(missing)} FEC image file(s) not found: {'; '.join(where)}"
+            f"{' ...' if len(missing) > 5 else ''}. Put the {{id}}.jpg files in {image_dir} or "
+            f"remove those rows from the CSV.")
+    images = _decode_images(paths, tuple(int(s) for s in image_size), channels)
+    top = votes.argmax(axis=1)  # the odd one out
+    rows = np.arange(len(top))
+    # The two faces other than `top`, in column order: (1, 2) for top 0, (0, 2) for 1, (0, 1) for 2.
+    first = np.where(top == 0, 1, 0)
+    second = np.where(top == 2, 1, 2)
+    x1, x2, x3 = (images[index[rows, k]] for k in (first, second, top))
+    weight = votes[rows, top] / votes.sum(axis=1)
+    return x1, x2, x3, weight.astype(np.float32)
+
+
+def _read_fec_csv(csv_path, subset):
+    """Returns face ids (n, 3) str, votes (n, 3) float64, and each row's line number in the file."""
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"FEC CSV file {csv_path} not found")
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in FEC_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}; the header must "
+                             f"name {','.join(FEC_COLUMNS)} (found: {','.join(header) or 'none'})")
+        reader.fieldnames = header
+        faces, votes, lines, subsets = [], [], [], set()
+        for row in reader:
+            subsets.add(row["subset"])
+            if subset is not None and row["subset"] != subset:
+                continue
+            line = reader.line_num
+            face_ids = [(row[f"face{k}"] or "").strip() for k in (1, 2, 3)]
+            if not all(face_ids):
+                raise ValueError(f"{csv_path}, line {line}: face1, face2 and face3 must all be "
+                                 f"non-empty ids, got {face_ids}")
+            try:
+                row_votes = [float(row[f"votes{k}"]) for k in (1, 2, 3)]
+            except (TypeError, ValueError):
+                row_votes = None
+            if row_votes is None or min(row_votes) < 0 or not sum(row_votes) > 0:
+                raise ValueError(
+                    f"{csv_path}, line {line}: votes1, votes2, votes3 must be non-negative numbers "
+                    f"with a positive sum, got {[row[f'votes{k}'] for k in (1, 2, 3)]}")
+            faces.append(face_ids)
+            votes.append(row_votes)
+            lines.append(line)
+    if not faces:
+        raise ValueError(f"{csv_path}: no rows with subset {subset!r} (subsets present: "
+                         f"{', '.join(sorted(s for s in subsets if s is not None)) or 'none'})")
+    return np.array(faces, dtype=str), np.array(votes, dtype=np.float64), lines
+
+
+def _decode_images(paths, image_size, channels):
+    def load(path):
+        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=channels)
+        image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), image_size,
+                                antialias=True)
+        return tf.clip_by_value(image, 0.0, 1.0)
+
+    dataset = tf.data.Dataset.from_tensor_slices(paths).map(
+        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+    try:
+        return np.concatenate([batch.numpy() for batch in dataset])
+    except tf.errors.InvalidArgumentError:
+        pass
+    # tf.data's error does not say which file failed: find it.
+    for path in paths:
+        try:
+            load(path)
+        except tf.errors.InvalidArgumentError as e:
+            raise ValueError(f"{path} could not be decoded as a JPEG image ({e.message.strip()}); "
+                             f"replace or remove it") from None
+    raise RuntimeError("decoding the FEC images failed, but no single file fails on its own")

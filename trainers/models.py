@@ -1,0 +1,367 @@
+"""Image classifiers by name: `build_model("resnet9", input_shape=(32, 32, 3), num_classes=10)`.
+
+Every model maps float32 NHWC images in [0, 1] (or already normalised) to float32 LOGITS (no softmax).
+
+Models:
+  mlp                Flatten + Dense(widths) with `activation`; optional BatchNorm / Dropout.
+  cnn                The classic small CNN: 3 conv 3x3 (32, 64, 64) with 2 max-pools, Dense 64, logits.
+  cnn_bn             cnn with BatchNormalization after each conv (conv -> BN -> activation).
+  cnn_dropout        cnn with Dropout after each pool and after Dense 64 (rate 0.25 unless given).
+  resnet9            The "ResNet-9" of the CIFAR-10 speed records (Page's DAWNBench net, airbench's
+                     ancestor): prep conv 64; layer1 conv 128 + pool + residual(2 conv); layer2 conv 256
+                     + pool; layer3 conv 512 + pool + residual; global max pool; Dense without bias;
+                     logits scaled by 0.125.
+  efficientnet_b0    keras.applications.EfficientNetB0 backbone (include_top=False) + new head.
+  efficientnetv2_b0  keras.applications.EfficientNetV2B0 backbone (include_top=False) + new head.
+
+Conventions:
+  * `widths=None` and `batchnorm=None` take the model's own default (e.g. `widths` is (64, 64) for
+    mlp and (64, 128, 256, 512) for resnet9); an argument that does not apply to a model is refused.
+  * Mixed precision: set the global policy (`keras.config.set_dtype_policy("mixed_bfloat16")`)
+    before building; the logits layer is always float32.
+  * `seed` gives every layer its own seeded initializer (derived from the seed and the layer's name),
+    so two builds with one seed have identical weights, without touching global random state.
+  * Models contain no Lambda layers, so `.keras` files load with `safe_mode=True`.
+"""
+import contextlib
+import math
+import random
+import socket
+import zlib
+
+import keras
+import numpy as np
+
+MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "efficientnet_b0", "efficientnetv2_b0")
+
+_DEFAULT_WIDTHS = {
+    "mlp": (64, 64),  # hidden Dense units, any number of layers
+    "cnn": (32, 64, 64, 64),  # conv1, conv2, conv3 filters, then Dense units
+    "resnet9": (64, 128, 256, 512),  # prep, layer1, layer2, layer3 channels
+}
+_DEFAULT_WIDTHS["cnn_bn"] = _DEFAULT_WIDTHS["cnn_dropout"] = _DEFAULT_WIDTHS["cnn"]
+_CNN_DROPOUT_RATE = 0.25
+_RESNET9_LOGIT_SCALE = 0.125  # from the speed-record recipes: keeps initial logits small
+
+# (keras.applications constructor name, weights file, URL) for include_top=False ImageNet weights.
+_EFFICIENTNETS = {
+    "efficientnet_b0": ("EfficientNetB0", "efficientnetb0_notop.h5",
+                        "https://storage.googleapis.com/keras-applications/"),
+    "efficientnetv2_b0": ("EfficientNetV2B0", "efficientnetv2-b0_notop.h5",
+                          "https://storage.googleapis.com/tensorflow/keras-applications/"
+                          "efficientnet_v2/"),
+}
+_EFFICIENTNET_MIN_SIZE = 32  # keras.applications refuses smaller images
+_DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a dead network fails instead of hanging
+
+
+@keras.saving.register_keras_serializable(package="tfloops")
+class Scale(keras.layers.Layer):
+    """Multiplies its input by a constant (a serializable replacement for `Lambda(lambda x: c * x)`)."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, inputs):
+        return inputs * keras.ops.cast(self.scale, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+def build_model(name, *, input_shape, num_classes, widths=None, activation="relu", batchnorm=None,
+                dropout=0.0, sync_batchnorm=False, pretrained=False, freeze_backbone=False,
+                seed=None, name_prefix=None):
+    """Builds model `name` (one of MODELS) returning float32 logits of shape (batch, num_classes).
+
+    Args:
+      name: one of MODELS.
+      input_shape: shape of one example, e.g. (28, 28, 1) or (32, 32, 3); mlp also takes (features,).
+      num_classes: number of logits.
+      widths: layer widths, None for the model's default (see _DEFAULT_WIDTHS): mlp any number of
+        hidden units; cnn* 4 numbers (3 conv filters, Dense units); resnet9 4 channel counts.
+      activation: Keras activation name for mlp/cnn*/resnet9. The efficientnets keep their swish
+        and refuse anything but the default.
+      batchnorm: BatchNormalization after each conv/hidden Dense; None means the model's default
+        (True for cnn_bn and resnet9, False for mlp/cnn/cnn_dropout).
+      dropout: rate of the Dropout layers (mlp: after each hidden layer; cnn*: after each pool and
+        the Dense; resnet9 and efficientnets: before the logits); 0 means none, except that
+        cnn_dropout then uses 0.25.
+      sync_batchnorm: make every BatchNormalization `synchronized=True` (statistics across replicas).
+      pretrained: efficientnets only: load ImageNet weights (needs the weights file, see the error).
+      freeze_backbone: only the final logits layer is trainable (linear probing); a frozen
+        efficientnet backbone runs its BatchNormalization in inference mode.
+      seed: int for deterministic initialization and dropout, None for random.
+      name_prefix: prefix for the model's and its layers' names (to tell two models apart).
+    """
+    if name not in MODELS:
+        raise ValueError(f"`name` ({name!r}) must be one of {', '.join(MODELS)}")
+    input_shape = _check_input_shape(name, input_shape)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise ValueError(f"`num_classes` ({num_classes!r}) must be a positive integer")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"`seed` ({seed!r}) must be None or a non-negative integer")
+    if dropout is None:
+        dropout = 0.0
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` ({dropout!r}) must be in [0, 1)")
+    if pretrained and name not in _EFFICIENTNETS:
+        raise ValueError(f"`pretrained` ({pretrained!r}) is only available for "
+                         f"{', '.join(_EFFICIENTNETS)}; {name!r} has no pretrained weights")
+    layers = _Layers(seed, name_prefix, sync_batchnorm)
+
+    if name in _EFFICIENTNETS:
+        for arg, value in (("widths", widths), ("batchnorm", batchnorm)):
+            if value is not None:
+                raise ValueError(f"`{arg}` ({value!r}) does not apply to {name}: leave it None")
+        if activation not in (None, "relu"):
+            raise ValueError(f"`activation` ({activation!r}) does not apply to {name}, which uses "
+                             f"swish: leave the default")
+        return _efficientnet(name, layers, input_shape, num_classes, dropout, pretrained,
+                             freeze_backbone, seed)
+
+    widths = _check_widths(name, widths)
+    activation = _check_activation("relu" if activation is None else activation)
+    if batchnorm is None:
+        batchnorm = name in ("cnn_bn", "resnet9")
+    if name == "cnn_dropout" and not dropout:
+        dropout = _CNN_DROPOUT_RATE
+    inputs = keras.Input(shape=input_shape, name=layers.name("images"))
+    if name == "mlp":
+        features = _mlp_body(inputs, layers, widths, activation, batchnorm, dropout)
+    elif name == "resnet9":
+        features = _resnet9_body(inputs, layers, widths, activation, batchnorm, dropout)
+    else:
+        features = _cnn_body(inputs, layers, widths, activation, batchnorm, dropout)
+
+    # Head. float32 whatever the global policy, so logits (and the loss) stay float32.
+    head = [layers.dense(num_classes, "logits", use_bias=name != "resnet9", dtype="float32")]
+    if name == "resnet9":
+        head.append(Scale(_RESNET9_LOGIT_SCALE, dtype="float32", name=layers.name("logit_scale")))
+    logits = features
+    for layer in head:
+        logits = layer(logits)
+    model = keras.Model(inputs, logits, name=layers.name(name))
+    if freeze_backbone:
+        for layer in model.layers:
+            layer.trainable = any(layer is h for h in head)
+    return model
+
+
+class _Layers:
+    """Makes layers with prefixed names and per-layer seeds derived from (seed, layer name)."""
+
+    def __init__(self, seed, prefix, sync_batchnorm):
+        self.seed, self.prefix, self.sync_batchnorm = seed, prefix, sync_batchnorm
+
+    def name(self, name):
+        return f"{self.prefix}_{name}" if self.prefix else name
+
+    def layer_seed(self, name):
+        if self.seed is None:
+            return None
+        # crc32 rather than hash(): Python salts str hashes per process.
+        state = np.random.SeedSequence([int(self.seed), zlib.crc32(name.encode())])
+        return int(state.generate_state(1)[0] >> 1)  # fits int32, as TF's stateless ops want
+
+    def kernel_init(self, name):
+        return keras.initializers.GlorotUniform(seed=self.layer_seed(name))
+
+    def conv(self, filters, name, use_bias):
+        return keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias,
+                                   kernel_initializer=self.kernel_init(name), name=self.name(name))
+
+    def dense(self, units, name, use_bias=True, dtype=None):
+        return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=self.kernel_init(name),
+                                  dtype=dtype, name=self.name(name))
+
+    def batchnorm(self, name):
+        # PyTorch's momentum/epsilon: Keras' 0.99 makes running statistics lag in short runs.
+        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                               synchronized=self.sync_batchnorm,
+                                               name=self.name(name))
+
+    def dropout(self, rate, name):
+        return keras.layers.Dropout(rate, seed=self.layer_seed(name), name=self.name(name))
+
+    def conv_block(self, x, filters, name, activation, batchnorm, pool=False):
+        """conv -> [max-pool] -> [BN] -> activation (pooling first: BN on 4x fewer pixels)."""
+        x = self.conv(filters, f"{name}_conv", use_bias=not batchnorm)(x)
+        if pool:
+            x = keras.layers.MaxPooling2D(2, name=self.name(f"{name}_pool"))(x)
+        if batchnorm:
+            x = self.batchnorm(f"{name}_bn")(x)
+        return keras.layers.Activation(activation, name=self.name(f"{name}_act"))(x)
+
+
+def _mlp_body(x, layers, widths, activation, batchnorm, dropout):
+    x = keras.layers.Flatten(name=layers.name("flatten"))(x)
+    for i, units in enumerate(widths, start=1):
+        x = layers.dense(units, f"dense{i}", use_bias=not batchnorm)(x)
+        if batchnorm:
+            x = layers.batchnorm(f"dense{i}_bn")(x)
+        x = keras.layers.Activation(activation, name=layers.name(f"dense{i}_act"))(x)
+        if dropout:
+            x = layers.dropout(dropout, f"dense{i}_dropout")(x)
+    return x
+
+
+def _cnn_body(x, layers, widths, activation, batchnorm, dropout):
+    # The TensorFlow tutorial CNN: 'valid' 3x3 convs, 2x2 max-pools after the first two.
+    for i, filters in enumerate(widths[:3], start=1):
+        x = keras.layers.Conv2D(filters, 3, use_bias=not batchnorm,
+                                kernel_initializer=layers.kernel_init(f"conv{i}"),
+                                name=layers.name(f"conv{i}"))(x)
+        if batchnorm:
+            x = layers.batchnorm(f"conv{i}_bn")(x)
+        x = keras.layers.Activation(activation, name=layers.name(f"conv{i}_act"))(x)
+        if i < 3:
+            x = keras.layers.MaxPooling2D(2, name=layers.name(f"pool{i}"))(x)
+            if dropout:
+                x = layers.dropout(dropout, f"pool{i}_dropout")(x)
+    x = keras.layers.Flatten(name=layers.name("flatten"))(x)
+    x = layers.dense(widths[3], "dense", use_bias=not batchnorm)(x)
+    if batchnorm:
+        x = layers.batchnorm("dense_bn")(x)
+    x = keras.layers.Activation(activation, name=layers.name("dense_act"))(x)
+    if dropout:
+        x = layers.dropout(dropout, "dense_dropout")(x)
+    return x
+
+
+def _resnet9_body(x, layers, widths, activation, batchnorm, dropout):
+    prep, width1, width2, width3 = widths
+    block = layers.conv_block
+    x = block(x, prep, "prep", activation, batchnorm)
+    for name, width, residual in (("layer1", width1, True), ("layer2", width2, False),
+                                  ("layer3", width3, True)):
+        x = block(x, width, name, activation, batchnorm, pool=True)
+        if residual:
+            y = block(x, width, f"{name}_res1", activation, batchnorm)
+            y = block(y, width, f"{name}_res2", activation, batchnorm)
+            x = keras.layers.Add(name=layers.name(f"{name}_add"))([x, y])
+    x = keras.layers.GlobalMaxPooling2D(name=layers.name("global_pool"))(x)
+    if dropout:
+        x = layers.dropout(dropout, "dropout")(x)
+    return x
+
+
+def _efficientnet(name, layers, input_shape, num_classes, dropout, pretrained, freeze_backbone,
+                  seed):
+    constructor, weights_file, base_url = _EFFICIENTNETS[name]
+    height, width, channels = input_shape
+    if channels not in (1, 3):
+        raise ValueError(f"`input_shape` ({input_shape!r}) must have 1 or 3 channels for {name}")
+    if pretrained:
+        _fetch_imagenet_weights(name, weights_file, base_url + weights_file)
+
+    inputs = keras.Input(shape=input_shape, name=layers.name("images"))
+    x = inputs
+    if channels == 1:  # grey -> RGB, as the ImageNet weights expect
+        x = keras.layers.Concatenate(name=layers.name("grey_to_rgb"))([x, x, x])
+    if min(height, width) < _EFFICIENTNET_MIN_SIZE:
+        # Upsample so the shorter side is 32, keeping the aspect ratio.
+        factor = _EFFICIENTNET_MIN_SIZE / min(height, width)
+        height, width = math.ceil(height * factor), math.ceil(width * factor)
+        x = keras.layers.Resizing(height, width, name=layers.name("upsample"))(x)
+    # The backbones start with their own Rescaling(1/255) + ImageNet normalisation: undo the /255.
+    x = keras.layers.Rescaling(255.0, name=layers.name("to_0_255"))(x)
+
+    # keras.applications draws its initializer seeds from Python's `random`: seed it for the build
+    # only, then put the caller's random state back.
+    saved_state = random.getstate()
+    try:
+        if seed is not None:
+            random.seed(int(seed))
+        with _download_timeout():
+            backbone = getattr(keras.applications, constructor)(
+                include_top=False, weights="imagenet" if pretrained else None,
+                input_shape=(height, width, 3), pooling="avg")
+    except Exception as e:
+        # Keras' get_file raises a bare Exception when a download fails (here: the cached file was
+        # corrupt, so Keras fetched it again).
+        if pretrained and type(e) is Exception:
+            raise _weights_error(name, weights_file, base_url + weights_file, e) from e
+        raise
+    finally:
+        random.setstate(saved_state)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = bool(layers.sync_batchnorm)  # read at call time, saved in config
+    if freeze_backbone:
+        backbone.trainable = False
+    # A frozen backbone keeps BN in inference mode, so fine-tuning later does not wreck its stats.
+    x = backbone(x, training=False) if freeze_backbone else backbone(x)
+    if dropout:
+        x = layers.dropout(dropout, "head_dropout")(x)
+    logits = layers.dense(num_classes, "logits", dtype="float32")(x)
+    return keras.Model(inputs, logits, name=layers.name(name))
+
+
+def _fetch_imagenet_weights(name, weights_file, url):
+    """Puts the weights file in Keras' cache (where keras.applications then finds it) or explains."""
+    try:
+        with _download_timeout():
+            keras.utils.get_file(weights_file, url, cache_subdir="models")
+    except Exception as e:  # get_file raises a bare Exception on URL failures
+        raise _weights_error(name, weights_file, url, e) from e
+
+
+def _weights_error(name, weights_file, url, error):
+    return RuntimeError(
+        f"Could not download the ImageNet weights for {name} ({url}): {error}\n"
+        f"To proceed, either run once with internet access (Keras caches the file), or copy "
+        f"{weights_file} into ~/.keras/models/ (or $KERAS_HOME/models/), or train from scratch "
+        f"without --pretrained (pretrained=False).")
+
+
+@contextlib.contextmanager
+def _download_timeout():
+    """Makes a stalled download fail after a while instead of hanging (urllib has no timeout)."""
+    saved_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(saved_timeout)
+
+
+def _check_input_shape(name, input_shape):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or not shape or any(d < 1 for d in shape) or (name != "mlp" and len(shape) != 3):
+        need = "positive integers" if name == "mlp" else "(height, width, channels)"
+        raise ValueError(f"`input_shape` ({input_shape!r}) must be {need} for {name}")
+    return shape
+
+
+def _check_widths(name, widths):
+    if widths is None:
+        return _DEFAULT_WIDTHS[name]
+    default = _DEFAULT_WIDTHS[name]
+    try:
+        checked = tuple(int(w) for w in widths)
+    except (TypeError, ValueError):
+        checked = None
+    if checked is None or any(w < 1 for w in checked) or (name != "mlp" and len(checked) != 4):
+        count = "" if name == "mlp" else f"{len(default)} "
+        raise ValueError(f"`widths` ({widths!r}) must be {count}positive integers for {name} "
+                         f"(default {default})")
+    return checked
+
+
+def _check_activation(activation):
+    try:
+        keras.activations.get(activation)
+    except (ValueError, TypeError):
+        raise ValueError(f"`activation` ({activation!r}) must be a Keras activation name, "
+                         f"e.g. relu, gelu, silu, tanh") from None
+    return activation
