@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make train` and `make test` (each creates .venv on first use).
+#   make train ARGS="--recipe=full --strategy=mirrored"     extra trainer flags
+#   make test TF=2.20                                       the suite against TF 2.20 (Colab/Kaggle TPU)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TF ?= 2.21
+VENV := $(if $(filter 2.21,$(TF)),.venv,.venv-tf$(TF))
+# The shared datasets beside the checkout, when present; else $DATA_DIR / ~/.keras/datasets / download.
+DATA_DIR ?= $(if $(wildcard ../shared/datasets/mnist.npz),$(abspath ../shared/datasets),)
+export DATA_DIR
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: setup train test mnist benchmarks clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	sed -e 's/^tensorflow==.*/tensorflow==$(TF).0/' -e 's/^tensorboard==.*/tensorboard==$(TF).0/' \
+	    requirements.txt > $(VENV)/requirements.txt
+	$(VENV)/bin/python -m pip install -q -r $(VENV)/requirements.txt
+	touch $@
+
+train: setup
+	$(VENV)/bin/python -m trainers.cifar $(ARGS)
+
+mnist: setup
+	$(VENV)/bin/python -m trainers.mnist $(ARGS)
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests $(PYTEST_ARGS)
+
+benchmarks: setup
+	for m in mlp cnn resnet9; do $(VENV)/bin/python -m benchmarks.loop_vs_fit --model=$$m || exit 1; done
+	$(VENV)/bin/python -m benchmarks.input_vs_step --trainer=cifar
+
+clean:
+	rm -rf .venv .venv-tf* runs

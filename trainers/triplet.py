@@ -1,0 +1,148 @@
+"""Metric learning with the vote-weighted triplet loss: `python -m trainers.triplet`.
+
+    python -m trainers.triplet --dataset=mnist                     # triplets from MNIST classes
+    python -m trainers.triplet --dataset=fec --fec_csv=F --fec_images=DIR   # Facial Expression Comparison
+
+An embedding network (L2-normalised, scaled) is trained so that the most-similar pair (I1, I2) of a
+triplet is closer than either is to the odd one I3. Class triplets take two images of one class and
+one of another (every vote 1.0); FEC triplets carry the annotators' top-vote fraction as weight.
+Triplet accuracy counts only triplets whose top vote exceeds 0.5.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import framework  # noqa: E402
+from framework import ConfigError  # noqa: E402
+from framework import flags as engine_flags  # noqa: E402
+from framework.controller import Data  # noqa: E402
+from trainers import cli, fec_data, optimizers, triplet_loss  # noqa: E402
+
+TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
+
+
+class TripletTask:
+    """Batches of (uint8 triplets [B, 3, H, W, C], votes [B]) -> embeddings -> triplet loss."""
+
+    metric_names = ("loss", "triplet_accuracy")
+
+    def __init__(self, delta: float):
+        self.delta = delta
+
+    def make_metrics(self):
+        return {name: keras.metrics.Mean(name=name) for name in self.metric_names}
+
+    def prepare(self, batch, *, seed, training):
+        triplets, votes = batch[0], batch[1]
+        return tf.cast(triplets, tf.float32) / 255.0, votes
+
+    def forward(self, model, triplets, *, training):
+        """One model call on the 3B images; returns embeddings [3, B, D] (I1, I2, I3)."""
+        shape = tf.shape(triplets)
+        images = tf.reshape(tf.transpose(triplets, [1, 0, 2, 3, 4]),
+                            tf.concat([[3 * shape[0]], shape[2:]], 0))
+        embeddings = tf.cast(model(images, training=training), tf.float32)
+        return tf.reshape(embeddings, [3, shape[0], -1])
+
+    def loss(self, votes, embeddings):
+        # votes * loss per triplet; the engine averages over the global batch.
+        return tf.cast(votes, tf.float32) * triplet_loss.triplet_loss_per_example(
+            embeddings[0], embeddings[1], embeddings[2], self.delta)
+
+    def update_metrics(self, metrics, votes, embeddings, per_example_loss, sample_weight=None):
+        weight = tf.ones_like(per_example_loss) if sample_weight is None else sample_weight
+        counted = weight * tf.cast(tf.cast(votes, tf.float32) > 0.5, tf.float32)
+        correct = tf.cast(triplet_loss.triplet_correct(embeddings[0], embeddings[1], embeddings[2]), tf.float32)
+        metrics["loss"].update_state(per_example_loss, sample_weight=weight)
+        metrics["triplet_accuracy"].update_state(correct, sample_weight=counted)
+
+
+def class_triplets(x, y, num_triplets, seed):
+    a, b, c = fec_data.make_class_triplets(x, y, num_triplets, seed)
+    return np.stack([x[a], x[b], x[c]], axis=1), np.ones(num_triplets, np.float32)
+
+
+def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", fec_images="",
+                  image_size=64) -> Data:
+    if dataset == "fec":
+        if not (fec_csv and fec_images):
+            raise ConfigError("--dataset=fec needs --fec_csv=FILE and --fec_images=DIR")
+        splits = {}
+        for subset in ("train", "test"):
+            x1, x2, x3, votes = fec_data.load_fec(fec_csv, fec_images, image_size=(image_size, image_size),
+                                                  subset=subset)
+            triplets = np.stack([x1, x2, x3], axis=1)
+            if triplets.dtype != np.uint8:
+                triplets = np.clip(np.round(triplets * (255.0 if triplets.max() <= 1.0 else 1.0)), 0,
+                                   255).astype(np.uint8)
+            splits[subset] = (triplets, votes.astype(np.float32))
+        return Data(train=splits["train"], evals={"test": splits["test"]})
+    from framework import datasets
+    ds = datasets.load(dataset, data_dir or None)
+    return Data(train=class_triplets(ds.x_train, ds.y_train, num_train, seed),
+                evals={"test": class_triplets(ds.x_test, ds.y_test, num_test, seed + 1)})
+
+
+def run_triplet(config: framework.TrainConfig, *, dataset="mnist", data_dir="", model="cnn",
+                embedding_dim=16, scale=4.0, delta=0.5, optimizer="adam", num_train=20000, num_test=2000,
+                fec_csv="", fec_images="", image_size=64) -> dict:
+    if dataset not in TRIPLET_DATASETS:
+        raise ConfigError(f"--dataset={dataset!r}: unknown; valid choices: {', '.join(TRIPLET_DATASETS)}")
+    if optimizer not in optimizers.OPTIMIZERS:
+        raise ConfigError(f"--optimizer={optimizer!r}: unknown; valid choices: {', '.join(optimizers.OPTIMIZERS)}")
+    strategy = framework.prepare_runtime(config)
+    data = load_triplets(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test, seed=config.seed,
+                         fec_csv=fec_csv, fec_images=fec_images, image_size=image_size)
+    input_shape = data.train[0].shape[2:]
+
+    def model_fn():
+        return triplet_loss.build_embedding_model(model, input_shape=input_shape, embedding_dim=embedding_dim,
+                                                  scale=scale, seed=config.seed)
+
+    run_config = {**config.to_dict(), "dataset": dataset, "model": model, "embedding_dim": embedding_dim,
+                  "scale": scale, "delta": delta, "optimizer": optimizer}
+    return framework.train(config, data, model_fn=model_fn, task=TripletTask(delta), run_config=run_config,
+                           optimizer_fn=lambda lr: optimizers.build_optimizer(optimizer, lr), strategy=strategy)
+
+
+flags.DEFINE_string("dataset", "mnist", f"Triplet source: {', '.join(TRIPLET_DATASETS)}.")
+flags.DEFINE_string("data_dir", "", "Dataset folder ('' = $DATA_DIR, ~/.keras/datasets, download).")
+flags.DEFINE_string("model", "cnn", "Embedding backbone (a trainers.models name).")
+flags.DEFINE_string("optimizer", "adam", "Optimizer name.")
+flags.DEFINE_integer("embedding_dim", 16, "Embedding size.")
+flags.DEFINE_float("scale", 4.0, "Embeddings are L2-normalised, then multiplied by this.")
+flags.DEFINE_float("delta", 0.5, "Triplet margin.")
+flags.DEFINE_integer("num_train", 20000, "Class triplets for training.")
+flags.DEFINE_integer("num_test", 2000, "Class triplets for testing.")
+flags.DEFINE_string("fec_csv", "", "FEC: the CSV (face1, face2, face3, votes1..3, subset).")
+flags.DEFINE_string("fec_images", "", "FEC: the folder of {id}.jpg.")
+flags.DEFINE_integer("image_size", 64, "FEC: images are resized to this.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
+    names = ("dataset", "data_dir", "model", "embedding_dim", "scale", "delta", "optimizer", "num_train",
+             "num_test", "fec_csv", "fec_images", "image_size")
+    try:
+        result = run_triplet(engine_flags.config_from_flags(), **{n: FLAGS[n].value for n in names})
+    except (ConfigError, fec_data_errors()) as err:
+        cli.fail(str(err))
+    print(f"test triplet accuracy: {result['test_triplet_accuracy']:.4f}")
+
+
+def fec_data_errors():
+    from framework.datasets import DataError
+    return DataError
+
+
+if __name__ == "__main__":
+    engine_flags.define_flags(model_dir=os.path.join("runs", "triplet"), epochs=3, global_batch_size=64,
+                              learning_rate=1e-3, lr_schedule="cosine", monitor="test_triplet_accuracy")
+    app.run(main)
