@@ -1,0 +1,184 @@
+"""Image folders: one sub-folder per class of JPEG/PNG files, the layout users keep their own data in.
+
+    PATH/train/<class>/*.jpg + PATH/test/<class>/*.jpg   the two splits as they are
+    PATH/<class>/*.png                                   a seeded `test_split` fraction becomes the test split
+
+Class names are the sorted sub-folder names (those of train/ in the first layout); files may sit in nested
+folders below a class folder; other file types and hidden files are ignored. Every image is checked
+before it is decoded (a header larger than `max_image_pixels` is refused, so a huge file cannot exhaust
+memory); a corrupt image stops loading with its path, or with on_corrupt="skip" is skipped and counted.
+"""
+import concurrent.futures
+import dataclasses
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from framework.datasets import ArrayDataset, DataError, resize_images, tf_error_text
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit: about 256 MiB of RGB pixels
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFolderDataset(ArrayDataset):
+    """An ArrayDataset read from an image folder; `skipped` lists "path: reason" per skipped corrupt image."""
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSplit:
+    """One folder of class sub-folders, decoded: x uint8 (N, H, W, C), y int32 (N,)."""
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    files: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+class _BadImage(Exception):
+    """A file that is not a readable JPEG/PNG image (reported or skipped according to `on_corrupt`)."""
+
+
+def _visible(name):
+    return not name.startswith(".")
+
+
+def _list_images(path, class_names=None) -> tuple[tuple[str, ...], list[str], list[int]]:
+    """(class_names, files, labels): files sorted by class, then by path."""
+    if not os.path.isdir(path):
+        raise DataError(f"{path}: image folder not found; pass --image_folder=PATH (a folder with one "
+                        f"sub-folder of images per class)")
+    found = sorted(d for d in os.listdir(path) if _visible(d) and os.path.isdir(os.path.join(path, d)))
+    if class_names is None:
+        class_names = tuple(found)
+    elif set(found) - set(class_names):
+        raise DataError(f"{path}: class folders {sorted(set(found) - set(class_names))} are not among the "
+                        f"training classes {list(class_names)}; both splits need the same class folders")
+    if not class_names:
+        raise DataError(f"{path}: no class sub-folders; an image folder needs one sub-folder per class "
+                        f"(PATH/<class>/*.jpg), or train/ and test/ folders of those")
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        for root, dirs, names in os.walk(os.path.join(path, name)):
+            dirs[:] = sorted(d for d in dirs if _visible(d))
+            for f in sorted(names):
+                if _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(root, f))
+                    labels.append(label)
+    if not files:
+        raise DataError(f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in the class folders {list(class_names)}")
+    return tuple(class_names), files, labels
+
+
+def _decode(path, max_image_pixels, image_size) -> np.ndarray:
+    """One image as uint8 (H, W, 1 or 3), its size checked from the header before the full decode."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(_PNG_MAGIC):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise _BadImage("PNG header truncated or corrupt")
+        width, height = struct.unpack(">II", data[16:24])
+    elif data.startswith(b"\xff\xd8"):
+        try:
+            height, width, _ = tf.image.extract_jpeg_shape(data).numpy()
+        except tf.errors.OpError as e:
+            raise _BadImage(f"JPEG header truncated or corrupt: {tf_error_text(e)}") from e
+    else:
+        raise _BadImage(f"not a JPEG or PNG file (starts with {data[:8]!r})")
+    if int(height) * int(width) > max_image_pixels:
+        raise DataError(f"{path}: image is {width}x{height} = {int(width) * int(height)} pixels, over "
+                        f"max_image_pixels={max_image_pixels}; shrink it, remove it, or raise max_image_pixels")
+    try:
+        image = tf.io.decode_image(data, expand_animations=False).numpy()
+    except tf.errors.OpError as e:
+        raise _BadImage(f"truncated or corrupt image data: {tf_error_text(e)}") from e
+    image = image[..., :1] if image.shape[-1] == 2 else image[..., :3]  # drop alpha
+    if image_size is not None:
+        image = resize_images(image[None], image_size)[0]
+    return image
+
+
+def read_image_folder(path: str, *, class_names: tuple[str, ...] | None = None, image_size: int | None = None,
+                      on_corrupt: str = "fail", max_image_pixels: int = MAX_IMAGE_PIXELS) -> FolderSplit:
+    """Decodes PATH/<class>/* into arrays. `class_names` fixes the classes (for a test folder)."""
+    if on_corrupt not in ("fail", "skip"):
+        raise ValueError(f"`on_corrupt` ({on_corrupt!r}) must be 'fail' or 'skip'")
+    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
+        raise ValueError(f"`image_size` ({image_size}) must be a positive integer")
+    class_names, files, labels = _list_images(path, class_names)
+
+    def decode(f):
+        try:
+            return _decode(f, max_image_pixels, image_size)
+        except _BadImage as e:
+            return e
+
+    # Eager TF ops release the GIL while they run, so threads decode in parallel.
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(decode, files))
+    bad = [f"{f}: {r}" for f, r in zip(files, results) if isinstance(r, _BadImage)]
+    if bad and on_corrupt == "fail":
+        raise DataError(f"{bad[0]}. Fix or remove it, or pass on_corrupt='skip' (--on_corrupt=skip) to skip "
+                        f"such files" + (f" ({len(bad)} bad files in all)" if len(bad) > 1 else ""))
+    if bad:
+        logging.warning("Skipped %d corrupt image(s) under %s, e.g. %s", len(bad), path, bad[0])
+    kept = [(f, r, y) for f, r, y in zip(files, results, labels) if not isinstance(r, _BadImage)]
+    if not kept:
+        raise DataError(f"{path}: all {len(files)} images are corrupt, e.g. {bad[0]}")
+    files, images, labels = map(list, zip(*kept))
+
+    sizes = {}
+    for f, image in zip(files, images):
+        sizes.setdefault(image.shape[:2], f)
+    if len(sizes) > 1:
+        (s1, f1), (s2, f2) = list(sizes.items())[:2]
+        raise DataError(f"{path}: images have different sizes, e.g. {f1} is {s1[0]}x{s1[1]} and {f2} is "
+                        f"{s2[0]}x{s2[1]}; pass image_size=N (--image_size=N) to resize all to NxN")
+    if any(image.shape[-1] == 3 for image in images):  # some colour: make the grey ones RGB too
+        images = [np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image for image in images]
+    return FolderSplit(np.stack(images), np.asarray(labels, np.int32), class_names, tuple(files), tuple(bad))
+
+
+def load_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",
+                      max_image_pixels: int = MAX_IMAGE_PIXELS, test_split: float = 0.2, seed: int = 0,
+                      name: str | None = None) -> ImageFolderDataset:
+    """Loads an image folder (either layout in the module docstring) as an ArrayDataset.
+
+    test_split: the seeded fraction held out as the test split when there are no train/ and test/ folders.
+    """
+    path = os.path.expanduser(path)
+    name = name or os.path.basename(os.path.normpath(path))
+    kwargs = dict(image_size=image_size, on_corrupt=on_corrupt, max_image_pixels=max_image_pixels)
+    if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
+        train = read_image_folder(os.path.join(path, "train"), **kwargs)
+        test = read_image_folder(os.path.join(path, "test"), class_names=train.class_names, **kwargs)
+        x_train, y_train, x_test, y_test = train.x, train.y, test.x, test.y
+        skipped = train.skipped + test.skipped
+    else:
+        if not 0.0 < test_split < 1.0:
+            raise ValueError(f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
+                             f"and test/ folders")
+        train = read_image_folder(path, **kwargs)
+        n_test = int(round(len(train.y) * test_split))
+        if not 0 < n_test < len(train.y):
+            raise DataError(f"{path}: `test_split` ({test_split}) of {len(train.y)} images leaves {n_test} "
+                            f"for testing; both splits need images (add images or change test_split)")
+        perm = np.random.default_rng(seed).permutation(len(train.y))
+        test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+        x_train, y_train, x_test, y_test = train.x[train_idx], train.y[train_idx], train.x[test_idx], train.y[test_idx]
+        skipped = train.skipped
+    if x_train.shape[-1] != x_test.shape[-1]:  # one split all grey, the other with colour
+        x_train, x_test = (np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x for x in (x_train, x_test))
+    try:
+        return ImageFolderDataset(name, x_train, y_train, x_test, y_test, train.class_names, skipped=skipped)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from e
