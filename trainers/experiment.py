@@ -114,10 +114,9 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
     policy = None
     if exp.augment != "none":
         policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
-    tta = augment.tta_flip_translate if exp.tta and hasattr(augment, "tta_flip_translate") else (
-        _tta_flip if exp.tta else None)
     return ClassificationTask(num_classes, label_smoothing=config.label_smoothing,
-                              augment=policy if exp.augment_on == "device" else None, tta=tta), policy
+                              augment=policy if exp.augment_on == "device" else None,
+                              tta=_tta_flip if exp.tta else None), policy
 
 
 def _tta_flip(model, images):

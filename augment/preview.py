@@ -1,0 +1,107 @@
+"""Writes a PNG grid of augmented training images: see what a policy does before training with it.
+
+    python -m augment.preview --dataset=cifar10 --augment=standard --out=grid.png [--data_dir=DIR]
+        [--seed=0] [--rows=8] [--cols=8]
+
+Row r shows one training image: the original in the first column, then the policy's output at steps
+0..cols-1 (seed `step_seed(seed, step, replica 0)`, as a training run would draw them). Labels are shown
+under augmented cells when the policy mixes samples (the two largest soft-label weights).
+Data comes from `framework.datasets.load(dataset, data_dir)`, which looks in $DATA_DIR by default.
+"""
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags
+
+import augment
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defined only when run as a program (or into a FlagValues a test passes), so importing this module
+    never clashes with a trainer's flags of the same names."""
+    flags.DEFINE_string("dataset", "cifar10", "Dataset name for framework.datasets.load.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("augment", "standard", "A named policy (none, flip_crop, standard, strong) or a "
+                        "spec like 'flip,crop:padding=4'.", flag_values=flag_values)
+    flags.DEFINE_string("out", "augment_preview.png", "Output PNG path.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "Dataset folder (default: $DATA_DIR, then keras' folder).",
+                        flag_values=flag_values)
+    flags.DEFINE_integer("seed", 0, "Run seed: picks the images and the augmentation draws.",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("rows", 8, "Images (rows) to show.", flag_values=flag_values)
+    flags.DEFINE_integer("cols", 8, "Augmented versions (columns) per image.", flag_values=flag_values)
+
+
+def load_dataset(name: str, data_dir: str | None):
+    """framework.datasets.load, imported late so this module imports without it (tests replace this)."""
+    from framework import datasets
+    return datasets.load(name, data_dir=data_dir)
+
+
+def augmented_columns(images: np.ndarray, labels: np.ndarray, policy, *, seed: int, cols: int):
+    """[cols] lists of (float32 images [N, H, W, C] in [0, 1], labels) from uint8 `images`."""
+    images = np.asarray(images, np.float32) / 255.0
+    out = []
+    for step in range(cols):
+        x, y = policy(images, labels.astype(np.int32), augment.step_seed(seed, step, 0))
+        out.append((np.clip(x.numpy(), 0.0, 1.0), y.numpy()))
+    return out
+
+
+def make_figure(images: np.ndarray, labels: np.ndarray, class_names, policy, *, seed: int, cols: int):
+    """A matplotlib Figure (no pyplot, so no global backend state): rows x (1 + cols) cells."""
+    from matplotlib.figure import Figure
+
+    rows = len(images)
+    columns = augmented_columns(images, labels, policy, seed=seed, cols=cols)
+    gray = images.shape[-1] == 1
+    fig = Figure(figsize=(1.2 * (cols + 1), 1.35 * rows + 0.4), dpi=100)
+    axes = fig.subplots(rows, cols + 1, squeeze=False)
+    for r in range(rows):
+        cells = [(images[r] / 255.0, None)] + [(x[r], y[r]) for x, y in columns]
+        for c, (img, label) in enumerate(cells):
+            ax = axes[r, c]
+            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("original" if c == 0 else f"step {c - 1}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(str(class_names[int(labels[r])]), fontsize=7)
+            elif policy.soft_labels:
+                top = [k for k in np.argsort(label)[::-1][:2] if label[k] >= 0.005]
+                ax.set_xlabel(" ".join(f"{class_names[k]} {label[k]:.2f}" for k in top), fontsize=5)
+    fig.suptitle(f"{policy.name}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_preview(*, dataset: str, augment_name: str, out: str, data_dir: str | None = None, seed: int = 0,
+                  rows: int = 8, cols: int = 8) -> str:
+    """Loads `dataset`, augments `rows` random training images `cols` times, writes the grid to `out`."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"`rows` ({rows}) and `cols` ({cols}) must be positive")
+    ds = load_dataset(dataset, data_dir)
+    x, y = ds.x_train, np.asarray(ds.y_train)
+    pick = np.sort(np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False))
+    policy = augment.get_policy(augment_name, num_classes=ds.num_classes, image_shape=x.shape[1:])
+    fig = make_figure(x[pick], y[pick], ds.class_names, policy, seed=seed, cols=cols)
+    fig.savefig(out, format="png")
+    return out
+
+
+def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    fv = flag_values
+    path = write_preview(dataset=fv.dataset, augment_name=fv.augment, out=fv.out, data_dir=fv.data_dir,
+                         seed=fv.seed, rows=fv.rows, cols=fv.cols)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,355 @@
+"""augment/: every op eagerly, in tf.function and under XLA on real CIFAR-10 and MNIST images; named
+policies under XLA and across replicas; the preview CLI with a stand-in loader."""
+import functools
+import os
+import types
+
+import matplotlib.image
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+
+import augment
+from augment import ops, preview
+
+DATA = os.environ.get("DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
+B = 8
+SEED = tf.constant([1, 2])
+
+# (registry name, options that make the op visible, options of zero strength)
+OPS = {
+    "flip": ("flip", {}, {"prob": 0.0}),
+    "crop": ("crop", {"padding": 4}, {"padding": 0}),
+    "crop_zero": ("crop", {"padding": 4, "fill_mode": "constant"}, {"padding": 0, "fill_mode": "constant"}),
+    "rotate": ("rotate", {"max_degrees": 20.0}, {"max_degrees": 0.0}),
+    "translate": ("translate", {"max_fraction": 0.2}, {"max_fraction": 0.0}),
+    "zoom": ("zoom", {"max_fraction": 0.2}, {"max_fraction": 0.0}),
+    "affine_nearest_constant": ("affine", {"max_degrees": 30.0, "max_fraction": 0.1, "max_zoom": 0.2,
+                                           "interpolation": "nearest", "fill_mode": "constant"}, {}),
+    "cutout": ("cutout", {"size": 8}, {"size": 0}),
+    "erase": ("erase", {"prob": 1.0}, {"prob": 0.0}),
+    "brightness": ("brightness", {"max_delta": 0.3}, {"max_delta": 0.0}),
+    "contrast": ("contrast", {"max_delta": 0.5}, {"max_delta": 0.0}),
+    "saturation": ("saturation", {"max_delta": 0.5}, {"max_delta": 0.0}),
+    "hue": ("hue", {"max_delta": 0.2}, {"max_delta": 0.0}),
+    "mixup": ("mixup", {"alpha": 1.0}, {"prob": 0.0}),
+    "cutmix": ("cutmix", {}, {"prob": 0.0}),
+    "mixup_or_cutmix": ("mixup_or_cutmix", {}, {"prob": 0.0}),
+}
+MIXING = ("mixup", "cutmix", "mixup_or_cutmix")
+FLOAT_ONLY = ("mixup", "mixup_or_cutmix")
+
+
+def _needs(path):
+    if not os.path.exists(path):
+        pytest.skip(f"shared dataset {path} not found")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    """B CIFAR-10 test images, float32 [0, 1], and int32 labels (decodes only these few JPEGs)."""
+    with np.load(_needs(os.path.join(DATA, "cifar10_jpeg.npz"))) as f:
+        blob, offsets, labels = f["test_jpeg"], f["test_offsets"], f["y_test"][:B]
+    images = [tf.io.decode_jpeg(blob[offsets[i]:offsets[i + 1]].tobytes()) for i in range(B)]
+    return tf.cast(tf.stack(images), tf.float32) / 255.0, tf.constant(labels, tf.int32)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    with np.load(_needs(os.path.join(DATA, "mnist.npz"))) as f:
+        images, labels = f["x_test"][:B, :, :, None], f["y_test"][:B]
+    return tf.constant(images, tf.float32) / 255.0, tf.constant(labels, tf.int32)
+
+
+@functools.cache
+def compiled(case):
+    """(policy, tf.function, tf.function with XLA) for one op, shared by the tests that use it."""
+    name, options, _ = OPS[case]
+    policy = augment.compose([(name, options)], num_classes=10, name=case)
+    return policy, tf.function(policy), tf.function(policy, jit_compile=True)
+
+
+def _assert_images(out, like, atol=1e-6):
+    assert out.shape == like.shape and out.dtype == like.dtype
+    assert float(tf.reduce_min(out)) >= -atol and float(tf.reduce_max(out)) <= 1.0 + atol
+
+
+@pytest.mark.parametrize("case", OPS)
+def test_op_contract(case, cifar):
+    """Same result eagerly, in tf.function and under XLA; shape, dtype and range kept; reproducible with
+    a seed, different across seeds, and each sample of a batch of one repeated image drawn on its own."""
+    x, y = cifar
+    policy, graph, jit = compiled(case)
+    eager = policy(x, y, SEED)
+    for other in (graph(x, y, SEED), jit(x, y, SEED)):
+        np.testing.assert_allclose(other[0], eager[0], atol=1e-5)
+        np.testing.assert_allclose(other[1], eager[1], atol=1e-5)
+    _assert_images(eager[0], x)
+    if case in MIXING:
+        assert eager[1].shape == (B, 10) and eager[1].dtype == tf.float32
+        np.testing.assert_allclose(tf.reduce_sum(eager[1], -1), 1.0, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(eager[1], y)
+    assert not np.allclose(eager[0], x), "the op left the batch unchanged"
+    np.testing.assert_array_equal(policy(x, y, SEED)[0], eager[0])
+    assert not np.allclose(jit(x, y, tf.constant([3, 4]))[0], eager[0]), "another seed gave the same batch"
+    if case not in MIXING:  # mixing identical images gives identical images; see test_mixing_*
+        same = jit(tf.repeat(x[:1], B, axis=0), y, SEED)[0].numpy()
+        assert len({s.tobytes() for s in same}) > 1, "every sample got the same parameters"
+
+
+@pytest.mark.parametrize("case", OPS)
+def test_op_on_mnist(case, mnist):
+    """1-channel images: shape, dtype and range kept; saturation and hue are exact no-ops."""
+    x, y = mnist
+    out, labels = compiled(case)[0](x, y, SEED)
+    _assert_images(out, x)
+    if case in ("saturation", "hue"):
+        np.testing.assert_array_equal(out, x)
+    assert labels.shape == ((B, 10) if case in MIXING else (B,))
+
+
+@pytest.mark.parametrize("case", OPS)
+def test_zero_strength_is_identity(case, cifar):
+    x, y = cifar
+    name, _, zero = OPS[case]
+    out, labels = augment.compose([(name, zero)], num_classes=10)(x, y, SEED)
+    np.testing.assert_allclose(out, x, atol=1e-6, rtol=0)
+    if case in MIXING:
+        np.testing.assert_array_equal(labels, tf.one_hot(y, 10))
+
+
+@pytest.mark.parametrize("case", OPS)
+def test_uint8(case, cifar):
+    """uint8 [0, 255] in, uint8 out, except the ops documented float-only (a TypeError)."""
+    x, y = cifar
+    x8 = tf.cast(tf.round(x * 255.0), tf.uint8)
+    policy = compiled(case)[0]
+    if case in FLOAT_ONLY:
+        with pytest.raises(TypeError, match="float32"):
+            policy(x8, y, SEED)
+        return
+    out = policy(x8, y, SEED)[0]
+    assert out.dtype == tf.uint8 and out.shape == x8.shape
+    if case in ("flip", "crop", "crop_zero", "cutout", "cutmix"):  # they only move pixels: match float
+        np.testing.assert_array_equal(out, tf.cast(tf.round(policy(x, y, SEED)[0] * 255.0), tf.uint8))
+
+
+def _window_offsets(x, out, pad, np_mode):
+    """For each sample, the (dy, dx) at which `out` is a window of `x` padded by `pad` (np.pad mode)."""
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode=np_mode)
+    h, w = x.shape[1:3]
+    offsets = []
+    for i in range(len(x)):
+        hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                if np.array_equal(padded[i, dy:dy + h, dx:dx + w], out[i])]
+        assert hits, f"sample {i} is no {h}x{w} window of the {np_mode}-padded image"
+        offsets.append(hits[0])
+    assert len(set(offsets)) > 1, "every sample got the same window"
+    return offsets
+
+
+@pytest.mark.parametrize("fill_mode,np_mode", [("reflect", "reflect"), ("constant", "constant"),
+                                               ("symmetric", "symmetric"), ("wrap", "wrap")])
+def test_crop_is_a_window_of_the_padded_image(cifar, fill_mode, np_mode):
+    x = cifar[0].numpy()
+    _window_offsets(x, ops.random_crop(x, SEED, padding=4, fill_mode=fill_mode).numpy(), 4, np_mode)
+
+
+def test_translation_moves_content(cifar):
+    """Nearest-neighbour translation is a whole-pixel shift of the content: out(y, x) = in(y - ty, x - tx),
+    content moving right/down for positive shifts; bilinear agrees at those shifts."""
+    x = cifar[0].numpy()
+    shifts = tf.constant([[0.0, 0.0], [3.0, 0.0], [0.0, -5.0], [2.0, 7.0]] * 2)  # (tx, ty)
+    m = ops._affine_matrices(32, 32, tf.zeros([B]), shifts[:, 0], shifts[:, 1], tf.ones([B]))
+    for interpolation in ("nearest", "bilinear"):
+        out = ops.affine_transform(x, m, interpolation=interpolation, fill_mode="constant").numpy()
+        offsets = _window_offsets(x, out, 8, "constant")
+        assert [(8 - dy, 8 - dx) for dy, dx in offsets] == [(int(ty), int(tx)) for tx, ty in shifts.numpy()]
+    out = ops.random_translation(x, SEED, max_fraction=0.2, interpolation="nearest", fill_mode="constant")
+    _window_offsets(x, out.numpy(), 7, "constant")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_rotate_by_quarter_turns_matches_rot90(cifar, mnist, k):
+    for x in (cifar[0], mnist[0]):  # constant fill: a wrong map can't be rescued by reflection
+        want = tf.image.rot90(x, k)
+        got = ops.rotate(x, k * np.pi / 2, interpolation="nearest", fill_mode="constant")
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(ops.rotate(x, k * np.pi / 2, fill_mode="constant"), want, atol=2e-5)
+
+
+def test_rotate_under_xla_and_per_sample_angles(cifar):
+    x = cifar[0]
+    angles = tf.constant([0.0, np.pi / 2, np.pi, -np.pi / 2] * 2)
+    out = tf.function(functools.partial(ops.rotate, fill_mode="constant"), jit_compile=True)(x, angles)
+    for i, k in enumerate([0, 1, 2, 3] * 2):
+        np.testing.assert_allclose(out[i], tf.image.rot90(x[i], k), atol=2e-5)
+
+
+@pytest.mark.parametrize("fully_inside", [True, False])
+def test_cutout_patch_size(cifar, fully_inside):
+    """Counts the zeroed pixels: exactly h*w when fully inside, else a clipped rectangle of at least
+    ceil(h/2)*ceil(w/2); every other pixel is untouched."""
+    h, w = 12, 16
+    x = cifar[0]
+    ones = tf.ones_like(x)
+    zeroed = (ops.random_cutout(ones, SEED, size=(h, w), fully_inside=fully_inside).numpy() == 0).all(-1)
+    clipped = 0
+    for i in range(B):
+        rows, cols = np.nonzero(zeroed[i])
+        box_h, box_w = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert zeroed[i].sum() == box_h * box_w, "the zeroed pixels are not one rectangle"
+        if fully_inside:
+            assert (box_h, box_w) == (h, w)
+        else:
+            assert h // 2 <= box_h <= h and w // 2 <= box_w <= w
+            clipped += (box_h, box_w) != (h, w)
+    assert fully_inside or clipped, "no patch reached the border (pick a seed where one does)"
+    out = ops.random_cutout(x, SEED, size=(h, w), fully_inside=fully_inside).numpy()
+    np.testing.assert_array_equal(out[~zeroed], x.numpy()[~zeroed])
+    assert (out[zeroed] == 0).all()
+
+
+@pytest.mark.parametrize("case", MIXING)
+def test_mixing_label_weights_match_pixels(case):
+    """Constant images c_i = (i + 1) / (B + 1) with class i: each output pixel is w c_i + (1 - w) c_j, and
+    the label weight of sample i must equal mean(w) (cutmix: the kept area fraction exactly)."""
+    coded = tf.broadcast_to(tf.reshape(tf.range(1, B + 1, dtype=tf.float32) / (B + 1), [B, 1, 1, 1]),
+                            [B, 32, 32, 3])
+    labels = tf.range(B, dtype=tf.int32)
+    out, soft = (t.numpy() for t in compiled(case)[2](coded, labels, SEED))  # shares the XLA compile
+    np.testing.assert_allclose(soft.sum(-1), 1.0, atol=1e-6)
+    own = []
+    for i in range(B):
+        others = [j for j in range(10) if j != i and soft[i, j] > 0]
+        assert len(others) <= 1
+        if not others:
+            np.testing.assert_allclose(out[i], coded[i])
+            continue
+        c_i, c_j = (i + 1) / (B + 1), (others[0] + 1) / (B + 1)
+        w = (out[i, ..., 0] - c_j) / (c_i - c_j)
+        if case == "cutmix":
+            assert np.isin(np.round(w, 5), [0.0, 1.0]).all(), "cutmix pixels must come from one image"
+            rows, cols = np.nonzero(w < 0.5)
+            assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1), "pasted region is not a box"
+        np.testing.assert_allclose(soft[i, i], w.mean(), atol=1e-5)
+        own.append(soft[i, i])
+    assert len(own) >= B // 2 and np.ptp(own) > 0.05, "mixing weights are not drawn per sample"
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 2.0])
+def test_beta_sampler_moments(alpha):
+    """Beta(alpha, alpha) from our XLA-friendly sampler: mean 1/2, variance 1 / (4 (2 alpha + 1))."""
+    n = 20000
+    lam = ops._beta(ops._Draws(SEED, ops._BETA_ROWS, n), alpha).numpy()
+    assert 0.0 <= lam.min() and lam.max() <= 1.0
+    assert abs(lam.mean() - 0.5) < 0.01
+    assert abs(lam.var() / (1.0 / (4.0 * (2.0 * alpha + 1.0))) - 1.0) < 0.05
+
+
+def test_normalize(cifar):
+    x = cifar[0]
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    out = ops.normalize(x, mean=mean, std=std)
+    np.testing.assert_allclose(out, (x.numpy() - mean) / std, rtol=1e-6, atol=1e-6)
+    x8 = tf.cast(tf.round(x * 255.0), tf.uint8)
+    np.testing.assert_allclose(ops.normalize(x8, mean=mean, std=std), out, atol=1 / 255 / 0.24)
+
+
+def test_step_seed():
+    fn = tf.function(augment.step_seed, jit_compile=True)
+    seeds = {tuple(fn(7, tf.constant(s, tf.int64), tf.constant(r)).numpy()) for s in range(3) for r in range(2)}
+    assert len(seeds) == 6, "steps and replicas must get different seeds"
+    got = fn(7, tf.constant(5, tf.int64), tf.constant(1))
+    assert got.dtype == tf.int32 and got.shape == (2,)
+    np.testing.assert_array_equal(got, augment.step_seed(7, 5, 1))
+    assert not np.array_equal(augment.step_seed(8, 5, 1), got)
+
+
+def test_replicas_augment_differently(cifar):
+    """Under MirroredStrategy (2 logical CPUs), each replica folds its id into the seed: same global seed
+    and step, different augmentation; replica r equals the eager policy with step_seed(seed, step, r)."""
+    x, y = cifar
+    policy = augment.get_policy("flip_crop", num_classes=10, image_shape=(32, 32, 3))
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+    @tf.function(jit_compile=True)
+    def augment_on_replica(images, labels, step):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return policy(images, labels, augment.step_seed(0, step, replica))[0]
+
+    @tf.function
+    def run(step):
+        return strategy.run(augment_on_replica, args=(x, y, step))
+
+    outs = strategy.experimental_local_results(run(tf.constant(3, tf.int64)))
+    assert not np.array_equal(outs[0], outs[1])
+    for r, out in enumerate(outs):
+        np.testing.assert_array_equal(out, policy(x, y, augment.step_seed(0, 3, r))[0])
+
+
+@pytest.mark.parametrize("name", ["none", "flip_crop", "standard", "strong"])
+def test_named_policies_under_xla(name, cifar, mnist):
+    for x, y in (cifar, mnist):
+        policy = augment.get_policy(name, num_classes=10, image_shape=x.shape[1:])
+        assert policy.soft_labels == (name == "strong")
+        eager = policy(x, y, SEED)
+        out, labels = tf.function(policy, jit_compile=True)(x, y, SEED)
+        np.testing.assert_allclose(out, eager[0], atol=1e-5)
+        np.testing.assert_allclose(labels, eager[1], atol=1e-5)  # exp/log differ in XLA
+        _assert_images(out, x)
+        if policy.soft_labels:
+            assert labels.shape == (B, 10) and labels.dtype == tf.float32
+            np.testing.assert_allclose(tf.reduce_sum(labels, -1), 1.0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(labels, y)
+        names = str(policy)
+        assert ("random_flip_lr" in names) == (name != "none" and x.shape[-1] == 3)  # no flips for digits
+        assert ("random_hue" in names) == (name == "strong" and x.shape[-1] == 3)
+
+
+def test_policy_in_tf_data_map(cifar):
+    """The host-side alternative: the same policy in a tf.data map gives the same batch."""
+    x, y = cifar
+    policy = augment.get_policy("standard", num_classes=10, image_shape=(32, 32, 3))
+    ds = tf.data.Dataset.from_tensors((x, y)).map(lambda a, b: policy(a, b, SEED))
+    np.testing.assert_array_equal(next(iter(ds))[0], policy(x, y, SEED)[0])
+
+
+def test_get_policy_errors_and_specs():
+    with pytest.raises(ValueError, match=r"'strnog'.*flip_crop.*standard.*strong"):
+        augment.get_policy("strnog", num_classes=10, image_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match=r"'flop'.*valid ops.*cutout"):
+        augment.get_policy("flop,crop", num_classes=10, image_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="num_classes"):
+        augment.compose(["flip", "mixup"])
+    assert augment.parse_spec("flip,crop:padding=4,fill_mode=constant,normalize:mean=(0.4,0.5,0.6),std=0.2") == [
+        ("flip", {}), ("crop", {"padding": 4, "fill_mode": "constant"}),
+        ("normalize", {"mean": (0.4, 0.5, 0.6), "std": 0.2})]
+    policy = augment.get_policy("flip,crop:padding=2,cutmix:alpha=0.5", num_classes=10, image_shape=(32, 32, 3))
+    assert policy.soft_labels and len(policy.steps) == 3
+    by_hand = augment.compose([ops.random_flip_lr, functools.partial(ops.random_crop, padding=2),
+                               functools.partial(ops.cutmix, alpha=0.5)], num_classes=10)
+    x = tf.random.stateless_uniform([B, 32, 32, 3], [5, 6])
+    for a, b in zip(policy(x, tf.range(B), SEED), by_hand(x, tf.range(B), SEED)):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(ops.REGISTRY) == sorted(set(ops.REGISTRY))
+
+
+@pytest.mark.parametrize("data,policy_name", [("cifar", "standard"), ("mnist", "strong")])
+def test_preview_writes_png(tmp_path, monkeypatch, request, data, policy_name):
+    x, y = request.getfixturevalue(data)
+    fake = types.SimpleNamespace(x_train=np.round(x.numpy() * 255).astype(np.uint8), y_train=y.numpy(),
+                                 class_names=tuple("abcdefghij"), num_classes=10)
+    monkeypatch.setattr(preview, "load_dataset", lambda name, data_dir: fake)
+    out = str(tmp_path / "grid.png")
+    fv = flags.FlagValues()
+    preview.define_flags(fv)
+    fv(["preview", f"--dataset={data}", f"--augment={policy_name}", f"--out={out}", "--rows=3", "--cols=2"])
+    preview.main(["preview"], fv)
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(out).shape[0] > 100

@@ -1,0 +1,86 @@
+"""Each trainer for a few steps on the shared data, as a user runs it (in-process and from the CLI)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from framework import ConfigError, TrainConfig
+from trainers import triplet
+from trainers.experiment import ExperimentConfig, run_experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(tmp_path, **kw):
+    base = dict(model_dir=str(tmp_path), global_batch_size=64, epochs=1, learning_rate=1e-3, export=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_mnist_cnn_learns(tmp_path, strategy, data_dir):
+    cfg = _config(tmp_path, strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0)
+    result = run_experiment(ExperimentConfig(dataset="mnist", model="cnn", train_examples=4096), cfg)
+    assert result["num_replicas"] == (2 if strategy == "mirrored" else 1)
+    assert result["test_accuracy"] > 0.6  # chance is 0.1
+
+
+def test_cifar_resnet9_runs_with_augmentation_tta_and_plots(tmp_path, data_dir):
+    exp = ExperimentConfig(dataset="cifar10", model="resnet9", widths=(8, 16, 16, 32), augment="standard",
+                           tta=True, train_examples=1024, plot=True, optimizer="sgd", nesterov=True)
+    cfg = _config(tmp_path, train_steps=8, label_smoothing=0.2, lr_schedule="onecycle", learning_rate=0.2,
+                  mixed_precision="bf16", strategy="mirrored", num_cpu_devices=2)
+    result = run_experiment(exp, cfg)
+    assert result["train_steps"] == 8 and 0.0 <= result["test_accuracy"] <= 1.0
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "activations.png").stat().st_size > 1000
+
+
+def test_robustness_transforms_and_pixel_permutation(tmp_path, data_dir):
+    exp = ExperimentConfig(dataset="mnist", model="mlp", train_examples=4096,
+                           eval_transforms=("flip_ud", "invert"), permute_pixels=0)
+    result = run_experiment(exp, _config(tmp_path, epochs=2))
+    assert result["test_accuracy"] > 0.7  # a dense net does not care about pixel order
+    assert result["test_invert_accuracy"] < result["test_accuracy"] - 0.2
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert "test_flip_ud_accuracy" in saved
+
+
+def test_subsets_binary_task_with_validation(tmp_path, data_dir):
+    exp = ExperimentConfig(dataset="mnist", model="mlp", classes=(0, 1), image_size=6, validation_split=0.2)
+    result = run_experiment(exp, _config(tmp_path, epochs=1))
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert "val_accuracy" in history and result["test_accuracy"] > 0.9  # 0 vs 1 is easy even at 6x6
+
+
+def test_triplet_trainer_learns(tmp_path, data_dir):
+    cfg = _config(tmp_path, epochs=1, monitor="test_triplet_accuracy")
+    result = triplet.run_triplet(cfg, dataset="mnist", num_train=2048, num_test=512)
+    assert result["test_triplet_accuracy"] > 0.7  # chance is 1/3
+
+
+def test_experiment_config_rejects_bad_values():
+    with pytest.raises(ConfigError, match="--model='resnet1000'.*valid choices"):
+        ExperimentConfig(model="resnet1000")
+    with pytest.raises(ConfigError, match="--augment='twirl'"):
+        ExperimentConfig(augment="twirl")
+    with pytest.raises(ConfigError, match="--classes=3"):
+        ExperimentConfig(classes=(3,))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model=resnet1000"], "--model='resnet1000': unknown; valid choices"),
+    (["--global_batch_size=-4"], "--global_batch_size=-4"),
+    (["--strategy=mirrored", "--num_cpu_devices=2", "--global_batch_size=33"], "not divisible by the 2"),
+    (["--widths=64,x"], "--widths=64,x"),
+    (["--no_such_flag=1"], "no_such_flag"),
+])
+def test_cli_bad_flags_exit_2_with_one_line(args, needle, data_dir):
+    proc = subprocess.run([sys.executable, "-m", "trainers.mnist", *args, "--model_dir=/nonexistent/never"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not os.path.exists("/nonexistent/never")
