@@ -84,3 +84,28 @@ def test_cli_bad_flags_exit_2_with_one_line(args, needle, data_dir):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert not os.path.exists("/nonexistent/never")
+
+
+def test_repeats_report_mean_std_and_ensembles(tmp_path, data_dir):
+    from trainers.repeats import run_repeats
+    exp = ExperimentConfig(dataset="mnist", model="mlp", train_examples=2048)
+    summary = run_repeats(exp, _config(tmp_path, epochs=1), repeats=3)
+    accs = summary["test_accuracies"]
+    assert len(set(accs)) == 3  # three different fresh models, not one continued
+    assert summary["test_accuracy_std"] > 0 and min(accs) > 0.5
+    assert summary["ensemble_logits_accuracy"] >= min(accs) and summary["ensemble_probs_accuracy"] >= min(accs)
+    assert json.loads((tmp_path / "repeats.json").read_text())["repeats"] == 3
+
+
+def test_sweep_writes_a_table(tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=1024",
+                           "--epochs=1", "--sweep=learning_rate=0.01,0.0001;widths=32,16/16",
+                           f"--model_dir={tmp_path}", "--export=false"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert len(rows) == 4 and {r["widths"] for r in rows} == {"32", "16/16"}
+    by_lr = {r["learning_rate"]: r["mean"] for r in rows if r["widths"] == "32"}
+    assert by_lr["0.01"] > by_lr["0.0001"]  # the table's numbers mean something
+    assert "| learning_rate | widths |" in (tmp_path / "sweep.md").read_text()

@@ -67,6 +67,11 @@ def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = N
                        k in {f.name for f in dataclasses.fields(engine_flags.TrainConfig)}}
     engine_flags.define_flags(**{"model_dir": default_model_dir(name), **engine_defaults})
     _define_experiment_flags(defaults)
+    if "repeats" not in FLAGS:
+        flags.DEFINE_integer("repeats", 1, "Train N fresh models (seeds seed..seed+N-1); report mean/std "
+                             "of test accuracy and the logit- and probability-averaging ensembles.")
+        flags.DEFINE_string("sweep", "", "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' "
+                            "(tuple values with /: widths=64/64,128); writes sweep.md and sweep.json.")
     if recipes and "recipe" not in FLAGS:
         flags.DEFINE_enum("recipe", "auto", ["auto", *recipes], "Training recipe: fast (a CPU in "
                           "minutes) or full (the longer GPU/TPU recipe); auto picks by hardware.")
@@ -81,6 +86,14 @@ def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = N
                 _apply_recipe(recipes)
             exp = experiment_from_flags()
             config = engine_flags.config_from_flags()
+            if FLAGS.sweep:
+                from trainers.repeats import run_sweep
+                run_sweep(exp, config, FLAGS.sweep, FLAGS.repeats)
+                return
+            if FLAGS.repeats != 1:
+                from trainers.repeats import run_repeats
+                print(json.dumps(run_repeats(exp, config, FLAGS.repeats), indent=1))
+                return
             result = run(exp, config)
         except ConfigError as err:
             fail(str(err))
