@@ -54,8 +54,8 @@ class TrainConfig:
     min_lr: float = 0.0
     target: str = ""                   # e.g. "test_accuracy>=0.94": stop once reached at an eval
     export: bool = True                # write final .keras model and SavedModel
-    # Console.
-    log_every_loop: bool = True
+    # Profiling: trace steps (START, END] with tf.profiler into model_dir/profile.
+    profile_steps: str = ""
 
     def __post_init__(self):
         _choice("strategy", self.strategy, STRATEGIES)
@@ -81,6 +81,12 @@ class TrainConfig:
             raise ConfigError(f"--decay_rate={self.decay_rate}: must be in (0, 1]")
         if self.target:
             parse_target(self.target)
+        if self.profile_steps:
+            from framework.profiling import parse_profile_steps
+            try:
+                parse_profile_steps(self.profile_steps)
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
         if self.strategy in ("default", "one_device", "tpu", "multi_worker") and self.num_cpu_devices > 1:
             raise ConfigError(f"--num_cpu_devices={self.num_cpu_devices} needs --strategy=mirrored "
                               f"(got --strategy={self.strategy})")

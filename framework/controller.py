@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from framework import input_pipeline, outputs
+from framework import input_pipeline, outputs, profiling
 from framework.checkpointing import Checkpointer
 from framework.config import TrainConfig
 from framework.controls import Monitor, ReduceLROnPlateau, Target
@@ -46,6 +46,7 @@ class Data:
     evals: dict
     synthetic: bool = False
     host_fn: Callable | None = None  # augmentation in the tf.data map instead of on the device
+    pipeline: dict = dataclasses.field(default_factory=dict)  # num_parallel_calls, prefetch
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class LoopInfo:
     controller: "Controller"
     steps: int = 0          # steps in this loop
     seconds: float = 0.0    # wall time of this loop, device work included
+    input_seconds: float = 0.0  # of which waiting for the next batch
 
 
 class Controller:
@@ -91,6 +93,10 @@ class Controller:
         self._loop_seconds = 0.0      # time inside train loops, over all sessions of this run
         self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
         self._session_start = time.time()
+        self._input_seconds = 0.0     # time waiting for input inside train loops, this session
+        self._session_loop_seconds = 0.0
+        self.profile = profiling.ProfileWindow(profiling.parse_profile_steps(config.profile_steps),
+                                               config.model_dir if self.chief else None)
 
     # ---------------------------------------------------------------- public
     def run(self) -> dict:
@@ -105,7 +111,10 @@ class Controller:
         if self.result.get("stop_reason") not in ("early_stopping", "target"):
             self.result.pop("stop_reason", None)
             with self._signals_caught():
-                self.result.setdefault("stop_reason", self._train(iterator, start_step, start))
+                try:
+                    self.result.setdefault("stop_reason", self._train(iterator, start_step, start))
+                finally:
+                    self.profile.close()
         return self._finish(start)
 
     def evaluate(self, split: str) -> dict[str, float]:
@@ -127,11 +136,17 @@ class Controller:
             loop_end = min(step + config.steps_per_loop, epoch_end, self.total_steps)
             if config.checkpoint_every:
                 loop_end = min(loop_end, (step // config.checkpoint_every + 1) * config.checkpoint_every)
+            loop_end = min([loop_end] + [b for b in self.profile.boundaries() if b > step])
+            self.profile.before_loop(step)
             t0 = time.time()
             trainer.run_train(iterator, loop_end - step)
-            metrics = trainer.train_results()  # host-device sync point
+            metrics = trainer.train_results()  # host-device sync point: the loop's work is done
             seconds = time.time() - t0
+            input_seconds = trainer.take_input_wait()
+            self.profile.after_loop(loop_end)
             self._loop_seconds += seconds
+            self._session_loop_seconds += seconds
+            self._input_seconds += input_seconds
             if not all(math.isfinite(v) for v in metrics.values()):
                 self._stop_on_non_finite(step, loop_end, metrics)
             loop_steps, step = loop_end - step, loop_end
@@ -139,11 +154,13 @@ class Controller:
             rate = loop_steps / seconds if rate is None else 0.7 * rate + 0.3 * loop_steps / seconds
             examples_per_sec = loop_steps * config.global_batch_size / seconds
             self.writer.loop_line(step=step, total=self.total_steps, epoch=epoch, metrics=metrics,
-                                  examples_per_sec=examples_per_sec,
+                                  examples_per_sec=examples_per_sec, input_fraction=input_seconds / seconds,
                                   eta_seconds=(self.total_steps - step) / rate)
             self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
-                                                "examples_per_sec": examples_per_sec})
-            info = LoopInfo(step, epoch, metrics, self, loop_steps, seconds)
+                                                "examples_per_sec": examples_per_sec,
+                                                "input_wait_fraction": input_seconds / seconds,
+                                                "step_seconds": (seconds - input_seconds) / loop_steps})
+            info = LoopInfo(step, epoch, metrics, self, loop_steps, seconds, input_seconds)
             stop = any([hook(info) for hook in self.hooks])
             if stop:
                 self.result["stop_reason"] = "hook"
@@ -205,7 +222,8 @@ class Controller:
             **final, "train_steps": step, "epochs": step / self.steps_per_epoch,
             # Training throughput: time inside train loops only (evaluation and checkpoints excluded).
             "examples_per_sec": step * self.config.global_batch_size / max(self._loop_seconds, 1e-9),
-            "wall_seconds": wall_seconds, "strategy": self.config.strategy,
+            "wall_seconds": wall_seconds,
+            **self.input_profile(), "strategy": self.config.strategy,
             "num_replicas": self.strategy.num_replicas_in_sync, **counts,
             "weights_fingerprint": weights_fingerprint(self.trainer.model),
             "history_file": self.writer.path("history.json"), "config": self.run_config})
@@ -216,6 +234,14 @@ class Controller:
         logging.info("done | %s | %s", outputs.format_metrics(final), f"{wall_seconds:.1f}s")
         return self.result
 
+    def input_profile(self) -> dict:
+        """Input wait versus step time over this session's train loops."""
+        if not self.trainer.measures_input_wait:
+            return {"input_wait_fraction": None, "bound": "not measured (--deterministic)"}
+        fraction = self._input_seconds / max(self._session_loop_seconds, 1e-9)
+        return {"input_wait_fraction": fraction, "bound": profiling.classify(fraction),
+                "input_wait_seconds": self._input_seconds, "train_loop_seconds": self._session_loop_seconds}
+
     # ---------------------------------------------------------------- helpers
     def _train_dataset_fn(self, start_step):
         data, config = self.data, self.config
@@ -224,7 +250,7 @@ class Controller:
                                                        seed=config.seed)
         return input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
                                                seed=config.seed, start_step=start_step,
-                                               host_fn=data.host_fn)
+                                               host_fn=data.host_fn, **data.pipeline)
 
     def _restore(self) -> int:
         state = self.checkpointer.restore() if self.checkpointer else None

@@ -30,11 +30,13 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
 
 
 def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int,
-                     start_step: int = 0, host_fn=None) -> DatasetFn:
+                     start_step: int = 0, host_fn=None, num_parallel_calls=AUTOTUNE,
+                     prefetch=AUTOTUNE) -> DatasetFn:
     """Endless stream of per-replica batches `(array_0[idx], array_1[idx], ...)`, from `start_step` on.
 
     `host_fn(batch, step, replica_id) -> batch`, if given, runs in the tf.data map on the CPU
     (the "augment on the host" alternative to augmenting inside the step).
+    `num_parallel_calls` and `prefetch` (0: none) are there for the input benchmark's sweep.
     """
     num_examples = len(arrays[0])
     per_epoch = steps_per_epoch(num_examples, global_batch_size)
@@ -58,7 +60,7 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
             batch = tuple(tf.gather(t, index) for t in tensors)
             return host_fn(batch, step, replica) if host_fn else batch
 
-        return _finish(batches.map(load, num_parallel_calls=AUTOTUNE))
+        return _finish(batches.map(load, num_parallel_calls=num_parallel_calls), prefetch)
 
     return dataset_fn
 
@@ -139,8 +141,12 @@ def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContex
     return batches.flat_map(split)
 
 
-def _finish(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def _finish(dataset: tf.data.Dataset, prefetch=AUTOTUNE) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return dataset.prefetch(AUTOTUNE).with_options(options)
+    if prefetch == 0:
+        options.autotune.enabled = False  # no hidden prefetch either: the "no prefetch" baseline
+    else:
+        dataset = dataset.prefetch(prefetch)
+    return dataset.with_options(options)

@@ -73,10 +73,11 @@ class RunWriter:
                 tf.summary.scalar(name, value)
 
     def loop_line(self, *, step: int, total: int, epoch: int, metrics: dict, examples_per_sec: float,
-                  eta_seconds: float) -> None:
+                  input_fraction: float, eta_seconds: float) -> None:
         """One fixed-format line per loop; a progress bar on an interactive terminal only."""
         line = (f"train | step: {step:>7d}/{total} | epoch: {epoch:>3d} | {format_metrics(metrics)} | "
-                f"examples/s: {examples_per_sec:,.0f} | ETA: {format_duration(eta_seconds)}")
+                f"examples/s: {examples_per_sec:,.0f} | input wait: {input_fraction:.0%} | "
+                f"ETA: {format_duration(eta_seconds)}")
         if self._progress:
             self._progress.show(step, total, line)
         else:

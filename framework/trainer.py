@@ -36,6 +36,10 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             self.train_metrics = task.make_metrics()
             self.eval_metrics = task.make_metrics()
+        # Seconds the loop spent waiting for `next(iterator)`, summed in-graph with tf.timestamp().
+        with tf.device("/cpu:0"):
+            self.input_wait_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        self.measures_input_wait = not _op_determinism_enabled()
         jit = config.jit_compile
         self._replica_train_step = tf.function(self.train_step, jit_compile=True) if jit else self.train_step
         self._replica_eval_step = tf.function(self.eval_step, jit_compile=True) if jit else self.eval_step
@@ -80,8 +84,21 @@ class Trainer:
     def train_loop(self, iterator, num_steps):
         """`num_steps` train steps in one call; `num_steps` must be a tensor (a Python int retraces)."""
         for _ in tf.range(num_steps):
-            self.strategy.run(self._replica_train_step, args=(next(iterator),))
+            batch = self._timed_next(iterator)
+            self.strategy.run(self._replica_train_step, args=(batch,))
             self.step.assign_add(1)
+
+    def _timed_next(self, iterator):
+        """next(iterator), adding the time it blocked to input_wait_seconds (two host timestamps)."""
+        if not self.measures_input_wait:  # tf.timestamp is refused under op determinism
+            return next(iterator)
+        start = tf.timestamp()
+        with tf.control_dependencies([start]):
+            batch = next(iterator)
+        arrived = [t for value in tf.nest.flatten(batch) for t in self.strategy.experimental_local_results(value)]
+        with tf.control_dependencies(arrived):
+            self.input_wait_seconds.assign_add(tf.timestamp() - start)
+        return batch
 
     @tf.function
     def eval_loop(self, iterator, num_steps):
@@ -99,6 +116,12 @@ class Trainer:
         self.eval_loop(iterator, tf.constant(num_batches, tf.int64))
         return read_metrics(self.eval_metrics)
 
+    def take_input_wait(self) -> float:
+        """Input-wait seconds since the last call; call it at loop boundaries (reads a variable)."""
+        seconds = float(self.input_wait_seconds.numpy())
+        self.input_wait_seconds.assign(0.0)
+        return seconds
+
     def train_results(self) -> dict[str, float]:
         """Train metrics since the last reset. Reading them syncs with the device."""
         return read_metrics(self.train_metrics)
@@ -113,6 +136,12 @@ class Trainer:
     def trace_counts(self) -> dict[str, int]:
         return {"train_loop": self.train_loop.experimental_get_tracing_count(),
                 "eval_loop": self.eval_loop.experimental_get_tracing_count()}
+
+
+def _op_determinism_enabled() -> bool:
+    # Process-wide once enabled (by any earlier run in this process); no public getter exists.
+    from tensorflow.python.framework import config as tf_config
+    return tf_config.is_op_determinism_enabled()
 
 
 def read_metrics(metrics: dict[str, keras.metrics.Metric]) -> dict[str, float]:

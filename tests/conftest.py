@@ -21,3 +21,11 @@ def data_dir():
     if not (SHARED_DATA / "mnist.npz").exists():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
     return str(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True)
+def _op_determinism_off_after_test():
+    """`--deterministic` is process-wide once enabled; later tests must not inherit it."""
+    yield
+    from tensorflow.python.framework import config as tf_config
+    tf_config.disable_op_determinism()

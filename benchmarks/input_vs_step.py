@@ -1,0 +1,125 @@
+"""Is training slow because of the input pipeline or the step? Three measurements separate the two.
+
+    python -m benchmarks.input_vs_step --trainer=cifar [--out=DIR] [--steps=12]
+
+1. input alone: iterate the trainer's training dataset (same pipeline, no model);
+2. step alone: the trainer with --synthetic_data (one on-device batch, repeated);
+3. both: the trainer as it runs.
+`efficiency` = combined / min(input alone, step alone): 1.0 means input costs the step nothing.
+Then a sweep of what usually fixes an input-bound run: parallel map calls, prefetch depth, and
+augmenting in the tf.data map (host CPU) instead of inside the step (device).
+"""
+import dataclasses
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from benchmarks.report import bar_plot, machine_setup, write_report  # noqa: E402
+from framework import TrainConfig, input_pipeline  # noqa: E402
+from trainers import evaluation  # noqa: E402
+from trainers.experiment import ExperimentConfig, load_data, make_task, run_experiment  # noqa: E402
+
+flags.DEFINE_enum("trainer", "cifar", ["cifar", "mnist", "fashion_mnist"], "Trainer whose defaults to measure.")
+flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/input_vs_step/<trainer>).")
+flags.DEFINE_integer("steps", 12, "Timed steps per measurement (after one warm-up loop).")
+flags.DEFINE_bool("sweep", True, "Also sweep parallel calls, prefetch and where augmentation runs.")
+FLAGS = flags.FLAGS
+
+
+def trainer_configs(name: str) -> tuple[ExperimentConfig, TrainConfig]:
+    """The trainer's own defaults (and its CPU/GPU recipe), split into the two configs."""
+    module = __import__(f"trainers.{name}", fromlist=["DEFAULTS"])
+    values = dict(module.DEFAULTS)
+    recipes = getattr(module, "RECIPES", None)
+    if recipes:
+        gpu = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        values.update(recipes["full" if gpu else "fast"])
+    exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    exp = ExperimentConfig(**{k: v for k, v in values.items() if k in exp_fields})
+    config = TrainConfig(**{k: v for k, v in values.items() if k not in exp_fields})
+    return exp, config
+
+
+def input_alone(exp, config, data, steps, **pipeline) -> float:
+    """Examples/s of the training pipeline alone (what the step would receive), no model."""
+    _, policy = make_task(exp, config, int(data.train[1].max()) + 1, data.train[0].shape[1:])
+    host_fn = evaluation.host_augment_fn(policy, config.seed) if exp.augment_on == "host" and policy else None
+    dataset = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
+                                              seed=config.seed, host_fn=host_fn, **pipeline)(
+        tf.distribute.InputContext())
+    iterator = iter(dataset)
+    for _ in range(3):  # warm-up: builds the pipeline, fills buffers
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(steps * 4):  # cheap compared with a step: time more of it
+        batch = next(iterator)
+    _ = [t.numpy() for t in tf.nest.flatten(batch)[:1]]
+    return steps * 4 * config.global_batch_size / (time.perf_counter() - start)
+
+
+def trained(exp, config, data, steps, **pipeline) -> dict:
+    """Examples/s and input-wait fraction of the trainer over `steps` steps after a warm-up loop."""
+    loops = []
+    data = dataclasses.replace(data, pipeline=pipeline)
+    config = config.replace(train_steps=2 * steps, steps_per_loop=steps, model_dir=None, export=False)
+    run_experiment(exp, config, data=data, hooks=[lambda info: loops.append(info)])
+    timed = loops[1:]  # the first loop traces and compiles
+    seconds = sum(i.seconds for i in timed)
+    return {"examples_per_sec": sum(i.steps for i in timed) * config.global_batch_size / seconds,
+            "input_wait_fraction": sum(i.input_seconds for i in timed) / seconds}
+
+
+def main(_):
+    exp, config = trainer_configs(FLAGS.trainer)
+    out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", FLAGS.trainer)
+    data, _ = load_data(exp, config.seed)
+    steps = FLAGS.steps
+    logging.info("measuring %s: batch %d, augment=%s on %s", FLAGS.trainer, config.global_batch_size,
+                 exp.augment, exp.augment_on)
+    in_alone = input_alone(exp, config, data, steps)
+    step_alone = trained(exp, config, dataclasses.replace(data, synthetic=True), steps)["examples_per_sec"]
+    both = trained(exp, config, data, steps)
+    bound = "input" if in_alone < step_alone else "step"
+    summary = {"trainer": FLAGS.trainer, "global_batch_size": config.global_batch_size,
+               "input_alone_examples_per_sec": in_alone, "step_alone_examples_per_sec": step_alone,
+               "combined_examples_per_sec": both["examples_per_sec"], "bound": bound,
+               "efficiency": both["examples_per_sec"] / min(in_alone, step_alone),
+               "combined_input_wait_fraction": both["input_wait_fraction"]}
+    rows = [{"setting": "default pipeline", "input alone ex/s": in_alone, "combined ex/s": both["examples_per_sec"],
+             "input wait": both["input_wait_fraction"]}]
+    if FLAGS.sweep:
+        variants = {
+            "map num_parallel_calls=1": (exp, dict(num_parallel_calls=1)),
+            "no prefetch": (exp, dict(prefetch=0)),
+            "prefetch=1": (exp, dict(prefetch=1)),
+            "augment on host (tf.data)": (dataclasses.replace(exp, augment_on="host"), {}),
+        }
+        for name, (variant_exp, pipeline) in variants.items():
+            found = trained(variant_exp, config, data, steps, **pipeline)
+            rows.append({"setting": name, "input alone ex/s": input_alone(variant_exp, config, data, steps,
+                                                                          **pipeline),
+                         "combined ex/s": found["examples_per_sec"], "input wait": found["input_wait_fraction"]})
+            logging.info("%s: %s", name, rows[-1])
+    write_report(out, title=f"Input pipeline versus step: trainers.{FLAGS.trainer}", summary=summary, rows=rows,
+                 columns=["setting", "input alone ex/s", "combined ex/s", "input wait"],
+                 setup={**machine_setup(), "command": f"python -m benchmarks.input_vs_step --trainer={FLAGS.trainer}",
+                        "experiment": exp.to_dict(), "timed steps": steps,
+                        "step alone": "--synthetic_data: one random batch, repeated"},
+                 notes=("The cache question does not arise here: loaders decode once (the CIFAR JPEGs are "
+                        "decoded in parallel and cached as pixels), so the map only gathers whole batches."),
+                 plots={"breakdown.png": bar_plot(["input alone", "step alone", "combined"],
+                                                  [in_alone, step_alone, both["examples_per_sec"]],
+                                                  ylabel="examples/s", title=f"{FLAGS.trainer}: bound by {bound}"),
+                        "sweep.png": bar_plot([r["setting"] for r in rows], [r["combined ex/s"] for r in rows],
+                                              ylabel="combined examples/s", title="pipeline settings")})
+    print(f"input alone {in_alone:,.0f} ex/s | step alone {step_alone:,.0f} ex/s | combined "
+          f"{both['examples_per_sec']:,.0f} ex/s | {bound}-bound | efficiency {summary['efficiency']:.3f} | "
+          f"report: {out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

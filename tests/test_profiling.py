@@ -1,0 +1,59 @@
+"""Input pipeline versus step: the engine's per-loop measurement, the benchmark's report, traces."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import framework
+from tests import engine_helpers as h
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _slow_host_fn(batch, step, replica):
+    """A deliberately slow pipeline: 20 ms of sleep per batch in the tf.data map."""
+    images, labels = batch
+    delay = tf.py_function(lambda: time.sleep(0.02) or np.float32(0), [], tf.float32)
+    delay.set_shape([])
+    return images + tf.cast(delay, images.dtype), labels
+
+
+def test_slow_pipeline_is_input_bound():
+    data = h.mnist_data()
+    data.host_fn = _slow_host_fn
+    data.pipeline = dict(num_parallel_calls=1, prefetch=1)
+    result = framework.train(h.config(train_steps=48), data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd,
+                             task=h.task())
+    assert result["bound"] == "input-bound" and result["input_wait_fraction"] > 0.5, result
+
+
+def test_synthetic_data_is_step_bound():
+    data = h.mnist_data()
+    data.synthetic = True
+    result = framework.train(h.config(train_steps=48, global_batch_size=256), data,
+                             model_fn=h.mlp_fn(widths=(1024, 1024)), optimizer_fn=h.sgd, task=h.task())
+    assert result["bound"] == "step-bound" and result["input_wait_fraction"] < 0.05, result
+
+
+def test_profile_steps_write_a_trace(tmp_path):
+    cfg = h.config(model_dir=str(tmp_path), train_steps=40, profile_steps="16,24")
+    framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files if f.endswith(".xplane.pb")]
+    assert traces
+
+
+def test_input_vs_step_report(tmp_path, data_dir):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.input_vs_step", "--trainer=mnist", "--steps=8",
+                           "--nosweep", f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    for key in ("input_alone_examples_per_sec", "step_alone_examples_per_sec", "combined_examples_per_sec"):
+        assert report[key] > 0
+    assert report["bound"] in ("input", "step") and 0 < report["efficiency"] < 2
+    assert "| setting |" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "breakdown.png").stat().st_size > 1000
