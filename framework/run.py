@@ -25,6 +25,8 @@ def prepare_runtime(config: TrainConfig) -> tf.distribute.Strategy:
         tf.config.experimental.enable_op_determinism()
     strategy = strategies.make_strategy(config.strategy, num_cpu_devices=config.num_cpu_devices,
                                         tpu=config.tpu)
+    if config.mixed_precision == "fp16" and config.strategy == "tpu":
+        raise ConfigError("--mixed_precision=fp16: TPUs compute in bf16, not fp16; use --mixed_precision=bf16")
     replicas = strategy.num_replicas_in_sync
     for name in ("global_batch_size", "eval_batch_size"):
         value = getattr(config, name)

@@ -109,3 +109,33 @@ def test_sweep_writes_a_table(tmp_path, data_dir):
     by_lr = {r["learning_rate"]: r["mean"] for r in rows if r["widths"] == "32"}
     assert by_lr["0.01"] > by_lr["0.0001"]  # the table's numbers mean something
     assert "| learning_rate | widths |" in (tmp_path / "sweep.md").read_text()
+
+
+def _image_folder(root, corrupt=False):
+    import numpy as np
+    import tensorflow as tf
+    from tests.engine_helpers import mnist_arrays
+    x, y, _, _ = mnist_arrays()
+    for digit in (0, 1):
+        folder = root / f"digit{digit}"
+        folder.mkdir(parents=True)
+        for i in np.flatnonzero(y == digit)[:40]:
+            (folder / f"{i}.png").write_bytes(tf.io.encode_png(x[i]).numpy())
+    if corrupt:
+        (root / "digit0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+@pytest.mark.parametrize("on_corrupt", ["fail", "skip"])
+def test_image_folder_dataset_from_the_cli(tmp_path, on_corrupt):
+    _image_folder(tmp_path / "images", corrupt=True)
+    proc = subprocess.run([sys.executable, "-m", "trainers.mnist", "--dataset=image_folder",
+                           f"--data_dir={tmp_path / 'images'}", f"--on_corrupt={on_corrupt}", "--model=mlp",
+                           "--global_batch_size=16", "--epochs=2", f"--model_dir={tmp_path / 'run'}",
+                           "--export=false"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    if on_corrupt == "fail":
+        assert proc.returncode == 2 and "broken.jpg" in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "run").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads((tmp_path / "run" / "result.json").read_text())["test_accuracy"] > 0.8

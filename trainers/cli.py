@@ -14,6 +14,8 @@ from absl import app, flags, logging
 
 from framework import ConfigError, NonFiniteLossError, TrainingInterrupted
 from framework import flags as engine_flags
+from framework.checkpointing import CheckpointError
+from framework.datasets import DataError
 from trainers.experiment import ExperimentConfig, default_model_dir, run_experiment
 
 FLAGS = flags.FLAGS
@@ -95,7 +97,7 @@ def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = N
                 print(json.dumps(run_repeats(exp, config, FLAGS.repeats), indent=1))
                 return
             result = run(exp, config)
-        except ConfigError as err:
+        except (ConfigError, DataError, CheckpointError) as err:
             fail(str(err))
         except NonFiniteLossError as err:
             logging.error("%s", err)

@@ -14,13 +14,15 @@ from framework import ConfigError, TrainConfig
 from framework.controller import Data
 
 AUGMENT_WHERE = ("device", "host")
+FILE_DATASETS = ("image_folder", "tfrecords")  # the user's own data, read from --data_dir
 EVAL_TRANSFORMS = ("flip_ud", "flip_lr", "rot90", "invert")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    dataset: str = "mnist"
+    dataset: str = "mnist"             # a named dataset, or image_folder / tfrecords (with data_dir)
     data_dir: str = ""                 # "" = $DATA_DIR, else ~/.keras/datasets, else download
+    on_corrupt: str = "fail"           # image_folder: "skip" skips (and counts) undecodable images
     model: str = "cnn"
     widths: tuple = ()                 # () = the model's default widths
     activation: str = "relu"
@@ -46,7 +48,10 @@ class ExperimentConfig:
     def __post_init__(self):
         from framework import datasets
         from trainers import models, optimizers
-        _choice("dataset", self.dataset, datasets.DATASETS)
+        _choice("dataset", self.dataset, datasets.DATASETS + FILE_DATASETS)
+        _choice("on_corrupt", self.on_corrupt, ("fail", "skip"))
+        if self.dataset in FILE_DATASETS and not self.data_dir:
+            raise ConfigError(f"--dataset={self.dataset} needs --data_dir=PATH (the folder to read)")
         _choice("model", self.model, models.MODELS)
         _choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)
         _choice("augment_on", self.augment_on, AUGMENT_WHERE)
@@ -87,7 +92,15 @@ def _choice(name, value, choices):
 def load_data(exp: ExperimentConfig, seed: int):
     """Arrays after the user's subsets, as the engine's `Data`, plus the dataset description."""
     from framework import datasets
-    ds = datasets.load(exp.dataset, exp.data_dir or None)
+    if exp.dataset == "image_folder":
+        from framework.image_folder import load_image_folder
+        ds = load_image_folder(exp.data_dir, image_size=exp.image_size or None, on_corrupt=exp.on_corrupt,
+                               seed=seed)
+    elif exp.dataset == "tfrecords":
+        from framework.tfrecords import load_tfrecord_dataset
+        ds = load_tfrecord_dataset(exp.data_dir)
+    else:
+        ds = datasets.load(exp.dataset, exp.data_dir or None)
     ds = datasets.make_subsets(ds, classes=list(exp.classes) or None, train_examples=exp.train_examples or None,
                                image_size=exp.image_size or None, validation_split=exp.validation_split,
                                seed=seed)
