@@ -77,6 +77,10 @@ def main(_):
     exp, config = trainer_configs(FLAGS.trainer)
     out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", FLAGS.trainer)
     data, _ = load_data(exp, config.seed)
+    x_test, y_test = data.evals["test"]
+    # Only training is timed; a small test slice keeps each run's final evaluation short.
+    data = dataclasses.replace(data, evals={"test": (x_test[:config.global_batch_size],
+                                                     y_test[:config.global_batch_size])})
     steps = FLAGS.steps
     logging.info("measuring %s: batch %d, augment=%s on %s", FLAGS.trainer, config.global_batch_size,
                  exp.augment, exp.augment_on)

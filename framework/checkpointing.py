@@ -35,11 +35,12 @@ class Checkpointer:
 
     @property
     def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
+        # Every worker restores the chief's checkpoint (its own copies were scratch, now deleted).
+        return tf.train.latest_checkpoint(self.directory)
 
     def restore(self) -> dict | None:
         """Restore the newest complete checkpoint; returns its loop state, or None for a fresh run."""
-        path = self.manager.latest_checkpoint
+        path = self.latest
         if path is None:
             return None
         try:

@@ -81,6 +81,14 @@ def test_two_replicas_equal_one_with_sync_batchnorm_only():
     assert max(np.abs(a - b).max() for a, b in zip(w1, w3)) > 1e-4
 
 
+def test_one_device_strategy_equals_default():
+    _, w1 = _train_weights("default", h.mlp_fn(), steps=10)
+    trainer, w2 = _train_weights("one_device", h.mlp_fn(), steps=10)
+    assert isinstance(trainer.strategy, tf.distribute.OneDeviceStrategy)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_regularization_loss_counted_once_across_replicas():
     def model_fn():
         return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(

@@ -53,10 +53,13 @@ def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
     assert full.returncode == 0, full.stderr[-2000:]
     rng = random.Random()
     run_dir = tmp_path / "interrupted"
-    code, _ = _start_and_signal(run_dir, signal.SIGKILL, rng.randrange(50, 500))
-    assert code == -signal.SIGKILL
-    killed_at = _latest_step(run_dir)
-    code, err = _start_and_signal(run_dir, signal.SIGTERM, killed_at + rng.randrange(16, 400))
+    killed_at = 0
+    for _ in range(3):  # kill -9 at random points, each restart resuming from the last checkpoint
+        code, _ = _start_and_signal(run_dir, signal.SIGKILL, killed_at + rng.randrange(16, 300))
+        assert code == -signal.SIGKILL
+        assert _latest_step(run_dir) > killed_at
+        killed_at = _latest_step(run_dir)
+    code, err = _start_and_signal(run_dir, signal.SIGTERM, killed_at + rng.randrange(16, 300))
     assert code == 128 + signal.SIGTERM, err[-2000:]
     assert "run the same command to resume" in err
     finished = _run(MNIST_MLP, run_dir)
@@ -104,3 +107,34 @@ def test_a_dead_worker_stops_the_other(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:]
     assert "stopping the others" in proc.stderr
     assert time.time() - start < 120
+
+
+def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
+    """kill -9 one of two workers: the survivor errors out (no hang); restarting both resumes."""
+    from framework.launch import tf_configs
+    args = [sys.executable, "-m", "trainers.mnist", "--strategy=multi_worker", "--model=mlp",
+            "--train_examples=8192", "--epochs=3", "--global_batch_size=16", "--steps_per_loop=16",
+            "--checkpoint_every=32", f"--model_dir={tmp_path}", "--export=false"]
+    env = {**_env(), "TFLOOPS_COLLECTIVE_TIMEOUT": "30"}
+
+    def start_workers():
+        return [subprocess.Popen(args, cwd=ROOT, env={**env, "TF_CONFIG": json.dumps(c)}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for c in tf_configs(2)]
+
+    workers = start_workers()
+    deadline = time.time() + 120
+    while _latest_step(tmp_path) < 64 and time.time() < deadline and workers[0].poll() is None:
+        time.sleep(0.05)
+    workers[1].kill()
+    start = time.time()
+    out, _ = workers[0].communicate(timeout=150)
+    assert workers[0].returncode != 0, out[-2000:]
+    assert time.time() - start < 150
+    killed_at = _latest_step(tmp_path)
+    assert killed_at >= 64
+    workers = start_workers()
+    outs = [w.communicate(timeout=240)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "resumed from" in outs[0]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["train_steps"] == 1536
