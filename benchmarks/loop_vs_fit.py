@@ -14,7 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from benchmarks.report import bar_plot, machine_setup, mean_std, write_report  # noqa: E402

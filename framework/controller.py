@@ -17,7 +17,6 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from framework import input_pipeline, outputs, profiling

@@ -16,11 +16,23 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def data_dir():
     if not (SHARED_DATA / "mnist.npz").exists():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
-    return str(SHARED_DATA)
+    return os.path.normpath(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    from framework import datasets
+    return datasets.load("mnist", data_dir)
+
+
+@pytest.fixture(scope="session")
+def cifar(data_dir):
+    from framework import datasets
+    return datasets.load("cifar10", data_dir)  # the first run decodes (~2 s); later runs read the disk cache
 
 
 @pytest.fixture(autouse=True)

@@ -14,25 +14,12 @@ from framework.datasets import ArrayDataset, DataError
 from framework.image_folder import load_image_folder
 
 
-SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets")
 
 
-@pytest.fixture(scope="module")
-def data_dir():
-    """The shared datasets (module scope: loaded once per module, then cached)."""
-    if not os.path.exists(os.path.join(SHARED_DATA, "mnist.npz")):
-        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
-    return os.path.normpath(SHARED_DATA)
 
 
-@pytest.fixture(scope="module")
-def mnist(data_dir):
-    return datasets.load("mnist", data_dir)
 
 
-@pytest.fixture(scope="module")
-def cifar(data_dir):
-    return datasets.load("cifar10", data_dir)  # the first run decodes (~2 s); later runs read the disk cache
 
 
 @pytest.fixture(scope="module")

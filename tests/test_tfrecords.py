@@ -12,24 +12,12 @@ from framework.datasets import DataError
 from framework.image_folder import load_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(ROOT, "..", "shared", "datasets")
 
 
-@pytest.fixture(scope="module")
-def data_dir():
-    if not os.path.exists(os.path.join(SHARED_DATA, "mnist.npz")):
-        pytest.skip(f"shared datasets not found at {SHARED_DATA}")
-    return os.path.normpath(SHARED_DATA)
 
 
-@pytest.fixture(scope="module")
-def cifar(data_dir):
-    return datasets.load("cifar10", data_dir)
 
 
-@pytest.fixture(scope="module")
-def mnist(data_dir):
-    return datasets.load("mnist", data_dir)
 
 
 def test_round_trip_is_exact(tmp_path, cifar):
