@@ -30,6 +30,7 @@ class TrainConfig:
     epochs: int = 10
     train_steps: int = 0               # >0: overrides epochs
     steps_per_loop: int = 500          # steps per compiled call (capped at the epoch length)
+    steps_per_fetch: int = 0           # batches per next(iterator); 0 = auto (up to 32, see run.py)
     # Optimisation (the optimizer itself comes from the trainer; the schedule lives here).
     learning_rate: float = 1e-3        # peak learning rate
     lr_schedule: str = "constant"
@@ -63,7 +64,7 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         for name in ("global_batch_size", "steps_per_loop", "keep_checkpoints"):
             _positive(name, getattr(self, name))
-        for name in ("num_cpu_devices", "eval_batch_size", "epochs", "train_steps", "warmup_steps",
+        for name in ("steps_per_fetch", "num_cpu_devices", "eval_batch_size", "epochs", "train_steps", "warmup_steps",
                      "decay_steps", "checkpoint_every", "early_stopping_patience", "reduce_lr_patience",
                      "seed"):
             if getattr(self, name) < 0:

@@ -249,6 +249,7 @@ class Controller:
                                                        seed=config.seed)
         return input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
                                                seed=config.seed, start_step=start_step,
+                                               steps_per_fetch=self.trainer.steps_per_fetch,
                                                host_fn=data.host_fn, **data.pipeline)
 
     def _restore(self) -> int:

@@ -30,9 +30,13 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
 
 
 def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int,
-                     start_step: int = 0, host_fn=None, num_parallel_calls=AUTOTUNE,
-                     prefetch=AUTOTUNE) -> DatasetFn:
-    """Endless stream of per-replica batches `(array_0[idx], array_1[idx], ...)`, from `start_step` on.
+                     start_step: int = 0, steps_per_fetch: int = 1, host_fn=None,
+                     num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> DatasetFn:
+    """Endless stream of per-replica chunks `(array_0[idx], ...)` of `steps_per_fetch` batches each.
+
+    Each element holds the batches of K = `steps_per_fetch` consecutive steps, shaped [K, b, ...]:
+    one `next()` feeds K steps, which divides the per-element cost of tf.data (a 2-core CPU
+    running a small model was input-bound at K=1). K must divide the epoch length and `start_step`.
 
     `host_fn(batch, step, replica_id) -> batch`, if given, runs in the tf.data map on the CPU
     (the "augment on the host" alternative to augmenting inside the step).
@@ -43,23 +47,30 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
     if per_epoch == 0:
         raise ValueError(f"global batch {global_batch_size} is larger than the {num_examples} training "
                          "examples: lower --global_batch_size")
+    fetch = steps_per_fetch
+    if per_epoch % fetch or start_step % fetch or (host_fn and fetch != 1):
+        raise ValueError(f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
+                         f"step ({start_step}), and be 1 with host augmentation")
     start_epoch, skip = divmod(start_step, per_epoch)
 
     def epoch_batches(epoch):
         order = epoch_permutation(num_examples, seed, epoch)[: per_epoch * global_batch_size]
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [per_epoch, global_batch_size]))
+        return tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order, [per_epoch // fetch, fetch, global_batch_size]))
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         tensors = _host_tensors(arrays)
         indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
-                   .flat_map(epoch_batches).skip(skip))
-        steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
-        batches = _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size)
-
-        def load(index, step, replica):
-            batch = tuple(tf.gather(t, index) for t in tensors)
-            return host_fn(batch, step, replica) if host_fn else batch
-
+                   .flat_map(epoch_batches).skip(skip // fetch))
+        if host_fn is None:  # the lean path: nothing but indices, then one gather per batch
+            batches = _split_for_replicas(indices, ctx, global_batch_size)
+            load = lambda index: tuple(tf.gather(t, index) for t in tensors)  # noqa: E731
+        else:  # host augmentation needs each batch's step and replica id for its seed
+            steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+            batches = _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size,
+                                          tagged=True)
+            load = lambda index, step, replica: tuple(  # noqa: E731
+                tf.expand_dims(t, 0) for t in host_fn(tuple(tf.gather(t, index[0]) for t in tensors), step, replica))
         return _finish(batches.map(load, num_parallel_calls=num_parallel_calls), prefetch)
 
     return dataset_fn
@@ -81,12 +92,10 @@ def eval_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int) -> 
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         tensors = _host_tensors(arrays)
-        steps = tf.data.Dataset.range(num_batches)
-        pairs = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices((index, weight)), steps)
+        pairs = tf.data.Dataset.from_tensor_slices((index, weight))
         batches = _split_for_replicas(pairs.repeat(), ctx, global_batch_size)
 
-        def load(index_and_weight, _step, _replica):
-            idx, w = index_and_weight
+        def load(idx, w):
             return tuple(tf.gather(t, idx) for t in tensors) + (w,)
 
         return _finish(batches.map(load, num_parallel_calls=AUTOTUNE))
@@ -105,7 +114,8 @@ def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int
             high = int(array.max()) + 1 if array.dtype.kind in "iu" else 1
             batch.append(tf.constant(rng.integers(0, high, shape).astype(array.dtype)
                                      if array.dtype.kind in "iu" else rng.random(shape, np.float32)))
-        return tf.data.Dataset.from_tensors(tuple(batch)).repeat().prefetch(AUTOTUNE)
+        # A chunk of one step (steps_per_fetch=1), like train_dataset_fn's elements.
+        return tf.data.Dataset.from_tensors(tuple(tf.expand_dims(t, 0) for t in batch)).repeat().prefetch(AUTOTUNE)
     return dataset_fn
 
 
@@ -114,8 +124,12 @@ def _host_tensors(arrays):
         return [tf.constant(a) for a in arrays]
 
 
-def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContext, global_batch_size):
-    """Global batches of indices -> this pipeline's per-replica slices, tagged (step, replica id).
+def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContext, global_batch_size, *,
+                        tagged: bool = False):
+    """Global batches of indices -> this pipeline's per-replica slices (of the last, batch axis).
+
+    Elements are index tensors [..., B] (or tuples of them); `tagged` elements are (index, step)
+    and come out as (rows, step, replica id).
 
     The strategy hands consecutive elements of one pipeline to consecutive replicas, so replica r
     of pipeline p gets rows [(p*R + r)*b, (p*R + r + 1)*b) of the global batch: the global batch is
@@ -127,18 +141,26 @@ def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContex
     first = ctx.input_pipeline_id * per_pipeline
     first_replica = ctx.input_pipeline_id * replicas_here
 
-    if replicas_here == 1:  # one replica per pipeline: a plain map, cheaper than flat_map per step
-        return batches.map(lambda index, step: (
-            tf.nest.map_structure(lambda t: t[first:first + per_pipeline], index), step,
-            tf.constant(first_replica, tf.int32)))
+    def rows(index, split: bool):
+        def one(t):
+            t = t[..., first:first + per_pipeline]
+            if not split:
+                return t
+            t = tf.reshape(t, tf.concat([tf.shape(t)[:-1], [replicas_here, per_replica]], 0))
+            return tf.experimental.numpy.moveaxis(t, -2, 0)  # [replicas, ..., per_replica]
+        return tf.nest.map_structure(one, index)
 
-    def split(index, step):
-        rows = tf.nest.map_structure(
-            lambda t: tf.reshape(t[first:first + per_pipeline], [replicas_here, per_replica]), index)
-        return tf.data.Dataset.from_tensor_slices(
-            (rows, tf.fill([replicas_here], step), tf.range(replicas_here, dtype=tf.int32) + first_replica))
-
-    return batches.flat_map(split)
+    if replicas_here == 1:  # one replica per pipeline: a map (or nothing), cheaper than flat_map
+        if not tagged:
+            return batches if ctx.num_input_pipelines == 1 else batches.map(
+                lambda *i: rows(i if len(i) > 1 else i[0], False))
+        return batches.map(lambda index, step: (rows(index, False), step, tf.constant(first_replica, tf.int32)))
+    if not tagged:
+        return batches.flat_map(lambda *index: tf.data.Dataset.from_tensor_slices(
+            rows(index if len(index) > 1 else index[0], True)))
+    return batches.flat_map(lambda index, step: tf.data.Dataset.from_tensor_slices(
+        (rows(index, True), tf.fill([replicas_here], step),
+         tf.range(replicas_here, dtype=tf.int32) + first_replica)))
 
 
 def _finish(dataset: tf.data.Dataset, prefetch=AUTOTUNE) -> tf.data.Dataset:

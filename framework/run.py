@@ -7,6 +7,8 @@ From a notebook cell:
                    model_fn=lambda: my_keras_model(), optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
                    task=ClassificationTask(10))
 """
+import math
+
 import keras
 from absl import logging
 import tensorflow as tf
@@ -45,7 +47,28 @@ def build_trainer(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, ta
                           f"{len(data.train[0])} training examples")
     total = config.train_steps or config.epochs * per_epoch
     return Trainer(config=config, strategy=strategy, model_fn=model_fn, optimizer_fn=optimizer_fn,
-                   task=task, total_steps=total)
+                   task=task, total_steps=total, steps_per_fetch=steps_per_fetch(config, data, per_epoch, total))
+
+
+def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int, cap: int = 32) -> int:
+    """Batches per `next(iterator)`: a divisor of every loop length, so no fetch straddles two loops.
+
+    Loops end at multiples of steps_per_loop, epoch ends, checkpoints, profile boundaries and the
+    last step, all sums of multiples of their gcd; auto picks its largest divisor up to `cap`.
+    """
+    if data.synthetic or data.host_fn is not None:
+        return 1
+    lengths = [config.steps_per_loop, per_epoch, total, config.checkpoint_every]
+    if config.profile_steps:
+        lengths += [int(v) for v in config.profile_steps.split(",")]
+    common = math.gcd(*lengths)
+    if config.steps_per_fetch:
+        if common % config.steps_per_fetch:
+            raise ConfigError(f"--steps_per_fetch={config.steps_per_fetch} must divide every loop length "
+                              f"(gcd of steps_per_loop, steps per epoch {per_epoch}, total steps {total}, "
+                              f"checkpoint_every, profile_steps = {common}); use 0 for automatic")
+        return config.steps_per_fetch
+    return max(k for k in range(1, cap + 1) if common % k == 0)
 
 
 def train(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, task, hooks=(),

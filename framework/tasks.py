@@ -19,6 +19,11 @@ class ClassificationTask:
         self.augment = augment      # augment(images, labels, seed) -> (images, labels), runs on device
         self.tta = tta              # tta(model, images) -> logits, test-time augmentation at eval
 
+    @property
+    def uses_seed(self) -> bool:
+        """Whether `prepare` needs a random seed (the step skips making one otherwise)."""
+        return self.augment is not None
+
     def make_metrics(self) -> dict[str, keras.metrics.Metric]:
         # Keras metrics are sync-on-read sums: each replica adds locally, reading sums replicas.
         return {name: keras.metrics.Mean(name=name) for name in self.metric_names}

@@ -16,12 +16,14 @@ _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
 
 class Trainer:
     def __init__(self, *, config: TrainConfig, strategy: tf.distribute.Strategy, model_fn, optimizer_fn,
-                 task, total_steps: int):
+                 task, total_steps: int, steps_per_fetch: int = 1):
         """`model_fn()` builds the Keras model; `optimizer_fn(learning_rate)` the optimizer.
 
         Both are called under `strategy.scope()` so their variables are mirrored across replicas.
+        Each `next(iterator)` yields the batches of `steps_per_fetch` steps (input_pipeline.py).
         """
         self.config, self.strategy, self.task = config, strategy, task
+        self.steps_per_fetch = steps_per_fetch
         self.global_batch_size = config.global_batch_size
         with strategy.scope():
             with precision.dtype_policy(config.mixed_precision):
@@ -41,15 +43,14 @@ class Trainer:
             self.input_wait_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.measures_input_wait = not _op_determinism_enabled()
         jit = config.jit_compile
-        self._replica_train_step = tf.function(self.train_step, jit_compile=True) if jit else self.train_step
+        self._replica_train_step = tf.function(self._train_step_in_chunk, jit_compile=True) if jit else \
+            self._train_step_in_chunk
         self._replica_eval_step = tf.function(self.eval_step, jit_compile=True) if jit else self.eval_step
 
     # ---------------------------------------------------------------- per replica
-    def train_step(self, batch):
-        """One optimisation step on this replica's share of the global batch."""
-        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
-        # A fresh stateless seed per (run seed, step, replica): reproducible, and replicas differ.
-        seed = tf.stack([tf.cast(self.config.seed, tf.int64), self.step * 4096 + tf.cast(replica_id, tf.int64)])
+    def train_step(self, batch, step):
+        """One optimisation step (number `step`) on this replica's share of the global batch."""
+        seed = self._augment_seed(step) if self.task.uses_seed else None
         inputs, labels = self.task.prepare(batch, seed=seed, training=True)
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
@@ -71,6 +72,14 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         self.task.update_metrics(self.train_metrics, labels, logits, per_example_loss)
 
+    def _train_step_in_chunk(self, chunk, j, step):
+        return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
+
+    def _augment_seed(self, step):
+        """A fresh stateless seed per (run seed, step, replica): reproducible, and replicas differ."""
+        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.stack([tf.cast(self.config.seed, tf.int64), step * 4096 + tf.cast(replica_id, tf.int64)])
+
     def eval_step(self, batch):
         """Metrics on one padded batch; `weight` is 0 on padding rows."""
         *data, weight = batch
@@ -83,10 +92,14 @@ class Trainer:
     @tf.function
     def train_loop(self, iterator, num_steps):
         """`num_steps` train steps in one call; `num_steps` must be a tensor (a Python int retraces)."""
-        for _ in tf.range(num_steps):
-            batch = self._timed_next(iterator)
-            self.strategy.run(self._replica_train_step, args=(batch,))
-            self.step.assign_add(1)
+        fetch = self.steps_per_fetch
+        step = self.step.read_value()
+        for _ in tf.range(num_steps // fetch):
+            chunk = self._timed_next(iterator)  # the batches of `fetch` steps
+            for j in tf.range(fetch):
+                self.strategy.run(self._replica_train_step, args=(chunk, j, step))
+                step += 1
+        self.step.assign_add(num_steps)  # once per loop, not once per step
 
     def _timed_next(self, iterator):
         """next(iterator), adding the time it blocked to input_wait_seconds (two host timestamps)."""
@@ -107,6 +120,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- host side
     def run_train(self, iterator, num_steps: int) -> None:
+        if num_steps % self.steps_per_fetch:
+            raise ValueError(f"num_steps={num_steps} is not a multiple of steps_per_fetch={self.steps_per_fetch}")
         self.train_loop(iterator, tf.constant(num_steps, tf.int64))
 
     def evaluate(self, iterator, num_batches: int) -> dict[str, float]:

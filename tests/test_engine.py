@@ -15,6 +15,7 @@ from tests import engine_helpers as h
 
 
 def make_trainer(cfg, data, model_fn=None, optimizer_fn=h.sgd):
+    cfg = cfg.replace(steps_per_fetch=cfg.steps_per_fetch or 1)  # these tests drive run_train by hand
     return build_trainer(cfg, data, model_fn=model_fn or h.mlp_fn(), optimizer_fn=optimizer_fn,
                          task=h.task(), strategy=prepare_runtime(cfg))
 
@@ -50,6 +51,34 @@ def test_n_steps_per_call_equals_one_step_per_call():
     np.testing.assert_allclose(one_call.train_results()["loss"], many_calls.train_results()["loss"], rtol=1e-6)
     for a, b in zip(h.weights(one_call.model), h.weights(many_calls.model)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_several_steps_per_fetch_change_nothing():
+    """K batches per next(iterator) (chunks split per replica) train exactly like one per next()."""
+    data, found = h.mnist_data(), {}
+    for strategy, fetch in (("default", 1), ("default", 8), ("mirrored", 1), ("mirrored", 4)):
+        cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0,
+                       steps_per_fetch=fetch, epochs=2, steps_per_loop=16)
+        trainer = build_trainer(cfg, data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
+                                strategy=prepare_runtime(cfg))
+        assert trainer.steps_per_fetch == fetch
+        framework.Controller(trainer, data, cfg).run()
+        assert trainer.trace_counts()["train_loop"] == 1
+        found[(strategy, fetch)] = h.weights(trainer.model)
+    for one, key in [(("default", 1), ("default", 8)), (("mirrored", 1), ("mirrored", 4)),
+                     (("default", 1), ("mirrored", 4))]:
+        for a, b in zip(found[one], found[key]):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{one} vs {key}")
+
+
+def test_automatic_steps_per_fetch_divides_every_loop():
+    from framework.run import steps_per_fetch
+    data = h.mnist_data()
+    assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 1875, 3750) == 25
+    assert steps_per_fetch(TrainConfig(steps_per_loop=500, checkpoint_every=100), data, 1875, 3750) == 25
+    assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 97, 679) == 1
+    with pytest.raises(ConfigError, match="--steps_per_fetch=16 must divide"):
+        steps_per_fetch(TrainConfig(steps_per_fetch=16), data, 1875, 3750)
 
 
 def _train_weights(strategy, model_fn, steps=30, batch=32, **cfg_overrides):
@@ -253,3 +282,22 @@ def test_hooks_see_every_loop_and_a_second_run_in_one_process_works():
                         hooks=[lambda info: seen.append((info.step, info.metrics["loss"]))])
     assert [s for s, _ in seen] == [16, 32, 48, 64] * 2
     assert seen[3][1] < seen[0][1]
+
+
+def test_full_disk_while_saving_is_reported_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import errno
+    cfg = h.config(model_dir=str(tmp_path), epochs=2, checkpoint_every=16)
+    trainer = build_trainer(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
+                            strategy=prepare_runtime(cfg))
+    controller = framework.Controller(trainer, h.mnist_data(), cfg)
+    real_save = controller.checkpointer.manager.save
+
+    def save(checkpoint_number):
+        if checkpoint_number >= 48:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(checkpoint_number=checkpoint_number)
+
+    monkeypatch.setattr(controller.checkpointer.manager, "save", save)
+    with pytest.raises(framework.checkpointing.CheckpointError, match="Is the disk full.*intact"):
+        controller.run()
+    assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-32")

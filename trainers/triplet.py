@@ -30,6 +30,7 @@ class TripletTask:
     """Batches of (uint8 triplets [B, 3, H, W, C], votes [B]) -> embeddings -> triplet loss."""
 
     metric_names = ("loss", "triplet_accuracy")
+    uses_seed = False
 
     def __init__(self, delta: float):
         self.delta = delta
