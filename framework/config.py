@@ -30,7 +30,7 @@ class TrainConfig:
     epochs: int = 10
     train_steps: int = 0               # >0: overrides epochs
     steps_per_loop: int = 500          # steps per compiled call (capped at the epoch length)
-    steps_per_fetch: int = 0           # batches per next(iterator); 0 = auto (up to 32, see run.py)
+    steps_per_fetch: int = 0           # batches per next(iterator); 0 = auto (see run.py)
     # Optimisation (the optimizer itself comes from the trainer; the schedule lives here).
     learning_rate: float = 1e-3        # peak learning rate
     lr_schedule: str = "constant"

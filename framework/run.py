@@ -50,11 +50,13 @@ def build_trainer(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, ta
                    task=task, total_steps=total, steps_per_fetch=steps_per_fetch(config, data, per_epoch, total))
 
 
-def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int, cap: int = 32) -> int:
+def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int, *, max_steps: int = 128,
+                    max_bytes: int = 16 << 20) -> int:
     """Batches per `next(iterator)`: a divisor of every loop length, so no fetch straddles two loops.
 
     Loops end at multiples of steps_per_loop, epoch ends, checkpoints, profile boundaries and the
-    last step, all sums of multiples of their gcd; auto picks its largest divisor up to `cap`.
+    last step, all sums of multiples of their gcd; auto picks its largest divisor such that a
+    fetch holds at most `max_steps` batches and `max_bytes` of data.
     """
     if data.synthetic or data.host_fn is not None:
         return 1
@@ -68,6 +70,8 @@ def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int,
                               f"(gcd of steps_per_loop, steps per epoch {per_epoch}, total steps {total}, "
                               f"checkpoint_every, profile_steps = {common}); use 0 for automatic")
         return config.steps_per_fetch
+    batch_bytes = sum(a[0].nbytes for a in data.train) * config.global_batch_size
+    cap = max(1, min(max_steps, max_bytes // batch_bytes))
     return max(k for k in range(1, cap + 1) if common % k == 0)
 
 

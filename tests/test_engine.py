@@ -74,8 +74,9 @@ def test_several_steps_per_fetch_change_nothing():
 def test_automatic_steps_per_fetch_divides_every_loop():
     from framework.run import steps_per_fetch
     data = h.mnist_data()
-    assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 1875, 3750) == 25
+    assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 1875, 3750) == 125
     assert steps_per_fetch(TrainConfig(steps_per_loop=500, checkpoint_every=100), data, 1875, 3750) == 25
+    assert steps_per_fetch(TrainConfig(steps_per_loop=500, global_batch_size=8192), data, 1875, 3750) == 1
     assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 97, 679) == 1
     with pytest.raises(ConfigError, match="--steps_per_fetch=16 must divide"):
         steps_per_fetch(TrainConfig(steps_per_fetch=16), data, 1875, 3750)
