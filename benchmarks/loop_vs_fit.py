@@ -24,7 +24,7 @@ from trainers.models import build_model  # noqa: E402
 SETUPS = {  # model -> (dataset, widths, examples per epoch, batch)
     "mlp": ("mnist", (64, 64), 60000, 32),
     "cnn": ("mnist", (), 16384, 32),
-    "resnet9": ("cifar10", (16, 32, 64, 128), 2048, 32),
+    "resnet9": ("cifar10", (16, 32, 64, 128), 4096, 32),
 }
 flags.DEFINE_enum("model", "mlp", list(SETUPS), "Model to compare.")
 flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/loop_vs_fit/<model>).")
