@@ -8,6 +8,7 @@
         checkpoint when due; on SIGTERM/SIGINT checkpoint and stop
     final checkpoint, test evaluation, export, result.json
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -309,29 +310,23 @@ class Controller:
             logging.set_verbosity(verbosity)
         return {"model_file": keras_path, "saved_model": saved_model}
 
+    @contextlib.contextmanager
     def _signals_caught(self):
-        controller = self
+        """SIGTERM/SIGINT set a flag; the loop checkpoints and stops at the next loop end."""
+        def handle(signum, _frame):
+            if self._signal:  # a second Ctrl-C means now
+                raise KeyboardInterrupt
+            logging.warning("signal %d: will checkpoint and stop after this loop", signum)
+            self._signal = signum
 
-        class _Catch:
-            def __enter__(self):
-                self.previous = {}
-                if threading.current_thread() is not threading.main_thread():
-                    return self  # signals can only be caught on the main thread
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    self.previous[signum] = signal.signal(signum, self._handle)
-                return self
-
-            def _handle(self, signum, _frame):
-                if controller._signal:  # a second Ctrl-C means now
-                    raise KeyboardInterrupt
-                logging.warning("signal %d: will checkpoint and stop after this loop", signum)
-                controller._signal = signum
-
-            def __exit__(self, *exc):
-                for signum, handler in self.previous.items():
-                    signal.signal(signum, handler)
-
-        return _Catch()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # only it may catch signals
+            previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def weights_fingerprint(model) -> float:

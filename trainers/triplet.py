@@ -21,6 +21,7 @@ import framework  # noqa: E402
 from framework import ConfigError  # noqa: E402
 from framework import flags as engine_flags  # noqa: E402
 from framework.controller import Data  # noqa: E402
+from framework.datasets import DataError  # noqa: E402
 from trainers import cli, fec_data, optimizers, triplet_loss  # noqa: E402
 
 TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
@@ -133,14 +134,9 @@ def main(argv):
              "num_test", "fec_csv", "fec_images", "image_size")
     try:
         result = run_triplet(engine_flags.config_from_flags(), **{n: FLAGS[n].value for n in names})
-    except (ConfigError, fec_data_errors()) as err:
+    except (ConfigError, DataError) as err:
         cli.fail(str(err))
     print(f"test triplet accuracy: {result['test_triplet_accuracy']:.4f}")
-
-
-def fec_data_errors():
-    from framework.datasets import DataError
-    return DataError
 
 
 if __name__ == "__main__":
