@@ -93,6 +93,7 @@ class Controller:
         self._loop_seconds = 0.0      # time inside train loops, over all sessions of this run
         self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
         self._session_start = time.time()
+        self._last_summary = 0.0
         self._input_seconds = 0.0     # time waiting for input inside train loops, this session
         self._session_loop_seconds = 0.0
         self.profile = profiling.ProfileWindow(profiling.parse_profile_steps(config.profile_steps),
@@ -156,10 +157,14 @@ class Controller:
             self.writer.loop_line(step=step, total=self.total_steps, epoch=epoch, metrics=metrics,
                                   examples_per_sec=examples_per_sec, input_fraction=input_seconds / seconds,
                                   eta_seconds=(self.total_steps - step) / rate)
-            self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
-                                                "examples_per_sec": examples_per_sec,
-                                                "input_wait_fraction": input_seconds / seconds,
-                                                "step_seconds": (seconds - input_seconds) / loop_steps})
+            # At most one train summary a second (and at every epoch end): each write costs memory
+            # that the soak benchmark saw grow when loops of a small model ran 20 times a second.
+            if time.time() - self._last_summary >= 1.0 or step in (epoch_end, self.total_steps):
+                self._last_summary = time.time()
+                self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
+                                                    "examples_per_sec": examples_per_sec,
+                                                    "input_wait_fraction": input_seconds / seconds,
+                                                    "step_seconds": (seconds - input_seconds) / loop_steps})
             info = LoopInfo(step, epoch, metrics, self, loop_steps, seconds, input_seconds)
             stop = any([hook(info) for hook in self.hooks])
             if stop:
