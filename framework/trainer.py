@@ -76,9 +76,7 @@ class Trainer:
         return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
 
     def _augment_seed(self, step):
-        """A fresh stateless seed per (run seed, step, replica): reproducible, and replicas differ."""
-        replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
-        return tf.stack([tf.cast(self.config.seed, tf.int64), step * 4096 + tf.cast(replica_id, tf.int64)])
+        return augment_seed(self.config.seed, step, tf.distribute.get_replica_context().replica_id_in_sync_group)
 
     def eval_step(self, batch):
         """Metrics on one padded batch; `weight` is 0 on padding rows."""
@@ -151,6 +149,13 @@ class Trainer:
     def trace_counts(self) -> dict[str, int]:
         return {"train_loop": self.train_loop.experimental_get_tracing_count(),
                 "eval_loop": self.eval_loop.experimental_get_tracing_count()}
+
+
+def augment_seed(seed: int, step, replica_id):
+    """A fresh stateless seed per (run seed, step, replica): reproducible, and replicas differ.
+
+    The host pipeline (augment in tf.data) uses the same seeds as the device step."""
+    return tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64) * 4096 + tf.cast(replica_id, tf.int64)])
 
 
 def _op_determinism_enabled() -> bool:

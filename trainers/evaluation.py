@@ -2,6 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
+from framework.trainer import augment_seed
+
 TRANSFORMS = {
     "flip_ud": lambda x: x[:, ::-1],
     "flip_lr": lambda x: x[:, :, ::-1],
@@ -30,7 +32,5 @@ def host_augment_fn(policy, seed: int):
     def host_fn(batch, step, replica_id):
         images, labels = batch[0], batch[1]
         images = tf.cast(images, tf.float32) / 255.0
-        step_seed = tf.stack([tf.cast(seed, tf.int64),
-                              tf.cast(step, tf.int64) * 4096 + tf.cast(replica_id, tf.int64)])
-        return policy(images, labels, step_seed)
+        return policy(images, labels, augment_seed(seed, step, replica_id))
     return host_fn
