@@ -45,6 +45,8 @@ class TrainConfig:
     deterministic: bool = False
     seed: int = 0
     sync_batchnorm: bool = False
+    # Evaluation at epoch ends: every N epochs (and always after the last); 0 = only after the last.
+    eval_every_epochs: int = 1
     # Checkpoints and controls.
     checkpoint_every: int = 0          # steps; 0: at each epoch end
     keep_checkpoints: int = 3
@@ -65,7 +67,7 @@ class TrainConfig:
         for name in ("global_batch_size", "steps_per_loop", "keep_checkpoints"):
             _positive(name, getattr(self, name))
         for name in ("steps_per_fetch", "num_cpu_devices", "eval_batch_size", "epochs", "train_steps", "warmup_steps",
-                     "decay_steps", "checkpoint_every", "early_stopping_patience", "reduce_lr_patience",
+                     "decay_steps", "checkpoint_every", "eval_every_epochs", "early_stopping_patience", "reduce_lr_patience",
                      "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")

@@ -89,6 +89,7 @@ class Controller:
         self.history: dict[str, list] = {}
         self.result: dict = {}
         self._eval_iterators = {}
+        self._last_eval = (-1, {})
         self._signal = None
         self._loop_seconds = 0.0      # time inside train loops, over all sessions of this run
         self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
@@ -169,7 +170,8 @@ class Controller:
             stop = any([hook(info) for hook in self.hooks])
             if stop:
                 self.result["stop_reason"] = "hook"
-            if step == epoch_end or step == self.total_steps:
+            if step == self.total_steps or step == epoch_end and config.eval_every_epochs and \
+                    epoch % config.eval_every_epochs == 0:
                 stop = self._end_epoch(step, epoch, metrics, start) or stop
             if self._checkpoint_due(step, epoch_end) or stop or self._signal:
                 self._save(step)
@@ -185,6 +187,7 @@ class Controller:
     def _end_epoch(self, step, epoch, train_metrics, start) -> bool:
         """Evaluate, then the controls. Returns True to stop."""
         eval_metrics = self.evaluate(self.eval_split)
+        self._last_eval = (step, eval_metrics)  # the final evaluation reuses it if nothing trained since
         self.writer.eval_line(step, eval_metrics)
         self.writer.scalars("eval", step, eval_metrics)
         row = {"epoch": epoch, "step": step, **train_metrics, **eval_metrics,
@@ -219,9 +222,10 @@ class Controller:
     def _finish(self, start: float) -> dict:
         wall_seconds = self._elapsed_before + time.time() - start
         final = {}
-        for split in sorted(self.data.evals):
-            final.update(self.evaluate(split))
         step = int(self.trainer.step.numpy())
+        last_step, last_metrics = self._last_eval
+        for split in sorted(self.data.evals):
+            final.update(last_metrics if last_step == step and split == self.eval_split else self.evaluate(split))
         counts = outputs.parameter_counts(self.trainer.model)
         self.result.update({
             **final, "train_steps": step, "epochs": step / self.steps_per_epoch,

@@ -26,6 +26,8 @@ HELP = {
     "mixed_precision": f"{', '.join(PRECISIONS)}: bf16 or fp16 compute with float32 weights and logits.",
     "jit_compile": "Compile the step with XLA.",
     "deterministic": "Deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resume.",
+    "eval_every_epochs": "Evaluate every N epochs and after the last (0: only after the last); "
+                         "best checkpoint, early stop, plateau and target act at evaluations.",
     "checkpoint_every": "Checkpoint every N steps (0: at each epoch end).",
     "monitor": "Evaluation metric for best checkpoint, early stopping and plateau ('' = val/test accuracy).",
     "target": "Stop when an evaluation reaches it, e.g. test_accuracy>=0.94.",

@@ -302,3 +302,18 @@ def test_full_disk_while_saving_is_reported_and_keeps_the_last_checkpoint(tmp_pa
     with pytest.raises(framework.checkpointing.CheckpointError, match="Is the disk full.*intact"):
         controller.run()
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-32")
+
+
+def test_eval_every_epochs_and_the_last_evaluation_is_reused(tmp_path, monkeypatch):
+    calls = []
+    real_evaluate = framework.Controller.evaluate
+    monkeypatch.setattr(framework.Controller, "evaluate",
+                        lambda self, split: calls.append(split) or real_evaluate(self, split))
+    for every, evaluated_epochs in ((2, [2, 4, 5]), (0, [5])):
+        calls.clear()
+        cfg = h.config(model_dir=str(tmp_path / str(every)), epochs=5, eval_every_epochs=every)
+        result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+        history = json.loads((tmp_path / str(every) / "history.json").read_text())
+        assert history["epoch"] == evaluated_epochs
+        assert calls == ["test"] * len(evaluated_epochs)  # the final result reuses the last epoch's
+        assert result["test_accuracy"] == history["test_accuracy"][-1] > 0.5

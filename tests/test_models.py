@@ -34,8 +34,17 @@ def test_seed_gives_identical_weights_and_other_seed_differs(name):
 
     first, again, other = weights(1), weights(1), weights(2)
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
-    kernels = [(a, b) for a, b in zip(first, other, strict=True) if a.ndim >= 2]
+    # airbench's square convs start as the identity whatever the seed.
+    kernels = [(a, b) for a, b in zip(first, other, strict=True) if a.ndim >= 2 and not _is_identity(a)]
     assert kernels and all(not np.array_equal(a, b) for a, b in kernels)
+
+
+def _is_identity(kernel):
+    if kernel.ndim != 4 or kernel.shape[2] != kernel.shape[3]:
+        return False
+    identity = np.zeros_like(kernel)
+    identity[kernel.shape[0] // 2, kernel.shape[1] // 2, np.arange(kernel.shape[2]), np.arange(kernel.shape[2])] = 1
+    return np.array_equal(kernel, identity)
 
 
 def test_seeded_dropout_is_deterministic():
@@ -134,6 +143,7 @@ def test_mixed_bfloat16_logits_stay_float32(name):
     ("mlp", {"batchnorm": True, "dropout": 0.2}),
     ("cnn_bn", {}),
     ("resnet9", {"widths": SMALL_RESNET9}),
+    ("airbench", {"widths": (8, 16, 16)}),
 ])
 def test_keras_save_load_safe_mode(tmp_path, name, kwargs):
     model = models.build_model(name, input_shape=(32, 32, 3), num_classes=4, seed=0, **kwargs)
@@ -228,3 +238,43 @@ def test_optimizer_arguments():
         optimizers.build_optimizer("adam", 0.1, nesterov=True)
     with pytest.raises(ValueError, match="`learning_rate`"):
         optimizers.build_optimizer("sgd", -1.0)
+
+
+def test_airbench_whitening_conv_whitens_real_patches(cifar):
+    from trainers import airbench_net
+    images = cifar.x_train[:2000].astype(np.float32) / 255.0
+    model = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, seed=0,
+                               whitening_images=cifar.x_train[:2000])
+    whiten = model.get_layer("whiten")
+    assert not whiten.kernel.trainable and whiten.bias.trainable
+    kernel = whiten.kernel.numpy()
+    np.testing.assert_allclose(kernel, airbench_net.whitening_kernel(images), rtol=1e-6)
+    out = tf.nn.conv2d(images[:500], kernel, 1, "VALID").numpy().reshape(-1, kernel.shape[-1])
+    cov = np.cov(out[:, :12], rowvar=False)  # the other 12 channels are the same, negated
+    # Unit variance along the directions well above the whitening epsilon, nothing across them.
+    np.testing.assert_allclose(np.diag(cov)[:6], 1.0, atol=0.1)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.1
+    np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-4)
+
+
+def test_airbench_convs_start_as_identity_on_their_first_filters():
+    model = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=(8, 16, 16), seed=0)
+    conv = model.get_layer("group2_conv1")  # 8 -> 16 channels
+    kernel = conv.kernel.numpy()
+    identity = np.zeros((3, 3, 8, 8), np.float32)
+    identity[1, 1, np.arange(8), np.arange(8)] = 1.0
+    np.testing.assert_array_equal(kernel[..., :8], identity)
+    assert np.abs(kernel[..., 8:]).max() > 0  # the rest stay random
+
+
+def test_scaled_bias_trains_with_its_learning_rate_times_the_scale():
+    from trainers.airbench_net import ScaledBias
+    layer = ScaledBias(lr_scale=64.0)
+    x = tf.zeros((1, 3))
+    layer(x)
+    optimizer = keras.optimizers.SGD(0.01)
+    target = tf.constant([[1.0, -2.0, 0.5]])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x) * target)  # d loss / d bias = target
+    optimizer.apply_gradients(zip(tape.gradient(loss, layer.trainable_variables), layer.trainable_variables))
+    np.testing.assert_allclose(layer(x).numpy(), -0.01 * 64 * target.numpy(), rtol=1e-5)

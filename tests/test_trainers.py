@@ -1,4 +1,5 @@
 """Each trainer for a few steps on the shared data, as a user runs it (in-process and from the CLI)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -36,6 +37,38 @@ def test_cifar_resnet9_runs_with_augmentation_tta_and_plots(tmp_path, data_dir):
     assert result["train_steps"] == 8 and 0.0 <= result["test_accuracy"] <= 1.0
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "activations.png").stat().st_size > 1000
+
+
+def test_cifar_airbench_learns_on_two_replicas_with_mirror_translate_tta(tmp_path, data_dir):
+    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096,
+                           augment="flip,crop:padding=2", tta=True, tta_translate=1, optimizer="sgd",
+                           nesterov=True, momentum=0.85, weight_decay=0.009)
+    cfg = _config(tmp_path, epochs=4, global_batch_size=128, label_smoothing=0.2, lr_schedule="onecycle",
+                  warmup_fraction=0.23, learning_rate=0.2, strategy="mirrored", num_cpu_devices=2,
+                  eval_every_epochs=0)
+    result = run_experiment(exp, cfg)
+    assert result["num_replicas"] == 2
+    assert result["test_accuracy"] > 0.35  # chance is 0.1
+
+
+def test_train_minutes_fixes_the_steps_before_training_and_a_resume_reuses_them(tmp_path, data_dir, monkeypatch):
+    from trainers import time_budget
+    exp = ExperimentConfig(dataset="mnist", model="cnn", train_examples=4096, train_minutes=0.002)
+    result = run_experiment(exp, _config(tmp_path, epochs=3))
+    decided = json.loads((tmp_path / time_budget.BUDGET_FILE).read_text())
+    assert 1 <= result["train_steps"] == decided["train_steps"] < 3 * 64  # 0.12 s is less than 3 epochs
+    assert result["config"]["time_budget"]["examples_per_sec"] == decided["examples_per_sec"] > 0
+
+    def must_not_measure(**kwargs):
+        raise AssertionError("a resumed run must reuse time_budget.json")
+    monkeypatch.setattr(time_budget, "measure_examples_per_sec", must_not_measure)
+    again = run_experiment(exp, _config(tmp_path, epochs=3))
+    assert again["train_steps"] == decided["train_steps"]
+
+    generous = dataclasses.replace(exp, train_minutes=60.0)  # --epochs caps the budget
+    monkeypatch.setattr(time_budget, "measure_examples_per_sec", lambda **kwargs: 1e4)
+    capped = run_experiment(generous, _config(tmp_path / "capped", epochs=3))
+    assert capped["train_steps"] == 3 * 64
 
 
 def test_robustness_transforms_and_pixel_permutation(tmp_path, data_dir):

@@ -121,6 +121,9 @@ def _apply_recipe(recipes):
     for flag, value in recipes[name].items():
         if not FLAGS[flag].present:  # the command line wins over the recipe
             FLAGS[flag].value = _flag_default(value)
+    # A length given on the command line replaces the recipe's time budget.
+    if (FLAGS['epochs'].present or FLAGS['train_steps'].present) and not FLAGS["train_minutes"].present:
+        FLAGS.train_minutes = 0.0
 
 
 def _parse_flags(argv):

@@ -25,7 +25,7 @@ class ExperimentConfig:
     on_corrupt: str = "fail"           # image_folder: "skip" skips (and counts) undecodable images
     model: str = "cnn"
     widths: tuple = ()                 # () = the model's default widths
-    activation: str = "relu"
+    activation: str = ""               # "" = the model's own (relu; gelu for airbench)
     dropout: float = 0.0
     optimizer: str = "adam"
     momentum: float = 0.9
@@ -41,9 +41,11 @@ class ExperimentConfig:
     pretrained: bool = False
     freeze_backbone: bool = False
     tta: bool = False
+    tta_translate: int = 0             # with tta: also the images shifted by this many pixels (airbench)
     eval_transforms: tuple = ()
     permute_pixels: int = -1           # >= 0: one fixed pixel permutation (seeded) for train and test
     plot: bool = False
+    train_minutes: float = 0.0         # > 0: train what fits in N minutes here (at most --epochs)
 
     def __post_init__(self):
         from framework import datasets
@@ -68,6 +70,10 @@ class ExperimentConfig:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
         if any(w <= 0 for w in self.widths):
             raise ConfigError(f"--widths={','.join(map(str, self.widths))}: widths must be positive")
+        if self.train_minutes < 0:
+            raise ConfigError(f"--train_minutes={self.train_minutes}: must be >= 0 (0: train --epochs)")
+        if self.tta_translate < 0 or self.tta_translate and not self.tta:
+            raise ConfigError(f"--tta_translate={self.tta_translate}: must be >= 0, and needs --tta")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1)")
         if not 0.0 <= self.validation_split < 1.0:
@@ -129,24 +135,46 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
         policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
     return ClassificationTask(num_classes, label_smoothing=config.label_smoothing,
                               augment=policy if exp.augment_on == "device" else None,
-                              tta=_tta_flip if exp.tta else None), policy
+                              tta=_tta(exp.tta_translate) if exp.tta else None), policy
 
 
-def _tta_flip(model, images):
-    """Test-time augmentation: mean logits of the image and its mirror."""
+def _tta(translate: int):
+    """Test-time augmentation: mean logits of the image and its mirror; with `translate`, airbench's
+    level 2: half that, half the mean over the mirrored pair shifted by +-translate pixels."""
     import tensorflow as tf
-    return 0.5 * (tf.cast(model(images, training=False), tf.float32)
-                  + tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32))
+
+    def mirror(model, images):
+        return 0.5 * (tf.cast(model(images, training=False), tf.float32)
+                      + tf.cast(model(tf.reverse(images, axis=[2]), training=False), tf.float32))
+
+    def tta(model, images):
+        logits = mirror(model, images)
+        if not translate:
+            return logits
+        t = translate
+        height, width = images.shape[1], images.shape[2]
+        padded = tf.pad(images, [[0, 0], [t, t], [t, t], [0, 0]], mode="REFLECT")
+        shifted = [padded[:, :height, :width], padded[:, 2 * t:, 2 * t:]]
+        return 0.5 * logits + 0.25 * (mirror(model, shifted[0]) + mirror(model, shifted[1]))
+    return tta
 
 
-def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape, seed: int):
+# Training images whose 2x2 patches set airbench's frozen whitening conv (airbench uses 5,000).
+WHITENING_IMAGES = 5000
+
+
+def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape, seed: int,
+                 train_images=None):
     from trainers import models
+    whitening = train_images[:WHITENING_IMAGES] if exp.model == "airbench" and train_images is not None \
+        else None
 
     def model_fn():
         return models.build_model(exp.model, input_shape=image_shape, num_classes=num_classes,
-                                  widths=tuple(exp.widths) or None, activation=exp.activation,
+                                  widths=tuple(exp.widths) or None, activation=exp.activation or None,
                                   dropout=exp.dropout, sync_batchnorm=config.sync_batchnorm,
-                                  pretrained=exp.pretrained, freeze_backbone=exp.freeze_backbone, seed=seed)
+                                  pretrained=exp.pretrained, freeze_backbone=exp.freeze_backbone, seed=seed,
+                                  whitening_images=whitening)
     return model_fn
 
 
@@ -173,8 +201,16 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     if exp.augment_on == "host" and policy is not None:
         data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))
     run_config = {**config.to_dict(), **exp.to_dict()}
-    trainer = framework.build_trainer(config, data, model_fn=model_fn_for(exp, config, num_classes, image_shape,
-                                                                          config.seed),
+    model_fn = model_fn_for(exp, config, num_classes, image_shape, config.seed, train_images=data.train[0])
+    if exp.train_minutes and not config.train_steps:
+        from framework.input_pipeline import steps_per_epoch
+        from trainers.time_budget import steps_for_budget
+        budget = steps_for_budget(exp.train_minutes, config=config, model_fn=model_fn,
+                                  optimizer_fn=optimizer_fn_for(exp), task=task, example_shape=image_shape,
+                                  per_epoch=steps_per_epoch(len(data.train[0]), config.global_batch_size))
+        config = config.replace(train_steps=budget["train_steps"])
+        run_config = {**run_config, "train_steps": config.train_steps, "time_budget": budget}
+    trainer = framework.build_trainer(config, data, model_fn=model_fn,
                                       optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
     controller = framework.Controller(trainer, data, config, hooks=hooks, run_config=run_config)
     result = controller.run()

@@ -11,6 +11,9 @@ Models:
                      ancestor): prep conv 64; layer1 conv 128 + pool + residual(2 conv); layer2 conv 256
                      + pool; layer3 conv 512 + pool + residual; global max pool; Dense without bias;
                      logits scaled by 0.125.
+  airbench           airbench94's net (trainers/airbench_net.py): frozen patch-whitening conv, 3 conv
+                     groups (64, 256, 256) with GELU and scale-free BatchNorm, logits scaled by 1/9.
+                     `whitening_images` (a few thousand training images) set the whitening.
   efficientnet_b0    keras.applications.EfficientNetB0 backbone (include_top=False) + new head.
   efficientnetv2_b0  keras.applications.EfficientNetV2B0 backbone (include_top=False) + new head.
 
@@ -32,16 +35,20 @@ import zlib
 import keras
 import numpy as np
 
-MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "efficientnet_b0", "efficientnetv2_b0")
+from trainers import airbench_net
+
+MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "airbench", "efficientnet_b0", "efficientnetv2_b0")
 
 _DEFAULT_WIDTHS = {
     "mlp": (64, 64),  # hidden Dense units, any number of layers
     "cnn": (32, 64, 64, 64),  # conv1, conv2, conv3 filters, then Dense units
     "resnet9": (64, 128, 256, 512),  # prep, layer1, layer2, layer3 channels
+    "airbench": airbench_net.DEFAULT_WIDTHS,  # conv group 1, 2, 3 channels
 }
 _DEFAULT_WIDTHS["cnn_bn"] = _DEFAULT_WIDTHS["cnn_dropout"] = _DEFAULT_WIDTHS["cnn"]
 _CNN_DROPOUT_RATE = 0.25
-_RESNET9_LOGIT_SCALE = 0.125  # from the speed-record recipes: keeps initial logits small
+# From the speed-record recipes: keeps initial logits small.
+_LOGIT_SCALES = {"resnet9": 0.125, "airbench": airbench_net.LOGIT_SCALE}
 
 # (keras.applications constructor name, weights file, URL) for include_top=False ImageNet weights.
 _EFFICIENTNETS = {
@@ -73,9 +80,9 @@ class Scale(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
-def build_model(name, *, input_shape, num_classes, widths=None, activation="relu", batchnorm=None,
+def build_model(name, *, input_shape, num_classes, widths=None, activation=None, batchnorm=None,
                 dropout=0.0, sync_batchnorm=False, pretrained=False, freeze_backbone=False,
-                seed=None, name_prefix=None):
+                seed=None, name_prefix=None, whitening_images=None):
     """Builds model `name` (one of MODELS) returning float32 logits of shape (batch, num_classes).
 
     Args:
@@ -84,7 +91,8 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation="relu
       num_classes: number of logits.
       widths: layer widths, None for the model's default (see _DEFAULT_WIDTHS): mlp any number of
         hidden units; cnn* 4 numbers (3 conv filters, Dense units); resnet9 4 channel counts.
-      activation: Keras activation name for mlp/cnn*/resnet9. The efficientnets keep their swish
+      activation: Keras activation name for mlp/cnn*/resnet9/airbench; None for the model's own
+        (relu; gelu for airbench). The efficientnets keep their swish
         and refuse anything but the default.
       batchnorm: BatchNormalization after each conv/hidden Dense; None means the model's default
         (True for cnn_bn and resnet9, False for mlp/cnn/cnn_dropout).
@@ -97,6 +105,8 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation="relu
         efficientnet backbone runs its BatchNormalization in inference mode.
       seed: int for deterministic initialization and dropout, None for random.
       name_prefix: prefix for the model's and its layers' names (to tell two models apart).
+      whitening_images: airbench only: training images (uint8 or float in [0, 1]) whose 2x2 patches
+        set the frozen whitening conv; None leaves it random (e.g. before restoring weights).
     """
     if name not in MODELS:
         raise ValueError(f"`name` ({name!r}) must be one of {', '.join(MODELS)}")
@@ -111,6 +121,8 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation="relu
         dropout = 0.0
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` ({dropout!r}) must be in [0, 1)")
+    if whitening_images is not None and name != "airbench":
+        raise ValueError(f"`whitening_images` only applies to airbench, not {name!r}")
     if pretrained and name not in _EFFICIENTNETS:
         raise ValueError(f"`pretrained` ({pretrained!r}) is only available for "
                          f"{', '.join(_EFFICIENTNETS)}; {name!r} has no pretrained weights")
@@ -127,27 +139,35 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation="relu
                              freeze_backbone, seed)
 
     widths = _check_widths(name, widths)
-    activation = _check_activation("relu" if activation is None else activation)
+    activation = _check_activation(activation or ("gelu" if name == "airbench" else "relu"))
     if batchnorm is None:
-        batchnorm = name in ("cnn_bn", "resnet9")
+        batchnorm = name in ("cnn_bn", "resnet9", "airbench")
+    if name == "airbench" and not batchnorm:
+        raise ValueError("`batchnorm` (False) does not apply to airbench, which always has BatchNorm")
     if name == "cnn_dropout" and not dropout:
         dropout = _CNN_DROPOUT_RATE
     inputs = keras.Input(shape=input_shape, name=layers.name("images"))
+    initialise = None
     if name == "mlp":
         features = _mlp_body(inputs, layers, widths, activation, batchnorm, dropout)
     elif name == "resnet9":
         features = _resnet9_body(inputs, layers, widths, activation, batchnorm, dropout)
+    elif name == "airbench":
+        features, initialise = airbench_net.build_airbench(inputs, layers, widths, activation, dropout,
+                                                           whitening_images)
     else:
         features = _cnn_body(inputs, layers, widths, activation, batchnorm, dropout)
 
     # Head. float32 whatever the global policy, so logits (and the loss) stay float32.
-    head = [layers.dense(num_classes, "logits", use_bias=name != "resnet9", dtype="float32")]
-    if name == "resnet9":
-        head.append(Scale(_RESNET9_LOGIT_SCALE, dtype="float32", name=layers.name("logit_scale")))
+    head = [layers.dense(num_classes, "logits", use_bias=name not in _LOGIT_SCALES, dtype="float32")]
+    if name in _LOGIT_SCALES:
+        head.append(Scale(_LOGIT_SCALES[name], dtype="float32", name=layers.name("logit_scale")))
     logits = features
     for layer in head:
         logits = layer(logits)
     model = keras.Model(inputs, logits, name=layers.name(name))
+    if initialise:
+        initialise()
     if freeze_backbone:
         for layer in model.layers:
             layer.trainable = any(layer is h for h in head)
@@ -351,7 +371,7 @@ def _check_widths(name, widths):
         checked = tuple(int(w) for w in widths)
     except (TypeError, ValueError):
         checked = None
-    if checked is None or any(w < 1 for w in checked) or (name != "mlp" and len(checked) != 4):
+    if checked is None or any(w < 1 for w in checked) or (name != "mlp" and len(checked) != len(default)):
         count = "" if name == "mlp" else f"{len(default)} "
         raise ValueError(f"`widths` ({widths!r}) must be {count}positive integers for {name} "
                          f"(default {default})")
