@@ -15,7 +15,8 @@ from absl import logging
 from framework import precision
 
 BUDGET_FILE = "time_budget.json"
-_TIMED_STEPS = 3
+_WARMUP_STEPS = 2  # the first steps after tracing run slower (oneDNN primitive caches fill)
+_TIMED_STEPS = 5
 
 
 def steps_for_budget(minutes: float, *, config, model_fn, optimizer_fn, task, example_shape,
@@ -61,7 +62,7 @@ def measure_examples_per_sec(*, config, model_fn, optimizer_fn, task, example_sh
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    steps(tf.constant(1)).numpy()  # trace and warm up
+    steps(tf.constant(_WARMUP_STEPS)).numpy()  # trace and warm up
     start = time.perf_counter()
     steps(tf.constant(_TIMED_STEPS)).numpy()
     return _TIMED_STEPS * config.global_batch_size / (time.perf_counter() - start)
