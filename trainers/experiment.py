@@ -203,11 +203,9 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     run_config = {**config.to_dict(), **exp.to_dict()}
     model_fn = model_fn_for(exp, config, num_classes, image_shape, config.seed, train_images=data.train[0])
     if exp.train_minutes and not config.train_steps:
-        from framework.input_pipeline import steps_per_epoch
         from trainers.time_budget import steps_for_budget
-        budget = steps_for_budget(exp.train_minutes, config=config, model_fn=model_fn,
-                                  optimizer_fn=optimizer_fn_for(exp), task=task, example_shape=image_shape,
-                                  per_epoch=steps_per_epoch(len(data.train[0]), config.global_batch_size))
+        budget = steps_for_budget(exp.train_minutes, config=config, data=data, model_fn=model_fn,
+                                  optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
         config = config.replace(train_steps=budget["train_steps"])
         run_config = {**run_config, "train_steps": config.train_steps, "time_budget": budget}
     trainer = framework.build_trainer(config, data, model_fn=model_fn,

@@ -1,6 +1,6 @@
 """`--train_minutes`: train as many steps as fit in N minutes on this machine, decided before training.
 
-A few steps of the real model and optimizer are timed on one batch, then the run gets a fixed
+A few steps of the real train loop are timed on a throwaway trainer, then the run gets a fixed
 `train_steps` (never more than `--epochs`), so the LR schedule, resume and the result stay
 deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it.
 """
@@ -8,26 +8,24 @@ import json
 import os
 import time
 
-import numpy as np
-import tensorflow as tf
 from absl import logging
 
-from framework import precision
+from framework import build_trainer, input_pipeline
 
 BUDGET_FILE = "time_budget.json"
 _WARMUP_STEPS = 2  # the first steps after tracing run slower (oneDNN primitive caches fill)
 _TIMED_STEPS = 5
 
 
-def steps_for_budget(minutes: float, *, config, model_fn, optimizer_fn, task, example_shape,
-                     per_epoch: int) -> dict:
+def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy) -> dict:
     """{'train_steps', 'examples_per_sec', 'minutes'}: the steps that fit, at most epochs * per_epoch."""
     saved = _read(config.model_dir)
     if saved and saved["minutes"] == minutes and saved["global_batch_size"] == config.global_batch_size:
         logging.info("time budget: reusing %s (%d steps)", BUDGET_FILE, saved["train_steps"])
         return saved
-    rate = measure_examples_per_sec(config=config, model_fn=model_fn, optimizer_fn=optimizer_fn, task=task,
-                                    example_shape=example_shape)
+    rate = measure_examples_per_sec(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
+                                    task=task, strategy=strategy)
+    per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
     fit = int(minutes * 60 * rate / config.global_batch_size)
     steps = max(1, min(fit, config.epochs * per_epoch))
     decision = {"minutes": minutes, "global_batch_size": config.global_batch_size,
@@ -41,30 +39,18 @@ def steps_for_budget(minutes: float, *, config, model_fn, optimizer_fn, task, ex
     return decision
 
 
-def measure_examples_per_sec(*, config, model_fn, optimizer_fn, task, example_shape) -> float:
-    """Training examples per second of a throwaway copy of the model (one random uint8 batch)."""
-    with precision.dtype_policy(config.mixed_precision):
-        model = model_fn()
-    optimizer = precision.wrap_optimizer(optimizer_fn(1e-9), config.mixed_precision)  # timing only: the weights hardly move
-    optimizer.build(model.trainable_variables)
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.integers(0, 256, (config.global_batch_size, *example_shape), dtype=np.uint8))
-    labels = tf.constant(rng.integers(0, task.num_classes, config.global_batch_size))
-
-    @tf.function(jit_compile=config.jit_compile or None)
-    def steps(n):
-        for i in tf.range(n):
-            seed = tf.stack([tf.cast(0, tf.int64), tf.cast(i, tf.int64)]) if task.uses_seed else None
-            x, y = task.prepare((images, labels), seed=seed, training=True)
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_mean(task.loss(y, task.forward(model, x, training=True)))
-            grads = tape.gradient(optimizer.scale_loss(loss), model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    steps(tf.constant(_WARMUP_STEPS)).numpy()  # trace and warm up
+def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy) -> float:
+    """Examples per second of the real train loop, on a throwaway trainer (its own model copy)."""
+    trainer = build_trainer(config.replace(train_steps=_WARMUP_STEPS + _TIMED_STEPS, steps_per_fetch=1), data,
+                            model_fn=model_fn, optimizer_fn=optimizer_fn, task=task, strategy=strategy)
+    dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
+                                                 seed=config.seed, host_fn=data.host_fn)
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    trainer.run_train(iterator, _WARMUP_STEPS)  # traces, and fills oneDNN's primitive caches
+    trainer.train_results()  # waits for the device
     start = time.perf_counter()
-    steps(tf.constant(_TIMED_STEPS)).numpy()
+    trainer.run_train(iterator, _TIMED_STEPS)
+    trainer.train_results()
     return _TIMED_STEPS * config.global_batch_size / (time.perf_counter() - start)
 
 
