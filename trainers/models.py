@@ -90,12 +90,13 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
       input_shape: shape of one example, e.g. (28, 28, 1) or (32, 32, 3); mlp also takes (features,).
       num_classes: number of logits.
       widths: layer widths, None for the model's default (see _DEFAULT_WIDTHS): mlp any number of
-        hidden units; cnn* 4 numbers (3 conv filters, Dense units); resnet9 4 channel counts.
+        hidden units; cnn* 4 numbers (3 conv filters, Dense units); resnet9 4 channel counts;
+        airbench 3 (its conv groups).
       activation: Keras activation name for mlp/cnn*/resnet9/airbench; None for the model's own
         (relu; gelu for airbench). The efficientnets keep their swish
         and refuse anything but the default.
       batchnorm: BatchNormalization after each conv/hidden Dense; None means the model's default
-        (True for cnn_bn and resnet9, False for mlp/cnn/cnn_dropout).
+        (True for cnn_bn, resnet9 and airbench, which cannot turn it off; False for mlp/cnn/cnn_dropout).
       dropout: rate of the Dropout layers (mlp: after each hidden layer; cnn*: after each pool and
         the Dense; resnet9 and efficientnets: before the logits); 0 means none, except that
         cnn_dropout then uses 0.25.
