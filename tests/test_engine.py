@@ -188,6 +188,8 @@ def test_bad_config_values_name_the_flag():
         TrainConfig(global_batch_size=0)
     with pytest.raises(ConfigError, match="--target='acc=0.9'"):
         TrainConfig(target="acc=0.9")
+    with pytest.raises(ConfigError, match="--eval_every_epochs=-1"):
+        TrainConfig(eval_every_epochs=-1)
 
 
 def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):

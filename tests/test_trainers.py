@@ -101,6 +101,10 @@ def test_experiment_config_rejects_bad_values():
         ExperimentConfig(augment="twirl")
     with pytest.raises(ConfigError, match="--classes=3"):
         ExperimentConfig(classes=(3,))
+    with pytest.raises(ConfigError, match="--train_minutes=-1"):
+        ExperimentConfig(train_minutes=-1.0)
+    with pytest.raises(ConfigError, match="--tta_translate=1: .*needs --tta"):
+        ExperimentConfig(tta_translate=1)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -108,6 +112,7 @@ def test_experiment_config_rejects_bad_values():
     (["--global_batch_size=-4"], "--global_batch_size=-4"),
     (["--strategy=mirrored", "--num_cpu_devices=2", "--global_batch_size=33"], "not divisible by the 2"),
     (["--widths=64,x"], "--widths=64,x"),
+    (["--tta_translate=-2", "--tta"], "--tta_translate=-2"),
     (["--no_such_flag=1"], "no_such_flag"),
 ])
 def test_cli_bad_flags_exit_2_with_one_line(args, needle, data_dir):
