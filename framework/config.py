@@ -36,6 +36,8 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0              # or warmup_fraction of all steps, whichever is larger
     warmup_fraction: float = 0.0
+    onecycle_start: float = 0.0        # onecycle: LR at step 0 and at the last step, as fractions of
+    onecycle_end: float = 0.0          # the peak (airbench: 0.2 and 0.07)
     decay_rate: float = 0.1            # exponential: multiply by this every decay_steps
     decay_steps: int = 0               # exponential: 0 means the whole run
     label_smoothing: float = 0.0
@@ -75,9 +77,12 @@ class TrainConfig:
             raise ConfigError("--epochs=0 and --train_steps=0: set one of them to a positive number")
         if not self.learning_rate > 0:
             raise ConfigError(f"--learning_rate={self.learning_rate}: must be > 0")
-        for name in ("warmup_fraction", "label_smoothing"):
+        for name in ("warmup_fraction", "label_smoothing", "onecycle_start", "onecycle_end"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1)")
+        if (self.onecycle_start or self.onecycle_end) and self.lr_schedule != "onecycle":
+            raise ConfigError(f"--onecycle_start/--onecycle_end need --lr_schedule=onecycle "
+                              f"(got --lr_schedule={self.lr_schedule})")
         if not 0.0 < self.reduce_lr_factor < 1.0:
             raise ConfigError(f"--reduce_lr_factor={self.reduce_lr_factor}: must be in (0, 1)")
         if not 0.0 < self.decay_rate <= 1.0:

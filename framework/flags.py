@@ -23,6 +23,8 @@ HELP = {
     "lr_schedule": f"Learning-rate schedule: {', '.join(SCHEDULES)}.",
     "warmup_steps": "Linear warm-up steps (cosine, onecycle).",
     "warmup_fraction": "Warm-up as a fraction of all steps (the larger of the two wins).",
+    "onecycle_start": "onecycle: LR at the first step as a fraction of the peak (airbench: 0.2).",
+    "onecycle_end": "onecycle: LR at the last step as a fraction of the peak (airbench: 0.07).",
     "mixed_precision": f"{', '.join(PRECISIONS)}: bf16 or fp16 compute with float32 weights and logits.",
     "jit_compile": "Compile the step with XLA.",
     "deterministic": "Deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resume.",

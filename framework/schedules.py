@@ -9,22 +9,24 @@ from framework.config import TrainConfig
 
 @keras.saving.register_keras_serializable(package="tfloops")
 class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak`, then linear decay to `final` (airbench's triangle); Keras has none."""
+    """Linear from `start` * peak up to `peak` at `warmup_steps`, then linear down to `final` * peak
+    at `total_steps` (airbench's triangle); Keras has none."""
 
-    def __init__(self, peak, total_steps, warmup_steps, final=0.0):
-        self.peak, self.total_steps, self.warmup_steps, self.final = peak, total_steps, warmup_steps, final
+    def __init__(self, peak, total_steps, warmup_steps, final=0.0, start=0.0):
+        self.peak, self.total_steps, self.warmup_steps = peak, total_steps, warmup_steps
+        self.final, self.start = final, start
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
         warmup = tf.maximum(float(self.warmup_steps), 1.0)
-        up = self.peak * step / warmup
+        up = self.peak * (self.start + (1.0 - self.start) * step / warmup)
         frac = (step - warmup) / tf.maximum(float(self.total_steps) - warmup, 1.0)
-        down = self.peak + (self.final - self.peak) * tf.minimum(frac, 1.0)
+        down = self.peak * (1.0 + (self.final - 1.0) * tf.minimum(frac, 1.0))
         return tf.where(step < warmup, up, down)
 
     def get_config(self):
         return dict(peak=self.peak, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
-                    final=self.final)
+                    final=self.final, start=self.start)
 
 
 @keras.saving.register_keras_serializable(package="tfloops")
@@ -57,5 +59,6 @@ def build_schedule(config: TrainConfig, total_steps: int):
                 0.0, decay_steps=max(total_steps - warmup, 1), warmup_target=lr, warmup_steps=warmup)
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1))
     if config.lr_schedule == "onecycle":
-        return OneCycle(lr, total_steps, warmup or max(1, total_steps // 4))
+        return OneCycle(lr, total_steps, warmup or max(1, total_steps // 4), final=config.onecycle_end,
+                        start=config.onecycle_start)
     raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")

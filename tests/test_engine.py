@@ -177,6 +177,10 @@ def test_schedule_values_at_known_steps():
     one = schedules.build_schedule(cfg(lr_schedule="onecycle", warmup_steps=25), 100)
     np.testing.assert_allclose(values(one, [0, 25, 50, 100, 200]), [0.0, 0.1, 0.1 * 50 / 75, 0.0, 0.0],
                                atol=1e-6)
+    # airbench's triangle: from 0.2 x peak up to the peak, down to 0.07 x peak.
+    tri = schedules.build_schedule(cfg(lr_schedule="onecycle", warmup_steps=25, onecycle_start=0.2,
+                                       onecycle_end=0.07), 100)
+    np.testing.assert_allclose(values(tri, [0, 10, 25, 100, 200]), [0.02, 0.052, 0.1, 0.007, 0.007], atol=1e-6)
     scale = tf.Variable(0.5)
     np.testing.assert_allclose(values(schedules.Scaled(one, scale), [25]), [0.05], rtol=1e-6)
 
@@ -190,6 +194,10 @@ def test_bad_config_values_name_the_flag():
         TrainConfig(target="acc=0.9")
     with pytest.raises(ConfigError, match="--eval_every_epochs=-1"):
         TrainConfig(eval_every_epochs=-1)
+    with pytest.raises(ConfigError, match="--onecycle_start/--onecycle_end need --lr_schedule=onecycle"):
+        TrainConfig(lr_schedule="cosine", onecycle_end=0.1)
+    with pytest.raises(ConfigError, match="--onecycle_end=1.5"):
+        TrainConfig(lr_schedule="onecycle", onecycle_end=1.5)
 
 
 def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):

@@ -247,9 +247,13 @@ def test_airbench_whitening_conv_whitens_real_patches(cifar):
                                whitening_images=cifar.x_train[:2000])
     whiten = model.get_layer("whiten")
     assert not whiten.kernel.trainable and whiten.bias.trainable
-    kernel = whiten.kernel.numpy()
-    np.testing.assert_allclose(kernel, airbench_net.whitening_kernel(images), rtol=1e-6)
-    out = tf.nn.conv2d(images[:500], kernel, 1, "VALID").numpy().reshape(-1, kernel.shape[-1])
+    kernel, bias = whiten.kernel.numpy(), whiten.bias.numpy()
+    expected_kernel, expected_bias = airbench_net.whitening_weights(images)
+    np.testing.assert_allclose(kernel, expected_kernel, rtol=1e-6)
+    np.testing.assert_allclose(bias, expected_bias, rtol=1e-5, atol=1e-5)
+    out = whiten(images[:500]).numpy().reshape(-1, kernel.shape[-1])
+    # Centred by the bias (airbench normalises its pixels to mean 0 instead).
+    np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=0.1)
     cov = np.cov(out[:, :12], rowvar=False)  # the other 12 channels are the same, negated
     # Unit variance along the directions well above the whitening epsilon, nothing across them.
     np.testing.assert_allclose(np.diag(cov)[:6], 1.0, atol=0.1)

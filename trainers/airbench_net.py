@@ -7,10 +7,13 @@
 
 What it takes from the PyTorch original, and how:
   * The first conv is fixed to the whitening transform of 2x2 training patches (eigenvectors of
-    their covariance divided by the root eigenvalue, with the negated copy): `whitening_kernel`.
-  * The other convs start as identity on their first `in_channels` filters (torch's `dirac_`).
+    their covariance divided by the root eigenvalue, with the negated copy): `whitening_weights`.
+    airbench feeds it pixels normalised to mean 0; we feed [0, 1] pixels and start its bias at
+    -kernel . mean patch, which gives the same centred output.
+  * The other convs start as identity on their first `in_channels` filters (torch's `dirac_`), and
+    all kernels start from PyTorch's default U(+-1/sqrt(fan_in)) (models._Layers, torch_init).
   * BatchNorm has no scale, a bias that moves 64x faster than the other weights (airbench's
-    `bias_scaler`) and PyTorch momentum 0.6 (Keras 0.4).
+    `bias_scaler`) and momentum 0.6 (airbench's value, in Keras' convention; PyTorch's 0.4).
 """
 import keras
 import numpy as np
@@ -20,7 +23,7 @@ WHITENING_PATCH = 2
 WHITENING_EPS = 5e-4 / 16  # airbench's 5e-4 on normalised pixels (std ~0.25), for pixels in [0, 1]
 BIAS_LR_SCALE = 64.0
 LOGIT_SCALE = 1 / 9
-BN_MOMENTUM = 0.4  # Keras convention: running = 0.4 * running + 0.6 * batch
+BN_MOMENTUM = 0.6  # Keras convention: running = 0.6 * running + 0.4 * batch (torch's momentum=0.4)
 
 
 @keras.saving.register_keras_serializable(package="tfloops")
@@ -79,10 +82,11 @@ class ScaledBias(keras.layers.Layer):
         return {**super().get_config(), "lr_scale": self.lr_scale}
 
 
-def whitening_kernel(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
-    """(patch, patch, channels, 2 * patch * patch * channels) kernel that whitens image patches.
+def whitening_weights(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
+    """Kernel (patch, patch, channels, 2 * patch * patch * channels) and bias that whiten image patches.
 
-    `images`: (n, h, w, c) float in [0, 1] (a few thousand training images are enough).
+    `images`: (n, h, w, c) float in [0, 1] (a few thousand training images are enough). The bias
+    subtracts the mean patch, so the outputs are centred as well as decorrelated.
     """
     images = np.asarray(images, np.float32)
     n, h, w, c = images.shape
@@ -90,13 +94,15 @@ def whitening_kernel(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
     # Every p x p patch, flattened in the kernel's (row, col, channel) order.
     patches = np.stack([images[:, i:h - p + 1 + i, j:w - p + 1 + j, :]
                         for i in range(p) for j in range(p)], axis=3).reshape(-1, p * p * c)
-    patches = patches - patches.mean(axis=0)
+    mean = patches.mean(axis=0)
+    patches = patches - mean
     covariance = (patches.T @ patches).astype(np.float64) / len(patches)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     filters = eigenvectors / np.sqrt(eigenvalues + eps)          # columns whiten one direction each
     filters = filters[:, ::-1]                                    # largest eigenvalue first
     filters = np.concatenate([filters, -filters], axis=1)         # both signs survive the GELU
-    return filters.reshape(p, p, c, 2 * p * p * c).astype(np.float32)
+    kernel = filters.reshape(p, p, c, 2 * p * p * c).astype(np.float32)
+    return kernel, (-mean @ filters).astype(np.float32)
 
 
 def build_airbench(inputs, layers, widths, activation, dropout, whitening_images=None):
@@ -130,7 +136,9 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
         if whitening_images is not None:
             images = np.asarray(whitening_images)
             images = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
-            whiten.kernel.assign(whitening_kernel(images))
+            kernel, bias = whitening_weights(images)
+            whiten.kernel.assign(kernel)
+            whiten.bias.assign(bias)
         for conv in convs:
             kernel = conv.kernel.numpy()
             k, _, cin, cout = kernel.shape

@@ -16,6 +16,7 @@ from trainers import cli
 
 DEFAULTS = dict(dataset="cifar10", model="airbench", optimizer="sgd", nesterov=True, momentum=0.85,
                 weight_decay=0.009, label_smoothing=0.2, lr_schedule="onecycle", warmup_fraction=0.23,
+                onecycle_start=0.2, onecycle_end=0.07,
                 augment="flip,crop:padding=2", tta=True, tta_translate=1, checkpoint_every=0,
                 eval_every_epochs=0, mixed_precision="bf16" if bf16_is_fast() else "none")
 
