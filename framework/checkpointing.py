@@ -1,4 +1,5 @@
-"""Checkpoints of everything a resume needs: weights, optimizer slots, step, LR scale, loop state.
+"""Checkpoints of everything a resume needs: weights, optimizer slots, step, LR scale, loop state
+(and the lookahead averages when it is on).
 
 The data position is the step itself (the data order is a function of seed and epoch, see
 input_pipeline.py), and the augmentation RNG is stateless in (seed, step, replica), so
@@ -26,7 +27,8 @@ class Checkpointer:
         self.checkpoint = tf.train.Checkpoint(
             # Keras 3 models do not expose their variables to tf.train.Checkpoint: list them.
             model_variables=list(trainer.model.variables), optimizer=trainer.optimizer,
-            step=trainer.step, lr_scale=trainer.lr_scale, loop_state=self.state)
+            step=trainer.step, lr_scale=trainer.lr_scale, loop_state=self.state,
+            **({"lookahead": trainer.lookahead.averages} if trainer.lookahead is not None else {}))
         self.directory = directory
         # Every worker must take part in a multi-worker save; only the chief's copy is kept.
         write_dir = directory if is_chief else os.path.join(directory, f".scratch_{os.getpid()}")

@@ -41,6 +41,9 @@ class TrainConfig:
     decay_rate: float = 0.1            # exponential: multiply by this every decay_steps
     decay_steps: int = 0               # exponential: 0 means the whole run
     label_smoothing: float = 0.0
+    # Lookahead (airbench): every N steps, average the weights into a ramped EMA and restart from it.
+    lookahead_every: int = 0           # 0 = off; airbench: 5
+    lookahead_decay: float = 0.95      # per step; the EMA's momentum is decay**N * (step/total)**3
     # Numerics and compilation.
     mixed_precision: str = "none"
     jit_compile: bool = False
@@ -69,7 +72,7 @@ class TrainConfig:
         for name in ("global_batch_size", "steps_per_loop", "keep_checkpoints"):
             _positive(name, getattr(self, name))
         for name in ("steps_per_fetch", "num_cpu_devices", "eval_batch_size", "epochs", "train_steps", "warmup_steps",
-                     "decay_steps", "checkpoint_every", "eval_every_epochs", "early_stopping_patience", "reduce_lr_patience",
+                     "decay_steps", "lookahead_every", "checkpoint_every", "eval_every_epochs", "early_stopping_patience", "reduce_lr_patience",
                      "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
@@ -77,7 +80,7 @@ class TrainConfig:
             raise ConfigError("--epochs=0 and --train_steps=0: set one of them to a positive number")
         if not self.learning_rate > 0:
             raise ConfigError(f"--learning_rate={self.learning_rate}: must be > 0")
-        for name in ("warmup_fraction", "label_smoothing", "onecycle_start", "onecycle_end"):
+        for name in ("warmup_fraction", "label_smoothing", "onecycle_start", "onecycle_end", "lookahead_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1)")
         if (self.onecycle_start or self.onecycle_end) and self.lr_schedule != "onecycle":

@@ -25,6 +25,8 @@ HELP = {
     "warmup_fraction": "Warm-up as a fraction of all steps (the larger of the two wins).",
     "onecycle_start": "onecycle: LR at the first step as a fraction of the peak (airbench: 0.2).",
     "onecycle_end": "onecycle: LR at the last step as a fraction of the peak (airbench: 0.07).",
+    "lookahead_every": "Lookahead every N steps (airbench: 5): weights <- EMA of weights; 0 = off.",
+    "lookahead_decay": "Lookahead EMA decay per step, ramped by (step/total)**3 (airbench: 0.95).",
     "mixed_precision": f"{', '.join(PRECISIONS)}: bf16 or fp16 compute with float32 weights and logits.",
     "jit_compile": "Compile the step with XLA.",
     "deterministic": "Deterministic ops (tf.config.experimental.enable_op_determinism): bit-exact resume.",

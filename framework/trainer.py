@@ -8,7 +8,7 @@ early stop, logs) is in controller.py.
 import keras
 import tensorflow as tf
 
-from framework import precision, schedules
+from framework import lookahead, precision, schedules
 from framework.config import TrainConfig
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
@@ -36,6 +36,9 @@ class Trainer:
             # Create the slots now, eagerly: avoids "You must feed a value for placeholder" on the
             # first traced distributed step (keras#23085) and lets a checkpoint restore at once.
             self.optimizer.build(self.model.trainable_variables)
+            self.lookahead = lookahead.Lookahead(self.model, every=config.lookahead_every,
+                                                 decay=config.lookahead_decay, total_steps=total_steps) \
+                if config.lookahead_every else None
             self.train_metrics = task.make_metrics()
             self.eval_metrics = task.make_metrics()
         # Seconds the loop spent waiting for `next(iterator)`, summed in-graph with tf.timestamp().
@@ -97,6 +100,8 @@ class Trainer:
             for j in tf.range(fetch):
                 self.strategy.run(self._replica_train_step, args=(chunk, j, step))
                 step += 1
+                if self.lookahead is not None:  # between steps, in cross-replica context
+                    self.lookahead.maybe_update(step)
         self.step.assign_add(num_steps)  # once per loop, not once per step
 
     def _timed_next(self, iterator):

@@ -111,6 +111,33 @@ def test_two_replicas_equal_one_with_sync_batchnorm_only():
     assert max(np.abs(a - b).max() for a, b in zip(w1, w3)) > 1e-4
 
 
+def test_lookahead_averages_the_weights_at_its_steps():
+    # By hand: after step 4 (every=2, 8 steps in all) rho = 0.9**2 * (4/8)**3; weights become the average.
+    from framework.lookahead import Lookahead
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
+    look = Lookahead(model, every=2, decay=0.9, total_steps=8)
+    model.layers[0].kernel.assign([[3.0], [5.0]])
+    look.maybe_update(tf.constant(3, tf.int64))  # not a multiple of 2: nothing happens
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), [[3.0], [5.0]])
+    look.maybe_update(tf.constant(4, tf.int64))
+    rho = 0.81 * 0.125
+    expected = [[rho * 1 + (1 - rho) * 3], [rho * 1 + (1 - rho) * 5]]
+    np.testing.assert_allclose(model.layers[0].kernel.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(look.averages[0].numpy(), expected, rtol=1e-6)
+
+
+def test_lookahead_on_two_replicas_equals_one_and_changes_the_run():
+    kwargs = dict(steps=20, learning_rate=0.01, lookahead_every=5, epochs=0, train_steps=20)
+    _, w1 = _train_weights("default", h.bn_cnn_fn(sync=True), **kwargs)
+    two, w2 = _train_weights("mirrored", h.bn_cnn_fn(sync=True), **kwargs)
+    for a, b in zip(w1, w2):  # BatchNorm's moving statistics too
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for weight, average in zip(two.lookahead.weights, two.lookahead.averages):
+        np.testing.assert_array_equal(weight.numpy(), average.numpy())  # step 20 was an update
+    _, w0 = _train_weights("default", h.bn_cnn_fn(sync=True), **{**kwargs, "lookahead_every": 0})
+    assert max(np.abs(a - b).max() for a, b in zip(w0, w1)) > 1e-4
+
+
 def test_one_device_strategy_equals_default():
     _, w1 = _train_weights("default", h.mlp_fn(), steps=10)
     trainer, w2 = _train_weights("one_device", h.mlp_fn(), steps=10)
@@ -196,6 +223,8 @@ def test_bad_config_values_name_the_flag():
         TrainConfig(eval_every_epochs=-1)
     with pytest.raises(ConfigError, match="--onecycle_start/--onecycle_end need --lr_schedule=onecycle"):
         TrainConfig(lr_schedule="cosine", onecycle_end=0.1)
+    with pytest.raises(ConfigError, match="--lookahead_every=-5"):
+        TrainConfig(lookahead_every=-5)
     with pytest.raises(ConfigError, match="--onecycle_end=1.5"):
         TrainConfig(lr_schedule="onecycle", onecycle_end=1.5)
 
@@ -232,8 +261,10 @@ def test_outputs_history_result_tensorboard_and_export(tmp_path):
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
 
 
-def test_resume_after_stop_equals_uninterrupted(tmp_path):
-    cfg = lambda d: h.config(model_dir=str(d), epochs=3, checkpoint_every=16, deterministic=True)  # noqa: E731
+@pytest.mark.parametrize("lookahead_every", [0, 3])
+def test_resume_after_stop_equals_uninterrupted(tmp_path, lookahead_every):
+    cfg = lambda d: h.config(model_dir=str(d), epochs=3, checkpoint_every=16, deterministic=True,  # noqa: E731
+                             lookahead_every=lookahead_every)
     model_fn = h.mlp_fn(extra_layers=lambda: [keras.layers.Dropout(0.2, seed=5)])
     full = framework.train(cfg(tmp_path / "a"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
                            task=h.task())
@@ -247,7 +278,7 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path):
     a = tf.train.latest_checkpoint(tmp_path / "a" / "checkpoints")
     b = tf.train.latest_checkpoint(tmp_path / "b" / "checkpoints")
     for name, _ in tf.train.list_variables(a):
-        if name.startswith(("model_variables", "optimizer")):
+        if name.startswith(("model_variables", "optimizer", "lookahead")):
             np.testing.assert_array_equal(tf.train.load_variable(a, name), tf.train.load_variable(b, name))
     history_a = json.loads((tmp_path / "a" / "history.json").read_text())
     history_b = json.loads((tmp_path / "b" / "history.json").read_text())
