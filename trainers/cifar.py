@@ -3,13 +3,16 @@
 Both recipes are airbench94's (Keller Jordan's CIFAR-10 speed record, trainers/airbench_net.py): the
 net with a frozen patch-whitening first conv, Nesterov SGD (momentum 0.85) with a triangular LR,
 label smoothing 0.2, flip + 2-pixel translate on the device inside the step, and test-time
-augmentation (mirror + 1-pixel translate). airbench's lr 11.5 and weight decay 0.0153 for a summed
+augmentation (mirror + 1-pixel translate). The LR goes from 0.2x the peak up to it in 23% of the
+steps, then down to 0.07x. airbench's lr 11.5 and weight decay 0.0153 for a summed
 loss at batch 1024 are, for our mean loss and Keras' decoupled decay, lr 1.5 at batch 1024 (0.375
 at 256: the same per-example step) and weight decay 0.009 per unit of LR.
 
   fast  A 2-core CPU in 15 minutes (`make train`): the net at half width with ReLU (22% faster than
         GELU on a CPU), as many steps as fit in 11 minutes of training here, at most 10 epochs.
-  full  airbench94 as published: full width, GELU, batch 1024, 10 epochs (the default on a GPU/TPU).
+        (Lookahead measured no gain at this length: 83.6% with, 84.0% without, 659 steps.)
+  full  airbench94 as published: full width, GELU, batch 1024, 10 epochs, lookahead every 5 steps
+        (the default on a GPU/TPU).
 """
 from framework.precision import bf16_is_fast
 from trainers import cli
@@ -24,7 +27,7 @@ RECIPES = {
     "fast": dict(widths=(32, 128, 128), activation="relu", global_batch_size=256, learning_rate=0.375,
                  epochs=10, train_minutes=11.0, steps_per_loop=25),
     "full": dict(widths=(64, 256, 256), activation="gelu", global_batch_size=1024, learning_rate=1.5,
-                 epochs=10, steps_per_loop=49),
+                 epochs=10, steps_per_loop=49, lookahead_every=5),
 }
 
 if __name__ == "__main__":
