@@ -20,6 +20,7 @@ import numpy as np
 
 DEFAULT_WIDTHS = (64, 256, 256)
 WHITENING_PATCH = 2
+WHITENING_IMAGES = 5000  # training images whose patches set the whitening conv (airbench's number)
 WHITENING_EPS = 5e-4 / 16  # airbench's 5e-4 on normalised pixels (std ~0.25), for pixels in [0, 1]
 BIAS_LR_SCALE = 64.0
 LOGIT_SCALE = 1 / 9

@@ -159,15 +159,12 @@ def _tta(translate: int):
     return tta
 
 
-# Training images whose 2x2 patches set airbench's frozen whitening conv (airbench uses 5,000).
-WHITENING_IMAGES = 5000
-
-
 def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape, seed: int,
                  train_images=None):
-    from trainers import models
-    whitening = train_images[:WHITENING_IMAGES] if exp.model == "airbench" and train_images is not None \
-        else None
+    from trainers import airbench_net, models
+    whitening = None
+    if exp.model == "airbench" and train_images is not None:
+        whitening = train_images[:airbench_net.WHITENING_IMAGES]
 
     def model_fn():
         return models.build_model(exp.model, input_shape=image_shape, num_classes=num_classes,
