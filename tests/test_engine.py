@@ -225,6 +225,8 @@ def test_bad_config_values_name_the_flag():
         TrainConfig(lr_schedule="cosine", onecycle_end=0.1)
     with pytest.raises(ConfigError, match="--lookahead_every=-5"):
         TrainConfig(lookahead_every=-5)
+    with pytest.raises(ConfigError, match="--lookahead_decay=1.0: must be in \\[0, 1\\)"):
+        TrainConfig(lookahead_every=5, lookahead_decay=1.0)
     with pytest.raises(ConfigError, match="--onecycle_end=1.5"):
         TrainConfig(lr_schedule="onecycle", onecycle_end=1.5)
 
