@@ -41,17 +41,21 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
 
 def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy) -> float:
     """Examples per second of the real train loop, on a throwaway trainer (its own model copy)."""
-    trainer = build_trainer(config.replace(train_steps=_WARMUP_STEPS + _TIMED_STEPS, steps_per_fetch=1), data,
+    # With lookahead, warm up a whole cycle (its first update runs slow) and time whole cycles.
+    every = config.lookahead_every or 1
+    warmup = max(_WARMUP_STEPS, every)
+    timed = -(-_TIMED_STEPS // every) * every
+    trainer = build_trainer(config.replace(train_steps=warmup + timed, steps_per_fetch=1), data,
                             model_fn=model_fn, optimizer_fn=optimizer_fn, task=task, strategy=strategy)
     dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
                                                  seed=config.seed, host_fn=data.host_fn)
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-    trainer.run_train(iterator, _WARMUP_STEPS)  # traces, and fills oneDNN's primitive caches
+    trainer.run_train(iterator, warmup)  # traces, and fills oneDNN's primitive caches
     trainer.train_results()  # waits for the device
     start = time.perf_counter()
-    trainer.run_train(iterator, _TIMED_STEPS)
+    trainer.run_train(iterator, timed)
     trainer.train_results()
-    return _TIMED_STEPS * config.global_batch_size / (time.perf_counter() - start)
+    return timed * config.global_batch_size / (time.perf_counter() - start)
 
 
 def _read(model_dir):
