@@ -71,9 +71,9 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, SCHEDULES)
         for name in ("global_batch_size", "steps_per_loop", "keep_checkpoints"):
             _positive(name, getattr(self, name))
-        for name in ("steps_per_fetch", "num_cpu_devices", "eval_batch_size", "epochs", "train_steps", "warmup_steps",
-                     "decay_steps", "lookahead_every", "checkpoint_every", "eval_every_epochs", "early_stopping_patience", "reduce_lr_patience",
-                     "seed"):
+        for name in ("steps_per_fetch", "num_cpu_devices", "eval_batch_size", "epochs", "train_steps",
+                     "warmup_steps", "decay_steps", "lookahead_every", "checkpoint_every", "eval_every_epochs",
+                     "early_stopping_patience", "reduce_lr_patience", "seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
         if self.epochs == 0 and self.train_steps == 0:
