@@ -46,7 +46,7 @@ class Data:
     evals: dict
     synthetic: bool = False
     host_fn: Callable | None = None  # augmentation in the tf.data map instead of on the device
-    pipeline: dict = dataclasses.field(default_factory=dict)  # num_parallel_calls, prefetch
+    pipeline: dict = dataclasses.field(default_factory=dict)  # alternating_flip, num_parallel_calls, prefetch
 
 
 @dataclasses.dataclass

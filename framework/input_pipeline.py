@@ -29,8 +29,15 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
     return tf.argsort(keys, stable=True)
 
 
+def first_epoch_mirror(num_examples: int, seed: int) -> tf.Tensor:
+    """Which examples alternating flip mirrors in even epochs (a random half; odd epochs: the others)."""
+    draws = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.cast(seed, tf.int64),
+                                                                        tf.constant(-1, tf.int64)]))
+    return draws < 0.5
+
+
 def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int,
-                     start_step: int = 0, steps_per_fetch: int = 1, host_fn=None,
+                     start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, alternating_flip: bool = False,
                      num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> DatasetFn:
     """Endless stream of per-replica chunks `(array_0[idx], ...)` of `steps_per_fetch` batches each.
 
@@ -40,6 +47,11 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
 
     `host_fn(batch, step, replica_id) -> batch`, if given, runs in the tf.data map on the CPU
     (the "augment on the host" alternative to augmenting inside the step).
+    `alternating_flip` (airbench's): `arrays[0]` holds images (N, H, W, C); in the first epoch a random
+    half of them is mirrored, and every later epoch mirrors exactly the images the previous one did
+    not, so each image is seen both ways in every two epochs (a random flip leaves a quarter of them
+    unmirrored, or mirrored, two epochs running). Done here, in the gather, because it needs each
+    example's identity and epoch, which the step does not see; a mirror of uint8 rows costs little.
     `num_parallel_calls` and `prefetch` (0: none) are there for the input benchmark's sweep.
     """
     num_examples = len(arrays[0])
@@ -51,12 +63,28 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
     if per_epoch % fetch or start_step % fetch or (host_fn and fetch != 1):
         raise ValueError(f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
                          f"step ({start_step}), and be 1 with host augmentation")
+    if alternating_flip and np.ndim(arrays[0]) != 4:
+        raise ValueError(f"alternating_flip mirrors images (N, H, W, C); the first array has shape "
+                         f"{np.shape(arrays[0])}")
     start_epoch, skip = divmod(start_step, per_epoch)
 
     def epoch_batches(epoch):
         order = epoch_permutation(num_examples, seed, epoch)[: per_epoch * global_batch_size]
-        return tf.data.Dataset.from_tensor_slices(
-            tf.reshape(order, [per_epoch // fetch, fetch, global_batch_size]))
+        shape = [per_epoch // fetch, fetch, global_batch_size]
+        if not alternating_flip:
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(order, shape))
+        mirror = tf.math.logical_xor(first_epoch_mirror(num_examples, seed), epoch % 2 == 1)
+        return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape),
+                                                   tf.reshape(tf.gather(mirror, order), shape)))
+
+    def gather(tensors, index):
+        """The rows of `index` (or of (index, mirror): those rows with the mirrored ones flipped)."""
+        if not alternating_flip:
+            return tuple(tf.gather(t, index) for t in tensors)
+        index, mirror = index
+        images, *rest = (tf.gather(t, index) for t in tensors)
+        mirror = tf.reshape(mirror, tf.concat([tf.shape(mirror), [1, 1, 1]], 0))
+        return (tf.where(mirror, tf.reverse(images, axis=[-2]), images), *rest)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         tensors = _host_tensors(arrays)
@@ -64,13 +92,14 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
                    .flat_map(epoch_batches).skip(skip // fetch))
         if host_fn is None:  # the lean path: nothing but indices, then one gather per batch
             batches = _split_for_replicas(indices, ctx, global_batch_size)
-            load = lambda index: tuple(tf.gather(t, index) for t in tensors)  # noqa: E731
+            load = lambda *index: gather(tensors, index if len(index) > 1 else index[0])  # noqa: E731
         else:  # host augmentation needs each batch's step and replica id for its seed
             steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
             batches = _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size,
                                           tagged=True)
             load = lambda index, step, replica: tuple(  # noqa: E731
-                tf.expand_dims(t, 0) for t in host_fn(tuple(tf.gather(t, index[0]) for t in tensors), step, replica))
+                tf.expand_dims(t, 0) for t in host_fn(gather(tensors, tf.nest.map_structure(lambda i: i[0], index)),
+                                                      step, replica))
         return _finish(batches.map(load, num_parallel_calls=num_parallel_calls), prefetch)
 
     return dataset_fn

@@ -39,9 +39,9 @@ def test_cifar_resnet9_runs_with_augmentation_tta_and_plots(tmp_path, data_dir):
     assert (tmp_path / "activations.png").stat().st_size > 1000
 
 
-def test_cifar_airbench_learns_on_two_replicas_with_mirror_translate_tta(tmp_path, data_dir):
+def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_translate_tta(tmp_path, data_dir):
     exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096,
-                           augment="flip,crop:padding=2", tta=True, tta_translate=1, optimizer="sgd",
+                           augment="crop:padding=2", alternating_flip=True, tta=True, tta_translate=1, optimizer="sgd",
                            nesterov=True, momentum=0.85, weight_decay=0.009)
     cfg = _config(tmp_path, epochs=4, global_batch_size=128, label_smoothing=0.2, lr_schedule="onecycle",
                   warmup_fraction=0.23, learning_rate=0.2, strategy="mirrored", num_cpu_devices=2,
@@ -105,6 +105,9 @@ def test_experiment_config_rejects_bad_values():
         ExperimentConfig(train_minutes=-1.0)
     with pytest.raises(ConfigError, match="--tta_translate=1: .*needs --tta"):
         ExperimentConfig(tta_translate=1)
+    for policy in ("flip,crop:padding=2", "standard"):
+        with pytest.raises(ConfigError, match=f"--alternating_flip replaces the random flip of --augment='{policy}'"):
+            ExperimentConfig(augment=policy, alternating_flip=True)
 
 
 @pytest.mark.parametrize("args,needle", [

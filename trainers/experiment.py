@@ -33,6 +33,7 @@ class ExperimentConfig:
     weight_decay: float = 0.0
     augment: str = "none"              # a named policy or a spec like "flip,crop:padding=4"
     augment_on: str = "device"         # "host": in the tf.data map on the CPU instead
+    alternating_flip: bool = False     # airbench's: each image mirrored every other epoch (input pipeline)
     classes: tuple = ()                # keep and re-index these classes
     train_examples: int = 0            # 0 = all
     image_size: int = 0                # 0 = native
@@ -62,9 +63,12 @@ class ExperimentConfig:
         if self.augment != "none":
             import augment
             try:
-                augment.get_policy(self.augment, num_classes=10, image_shape=(32, 32, 3))
+                policy = augment.get_policy(self.augment, num_classes=10, image_shape=(32, 32, 3))
             except ValueError as err:
                 raise ConfigError(f"--augment={self.augment!r}: {err}") from err
+            if self.alternating_flip and any(name in ("flip", "random_flip_lr") for name, _ in policy.steps):
+                raise ConfigError(f"--alternating_flip replaces the random flip of --augment={self.augment!r}: "
+                                  "give an --augment without it (e.g. crop:padding=2), or --noalternating_flip")
         for name in ("train_examples", "image_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
@@ -117,7 +121,8 @@ def load_data(exp: ExperimentConfig, seed: int):
     evals = {"test": (x_test, ds.y_test)}
     if x_val is not None and len(x_val):
         evals["val"] = (x_val, ds.y_val)
-    return Data(train=(x_train, ds.y_train), evals=evals, synthetic=exp.synthetic_data), ds
+    pipeline = {"alternating_flip": True} if exp.alternating_flip else {}
+    return Data(train=(x_train, ds.y_train), evals=evals, synthetic=exp.synthetic_data, pipeline=pipeline), ds
 
 
 def permute_pixels(images: np.ndarray, seed: int) -> np.ndarray:

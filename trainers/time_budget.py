@@ -48,7 +48,7 @@ def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, stra
     trainer = build_trainer(config.replace(train_steps=warmup + timed, steps_per_fetch=1), data,
                             model_fn=model_fn, optimizer_fn=optimizer_fn, task=task, strategy=strategy)
     dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
-                                                 seed=config.seed, host_fn=data.host_fn)
+                                                 seed=config.seed, host_fn=data.host_fn, **data.pipeline)
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     trainer.run_train(iterator, warmup)  # traces, and fills oneDNN's primitive caches
     trainer.train_results()  # waits for the device
