@@ -11,7 +11,9 @@ at 256: the same per-example step) and weight decay 0.009 per unit of LR.
   fast  A 2-core CPU in 15 minutes (`make train`): the net at 3/8 width (24, 96, 96), as many steps
         as fit in 11 minutes of training here, at most 10 epochs. Measured in 11 minutes on a 2-core
         AVX2 CPU: widths (32, 128, 128) with ReLU trained 5.1 epochs to 85.6%; (24, 96, 96) with GELU
-        7.9 epochs to 86.4%. Lookahead gained nothing at this length (83.6% with, 84.0% without).
+        7.9 epochs to 86.4%. Lookahead gained nothing at this length (83.6% with, 84.0% without), nor
+        did airbench's alternating flip (`--alternating_flip --augment=crop:padding=2`: 84.85%
+        against 85.07% for the random flip, 1,074 steps each).
   full  airbench94 as published: full width, GELU, batch 1024, 10 epochs, lookahead every 5 steps
         (the default on a GPU/TPU). Measured on the 2-core AVX2 CPU: 90.6% in 96 minutes. The
         shared data is JPEG (quality 75, colour at half resolution), where airbench94 reports 94%
