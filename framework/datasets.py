@@ -446,15 +446,17 @@ def _split(n, fraction, seed, stream) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_subsets(ds: ArrayDataset, *, classes: Sequence[int] | None = None, train_examples: int | None = None,
-                 image_size: int | None = None, validation_split: float = 0.0, seed: int = 0) -> ArrayDataset:
+                 test_examples: int | None = None, image_size: int | None = None, validation_split: float = 0.0,
+                 seed: int = 0) -> ArrayDataset:
     """The subset users ask for, applied in this order:
 
     classes: keep these classes, relabelled 0..k-1 in the order given (class_names follow).
     train_examples: keep a fixed random subset of N training examples (chosen by `seed`; the subset
         for N is contained in the one for any larger N).
+    test_examples: keep a fixed random subset of N test examples, the same for every `seed` (so runs
+        with different seeds are scored on the same images): a quicker, noisier evaluation.
     validation_split: hold out this fraction of the (remaining) training examples as x_val/y_val.
     image_size: resize every split to image_size x image_size.
-    The test split is only filtered by `classes` and resized.
     """
     if classes is not None:
         classes = list(classes)
@@ -465,8 +467,9 @@ def make_subsets(ds: ArrayDataset, *, classes: Sequence[int] | None = None, trai
         bad = [c for c in classes if not 0 <= c < ds.num_classes]
         if bad:
             raise DataError(f"{ds.name}: `classes` ({classes}) has {bad}, outside [0, {ds.num_classes - 1}]")
-    if train_examples is not None and (not _is_int(train_examples) or train_examples < 1):
-        raise ValueError(f"`train_examples` ({train_examples}) must be a positive integer")
+    for name, value in (("train_examples", train_examples), ("test_examples", test_examples)):
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ValueError(f"`{name}` ({value}) must be a positive integer")
     if image_size is not None and (not _is_int(image_size) or image_size < 1):
         raise ValueError(f"`image_size` ({image_size}) must be a positive integer")
     if not isinstance(validation_split, (int, float)) or not 0.0 <= validation_split < 1.0:
@@ -488,13 +491,14 @@ def make_subsets(ds: ArrayDataset, *, classes: Sequence[int] | None = None, trai
                     raise DataError(f"{ds.name}: `classes` ({classes}) leaves the {s} split empty")
                 splits[s] = (x[keep], new_label[y[keep]])
         class_names = tuple(ds.class_names[c] for c in classes)
-    if train_examples is not None:
-        x, y = splits["train"]
-        if train_examples > len(x):
-            raise DataError(f"{ds.name}: `train_examples` ({train_examples}) is more than the {len(x)} "
-                            f"training examples available; pass at most {len(x)}")
-        idx = np.sort(np.random.default_rng([seed, 0]).permutation(len(x))[:train_examples])
-        splits["train"] = (x[idx], y[idx])
+    for split, count, rng_key in (("train", train_examples, [seed, 0]), ("test", test_examples, [0, 2])):
+        if count is not None:
+            x, y = splits[split]
+            if count > len(x):
+                raise DataError(f"{ds.name}: `{split}_examples` ({count}) is more than the {len(x)} "
+                                f"{split} examples available; pass at most {len(x)}")
+            idx = np.sort(np.random.default_rng(rng_key).permutation(len(x))[:count])
+            splits[split] = (x[idx], y[idx])
     if validation_split:
         x, y = splits["train"]
         val, train = _split(len(x), validation_split, seed, stream=1)

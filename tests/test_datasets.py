@@ -411,6 +411,20 @@ def test_train_examples_is_seeded():
         datasets.make_subsets(ds, train_examples=201)
 
 
+def test_test_examples_is_the_same_subset_for_every_seed():
+    ds = _numbered()
+    a = datasets.make_subsets(ds, test_examples=20, seed=1)
+    b = datasets.make_subsets(ds, test_examples=20, seed=7)
+    np.testing.assert_array_equal(a.x_test, b.x_test)  # scored on the same images whatever the seed
+    index = _index(a.x_test)
+    assert len(set(index)) == 20 and index.max() >= 20  # a random subset, not the first 20
+    np.testing.assert_array_equal(a.y_test, index % 5)  # labels travel with their images
+    assert set(index) <= set(_index(datasets.make_subsets(ds, test_examples=30).x_test))  # nested
+    assert len(a.x_train) == 200  # the training split is untouched
+    with pytest.raises(DataError, match=r"`test_examples` \(51\) is more than the 50 test examples"):
+        datasets.make_subsets(ds, test_examples=51)
+
+
 def test_validation_split_sizes_and_disjointness():
     ds = _numbered()
     sub = datasets.make_subsets(ds, train_examples=100, validation_split=0.2, seed=3)
@@ -439,6 +453,7 @@ def test_image_size(mnist):
     (dict(classes=[0, 5]), r"numbered: `classes` \(\[0, 5\]\) has \[5\], outside \[0, 4\]"),
     (dict(train_examples=0), r"`train_examples` \(0\) must be a positive integer"),
     (dict(train_examples=True), r"`train_examples` \(True\) must be a positive integer"),
+    (dict(test_examples=-3), r"`test_examples` \(-3\) must be a positive integer"),
     (dict(image_size=0), r"`image_size` \(0\) must be a positive integer"),
     (dict(validation_split=1.0), r"`validation_split` \(1.0\) must be a fraction in \[0, 1\)"),
     (dict(validation_split=0.001), r"leaves 0 for validation"),

@@ -49,8 +49,9 @@ def _final_variables(model_dir):
 
 
 def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
-    full = _run(MNIST_MLP, tmp_path / "full")
-    assert full.returncode == 0, full.stderr[-2000:]
+    # The uninterrupted run goes on beside the interrupted ones (--deterministic: same numbers either way).
+    full = subprocess.Popen(MNIST_MLP + [f"--model_dir={tmp_path / 'full'}"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     rng = random.Random()
     run_dir = tmp_path / "interrupted"
     killed_at = 0
@@ -65,6 +66,8 @@ def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
     finished = _run(MNIST_MLP, run_dir)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "resumed from" in finished.stderr
+    _, full_err = full.communicate(timeout=300)
+    assert full.returncode == 0, full_err[-2000:]
     a, b = _final_variables(tmp_path / "full"), _final_variables(run_dir)
     assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 1536
     for name in a:

@@ -30,7 +30,7 @@ def test_mnist_cnn_learns(tmp_path, strategy, data_dir):
 
 def test_cifar_resnet9_runs_with_augmentation_tta_and_plots(tmp_path, data_dir):
     exp = ExperimentConfig(dataset="cifar10", model="resnet9", widths=(8, 16, 16, 32), augment="standard",
-                           tta=True, train_examples=1024, plot=True, optimizer="sgd", nesterov=True)
+                           tta=True, train_examples=1024, test_examples=1000, plot=True, optimizer="sgd", nesterov=True)
     cfg = _config(tmp_path, train_steps=8, label_smoothing=0.2, lr_schedule="onecycle", learning_rate=0.2,
                   mixed_precision="bf16", strategy="mirrored", num_cpu_devices=2)
     result = run_experiment(exp, cfg)
@@ -40,7 +40,7 @@ def test_cifar_resnet9_runs_with_augmentation_tta_and_plots(tmp_path, data_dir):
 
 
 def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_translate_tta(tmp_path, data_dir):
-    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096,
+    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096, test_examples=2000,
                            augment="crop:padding=2", alternating_flip=True, tta=True, tta_translate=1, optimizer="sgd",
                            nesterov=True, momentum=0.85, weight_decay=0.009)
     cfg = _config(tmp_path, epochs=4, global_batch_size=128, label_smoothing=0.2, lr_schedule="onecycle",
@@ -101,6 +101,8 @@ def test_experiment_config_rejects_bad_values():
         ExperimentConfig(augment="twirl")
     with pytest.raises(ConfigError, match="--classes=3"):
         ExperimentConfig(classes=(3,))
+    with pytest.raises(ConfigError, match="--test_examples=-1: must be >= 0"):
+        ExperimentConfig(test_examples=-1)
     with pytest.raises(ConfigError, match="--train_minutes=-1"):
         ExperimentConfig(train_minutes=-1.0)
     with pytest.raises(ConfigError, match="--tta_translate=1: .*needs --tta"):
@@ -110,20 +112,37 @@ def test_experiment_config_rejects_bad_values():
             ExperimentConfig(augment=policy, alternating_flip=True)
 
 
-@pytest.mark.parametrize("args,needle", [
+BAD_FLAGS = [
     (["--model=resnet1000"], "--model='resnet1000': unknown; valid choices"),
     (["--global_batch_size=-4"], "--global_batch_size=-4"),
     (["--strategy=mirrored", "--num_cpu_devices=2", "--global_batch_size=33"], "not divisible by the 2"),
     (["--widths=64,x"], "--widths=64,x"),
     (["--tta_translate=-2", "--tta"], "--tta_translate=-2"),
+    (["--test_examples=-5"], "--test_examples=-5: must be >= 0"),
     (["--no_such_flag=1"], "no_such_flag"),
-])
-def test_cli_bad_flags_exit_2_with_one_line(args, needle, data_dir):
-    proc = subprocess.run([sys.executable, "-m", "trainers.mnist", *args, "--model_dir=/nonexistent/never"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": ROOT})
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert needle in proc.stderr and "Traceback" not in proc.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def bad_flag_runs(data_dir):
+    """Every BAD_FLAGS command, started at once: each spends its ~8 s importing TensorFlow on one core."""
+    procs = {tuple(args): subprocess.Popen([sys.executable, "-m", "trainers.mnist", *args,
+                                            "--model_dir=/nonexistent/never"], cwd=ROOT, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
+             for args, _ in BAD_FLAGS}
+    return {args: _exit_code_and_stderr(proc) for args, proc in procs.items()}
+
+
+def _exit_code_and_stderr(proc):
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
+
+
+@pytest.mark.parametrize("args,needle", BAD_FLAGS)
+def test_cli_bad_flags_exit_2_with_one_line(args, needle, bad_flag_runs):
+    returncode, stderr = bad_flag_runs[tuple(args)]
+    assert returncode == 2, stderr[-2000:]
+    assert needle in stderr and "Traceback" not in stderr
     assert not os.path.exists("/nonexistent/never")
 
 

@@ -36,6 +36,7 @@ class ExperimentConfig:
     alternating_flip: bool = False     # airbench's: each image mirrored every other epoch (input pipeline)
     classes: tuple = ()                # keep and re-index these classes
     train_examples: int = 0            # 0 = all
+    test_examples: int = 0             # 0 = all; N: a fixed random subset (quicker, noisier evaluation)
     image_size: int = 0                # 0 = native
     validation_split: float = 0.0
     synthetic_data: bool = False
@@ -69,7 +70,7 @@ class ExperimentConfig:
             if self.alternating_flip and any(name in ("flip", "random_flip_lr") for name, _ in policy.steps):
                 raise ConfigError(f"--alternating_flip replaces the random flip of --augment={self.augment!r}: "
                                   "give an --augment without it (e.g. crop:padding=2), or --noalternating_flip")
-        for name in ("train_examples", "image_size"):
+        for name in ("train_examples", "test_examples", "image_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
         if any(w <= 0 for w in self.widths):
@@ -112,8 +113,8 @@ def load_data(exp: ExperimentConfig, seed: int):
     else:
         ds = datasets.load(exp.dataset, exp.data_dir or None)
     ds = datasets.make_subsets(ds, classes=list(exp.classes) or None, train_examples=exp.train_examples or None,
-                               image_size=exp.image_size or None, validation_split=exp.validation_split,
-                               seed=seed)
+                               test_examples=exp.test_examples or None, image_size=exp.image_size or None,
+                               validation_split=exp.validation_split, seed=seed)
     x_train, x_test, x_val = ds.x_train, ds.x_test, ds.x_val
     if exp.permute_pixels >= 0:
         x_train, x_test, x_val = (permute_pixels(x, exp.permute_pixels) if x is not None else None
