@@ -95,8 +95,9 @@ class Controller:
         self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
         self._session_start = time.time()
         self._last_summary = 0.0
-        self._input_seconds = 0.0     # time waiting for input inside train loops, this session
-        self._session_loop_seconds = 0.0
+        # Train-loop seconds and input-wait seconds of this session, for input_profile: the loops that
+        # traced train_loop apart, since tracing is neither step nor input time.
+        self._wait_and_loop_seconds = {"traced": [0.0, 0.0], "compiled": [0.0, 0.0]}
         self.profile = profiling.ProfileWindow(profiling.parse_profile_steps(config.profile_steps),
                                                config.model_dir if self.chief else None)
 
@@ -140,6 +141,7 @@ class Controller:
                 loop_end = min(loop_end, (step // config.checkpoint_every + 1) * config.checkpoint_every)
             loop_end = min([loop_end] + [b for b in self.profile.boundaries() if b > step])
             self.profile.before_loop(step)
+            traces = trainer.trace_counts()["train_loop"]
             t0 = time.time()
             trainer.run_train(iterator, loop_end - step)
             metrics = trainer.train_results()  # host-device sync point: the loop's work is done
@@ -147,8 +149,9 @@ class Controller:
             input_seconds = trainer.take_input_wait()
             self.profile.after_loop(loop_end)
             self._loop_seconds += seconds
-            self._session_loop_seconds += seconds
-            self._input_seconds += input_seconds
+            kind = "compiled" if trainer.trace_counts()["train_loop"] == traces else "traced"
+            self._wait_and_loop_seconds[kind][0] += input_seconds
+            self._wait_and_loop_seconds[kind][1] += seconds
             if not all(math.isfinite(v) for v in metrics.values()):
                 self._stop_on_non_finite(step, loop_end, metrics)
             loop_steps, step = loop_end - step, loop_end
@@ -247,9 +250,13 @@ class Controller:
         """Input wait versus step time over this session's train loops."""
         if not self.trainer.measures_input_wait:
             return {"input_wait_fraction": None, "bound": "not measured (--deterministic)"}
-        fraction = self._input_seconds / max(self._session_loop_seconds, 1e-9)
+        # The loops that ran already compiled; the tracing loop only when no other ran (a short run).
+        wait, loop = self._wait_and_loop_seconds["compiled"]
+        if not loop:
+            wait, loop = self._wait_and_loop_seconds["traced"]
+        fraction = wait / max(loop, 1e-9)
         return {"input_wait_fraction": fraction, "bound": profiling.classify(fraction),
-                "input_wait_seconds": self._input_seconds, "train_loop_seconds": self._session_loop_seconds}
+                "input_wait_seconds": wait, "train_loop_seconds": loop}
 
     # ---------------------------------------------------------------- helpers
     def _train_dataset_fn(self, start_step):

@@ -28,13 +28,15 @@ def test_slow_pipeline_is_input_bound():
     data.pipeline = dict(num_parallel_calls=1, prefetch=1)
     result = framework.train(h.config(train_steps=48), data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd,
                              task=h.task())
-    assert result["bound"] == "input-bound" and result["input_wait_fraction"] > 0.5, result
+    # 20 ms of sleep in a ~22 ms step: about 0.9, when the loop that traced is left out (0.46 with it).
+    assert result["bound"] == "input-bound" and result["input_wait_fraction"] > 0.7, result
 
 
 def test_synthetic_data_is_step_bound():
     data = h.mnist_data()
     data.synthetic = True
-    result = framework.train(h.config(train_steps=48, global_batch_size=256), data,
+    # Batch 1024: each get_next costs a fixed ~1 ms (more on a busy machine), here under 1% of a step.
+    result = framework.train(h.config(train_steps=32, global_batch_size=1024), data,
                              model_fn=h.mlp_fn(widths=(1024, 1024)), optimizer_fn=h.sgd, task=h.task())
     assert result["bound"] == "step-bound" and result["input_wait_fraction"] < 0.05, result
 
