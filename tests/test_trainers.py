@@ -138,6 +138,7 @@ def _exit_code_and_stderr(proc):
     return proc.returncode, stderr
 
 
+@pytest.mark.xdist_group("bad_flag_runs")  # one worker starts them all (make test runs 2 workers)
 @pytest.mark.parametrize("args,needle", BAD_FLAGS)
 def test_cli_bad_flags_exit_2_with_one_line(args, needle, bad_flag_runs):
     returncode, stderr = bad_flag_runs[tuple(args)]
