@@ -40,9 +40,9 @@ def test_cifar_resnet9_runs_with_augmentation_tta_and_plots(tmp_path, data_dir):
 
 
 def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_translate_tta(tmp_path, data_dir):
-    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096, test_examples=2000,
-                           augment="crop:padding=2", alternating_flip=True, tta=True, tta_translate=1, optimizer="sgd",
-                           nesterov=True, momentum=0.85, weight_decay=0.009)
+    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096,
+                           test_examples=2000, augment="crop:padding=2", alternating_flip=True, tta=True,
+                           tta_translate=1, optimizer="sgd", nesterov=True, momentum=0.85, weight_decay=0.009)
     cfg = _config(tmp_path, epochs=4, global_batch_size=128, label_smoothing=0.2, lr_schedule="onecycle",
                   warmup_fraction=0.23, learning_rate=0.2, strategy="mirrored", num_cpu_devices=2,
                   eval_every_epochs=0)
