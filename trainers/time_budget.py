@@ -1,6 +1,6 @@
 """`--train_minutes`: train as many steps as fit in N minutes on this machine, decided before training.
 
-A few steps of the real train loop are timed on a throwaway trainer, then the run gets a fixed
+About 15 s of the real train loop are timed on a throwaway trainer, then the run gets a fixed
 `train_steps` (never more than `--epochs`), so the LR schedule, resume and the result stay
 deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it.
 """
@@ -13,8 +13,11 @@ from absl import logging
 from framework import build_trainer, input_pipeline
 
 BUDGET_FILE = "time_budget.json"
-_WARMUP_STEPS = 2  # the first steps after tracing run slower (oneDNN primitive caches fill)
-_TIMED_STEPS = 5
+_WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
+_TIMED_STEPS = 5   # timed in chunks of this many steps (whole lookahead cycles) ...
+_TIMED_SECONDS = 15.0  # ... until this long has passed: a 2-core machine's speed wanders by +-15% from one
+#                        15 s loop to the next, and 5 steps alone read 328 ex/s for a run that went at 408
+_TIMED_SHARE = 0.05  # ... or this share of the budget, if less
 
 
 def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy) -> dict:
@@ -24,7 +27,8 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
         logging.info("time budget: reusing %s (%d steps)", BUDGET_FILE, saved["train_steps"])
         return saved
     rate = measure_examples_per_sec(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
-                                    task=task, strategy=strategy)
+                                    task=task, strategy=strategy,
+                                    seconds=min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60))
     per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
     fit = int(minutes * 60 * rate / config.global_batch_size)
     steps = max(1, min(fit, config.epochs * per_epoch))
@@ -39,22 +43,25 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
     return decision
 
 
-def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy) -> float:
-    """Examples per second of the real train loop, on a throwaway trainer (its own model copy)."""
+def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy, seconds: float) -> float:
+    """Examples per second of the real train loop over about `seconds` (at least one chunk of steps),
+    on a throwaway trainer (its own model copy)."""
     # With lookahead, warm up a whole cycle (its first update runs slow) and time whole cycles.
     every = config.lookahead_every or 1
     warmup = max(_WARMUP_STEPS, every)
-    timed = -(-_TIMED_STEPS // every) * every
-    trainer = build_trainer(config.replace(train_steps=warmup + timed, steps_per_fetch=1), data,
-                            model_fn=model_fn, optimizer_fn=optimizer_fn, task=task, strategy=strategy)
+    chunk = -(-_TIMED_STEPS // every) * every
+    trainer = build_trainer(config.replace(steps_per_fetch=1), data, model_fn=model_fn, optimizer_fn=optimizer_fn,
+                            task=task, strategy=strategy)
     dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
                                                  seed=config.seed, host_fn=data.host_fn, **data.pipeline)
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     trainer.run_train(iterator, warmup)  # traces, and fills oneDNN's primitive caches
     trainer.train_results()  # waits for the device
-    start = time.perf_counter()
-    trainer.run_train(iterator, timed)
-    trainer.train_results()
+    start, timed = time.perf_counter(), 0
+    while not timed or time.perf_counter() - start < seconds:
+        trainer.run_train(iterator, chunk)
+        trainer.train_results()  # host-device sync point: the chunk is done
+        timed += chunk
     return timed * config.global_batch_size / (time.perf_counter() - start)
 
 
