@@ -97,6 +97,19 @@ def test_two_workers_on_localhost_agree(tmp_path):
     assert not [p for p in os.listdir(tmp_path / "checkpoints") if p.startswith(".scratch")]
 
 
+def test_train_minutes_on_two_workers_picks_one_length(tmp_path):
+    """Each worker times the steps itself (3876 and 3883 ex/s in one run); they must agree on one train_steps."""
+    args = [sys.executable, "-m", "framework.launch", "--workers=2", "--", sys.executable, "-m", "trainers.mnist",
+            "--strategy=multi_worker", "--model=mlp", "--train_examples=4096", "--epochs=5", "--global_batch_size=64",
+            "--train_minutes=0.01", f"--model_dir={tmp_path}", "--export=false"]
+    proc = subprocess.run(args, cwd=ROOT, env={**_env(), "TFLOOPS_COLLECTIVE_TIMEOUT": "30"}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    decisions = {line.split("]")[0]: line.split("time budget: ")[1]
+                 for line in (proc.stdout + proc.stderr).splitlines() if "time budget: " in line}
+    assert len(decisions) == 2 and len(set(decisions.values())) == 1, decisions
+
+
 def test_a_dead_worker_stops_the_other(tmp_path):
     # Worker 1 gets an unknown flag and exits at once; worker 0 must not wait forever for it.
     script = ("import os,sys,json; t=json.loads(os.environ['TF_CONFIG'])['task']['index']; "

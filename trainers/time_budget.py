@@ -8,6 +8,7 @@ import json
 import os
 import time
 
+import tensorflow as tf
 from absl import logging
 
 from framework import build_trainer, input_pipeline
@@ -29,6 +30,10 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
     rate = measure_examples_per_sec(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
                                     task=task, strategy=strategy,
                                     seconds=min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60))
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every worker must choose the same train_steps: all take the mean of their readings.
+        readings = strategy.run(lambda: tf.constant(rate, tf.float64))
+        rate = float(strategy.reduce(tf.distribute.ReduceOp.MEAN, readings, axis=None))
     per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
     fit = int(minutes * 60 * rate / config.global_batch_size)
     steps = max(1, min(fit, config.epochs * per_epoch))
