@@ -5,6 +5,7 @@ About 15 s of the real train loop are timed on a throwaway trainer, then the run
 deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it.
 """
 import json
+import math
 import os
 import time
 
@@ -16,7 +17,7 @@ from framework import build_trainer, input_pipeline
 BUDGET_FILE = "time_budget.json"
 _WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
 _TIMED_STEPS = 5   # timed in chunks of this many steps (whole lookahead cycles) ...
-_TIMED_SECONDS = 15.0  # ... until this long has passed: a 2-core machine's speed wanders by +-15% from one
+_TIMED_SECONDS = 15.0  # ... as many as fill this long: a 2-core machine's speed wanders by +-15% from one
 #                        15 s loop to the next, and 5 steps alone read 328 ex/s for a run that went at 408
 _TIMED_SHARE = 0.05  # ... or this share of the budget, if less
 
@@ -30,10 +31,6 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
     rate = measure_examples_per_sec(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
                                     task=task, strategy=strategy,
                                     seconds=min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60))
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # Every worker must choose the same train_steps: all take the mean of their readings.
-        readings = strategy.run(lambda: tf.constant(rate, tf.float64))
-        rate = float(strategy.reduce(tf.distribute.ReduceOp.MEAN, readings, axis=None))
     per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
     fit = int(minutes * 60 * rate / config.global_batch_size)
     steps = max(1, min(fit, config.epochs * per_epoch))
@@ -50,7 +47,7 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
 
 def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy, seconds: float) -> float:
     """Examples per second of the real train loop over about `seconds` (at least one chunk of steps),
-    on a throwaway trainer (its own model copy)."""
+    on a throwaway trainer (its own model copy). Several workers measure together and agree on it."""
     # With lookahead, warm up a whole cycle (its first update runs slow) and time whole cycles.
     every = config.lookahead_every or 1
     warmup = max(_WARMUP_STEPS, every)
@@ -62,12 +59,24 @@ def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, stra
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     trainer.run_train(iterator, warmup)  # traces, and fills oneDNN's primitive caches
     trainer.train_results()  # waits for the device
-    start, timed = time.perf_counter(), 0
-    while not timed or time.perf_counter() - start < seconds:
-        trainer.run_train(iterator, chunk)
-        trainer.train_results()  # host-device sync point: the chunk is done
-        timed += chunk
-    return timed * config.global_batch_size / (time.perf_counter() - start)
+    start = time.perf_counter()
+    trainer.run_train(iterator, chunk)
+    trainer.train_results()  # host-device sync point: the chunk is done
+    # Each step is a collective on several workers, so all must run the same number of chunks.
+    chunks = max(1, math.ceil(seconds / _agreed(strategy, time.perf_counter() - start)))
+    if chunks > 1:
+        trainer.run_train(iterator, (chunks - 1) * chunk)
+        trainer.train_results()
+    return _agreed(strategy, chunks * chunk * config.global_batch_size / (time.perf_counter() - start))
+
+
+def _agreed(strategy, value: float) -> float:
+    """The mean of `value` over the workers of a MultiWorkerMirroredStrategy (an all-reduce), else `value`:
+    each worker reads its own clock, and they must take the same decisions."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return value
+    readings = strategy.run(lambda: tf.constant(value, tf.float64))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, readings, axis=None))
 
 
 def _read(model_dir):
