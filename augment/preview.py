@@ -6,7 +6,7 @@
 Row r shows one training image: the original in the first column, then the policy's output at steps
 0..cols-1 (seed `step_seed(seed, step, replica 0)`, as a training run would draw them). Labels are shown
 under augmented cells when the policy mixes samples (the two largest soft-label weights).
-Data comes from `framework.datasets.load(dataset, data_dir)`, which looks in $DATA_DIR by default.
+Data comes from `framework.data.datasets.load(dataset, data_dir)`, which looks in $DATA_DIR by default.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defined only when run as a program (or into a FlagValues a test passes), so importing this module
     never clashes with a trainer's flags of the same names."""
-    flags.DEFINE_string("dataset", "cifar10", "Dataset name for framework.datasets.load.",
+    flags.DEFINE_string("dataset", "cifar10", "Dataset name for framework.data.datasets.load.",
                         flag_values=flag_values)
     flags.DEFINE_string("augment", "standard", "A named policy (none, flip_crop, standard, strong) or a "
                         "spec like 'flip,crop:padding=4'.", flag_values=flag_values)
@@ -35,8 +35,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def load_dataset(name: str, data_dir: str | None):
-    """framework.datasets.load, imported late so this module imports without it (tests replace this)."""
-    from framework import datasets
+    """framework.data.datasets.load, imported late so this module imports without it (tests replace this)."""
+    from framework.data import datasets
     return datasets.load(name, data_dir=data_dir)
 
 

@@ -29,15 +29,8 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
     return tf.argsort(keys, stable=True)
 
 
-def first_epoch_mirror(num_examples: int, seed: int) -> tf.Tensor:
-    """Which examples alternating flip mirrors in even epochs (a random half; odd epochs: the others)."""
-    draws = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.cast(seed, tf.int64),
-                                                                        tf.constant(-1, tf.int64)]))
-    return draws < 0.5
-
-
 def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int,
-                     start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, alternating_flip: bool = False,
+                     start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
                      num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> DatasetFn:
     """Endless stream of per-replica chunks `(array_0[idx], ...)` of `steps_per_fetch` batches each.
 
@@ -47,11 +40,8 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
 
     `host_fn(batch, step, replica_id) -> batch`, if given, runs in the tf.data map on the CPU
     (the "augment on the host" alternative to augmenting inside the step).
-    `alternating_flip` (airbench's): `arrays[0]` holds images (N, H, W, C); in the first epoch a random
-    half of them is mirrored, and every later epoch mirrors exactly the images the previous one did
-    not, so each image is seen both ways in every two epochs (a random flip leaves a quarter of them
-    unmirrored, or mirrored, two epochs running). Done here, in the gather, because it needs each
-    example's identity and epoch, which the step does not see; a mirror of uint8 rows costs little.
+    `example_fn(rows, index, epoch) -> rows`, if given, transforms the gathered rows knowing each
+    example's id and epoch (e.g. `augment.example_ops.alternating_flip`); it runs in the gather.
     `num_parallel_calls` and `prefetch` (0: none) are there for the input benchmark's sweep.
     """
     num_examples = len(arrays[0])
@@ -63,28 +53,21 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
     if per_epoch % fetch or start_step % fetch or (host_fn and fetch != 1):
         raise ValueError(f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
                          f"step ({start_step}), and be 1 with host augmentation")
-    if alternating_flip and np.ndim(arrays[0]) != 4:
-        raise ValueError(f"alternating_flip mirrors images (N, H, W, C); the first array has shape "
-                         f"{np.shape(arrays[0])}")
     start_epoch, skip = divmod(start_step, per_epoch)
 
     def epoch_batches(epoch):
         order = epoch_permutation(num_examples, seed, epoch)[: per_epoch * global_batch_size]
         shape = [per_epoch // fetch, fetch, global_batch_size]
-        if not alternating_flip:
+        if example_fn is None:
             return tf.data.Dataset.from_tensor_slices(tf.reshape(order, shape))
-        mirror = tf.math.logical_xor(first_epoch_mirror(num_examples, seed), epoch % 2 == 1)
-        return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape),
-                                                   tf.reshape(tf.gather(mirror, order), shape)))
+        return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape), tf.fill(shape, epoch)))
 
     def gather(tensors, index):
-        """The rows of `index` (or of (index, mirror): those rows with the mirrored ones flipped)."""
-        if not alternating_flip:
+        """The rows of `index` (or of (index, epoch), transformed by example_fn)."""
+        if example_fn is None:
             return tuple(tf.gather(t, index) for t in tensors)
-        index, mirror = index
-        images, *rest = (tf.gather(t, index) for t in tensors)
-        mirror = tf.reshape(mirror, tf.concat([tf.shape(mirror), [1, 1, 1]], 0))
-        return (tf.where(mirror, tf.reverse(images, axis=[-2]), images), *rest)
+        index, epoch = index
+        return tuple(example_fn(tuple(tf.gather(t, index) for t in tensors), index, epoch))
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         tensors = _host_tensors(arrays)

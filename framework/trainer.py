@@ -8,6 +8,7 @@ early stop, logs) is in controller.py.
 import keras
 import tensorflow as tf
 
+from augment.ops import step_seed
 from framework import lookahead, precision, schedules
 from framework.config import TrainConfig
 
@@ -79,7 +80,8 @@ class Trainer:
         return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
 
     def _augment_seed(self, step):
-        return augment_seed(self.config.seed, step, tf.distribute.get_replica_context().replica_id_in_sync_group)
+        # One seed function for the step and the host pipeline: reproducible, and replicas differ.
+        return step_seed(self.config.seed, step, tf.distribute.get_replica_context().replica_id_in_sync_group)
 
     def eval_step(self, batch):
         """Metrics on one padded batch; `weight` is 0 on padding rows."""
@@ -154,13 +156,6 @@ class Trainer:
     def trace_counts(self) -> dict[str, int]:
         return {"train_loop": self.train_loop.experimental_get_tracing_count(),
                 "eval_loop": self.eval_loop.experimental_get_tracing_count()}
-
-
-def augment_seed(seed: int, step, replica_id):
-    """A fresh stateless seed per (run seed, step, replica): reproducible, and replicas differ.
-
-    The host pipeline (augment in tf.data) uses the same seeds as the device step."""
-    return tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64) * 4096 + tf.cast(replica_id, tf.int64)])
 
 
 def _op_determinism_enabled() -> bool:

@@ -25,13 +25,13 @@ def data_dir():
 
 @pytest.fixture(scope="session")
 def mnist(data_dir):
-    from framework import datasets
+    from framework.data import datasets
     return datasets.load("mnist", data_dir)
 
 
 @pytest.fixture(scope="session")
 def cifar(data_dir):
-    from framework import datasets
+    from framework.data import datasets
     return datasets.load("cifar10", data_dir)  # the first run decodes (~2 s); later runs read the disk cache
 
 

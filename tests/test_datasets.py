@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from framework import datasets
-from framework.datasets import ArrayDataset, DataError
-from framework.image_folder import load_image_folder
+from framework.data import datasets
+from framework.data.datasets import ArrayDataset, DataError
+from framework.data.image_folder import load_image_folder
 
 
 

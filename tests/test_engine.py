@@ -41,33 +41,6 @@ def test_loops_trace_once_over_many_calls():
     assert results[0]["accuracy"] > 0.6
 
 
-def _stream(arrays, steps, **kwargs):
-    fn = input_pipeline.train_dataset_fn(arrays, global_batch_size=16, seed=3, **kwargs)
-    return [tuple(t.numpy() for t in element) for element in fn(tf.distribute.InputContext()).take(steps)]
-
-
-def test_alternating_flip_mirrors_each_image_every_other_epoch():
-    """Epoch 0 mirrors a random half; each later epoch mirrors exactly the images the one before did not."""
-    images = np.random.default_rng(0).integers(0, 256, (64, 5, 6, 1), dtype=np.uint8)  # 4 steps an epoch
-    arrays = (images, np.arange(64))
-    stream = _stream(arrays, 16, alternating_flip=True)
-    mirrored = np.zeros((4, 64), bool)
-    for step, (chunk, ids) in enumerate(stream):
-        for image, i in zip(chunk[0], ids[0]):
-            assert (image == images[i]).all() or (image == images[i][:, ::-1]).all()
-            mirrored[step // 4, i] = (image != images[i]).any()
-    assert 0.3 < mirrored[0].mean() < 0.7
-    for epoch in (1, 2, 3):
-        np.testing.assert_array_equal(mirrored[epoch], ~mirrored[epoch - 1])
-    # A resume rebuilds the same stream; the host-augmentation path mirrors the same images.
-    resumed = _stream(arrays, 10, alternating_flip=True, start_step=6)
-    host = _stream(arrays, 16, alternating_flip=True, host_fn=lambda batch, step, replica: batch)
-    for a, b in zip(stream[6:] + stream, resumed + host):
-        np.testing.assert_array_equal(a[0], b[0])
-    with pytest.raises(ValueError, match="alternating_flip mirrors images"):
-        input_pipeline.train_dataset_fn((np.zeros((64, 784)),), global_batch_size=16, seed=3, alternating_flip=True)
-
-
 def test_n_steps_per_call_equals_one_step_per_call():
     cfg, data = h.config(), h.mnist_data()
     one_call, many_calls = make_trainer(cfg, data, optimizer_fn=h.adam), make_trainer(cfg, data, optimizer_fn=h.adam)

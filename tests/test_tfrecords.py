@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from framework import datasets, tfrecords
-from framework.datasets import DataError
-from framework.image_folder import load_image_folder
+from framework.data import datasets, tfrecords
+from framework.data.datasets import DataError
+from framework.data.image_folder import load_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,7 +126,7 @@ def test_converter_command_on_an_image_folder(tmp_path, cifar):
         (folder / f"{i}.png").write_bytes(tf.io.encode_png(cifar.x_train[i]).numpy())
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    result = subprocess.run([sys.executable, "-m", "framework.tfrecords", f"--image_folder={tmp_path / 'photos'}",
+    result = subprocess.run([sys.executable, "-m", "framework.data.tfrecords", f"--image_folder={tmp_path / 'photos'}",
                              f"--out_dir={out}", "--test_split=0.25"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr

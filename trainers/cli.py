@@ -15,7 +15,7 @@ from absl import app, flags, logging
 from framework import ConfigError, NonFiniteLossError, TrainingInterrupted
 from framework import flags as engine_flags
 from framework.checkpointing import CheckpointError
-from framework.datasets import DataError
+from framework.data.datasets import DataError
 from trainers.experiment import ExperimentConfig, default_model_dir, run_experiment
 
 FLAGS = flags.FLAGS

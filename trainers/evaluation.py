@@ -2,7 +2,7 @@
 import numpy as np
 import tensorflow as tf
 
-from framework.trainer import augment_seed
+from augment import step_seed
 
 TRANSFORMS = {
     "flip_ud": lambda x: x[:, ::-1],
@@ -32,5 +32,5 @@ def host_augment_fn(policy, seed: int):
     def host_fn(batch, step, replica_id):
         images, labels = batch[0], batch[1]
         images = tf.cast(images, tf.float32) / 255.0
-        return policy(images, labels, augment_seed(seed, step, replica_id))
+        return policy(images, labels, step_seed(seed, step, replica_id))
     return host_fn

@@ -50,7 +50,7 @@ class ExperimentConfig:
     train_minutes: float = 0.0         # > 0: train what fits in N minutes here (at most --epochs)
 
     def __post_init__(self):
-        from framework import datasets
+        from framework.data import datasets
         from trainers import models, optimizers
         _choice("dataset", self.dataset, datasets.DATASETS + FILE_DATASETS)
         _choice("on_corrupt", self.on_corrupt, ("fail", "skip"))
@@ -102,13 +102,13 @@ def _choice(name, value, choices):
 
 def load_data(exp: ExperimentConfig, seed: int):
     """Arrays after the user's subsets, as the engine's `Data`, plus the dataset description."""
-    from framework import datasets
+    from framework.data import datasets
     if exp.dataset == "image_folder":
-        from framework.image_folder import load_image_folder
+        from framework.data.image_folder import load_image_folder
         ds = load_image_folder(exp.data_dir, image_size=exp.image_size or None, on_corrupt=exp.on_corrupt,
                                seed=seed)
     elif exp.dataset == "tfrecords":
-        from framework.tfrecords import load_tfrecord_dataset
+        from framework.data.tfrecords import load_tfrecord_dataset
         ds = load_tfrecord_dataset(exp.data_dir)
     else:
         ds = datasets.load(exp.dataset, exp.data_dir or None)
@@ -122,7 +122,10 @@ def load_data(exp: ExperimentConfig, seed: int):
     evals = {"test": (x_test, ds.y_test)}
     if x_val is not None and len(x_val):
         evals["val"] = (x_val, ds.y_val)
-    pipeline = {"alternating_flip": True} if exp.alternating_flip else {}
+    pipeline = {}
+    if exp.alternating_flip:
+        from augment.example_ops import alternating_flip
+        pipeline["example_fn"] = alternating_flip(len(x_train), seed)
     return Data(train=(x_train, ds.y_train), evals=evals, synthetic=exp.synthetic_data, pipeline=pipeline), ds
 
 

@@ -21,7 +21,7 @@ import framework  # noqa: E402
 from framework import ConfigError  # noqa: E402
 from framework import flags as engine_flags  # noqa: E402
 from framework.controller import Data  # noqa: E402
-from framework.datasets import DataError  # noqa: E402
+from framework.data.datasets import DataError  # noqa: E402
 from trainers import cli, fec_data, optimizers, triplet_loss  # noqa: E402
 
 TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
@@ -84,7 +84,7 @@ def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", f
                                    255).astype(np.uint8)
             splits[subset] = (triplets, votes.astype(np.float32))
         return Data(train=splits["train"], evals={"test": splits["test"]})
-    from framework import datasets
+    from framework.data import datasets
     ds = datasets.load(dataset, data_dir or None)
     return Data(train=class_triplets(ds.x_train, ds.y_train, num_train, seed),
                 evals={"test": class_triplets(ds.x_test, ds.y_test, num_test, seed + 1)})

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from framework.datasets import ArrayDataset, DataError, resize_images, tf_error_text
+from framework.data.datasets import ArrayDataset, DataError, resize_images, tf_error_text
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit: about 256 MiB of RGB pixels

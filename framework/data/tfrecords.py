@@ -9,8 +9,8 @@ Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`. Beside them `{split}.jso
 records in each shard (so a truncated shard is caught: TFRecord readers stop at a cut silently), the
 image shape and the class names.
 
-    python -m framework.tfrecords --dataset=cifar10 --out_dir=DIR [--data_dir=DIR] [--num_shards=N]
-    python -m framework.tfrecords --image_folder=PATH --out_dir=DIR [--image_size=64] [--on_corrupt=skip]
+    python -m framework.data.tfrecords --dataset=cifar10 --out_dir=DIR [--data_dir=DIR] [--num_shards=N]
+    python -m framework.data.tfrecords --image_folder=PATH --out_dir=DIR [--image_size=64] [--on_corrupt=skip]
 """
 import json
 import os
@@ -22,8 +22,8 @@ import numpy as np
 import tensorflow as tf
 from absl import flags
 
-from framework import datasets
-from framework.datasets import ArrayDataset, DataError, tf_error_text
+from framework.data import datasets
+from framework.data.datasets import ArrayDataset, DataError, tf_error_text
 
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 _FORMAT = "tfloops-raw-uint8-v1"
@@ -90,7 +90,7 @@ def _files(pattern: str) -> list[str]:
     files = sorted(f for f in tf.io.gfile.glob(pattern) if not f.endswith(".tmp"))  # .tmp: being written
     if not files:
         raise DataError(f"no TFRecord files match {pattern!r}; write them with "
-                        f"`python -m framework.tfrecords --dataset=NAME --out_dir=DIR`")
+                        f"`python -m framework.data.tfrecords --dataset=NAME --out_dir=DIR`")
     return files
 
 
@@ -109,7 +109,7 @@ def _parse_batch(records, filename):
     ok &= tf.reduce_all(tf.strings.length(f["image"]) == tf.cast(tf.reduce_prod(shape, axis=1), tf.int32))
     check = tf.debugging.Assert(ok, ["Malformed TFRecord example in", filename, ": image, shape or label missing "
                                      "or inconsistent, or images of different sizes in one file; rewrite it "
-                                     "with python -m framework.tfrecords"])
+                                     "with python -m framework.data.tfrecords"])
     with tf.control_dependencies([check]):
         images = tf.io.decode_raw(f["image"], tf.uint8)
     images = tf.reshape(images, tf.concat([tf.shape(images)[:1], tf.cast(shape[0], tf.int32)], 0))
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_folder(fv):
-    from framework.image_folder import load_image_folder  # only this path needs it
+    from framework.data.image_folder import load_image_folder  # only this path needs it
     ds = load_image_folder(fv.image_folder, image_size=fv.image_size, on_corrupt=fv.on_corrupt,
                            test_split=fv.test_split, seed=fv.seed)
     if ds.skipped:
