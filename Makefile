@@ -9,6 +9,8 @@ VENV := $(if $(filter 2.21,$(TF)),.venv,.venv-tf$(TF))
 DATA_DIR ?= $(if $(wildcard ../shared/datasets/mnist.npz),$(abspath ../shared/datasets),)
 export DATA_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# A GPU box (nvidia-smi runs) gets TensorFlow with its CUDA libraries: plain tensorflow brings none.
+TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo '[and-cuda]')
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): much of a test is one-core work (tracing, TensorFlow imports in the
 # subprocesses of CLI tests), so 2 workers on 2 cores take ~40% less time. 0 runs in this process.
@@ -20,7 +22,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	sed -e 's/^tensorflow==.*/tensorflow==$(TF).0/' -e 's/^tensorboard==.*/tensorboard==$(TF).0/' \
+	sed -e 's/^tensorflow==.*/tensorflow$(TF_EXTRA)==$(TF).0/' -e 's/^tensorboard==.*/tensorboard==$(TF).0/' \
 	    requirements.txt > $(VENV)/requirements.txt
 	$(VENV)/bin/python -m pip install -q -r $(VENV)/requirements.txt
 	touch $@

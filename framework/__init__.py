@@ -1,13 +1,23 @@
 """The training engine: a compiled custom loop over tf.distribute strategies.
 
     from framework import TrainConfig, Data, ClassificationTask, train
-"""
-from framework.config import ConfigError, TrainConfig
-from framework.controller import Controller, Data, LoopInfo, NonFiniteLossError, TrainingInterrupted
-from framework.run import build_trainer, prepare_runtime, train
-from framework.tasks import ClassificationTask
-from framework.trainer import Trainer
 
-__all__ = ["ConfigError", "TrainConfig", "Controller", "Data", "LoopInfo", "NonFiniteLossError",
-           "TrainingInterrupted", "build_trainer", "prepare_runtime", "train", "ClassificationTask",
-           "Trainer"]
+Names are imported on first use (PEP 562), so `python -m framework.launch` and `--help` of a trainer
+do not pay for (or print the start-up lines of) TensorFlow.
+"""
+import importlib
+
+_EXPORTS = {
+    "ConfigError": "framework.config", "TrainConfig": "framework.config",
+    "Controller": "framework.controller", "Data": "framework.controller", "LoopInfo": "framework.controller",
+    "NonFiniteLossError": "framework.controller", "TrainingInterrupted": "framework.controller",
+    "build_trainer": "framework.run", "prepare_runtime": "framework.run", "train": "framework.run",
+    "ClassificationTask": "framework.tasks", "Trainer": "framework.trainer",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'framework' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -3,7 +3,8 @@
     python -m framework.launch --workers=2 -- python -m trainers.mnist --strategy=multi_worker ...
 
 Each worker gets its own TF_CONFIG (cluster of localhost ports, its task index) and its output is
-prefixed with `[worker i]`. If one worker fails, the others are stopped, so nothing hangs forever in
+prefixed with `[worker i]`. On a GPU box each worker gets its own GPUs (CUDA_VISIBLE_DEVICES):
+the visible GPUs split evenly, or `--gpus_per_worker=K` each; 0 runs every worker on the CPU. If one worker fails, the others are stopped, so nothing hangs forever in
 a collective; the exit status is the first failure's. On a real cluster, set TF_CONFIG per machine
 instead (WORKSPACE.md).
 """
@@ -20,6 +21,8 @@ from absl import app, flags
 
 flags.DEFINE_integer("workers", 2, "Number of worker processes.")
 flags.DEFINE_integer("grace_seconds", 10, "After a worker fails, how long the others get to exit.")
+flags.DEFINE_integer("gpus_per_worker", -1, "GPUs each worker sees (CUDA_VISIBLE_DEVICES); -1: the visible "
+                     "GPUs split evenly over the workers; 0: none (CPU workers).")
 FLAGS = flags.FLAGS
 
 
@@ -38,17 +41,51 @@ def tf_configs(num_workers: int) -> list[dict]:
     return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(num_workers)]
 
 
+def visible_gpus() -> list[str]:
+    """The GPU ids the workers may use: CUDA_VISIBLE_DEVICES when set, else each GPU `nvidia-smi -L` lists."""
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
+
+
+def gpu_assignments(num_workers: int, gpus: list[str], per_worker: int = -1) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES for each worker: disjoint, consecutive slices of `gpus`.
+
+    Without GPUs (and per_worker -1) nothing is set (None). Raises ValueError when they do not go round."""
+    if per_worker < 0:
+        if not gpus:
+            return [None] * num_workers
+        per_worker = len(gpus) // num_workers
+        if per_worker == 0:
+            raise ValueError(f"{len(gpus)} GPU(s) for {num_workers} workers: use --workers<={len(gpus)}, or "
+                             "--gpus_per_worker=0 for CPU workers")
+    if per_worker * num_workers > len(gpus):
+        raise ValueError(f"--gpus_per_worker={per_worker} x --workers={num_workers} needs "
+                         f"{per_worker * num_workers} GPUs; {len(gpus)} visible ({','.join(gpus) or 'none'})")
+    return [",".join(gpus[i * per_worker:(i + 1) * per_worker]) for i in range(num_workers)]
+
+
 def _pump(stream, prefix):
     for line in iter(stream.readline, b""):
         sys.stdout.buffer.write(prefix + line)
         sys.stdout.flush()
 
 
-def launch(command: list[str], num_workers: int, grace_seconds: float = 10.0) -> int:
-    """Run `command` once per worker; returns 0 if all succeed, else the first failing exit status."""
+def launch(command: list[str], num_workers: int, grace_seconds: float = 10.0,
+           gpus: list[str | None] | None = None) -> int:
+    """Run `command` once per worker; returns 0 if all succeed, else the first failing exit status.
+
+    `gpus[i]`, if given and not None, is worker i's CUDA_VISIBLE_DEVICES (see gpu_assignments)."""
     procs, pumps = [], []
+    gpus = gpus or [None] * num_workers
     for i, tf_config in enumerate(tf_configs(num_workers)):
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+        if gpus[i] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         pump = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {i}] ".encode()), daemon=True)
@@ -99,7 +136,15 @@ def main(argv):
     if FLAGS.workers < 1:
         print(f"error: --workers={FLAGS.workers}: must be >= 1", file=sys.stderr)
         sys.exit(2)
-    sys.exit(launch(command, FLAGS.workers, FLAGS.grace_seconds))
+    try:
+        gpus = gpu_assignments(FLAGS.workers, visible_gpus() if FLAGS.gpus_per_worker else [],
+                               FLAGS.gpus_per_worker)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if any(gpus):
+        print("[launch] " + "; ".join(f"worker {i}: GPUs {g}" for i, g in enumerate(gpus)), file=sys.stderr)
+    sys.exit(launch(command, FLAGS.workers, FLAGS.grace_seconds, gpus))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,36 @@ import json
 import os
 
 import tensorflow as tf
+from absl import logging
 
 from framework.config import ConfigError
+
+# The kernel driver lists each NVIDIA GPU here, whether or not this TensorFlow has CUDA libraries.
+NVIDIA_GPU_GLOB, NVIDIA_DEVICE_GLOB = "/proc/driver/nvidia/gpus/*", "/dev/nvidia[0-9]*"
+_warned_unseen_gpus = False
+
+
+def nvidia_gpus() -> list[str]:
+    """NVIDIA GPUs the machine has (per its driver), seen by TensorFlow or not."""
+    return sorted(glob.glob(NVIDIA_GPU_GLOB)) or sorted(glob.glob(NVIDIA_DEVICE_GLOB))
+
+
+def check_gpus_seen(strategy: str) -> None:
+    """Never train on the CPU of a GPU box in silence: TensorFlow without CUDA libraries sees no GPU.
+
+    --strategy=mirrored|one_device stop (ConfigError: exit 2 from the CLI); others warn once."""
+    global _warned_unseen_gpus
+    if strategy == "tpu" or tf.config.list_physical_devices("GPU") or not nvidia_gpus():
+        return
+    cause = (f"this machine has {len(nvidia_gpus())} NVIDIA GPU(s) but TensorFlow sees none (installed "
+             "without CUDA libraries, or CUDA_VISIBLE_DEVICES hides them): run `make setup` again on this "
+             "machine (it installs tensorflow[and-cuda] when nvidia-smi works) or pip install "
+             f"'tensorflow[and-cuda]=={tf.__version__}'")
+    if strategy in ("mirrored", "one_device"):
+        raise ConfigError(f"--strategy={strategy}: {cause}; --strategy=default trains on the CPU")
+    if not _warned_unseen_gpus:
+        _warned_unseen_gpus = True
+        logging.warning("training on the CPU: %s", cause)
 
 
 def configure_cpu_devices(num_devices: int) -> None:
@@ -30,6 +58,7 @@ def configure_cpu_devices(num_devices: int) -> None:
 
 
 def make_strategy(name: str, *, num_cpu_devices: int = 0, tpu: str = "local") -> tf.distribute.Strategy:
+    check_gpus_seen(name)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
