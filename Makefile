@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make train` and `make test` (each creates .venv on first use).
 #   make train ARGS="--recipe=full --strategy=mirrored"     extra trainer flags
-#   make test TF=2.20                                       the suite against TF 2.20 (Colab/Kaggle TPU)
+#   make test TF=2.20                                       the suite against TF 2.20 (the last tensorflow-tpu)
 #   make test TEST_WORKERS=0 PYTEST_ARGS="-k resume -x"     one process, a subset
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 TF ?= 2.21

@@ -113,9 +113,21 @@ def _tpu_strategy(tpu_name: str):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as err:
-        raise ConfigError(f"--strategy=tpu: could not connect to TPU {tpu_name!r}: {err}. Is the "
-                          "runtime a TPU VM with tensorflow-tpu installed (see WORKSPACE.md)?") from err
+        raise ConfigError(f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). Likely causes: "
+                          f"tensorflow-cpu instead of tensorflow-tpu (Kaggle's image; this is {_tf_package()}), "
+                          "a libtpu newer than TF 2.20 was built for (pip install libtpu==0.0.14), or PJRT "
+                          "variables set after TensorFlow was imported: see WORKSPACE.md's TPU cells") from err
     return tf.distribute.TPUStrategy(resolver)
+
+
+def _tf_package() -> str:
+    from importlib import metadata
+    for name in ("tensorflow-tpu", "tensorflow-cpu", "tensorflow"):
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "an unknown TensorFlow package"
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

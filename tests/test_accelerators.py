@@ -1,5 +1,6 @@
 """What a CPU can test of the GPU paths: a GPU that TensorFlow cannot see stops (or warns), and
 framework.launch gives each worker its own GPUs."""
+import os
 import subprocess
 import sys
 
@@ -66,3 +67,18 @@ def test_launch_hands_each_worker_its_cuda_visible_devices(monkeypatch):
                           "true"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --gpus_per_worker=2 x --workers=2 needs 4 GPUs; 2 visible (3,5)"]
+
+
+def test_pjrt_variables_point_at_the_installed_libtpu(tmp_path, monkeypatch):
+    from framework import tpu_env
+    for name in ("PJRT_DEVICE", "NEXT_PLUGGABLE_DEVICE_USE_C_API", "TF_PLUGGABLE_DEVICE_LIBRARY_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert tpu_env.configure_pjrt() is None  # no libtpu: nothing set
+    assert "PJRT_DEVICE" not in os.environ
+    (tmp_path / "libtpu").mkdir()
+    (tmp_path / "libtpu" / "__init__.py").write_text("")
+    monkeypatch.setenv("PJRT_DEVICE", "TPU")  # a value the user set is kept
+    assert tpu_env.configure_pjrt() == str(tmp_path / "libtpu" / "libtpu.so")
+    assert os.environ["NEXT_PLUGGABLE_DEVICE_USE_C_API"] == "true"
+    assert os.environ["TF_PLUGGABLE_DEVICE_LIBRARY_PATH"] == str(tmp_path / "libtpu" / "libtpu.so")
