@@ -82,11 +82,11 @@ def test_automatic_steps_per_fetch_divides_every_loop():
         steps_per_fetch(TrainConfig(steps_per_fetch=16), data, 1875, 3750)
 
 
-def _train_weights(strategy, model_fn, steps=30, batch=32, **cfg_overrides):
+def _train_weights(strategy, model_fn, steps=30, batch=32, optimizer_fn=h.sgd, **cfg_overrides):
     cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0,
                    global_batch_size=batch, **cfg_overrides)
     data = h.mnist_data()
-    trainer = make_trainer(cfg, data, model_fn=model_fn)
+    trainer = make_trainer(cfg, data, model_fn=model_fn, optimizer_fn=optimizer_fn)
     trainer.run_train(train_iterator(trainer, data, cfg), steps)
     return trainer, h.weights(trainer.model)
 
@@ -155,6 +155,26 @@ def test_regularization_loss_counted_once_across_replicas():
     _, w2 = _train_weights("mirrored", model_fn, steps=15)
     for a, b in zip(w1, w2):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_regularization_enters_the_step_exactly_once(strategy):
+    """One plain-SGD step with and without an L2(c) kernel regularizer, from the same weights and batch:
+    the kernels must differ by exactly -lr * 2c * W0 (the L2 term's gradient). Dropping model.losses
+    gives 0, counting it once per replica gives twice that."""
+    c, lr = 0.05, 0.1
+
+    def model_fn(regularizer):
+        return lambda: keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(
+            10, kernel_regularizer=regularizer, kernel_initializer=keras.initializers.GlorotUniform(3))])
+    plain_sgd = lambda learning_rate: keras.optimizers.SGD(learning_rate)  # noqa: E731
+    w0_kernel = h.weights(model_fn(None)())[0]
+    _, (plain_kernel, plain_bias) = _train_weights(strategy, model_fn(None), steps=1, learning_rate=lr,
+                                                   optimizer_fn=plain_sgd)
+    _, (l2_kernel, l2_bias) = _train_weights(strategy, model_fn(keras.regularizers.L2(c)), steps=1,
+                                             learning_rate=lr, optimizer_fn=plain_sgd)
+    np.testing.assert_allclose(l2_kernel - plain_kernel, -lr * 2 * c * w0_kernel, atol=2e-6)
+    np.testing.assert_allclose(l2_bias, plain_bias, atol=1e-7)  # the bias is not regularized
 
 
 def test_global_batch_must_divide_by_replicas():
