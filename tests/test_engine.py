@@ -275,12 +275,34 @@ def test_outputs_history_result_tensorboard_and_export(tmp_path):
         assert key in saved, key
     assert saved["train_steps"] == 128 and saved["test_accuracy"] > 0.7 and result["num_replicas"] == 1
     assert saved["trainable_params"] == 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
-    assert os.listdir(tmp_path / "train") and os.listdir(tmp_path / "eval")
+    # TensorBoard holds what history.json holds: the same evaluations at the same steps.
+    scalars = {split: _tensorboard_scalars(tmp_path / split) for split in ("train", "eval")}
+    assert [s for s, _ in scalars["eval"]["test_accuracy"]] == history["step"] == [64, 128]
+    np.testing.assert_allclose([v for _, v in scalars["eval"]["test_accuracy"]], history["test_accuracy"], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in scalars["eval"]["test_loss"]], history["test_loss"], rtol=1e-6)
+    train_steps = [s for s, _ in scalars["train"]["loss"]]
+    assert train_steps[-1] == 128 and {64, 128} <= set(train_steps)
+    learning_rates = dict(scalars["train"]["learning_rate"])
+    assert learning_rates[128] < 0.01 * learning_rates[64]  # the cosine schedule reached its end
     model = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
     x = h.mnist_data().evals["test"][0][:64].astype("float32") / 255.0
-    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == h.mnist_data().evals["test"][1][:64])
+    logits = model.predict(x, verbose=0)
+    accuracy = np.mean(np.argmax(logits, -1) == h.mnist_data().evals["test"][1][:64])
     assert accuracy > 0.6
-    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+    # The SavedModel serves the same function as the .keras model.
+    saved_model = tf.saved_model.load(str(tmp_path / "saved_model"))  # held: serve() needs its variables
+    served = saved_model.serve(tf.constant(x))
+    np.testing.assert_allclose(served.numpy(), logits, rtol=1e-5, atol=1e-5)
+
+
+def _tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} from the event files of one TensorBoard run directory."""
+    found = {}
+    for name in sorted(os.listdir(log_dir)):
+        for event in tf.compat.v1.train.summary_iterator(str(log_dir / name)):
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return found
 
 
 @pytest.mark.parametrize("lookahead_every", [0, 3])
