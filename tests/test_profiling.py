@@ -44,8 +44,15 @@ def test_synthetic_data_is_step_bound():
 def test_profile_steps_write_a_trace(tmp_path):
     cfg = h.config(model_dir=str(tmp_path), train_steps=40, profile_steps="16,24")
     framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
-    traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files if f.endswith(".xplane.pb")]
-    assert traces
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    traces = [os.path.join(root, f) for root, _, files in os.walk(tmp_path / "profile") for f in files
+              if f.endswith(".xplane.pb")]
+    assert len(traces) == 1 and os.path.getsize(traces[0]) > 0, traces
+    with open(traces[0], "rb") as f:
+        space = xplane_pb2.XSpace.FromString(f.read())  # what TensorBoard's profile plugin reads
+    events = {plane.event_metadata[event.metadata_id].name for plane in space.planes for line in plane.lines
+              for event in line.events}
+    assert "train_loop" in events, sorted(events)[:20]  # the traced window holds the compiled loop
 
 
 def test_input_vs_step_report(tmp_path, data_dir):
