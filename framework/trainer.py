@@ -13,6 +13,10 @@ from framework import lookahead, precision, schedules
 from framework.config import TrainConfig
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
+# What the step reports besides the task's metrics (`loss` there is the data loss alone): means
+# over a loop's steps. With fp16, train_loop_end adds LOSS_SCALE_METRICS, read between loops.
+STEP_METRICS = ("reg_loss", "grad_norm", "learning_rate")
+LOSS_SCALE_METRICS = ("loss_scale", "skipped_steps")  # the scale after the loop; steps it skipped
 
 
 class Trainer:
@@ -40,8 +44,12 @@ class Trainer:
             self.lookahead = lookahead.Lookahead(self.model, every=config.lookahead_every,
                                                  decay=config.lookahead_decay, total_steps=total_steps) \
                 if config.lookahead_every else None
+            _sum_gradients_in_the_step(self.optimizer)
             self.train_metrics = task.make_metrics()
+            self.step_metrics = {name: keras.metrics.Mean(name=name) for name in STEP_METRICS}
             self.eval_metrics = task.make_metrics()
+        self.scales_loss = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
+        self._skipped_at_loop_begin = 0
         # Seconds the loop spent waiting for `next(iterator)`, summed in-graph with tf.timestamp().
         with tf.device("/cpu:0"):
             self.input_wait_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -56,6 +64,7 @@ class Trainer:
         """One optimisation step (number `step`) on this replica's share of the global batch."""
         seed = self._augment_seed(step) if self.task.uses_seed else None
         inputs, labels = self.task.prepare(batch, seed=seed, training=True)
+        learning_rate = self.learning_rate(self.optimizer.iterations)  # the LR this step applies
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
         # the global mean gradient. (Keras losses with their default reduction already divide by the
@@ -63,18 +72,37 @@ class Trainer:
         with tf.GradientTape() as tape:
             logits = self.task.forward(self.model, inputs, training=True)
             per_example_loss = self.task.loss(labels, logits)
-            loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
-            if self.model.losses:  # weight decay etc.: counted once per step, not once per replica
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
-            scaled_loss = self.optimizer.scale_loss(loss)  # fp16: times the dynamic loss scale
+            data_loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
+            reg_loss = self._regularization_loss()  # weight decay etc.: counted once per step, not per replica
+            scaled_loss = self.optimizer.scale_loss(data_loss + tf.nn.scale_regularization_loss(reg_loss))
 
-        # Compute gradients.
-        grads = tape.gradient(scaled_loss, self.model.trainable_variables)
+        # Compute gradients, and sum them over replicas here rather than inside Keras (see
+        # _sum_gradients_in_the_step): the norm is then the global gradient's, on every replica.
+        grads = _all_reduce_sum(tape.gradient(scaled_loss, self.model.trainable_variables))
+        grad_norm = _global_norm(grads) / self._loss_scale()  # read before the update may change it
 
-        # Update weights. Keras all-reduces (sums) the gradients across replicas once, and the fp16
-        # LossScaleOptimizer unscales them and skips the step if they are not finite.
+        # Update weights. The fp16 LossScaleOptimizer unscales the gradients and skips the step if
+        # they are not finite (the same decision on every replica: the gradients are already summed).
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         self.task.update_metrics(self.train_metrics, labels, logits, per_example_loss)
+        self._update_step_metrics(reg_loss=reg_loss, grad_norm=grad_norm, learning_rate=learning_rate)
+
+    def _regularization_loss(self):
+        # In float32 before summing: under mixed precision a layer's loss may be bf16 or fp16.
+        losses = [tf.cast(loss, tf.float32) for loss in self.model.losses]
+        return tf.add_n(losses) if losses else tf.constant(0.0)
+
+    def _loss_scale(self):
+        return tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.scales_loss else tf.constant(1.0)
+
+    def _update_step_metrics(self, *, reg_loss, grad_norm, learning_rate):
+        # Every replica adds the same global values, so the sync-on-read mean is that value. A skipped
+        # fp16 step (non-finite gradient) is left out of the mean norm; skipped_steps counts it.
+        finite = tf.math.is_finite(grad_norm)
+        self.step_metrics["grad_norm"].update_state(tf.where(finite, grad_norm, 0.0),
+                                                    sample_weight=tf.cast(finite, tf.float32))
+        self.step_metrics["reg_loss"].update_state(reg_loss)
+        self.step_metrics["learning_rate"].update_state(tf.cast(learning_rate, tf.float32))
 
     def _train_step_in_chunk(self, chunk, j, step):
         return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
@@ -144,11 +172,31 @@ class Trainer:
 
     def train_results(self) -> dict[str, float]:
         """Train metrics since the last reset. Reading them syncs with the device."""
-        return read_metrics(self.train_metrics)
+        return {**read_metrics(self.train_metrics), **read_metrics(self.step_metrics)}
 
     def reset_train_metrics(self) -> None:
-        for metric in self.train_metrics.values():
+        for metric in (*self.train_metrics.values(), *self.step_metrics.values()):
             metric.reset_state()
+
+    def train_loop_begin(self) -> None:
+        """Eager, before a loop (Orbit's train_loop_begin): the loop's metrics start from zero."""
+        self.reset_train_metrics()
+        self._skipped_at_loop_begin = self.skipped_steps()
+
+    def train_loop_end(self) -> dict[str, float]:
+        """Eager, after a loop: that loop's metrics (means over its steps). Syncs with the device."""
+        results = self.train_results()
+        if self.scales_loss:
+            results["loss_scale"] = float(self.optimizer.dynamic_scale.numpy())
+            results["skipped_steps"] = self.skipped_steps() - self._skipped_at_loop_begin
+        return results
+
+    def train_metric_names(self) -> tuple[str, ...]:
+        return (*self.task.metric_names, *STEP_METRICS, *(LOSS_SCALE_METRICS if self.scales_loss else ()))
+
+    def skipped_steps(self) -> int:
+        """Steps the fp16 loss scaling skipped so far: the optimizer counts only the steps it applied."""
+        return int(self.step.numpy()) - int(self.optimizer.iterations.numpy())
 
     def current_learning_rate(self) -> float:
         return float(self.learning_rate(self.optimizer.iterations))
@@ -156,6 +204,30 @@ class Trainer:
     def trace_counts(self) -> dict[str, int]:
         return {"train_loop": self.train_loop.experimental_get_tracing_count(),
                 "eval_loop": self.eval_loop.experimental_get_tracing_count()}
+
+
+def _sum_gradients_in_the_step(optimizer) -> None:
+    """Keras all-reduces the gradients inside apply_gradients; the step does it instead (to report the
+    global gradient norm without a second all-reduce), so Keras' own sum must become the identity."""
+    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):  # fp16: the LossScaleOptimizer's
+        if opt is None:
+            continue
+        if not hasattr(opt, "_all_reduce_sum_gradients"):  # a private Keras method: fail loudly if it goes
+            raise RuntimeError(f"{type(opt).__name__} has no _all_reduce_sum_gradients (Keras changed?): "
+                               "Trainer cannot sum the gradients itself; pin keras==3.15.1")
+        opt._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
+
+
+def _all_reduce_sum(grads):
+    """Sum over replicas (identity on one); None gradients (unused variables) stay None."""
+    present = [g for g in grads if g is not None]
+    summed = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present)
+                  if present else [])
+    return [None if g is None else next(summed) for g in grads]
+
+
+def _global_norm(grads):
+    return tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads if g is not None])
 
 
 def _op_determinism_enabled() -> bool:
