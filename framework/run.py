@@ -13,7 +13,7 @@ import keras
 from absl import logging
 import tensorflow as tf
 
-from framework import strategies
+from framework import run_record, strategies
 from framework.config import ConfigError, TrainConfig
 from framework.controller import Controller, Data
 from framework.input_pipeline import steps_per_epoch
@@ -77,9 +77,16 @@ def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int,
 
 def train(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, task, hooks=(),
           run_config: dict | None = None, strategy=None) -> dict:
-    """Train, evaluate on data.evals['test'] and return result.json's contents."""
+    """Train, evaluate on data.evals['test'] and return result.json's contents.
+
+    A `config.model_dir` that holds a run with another configuration (`run_config`, else `config`,
+    and the training arrays' shapes) is refused; `config.fresh_start` moves its files aside first
+    (framework/run_record.py). The same call again resumes."""
     if logging.get_verbosity() < logging.INFO:  # a notebook: absl defaults to warnings only
         logging.set_verbosity(logging.INFO)
+    strategy = strategy or prepare_runtime(config)
+    record = {**(run_config or config.to_dict()), "train_shapes": [list(a.shape) for a in data.train]}
+    run_record.prepare(config.model_dir, record, fresh_start=config.fresh_start, strategy=strategy)
     trainer = build_trainer(config, data, model_fn=model_fn, optimizer_fn=optimizer_fn, task=task,
                             strategy=strategy)
     return Controller(trainer, data, config, hooks=hooks, run_config=run_config).run()

@@ -198,6 +198,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     """Train one model and return result.json's contents (also written under config.model_dir)."""
     from trainers import evaluation
     strategy = strategy or framework.prepare_runtime(config)
+    check_run_dir(exp, config, strategy=strategy, write=True)  # before the time budget and the model
     if data is None:
         data, ds = load_data(exp, config.seed)
         num_classes, image_shape = ds.num_classes, ds.image_shape
@@ -225,6 +226,25 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         from trainers import plots
         plots.write_plots(config.model_dir, trainer.model, data.evals["test"][0][:8])
     return result
+
+
+def recorded_config(exp: ExperimentConfig, config: TrainConfig) -> dict:
+    """The configuration recorded in (and compared with) the run directory: the user's, before any
+    time budget picks train_steps (the budget's decision is kept in its own file)."""
+    return {**config.to_dict(), **exp.to_dict()}
+
+
+def check_run_dir(exp: ExperimentConfig, config: TrainConfig, *, strategy=None, write=False) -> None:
+    """Refuses a --model_dir that holds a run with another configuration (see framework.run_record);
+    with `write`, also starts afresh there (--fresh_start) and records this configuration."""
+    from framework import run_record as record
+    # A named dataset is the same wherever its file lives; image_folder/tfrecords data is the folder.
+    ignore = () if exp.dataset in FILE_DATASETS else ("data_dir",)
+    if write:
+        record.prepare(config.model_dir, recorded_config(exp, config), fresh_start=config.fresh_start,
+                       strategy=strategy, ignore=ignore)
+    elif config.model_dir and not config.fresh_start:
+        record.check(config.model_dir, recorded_config(exp, config), ignore=ignore)
 
 
 def default_model_dir(name: str) -> str:

@@ -3,6 +3,9 @@
 Each repeat is a new model with its own seed (seed + i: its own initialization and data order),
 trained from scratch in `model_dir/repeat_<i>`: never a continuation of the previous one. The
 ensembles average the repeats' test logits, or their softmax probabilities.
+
+Each repeat's folder is a run directory (framework/run_record.py): the same command resumes, other
+settings are refused before anything trains, and --fresh_start moves all of model_dir aside once.
 """
 import dataclasses
 import itertools
@@ -11,10 +14,11 @@ import os
 
 import keras
 import numpy as np
+from absl import logging
 
-from framework import ConfigError, TrainConfig
+from framework import ConfigError, TrainConfig, run_record
 from framework.outputs import write_json
-from trainers.experiment import ExperimentConfig, load_data, run_experiment
+from trainers.experiment import ExperimentConfig, check_run_dir, load_data, run_experiment
 
 
 def run_repeats(exp: ExperimentConfig, config: TrainConfig, repeats: int) -> dict:
@@ -22,12 +26,13 @@ def run_repeats(exp: ExperimentConfig, config: TrainConfig, repeats: int) -> dic
         raise ConfigError(f"--repeats={repeats}: must be >= 1")
     if not config.model_dir:
         raise ConfigError("--repeats needs --model_dir (each repeat writes its model there)")
+    configs = _repeat_configs(_start_afresh(config), repeats)
+    for cfg in configs:  # every repeat's folder before any trains (framework/run_record.py)
+        check_run_dir(exp, cfg)
     data, _ = load_data(exp, config.seed)
     x_test, y_test = data.evals["test"]
     accuracies, logits = [], []
-    for i in range(repeats):
-        cfg = config.replace(seed=config.seed + i, model_dir=os.path.join(config.model_dir, f"repeat_{i}"),
-                             export=True)
+    for cfg in configs:
         result = run_experiment(exp, cfg, data=data)
         accuracies.append(result["test_accuracy"])
         logits.append(_test_logits(result["model_file"], x_test))
@@ -42,6 +47,23 @@ def run_repeats(exp: ExperimentConfig, config: TrainConfig, repeats: int) -> dic
     }
     write_json(os.path.join(config.model_dir, "repeats.json"), summary)
     return summary
+
+
+def _repeat_configs(config: TrainConfig, repeats: int) -> list[TrainConfig]:
+    return [config.replace(seed=config.seed + i, model_dir=os.path.join(config.model_dir, f"repeat_{i}"),
+                           export=True) for i in range(repeats)]
+
+
+def _start_afresh(config: TrainConfig) -> TrainConfig:
+    """--fresh_start moves the whole of model_dir aside once (the old repeats or sweep stay together in
+    model_dir/previous/<time>/); the runs then start in empty folders."""
+    if not config.fresh_start:
+        return config
+    if run_record.chief_from_env():
+        moved = run_record.move_aside(config.model_dir)
+        if moved:
+            logging.info("--fresh_start: moved the earlier runs' files to %s", moved)
+    return config.replace(fresh_start=False)
 
 
 def _test_logits(model_file: str, x_test: np.ndarray) -> np.ndarray:
@@ -94,17 +116,29 @@ def run_sweep(exp: ExperimentConfig, config: TrainConfig, sweep: str, repeats: i
         raise ConfigError("--sweep needs --model_dir")
     grid = parse_sweep(sweep)
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    for setting in settings:  # validate every setting before training any
-        e, c = exp, config
-        for name, value in setting.items():
-            e, c = _override(e, c, name, value)
+    if any(name in ("model_dir", "fresh_start") for name in grid):
+        raise ConfigError(f"--sweep: {' and '.join(n for n in grid if n in ('model_dir', 'fresh_start'))} "
+                          "cannot be swept (each cell gets its own folder under --model_dir)")
+
+    def cells(config):
+        """(setting, exp, config) of every cell, each in its own folder; overriding validates them."""
+        out = []
+        for setting in settings:
+            e, c = exp, config
+            for name, value in setting.items():
+                e, c = _override(e, c, name, value)
+            tag = "_".join(f"{k}-{v}" for k, v in setting.items()).replace("/", "-")
+            out.append((setting, e, c.replace(model_dir=os.path.join(config.model_dir, tag))))
+        return out
+
+    cells(config)  # validate every setting before anything is moved, checked or trained
+    runs = cells(_start_afresh(config))
+    for _, e, c in runs:  # every cell's folders before any trains: a sweep does not stop half-way
+        for cfg in _repeat_configs(c, repeats):
+            check_run_dir(e, cfg)
     rows = []
-    for setting in settings:
-        e, c = exp, config
-        for name, value in setting.items():
-            e, c = _override(e, c, name, value)
-        tag = "_".join(f"{k}-{v}" for k, v in setting.items()).replace("/", "-")
-        summary = run_repeats(e, c.replace(model_dir=os.path.join(config.model_dir, tag)), repeats)
+    for setting, e, c in runs:
+        summary = run_repeats(e, c, repeats)
         rows.append({**setting, "mean": summary["test_accuracy_mean"], "std": summary["test_accuracy_std"],
                      "runs": repeats})
     write_json(os.path.join(config.model_dir, "sweep.json"), rows)

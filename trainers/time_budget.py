@@ -2,7 +2,9 @@
 
 About 15 s of the real train loop are timed on a throwaway trainer, then the run gets a fixed
 `train_steps` (never more than `--epochs`), so the LR schedule, resume and the result stay
-deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it.
+deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it (the run
+directory's record, `framework.run_record`, holds the user's configuration: train_steps 0 and the
+minutes, not the steps chosen here).
 """
 import json
 import math
@@ -12,7 +14,7 @@ import time
 import tensorflow as tf
 from absl import logging
 
-from framework import build_trainer, input_pipeline
+from framework import build_trainer, input_pipeline, run_record
 
 BUDGET_FILE = "time_budget.json"
 _WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
@@ -24,7 +26,9 @@ _TIMED_SHARE = 0.05  # ... or this share of the budget, if less
 
 def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy) -> dict:
     """{'train_steps', 'examples_per_sec', 'minutes'}: the steps that fit, at most epochs * per_epoch."""
-    saved = _read(config.model_dir)
+    # Only a resume reuses the decision (framework.run_record has checked that it is the same run);
+    # a new run in the directory (nothing to resume) measures again.
+    saved = _read(config.model_dir) if run_record.has_checkpoint(config.model_dir) else None
     if saved and saved["minutes"] == minutes and saved["global_batch_size"] == config.global_batch_size:
         logging.info("time budget: reusing %s (%d steps)", BUDGET_FILE, saved["train_steps"])
         return saved

@@ -20,6 +20,7 @@ from absl import app, flags  # noqa: E402
 import framework  # noqa: E402
 from framework import ConfigError  # noqa: E402
 from framework import flags as engine_flags  # noqa: E402
+from framework import run_record  # noqa: E402
 from framework.controller import Data  # noqa: E402
 from framework.data.datasets import DataError  # noqa: E402
 from trainers import cli, fec_data, optimizers, triplet_loss  # noqa: E402
@@ -98,6 +99,13 @@ def run_triplet(config: framework.TrainConfig, *, dataset="mnist", data_dir="", 
     if optimizer not in optimizers.OPTIMIZERS:
         raise ConfigError(f"--optimizer={optimizer!r}: unknown; valid choices: {', '.join(optimizers.OPTIMIZERS)}")
     strategy = framework.prepare_runtime(config)
+    run_config = {**config.to_dict(), "dataset": dataset, "data_dir": data_dir, "model": model,
+                  "embedding_dim": embedding_dim, "scale": scale, "delta": delta, "optimizer": optimizer,
+                  "num_train": num_train, "num_test": num_test, "fec_csv": fec_csv, "fec_images": fec_images,
+                  "image_size": image_size}
+    # Before the data and the model: a --model_dir of another run is refused (framework/run_record.py).
+    run_record.prepare(config.model_dir, run_config, fresh_start=config.fresh_start, strategy=strategy,
+                       ignore=("data_dir",))
     data = load_triplets(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test, seed=config.seed,
                          fec_csv=fec_csv, fec_images=fec_images, image_size=image_size)
     input_shape = data.train[0].shape[2:]
@@ -106,10 +114,9 @@ def run_triplet(config: framework.TrainConfig, *, dataset="mnist", data_dir="", 
         return triplet_loss.build_embedding_model(model, input_shape=input_shape, embedding_dim=embedding_dim,
                                                   scale=scale, seed=config.seed)
 
-    run_config = {**config.to_dict(), "dataset": dataset, "model": model, "embedding_dim": embedding_dim,
-                  "scale": scale, "delta": delta, "optimizer": optimizer}
-    return framework.train(config, data, model_fn=model_fn, task=TripletTask(delta), run_config=run_config,
-                           optimizer_fn=lambda lr: optimizers.build_optimizer(optimizer, lr), strategy=strategy)
+    trainer = framework.build_trainer(config, data, model_fn=model_fn, task=TripletTask(delta), strategy=strategy,
+                                      optimizer_fn=lambda lr: optimizers.build_optimizer(optimizer, lr))
+    return framework.Controller(trainer, data, config, run_config=run_config).run()
 
 
 flags.DEFINE_string("dataset", "mnist", f"Triplet source: {', '.join(TRIPLET_DATASETS)}.")
