@@ -14,8 +14,9 @@ from framework.config import TrainConfig
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
 # What the step reports besides the task's metrics (`loss` there is the data loss alone): means
-# over a loop's steps. With fp16, train_loop_end adds LOSS_SCALE_METRICS, read between loops.
-STEP_METRICS = ("reg_loss", "grad_norm", "learning_rate")
+# over a loop's steps. train_loop_end adds the LR of the loop's last step and, with fp16,
+# LOSS_SCALE_METRICS: all three are read from variables between loops.
+STEP_METRICS = ("reg_loss", "grad_norm")
 LOSS_SCALE_METRICS = ("loss_scale", "skipped_steps")  # the scale after the loop; steps it skipped
 
 
@@ -47,9 +48,10 @@ class Trainer:
             _sum_gradients_in_the_step(self.optimizer)
             self.train_metrics = task.make_metrics()
             self.step_metrics = {name: keras.metrics.Mean(name=name) for name in STEP_METRICS}
+            self.skipped_share = keras.metrics.Mean(name="skipped_share")  # fp16: of the steps since reset
             self.eval_metrics = task.make_metrics()
         self.scales_loss = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
-        self._skipped_at_loop_begin = 0
+        self._steps_since_reset = 0
         # Seconds the loop spent waiting for `next(iterator)`, summed in-graph with tf.timestamp().
         with tf.device("/cpu:0"):
             self.input_wait_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -64,7 +66,6 @@ class Trainer:
         """One optimisation step (number `step`) on this replica's share of the global batch."""
         seed = self._augment_seed(step) if self.task.uses_seed else None
         inputs, labels = self.task.prepare(batch, seed=seed, training=True)
-        learning_rate = self.learning_rate(self.optimizer.iterations)  # the LR this step applies
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
         # the global mean gradient. (Keras losses with their default reduction already divide by the
@@ -85,7 +86,7 @@ class Trainer:
         # they are not finite (the same decision on every replica: the gradients are already summed).
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         self.task.update_metrics(self.train_metrics, labels, logits, per_example_loss)
-        self._update_step_metrics(reg_loss=reg_loss, grad_norm=grad_norm, learning_rate=learning_rate)
+        self._update_step_metrics(reg_loss=reg_loss, grad_norm=grad_norm, grads=grads)
 
     def _regularization_loss(self):
         # In float32 before summing: under mixed precision a layer's loss may be bf16 or fp16.
@@ -95,14 +96,15 @@ class Trainer:
     def _loss_scale(self):
         return tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.scales_loss else tf.constant(1.0)
 
-    def _update_step_metrics(self, *, reg_loss, grad_norm, learning_rate):
+    def _update_step_metrics(self, *, reg_loss, grad_norm, grads):
         # Every replica adds the same global values, so the sync-on-read mean is that value. A skipped
-        # fp16 step (non-finite gradient) is left out of the mean norm; skipped_steps counts it.
+        # fp16 step (non-finite gradient) is left out of the mean norm, and counted.
         finite = tf.math.is_finite(grad_norm)
         self.step_metrics["grad_norm"].update_state(tf.where(finite, grad_norm, 0.0),
                                                     sample_weight=tf.cast(finite, tf.float32))
         self.step_metrics["reg_loss"].update_state(reg_loss)
-        self.step_metrics["learning_rate"].update_state(tf.cast(learning_rate, tf.float32))
+        if self.scales_loss:  # the LossScaleOptimizer's own verdict, on the same summed gradients
+            self.skipped_share.update_state(1.0 - tf.cast(self.optimizer.check_finite(grads), tf.float32))
 
     def _train_step_in_chunk(self, chunk, j, step):
         return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
@@ -156,6 +158,7 @@ class Trainer:
         if num_steps % self.steps_per_fetch:
             raise ValueError(f"num_steps={num_steps} is not a multiple of steps_per_fetch={self.steps_per_fetch}")
         self.train_loop(iterator, tf.constant(num_steps, tf.int64))
+        self._steps_since_reset += num_steps
 
     def evaluate(self, iterator, num_batches: int) -> dict[str, float]:
         """Metrics over one pass of an evaluation stream (`eval_dataset_fn`). Syncs with the device."""
@@ -175,31 +178,33 @@ class Trainer:
         return {**read_metrics(self.train_metrics), **read_metrics(self.step_metrics)}
 
     def reset_train_metrics(self) -> None:
-        for metric in (*self.train_metrics.values(), *self.step_metrics.values()):
+        for metric in (*self.train_metrics.values(), *self.step_metrics.values(), self.skipped_share):
             metric.reset_state()
+        self._steps_since_reset = 0
 
     def train_loop_begin(self) -> None:
         """Eager, before a loop (Orbit's train_loop_begin): the loop's metrics start from zero."""
         self.reset_train_metrics()
-        self._skipped_at_loop_begin = self.skipped_steps()
 
     def train_loop_end(self) -> dict[str, float]:
         """Eager, after a loop: that loop's metrics (means over its steps). Syncs with the device."""
-        results = self.train_results()
+        results = {**self.train_results(), "learning_rate": self.last_learning_rate()}
         if self.scales_loss:
             results["loss_scale"] = float(self.optimizer.dynamic_scale.numpy())
-            results["skipped_steps"] = self.skipped_steps() - self._skipped_at_loop_begin
+            results["skipped_steps"] = round(float(self.skipped_share.result()) * self._steps_since_reset)
         return results
 
     def train_metric_names(self) -> tuple[str, ...]:
-        return (*self.task.metric_names, *STEP_METRICS, *(LOSS_SCALE_METRICS if self.scales_loss else ()))
-
-    def skipped_steps(self) -> int:
-        """Steps the fp16 loss scaling skipped so far: the optimizer counts only the steps it applied."""
-        return int(self.step.numpy()) - int(self.optimizer.iterations.numpy())
+        return (*self.task.metric_names, *STEP_METRICS, "learning_rate",
+                *(LOSS_SCALE_METRICS if self.scales_loss else ()))
 
     def current_learning_rate(self) -> float:
+        """The LR of the next step."""
         return float(self.learning_rate(self.optimizer.iterations))
+
+    def last_learning_rate(self) -> float:
+        """The LR of the last step (the schedule reads the optimizer's step count)."""
+        return float(self.learning_rate(tf.maximum(self.optimizer.iterations - 1, 0)))
 
     def trace_counts(self) -> dict[str, int]:
         return {"train_loop": self.train_loop.experimental_get_tracing_count(),
