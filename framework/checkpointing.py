@@ -51,7 +51,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"cannot resume from {path}: it was written by a different configuration (another "
                 f"model, optimizer or precision?): {str(err).splitlines()[0]}. Use a new --model_dir, "
-                "or delete the old one to start over") from err
+                "or --fresh_start to start over there (the old run's files are moved aside)") from err
         return json.loads(self.state.numpy().decode())
 
     def save(self, step: int, loop_state: dict) -> str:

@@ -333,7 +333,8 @@ def test_resume_refuses_a_different_model(tmp_path):
     cfg = h.config(model_dir=str(tmp_path), train_steps=16)
     framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
     with pytest.raises(framework.checkpointing.CheckpointError, match="different configuration"):
-        framework.train(cfg.replace(train_steps=32), h.mnist_data(), model_fn=h.mlp_fn(widths=(32,)),
+        # The same configuration (framework.run_record refuses another one first), another model_fn.
+        framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(widths=(32,)),
                         optimizer_fn=h.sgd, task=h.task())
 
 
