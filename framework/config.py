@@ -1,7 +1,8 @@
 """`TrainConfig`: every option of the engine, validated before anything is built.
 
 A frozen dataclass, so a notebook cell can build one directly (`TrainConfig(epochs=3)`) and the
-command line fills the same object from absl flags (`framework/flags.py`).
+command line fills the same object from absl flags (`framework/config_flags.py`). Each field's help
+text is on the field (`option(default, help)`): it is the flag's `--help`.
 """
 import dataclasses
 import re
@@ -16,54 +17,72 @@ class ConfigError(ValueError):
     """A bad option: the message names the option, the bad value and what would be valid."""
 
 
+def option(default, help: str, *, advanced: bool = False, **metadata):
+    """A config field with its flag's help text; `advanced` ones are listed by --helpfull only."""
+    return dataclasses.field(default=default, metadata={"help": help, "advanced": advanced, **metadata})
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     # Where everything is written: checkpoints, TensorBoard, history.json, result.json, exports.
-    model_dir: str | None = None
+    model_dir: str | None = option(None, "Output folder: checkpoints, TensorBoard, history.json, result.json, "
+                                   "run_config.json (the full configuration), model.keras.")
     # Placement.
-    strategy: str = "default"
-    num_cpu_devices: int = 0          # >0: split the CPU into N logical devices (multi-replica on CPU)
-    tpu: str = "local"                 # TPUClusterResolver name; "local" on Colab/Kaggle TPU VMs
+    strategy: str = option("default", f"tf.distribute strategy: {', '.join(STRATEGIES)}.")
+    num_cpu_devices: int = option(0, "With --strategy=mirrored on a CPU: split it into N logical devices "
+                                  "(replicas); 0: one device.", advanced=True)
+    tpu: str = option("local", "TPU name for TPUClusterResolver ('local' on Colab/Kaggle TPU VMs).", advanced=True)
     # Batch and length. The batch is GLOBAL: each replica gets global_batch_size / num_replicas.
-    global_batch_size: int = 128
-    eval_batch_size: int = 0           # 0: same as global_batch_size
-    epochs: int = 10
-    train_steps: int = 0               # >0: overrides epochs
-    steps_per_loop: int = 500          # steps per compiled call (capped at the epoch length)
-    steps_per_fetch: int = 0           # batches per next(iterator); 0 = auto (see run.py)
+    global_batch_size: int = option(128, "Examples per step over all replicas (each gets global/replicas).")
+    eval_batch_size: int = option(0, "Global evaluation batch (0: same as --global_batch_size).", advanced=True)
+    epochs: int = option(10, "Passes over the training set.")
+    train_steps: int = option(0, "Total steps; overrides --epochs when > 0.")
+    steps_per_loop: int = option(500, "Steps per compiled call (Python runs only between loops; capped at "
+                                 "the epoch length).", advanced=True)
+    steps_per_fetch: int = option(0, "Batches per next(iterator) (0: automatic, a divisor of every loop "
+                                  "length).", advanced=True)
     # Optimisation (the optimizer itself comes from the trainer; the schedule lives here).
-    learning_rate: float = 1e-3        # peak learning rate
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0              # or warmup_fraction of all steps, whichever is larger
-    warmup_fraction: float = 0.0
-    onecycle_start: float = 0.0        # onecycle: LR at step 0 and at the last step, as fractions of
-    onecycle_end: float = 0.0          # the peak (airbench: 0.2 and 0.07)
-    decay_rate: float = 0.1            # exponential: multiply by this every decay_steps
-    decay_steps: int = 0               # exponential: 0 means the whole run
-    label_smoothing: float = 0.0
+    learning_rate: float = option(1e-3, "Peak learning rate (for the global batch).")
+    lr_schedule: str = option("constant", f"Learning-rate schedule: {', '.join(SCHEDULES)}.")
+    warmup_steps: int = option(0, "Linear warm-up steps (cosine, onecycle); the larger of this and "
+                               "--warmup_fraction wins.")
+    warmup_fraction: float = option(0.0, "Warm-up as a fraction of all steps (the larger of the two wins).")
+    onecycle_start: float = option(0.0, "onecycle: LR at the first step as a fraction of the peak (airbench: 0.2).")
+    onecycle_end: float = option(0.0, "onecycle: LR at the last step as a fraction of the peak (airbench: 0.07).")
+    decay_rate: float = option(0.1, "exponential: multiply the LR by this every --decay_steps.", advanced=True)
+    decay_steps: int = option(0, "exponential: decay period in steps (0: the whole run).", advanced=True)
     # Lookahead (airbench): every N steps, average the weights into a ramped EMA and restart from it.
-    lookahead_every: int = 0           # 0 = off; airbench: 5
-    lookahead_decay: float = 0.95      # per step; the EMA's momentum is decay**N * (step/total)**3
+    lookahead_every: int = option(0, "Lookahead every N steps (airbench: 5): weights <- EMA of weights; 0 = off.")
+    lookahead_decay: float = option(0.95, "Lookahead EMA decay per step; the EMA's momentum is "
+                                    "decay**N * (step/total)**3 (airbench: 0.95).", advanced=True)
     # Numerics and compilation.
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    deterministic: bool = False
-    seed: int = 0
-    sync_batchnorm: bool = False
+    mixed_precision: str = option("none", f"{', '.join(PRECISIONS)}: bf16 or fp16 compute with float32 "
+                                  "weights and logits.")
+    jit_compile: bool = option(False, "Compile the step with XLA.")
+    deterministic: bool = option(False, "Deterministic ops (tf.config.experimental.enable_op_determinism): "
+                                 "bit-exact resume.", advanced=True)
+    seed: int = option(0, "Run seed: weights, data order, augmentation draws.")
     # Evaluation at epoch ends: every N epochs (and always after the last); 0 = only after the last.
-    eval_every_epochs: int = 1
+    eval_every_epochs: int = option(1, "Evaluate every N epochs and after the last (0: only after the last); "
+                                    "best checkpoint, early stop, plateau and target act at evaluations.")
     # Checkpoints and controls.
-    checkpoint_every: int = 0          # steps; 0: at each epoch end
-    keep_checkpoints: int = 3
-    monitor: str = ""                  # eval metric for best/early-stop/plateau; "" = val/test accuracy
-    early_stopping_patience: int = 0   # epochs without improvement before stopping; 0 = off
-    reduce_lr_patience: int = 0        # epochs without improvement before lr *= reduce_lr_factor
-    reduce_lr_factor: float = 0.5
-    min_lr: float = 0.0
-    target: str = ""                   # e.g. "test_accuracy>=0.94": stop once reached at an eval
-    export: bool = True                # write final .keras model and SavedModel
+    checkpoint_every: int = option(0, "Checkpoint every N steps (0: at each epoch end).", advanced=True)
+    keep_checkpoints: int = option(3, "Checkpoints kept in model_dir (the oldest are deleted).", advanced=True)
+    monitor: str = option("", "Evaluation metric for best checkpoint, early stopping and plateau "
+                          "('' = val/test accuracy).", advanced=True)
+    early_stopping_patience: int = option(0, "Evaluations without improvement before stopping; 0 = off.",
+                                          advanced=True)
+    reduce_lr_patience: int = option(0, "Evaluations without improvement before lr *= --reduce_lr_factor; "
+                                     "0 = off.", advanced=True)
+    reduce_lr_factor: float = option(0.5, "Plateau: multiply the LR by this.", advanced=True)
+    min_lr: float = option(0.0, "Plateau: never reduce the LR below this.", advanced=True)
+    target: str = option("", "Stop when an evaluation reaches it, e.g. test_accuracy>=0.94.")
+    export: bool = option(True, "Write the final model as .keras and SavedModel.", advanced=True)
+    fresh_start: bool = option(False, "A --model_dir used before with another configuration: move its files "
+                               "aside and start afresh there (they are kept, never deleted).")
     # Profiling: trace steps (START, END] with tf.profiler into model_dir/profile.
-    profile_steps: str = ""
+    profile_steps: str = option("", "Trace steps START,END (after START, up to END) with tf.profiler into "
+                                "model_dir/profile.", advanced=True)
 
     def __post_init__(self):
         _choice("strategy", self.strategy, STRATEGIES)
@@ -80,7 +99,7 @@ class TrainConfig:
             raise ConfigError("--epochs=0 and --train_steps=0: set one of them to a positive number")
         if not self.learning_rate > 0:
             raise ConfigError(f"--learning_rate={self.learning_rate}: must be > 0")
-        for name in ("warmup_fraction", "label_smoothing", "onecycle_start", "onecycle_end", "lookahead_decay"):
+        for name in ("warmup_fraction", "onecycle_start", "onecycle_end", "lookahead_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be in [0, 1)")
         if (self.onecycle_start or self.onecycle_end) and self.lr_schedule != "onecycle":

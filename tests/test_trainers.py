@@ -31,8 +31,9 @@ def test_mnist_cnn_learns(tmp_path, strategy, data_dir):
 
 def test_cifar_resnet9_learns_with_augmentation_tta_and_plots(tmp_path, data_dir):
     exp = ExperimentConfig(dataset="cifar10", model="resnet9", widths=(8, 16, 16, 32), augment="standard",
-                           tta=True, train_examples=1024, test_examples=1000, plot=True, optimizer="sgd", nesterov=True)
-    cfg = _config(tmp_path, train_steps=32, label_smoothing=0.2, lr_schedule="onecycle", learning_rate=0.2,
+                           tta=True, train_examples=1024, test_examples=1000, plot=True, optimizer="sgd", nesterov=True,
+                           momentum=0.9, label_smoothing=0.2)
+    cfg = _config(tmp_path, train_steps=32, lr_schedule="onecycle", learning_rate=0.2,
                   mixed_precision="bf16", strategy="mirrored", num_cpu_devices=2)
     result = run_experiment(exp, cfg)
     assert result["train_steps"] == 32 and result["test_accuracy"] > 0.15  # chance 0.1; 0.21 measured
@@ -55,8 +56,9 @@ def _png(path):
 def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_translate_tta(tmp_path, data_dir):
     exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096,
                            test_examples=2000, augment="crop:padding=2", alternating_flip=True, tta=True,
-                           tta_translate=1, optimizer="sgd", nesterov=True, momentum=0.85, weight_decay=0.009)
-    cfg = _config(tmp_path, epochs=4, global_batch_size=128, label_smoothing=0.2, lr_schedule="onecycle",
+                           tta_translate=1, optimizer="sgd", nesterov=True, momentum=0.85, weight_decay=0.009,
+                           label_smoothing=0.2)
+    cfg = _config(tmp_path, epochs=4, global_batch_size=128, lr_schedule="onecycle",
                   warmup_fraction=0.23, learning_rate=0.2, strategy="mirrored", num_cpu_devices=2,
                   eval_every_epochs=0)
     result = run_experiment(exp, cfg)

@@ -11,7 +11,7 @@ import numpy as np
 
 import framework
 from framework import ConfigError, TrainConfig
-from framework.controller import Data
+from framework.config import option
 
 AUGMENT_WHERE = ("device", "host")
 FILE_DATASETS = ("image_folder", "tfrecords")  # the user's own data, read from --data_dir
@@ -20,34 +20,54 @@ EVAL_TRANSFORMS = ("flip_ud", "flip_lr", "rot90", "invert")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    dataset: str = "mnist"             # a named dataset, or image_folder / tfrecords (with data_dir)
-    data_dir: str = ""                 # "" = $DATA_DIR, else ~/.keras/datasets, else download
-    on_corrupt: str = "fail"           # image_folder: "skip" skips (and counts) undecodable images
-    model: str = "cnn"
-    widths: tuple = ()                 # () = the model's default widths
-    activation: str = ""               # "" = the model's own (relu; gelu for airbench)
-    dropout: float = 0.0
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    augment: str = "none"              # a named policy or a spec like "flip,crop:padding=4"
-    augment_on: str = "device"         # "host": in the tf.data map on the CPU instead
-    alternating_flip: bool = False     # airbench's: each image mirrored every other epoch (input pipeline)
-    classes: tuple = ()                # keep and re-index these classes
-    train_examples: int = 0            # 0 = all
-    test_examples: int = 0             # 0 = all; N: a fixed random subset (quicker, noisier evaluation)
-    image_size: int = 0                # 0 = native
-    validation_split: float = 0.0
-    synthetic_data: bool = False
-    pretrained: bool = False
-    freeze_backbone: bool = False
-    tta: bool = False
-    tta_translate: int = 0             # with tta: also the images shifted by this many pixels (airbench)
-    eval_transforms: tuple = ()
-    permute_pixels: int = -1           # >= 0: one fixed pixel permutation (seeded) for train and test
-    plot: bool = False
-    train_minutes: float = 0.0         # > 0: train what fits in N minutes here (at most --epochs)
+    # Data.
+    dataset: str = option("mnist", "A named dataset (mnist, fashion_mnist, cifar10, cifar100, ...), or "
+                          "image_folder / tfrecords with --data_dir.")
+    data_dir: str = option("", "Dataset folder ('' = $DATA_DIR, else ~/.keras/datasets, else download); "
+                           "the folder to read for image_folder / tfrecords.")
+    on_corrupt: str = option("fail", "image_folder: 'skip' skips (and counts) undecodable images; 'fail' stops.",
+                             advanced=True)
+    classes: tuple = option((), "Keep only these class ids, re-indexed 0..N-1, e.g. --classes=3,5.", advanced=True)
+    train_examples: int = option(0, "Train on a random subset of N examples (0 = all).")
+    test_examples: int = option(0, "Score on a fixed random test subset of N examples, the same for every "
+                                "seed (0 = all): quicker, noisier evaluation.")
+    image_size: int = option(0, "Resize images to N x N (0 = native).", advanced=True)
+    validation_split: float = option(0.0, "Hold out this fraction of the training set as 'val'.", advanced=True)
+    synthetic_data: bool = option(False, "Random data of the dataset's shape: time the step without real data.",
+                                  advanced=True)
+    permute_pixels: int = option(-1, ">= 0: one fixed pixel permutation (seeded by N) for train and test.",
+                                 advanced=True)
+    # Model.
+    model: str = option("cnn", "Model name: mlp, cnn, cnn_bn, cnn_dropout, resnet9, airbench, efficientnet_b0, "
+                        "efficientnetv2_b0 (trainers/models.py).")
+    widths: tuple = option((), "Layer widths, e.g. --widths=64,64 ('' = the model's own).")
+    activation: str = option("", "Keras activation name ('' = the model's own: relu; gelu for airbench).")
+    dropout: float = option(0.0, "Dropout rate (cnn_dropout: 0.25 unless given).")
+    pretrained: bool = option(False, "efficientnet*: start from ImageNet weights.", advanced=True)
+    freeze_backbone: bool = option(False, "efficientnet*: train only the new head.", advanced=True)
+    sync_batchnorm: bool = option(False, "BatchNorm statistics over the global batch instead of per replica.",
+                                  advanced=True)
+    # Optimizer and loss.
+    optimizer: str = option("adam", "Optimizer: sgd, adam, adamw, lamb, rmsprop, lion (trainers/optimizers.py).")
+    momentum: float = option(0.0, "sgd, rmsprop: momentum (Keras' default 0; the cifar recipes: 0.85).")
+    nesterov: bool = option(False, "sgd: Nesterov momentum.")
+    weight_decay: float = option(0.0, "Decoupled weight decay per unit of LR (Keras' AdamW-style, every "
+                                 "optimizer, every variable).")
+    label_smoothing: float = option(0.0, "Cross-entropy label smoothing in [0, 1).")
+    # Augmentation and evaluation.
+    augment: str = option("none", "On-device augmentation: a named policy (none, flip_crop, standard, strong) "
+                          "or a spec like 'flip,crop:padding=4' (preview: python -m augment.preview).")
+    augment_on: str = option("device", "'device': in the compiled step; 'host': in the tf.data map on the CPU.",
+                             advanced=True)
+    alternating_flip: bool = option(False, "airbench's flip: each image mirrored every other epoch (in the "
+                                    "input pipeline; replaces the random flip of --augment).")
+    tta: bool = option(False, "Test-time augmentation: mean logits of each test image and its mirror.")
+    tta_translate: int = option(0, "With --tta: also the images shifted by this many pixels (airbench: 1).")
+    eval_transforms: tuple = option((), "Also score the test set under these transforms: flip_ud, flip_lr, "
+                                    "rot90, invert.", advanced=True, item=str)
+    plot: bool = option(False, "Write curves.png and activations.png into --model_dir.", advanced=True)
+    train_minutes: float = option(0.0, "> 0: time the step, then train what fits in N minutes here "
+                                  "(at most --epochs).")
 
     def __post_init__(self):
         from framework.data import datasets
@@ -81,6 +101,8 @@ class ExperimentConfig:
             raise ConfigError(f"--tta_translate={self.tta_translate}: must be >= 0, and needs --tta")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout={self.dropout}: must be in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"--label_smoothing={self.label_smoothing}: must be in [0, 1)")
         if not 0.0 <= self.validation_split < 1.0:
             raise ConfigError(f"--validation_split={self.validation_split}: must be in [0, 1)")
         if len(set(self.classes)) != len(self.classes) or any(c < 0 for c in self.classes):
@@ -102,6 +124,7 @@ def _choice(name, value, choices):
 
 def load_data(exp: ExperimentConfig, seed: int):
     """Arrays after the user's subsets, as the engine's `Data`, plus the dataset description."""
+    from framework.controller import Data
     from framework.data import datasets
     if exp.dataset == "image_folder":
         from framework.data.image_folder import load_image_folder
@@ -142,7 +165,7 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
     policy = None
     if exp.augment != "none":
         policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
-    return ClassificationTask(num_classes, label_smoothing=config.label_smoothing,
+    return ClassificationTask(num_classes, label_smoothing=exp.label_smoothing,
                               augment=policy if exp.augment_on == "device" else None,
                               tta=_tta(exp.tta_translate) if exp.tta else None), policy
 
@@ -178,7 +201,7 @@ def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, i
     def model_fn():
         return models.build_model(exp.model, input_shape=image_shape, num_classes=num_classes,
                                   widths=tuple(exp.widths) or None, activation=exp.activation or None,
-                                  dropout=exp.dropout, sync_batchnorm=config.sync_batchnorm,
+                                  dropout=exp.dropout, sync_batchnorm=exp.sync_batchnorm,
                                   pretrained=exp.pretrained, freeze_backbone=exp.freeze_backbone, seed=seed,
                                   whitening_images=whitening)
     return model_fn
