@@ -3,27 +3,28 @@
     state = restore() or fresh
     while step < total_steps:
         trainer.run_train(iterator, n)          # n steps on the device, one Python call
-        read metrics (the only sync per loop)   # NaN/Inf check, log line, summaries, user hooks
-        at epoch end: evaluate, history, best checkpoint, early stop, LR on plateau, target
+        read that loop's metrics (one sync)     # NaN/Inf check, log line, summaries
+        actions after the loop                  # user hooks, profiler (framework/actions.py)
+        at an evaluation: history row (the epoch's train means + eval metrics), then the actions:
+                                                # best checkpoint, LR on plateau, target, early stop
         checkpoint when due; on SIGTERM/SIGINT checkpoint and stop
     final checkpoint, test evaluation, export, result.json
+
+Train metrics are per loop (reset at each loop's start): the log line, TensorBoard and hooks see
+that loop's means. History rows hold each epoch's means (EpochMeans, checkpointed with the loop state).
 """
-import contextlib
 import dataclasses
 import math
 import os
-import signal
-import threading
 import time
 from typing import Callable, Sequence
 
 import numpy as np
 from absl import logging
 
-from framework import input_pipeline, outputs, profiling
+from framework import actions, input_pipeline, outputs, profiling
 from framework.checkpointing import Checkpointer
-from framework.config import TrainConfig
-from framework.controls import Monitor, ReduceLROnPlateau, Target
+from framework.config import ConfigError, TrainConfig, parse_target
 from framework.strategies import is_chief
 
 
@@ -61,6 +62,77 @@ class LoopInfo:
     input_seconds: float = 0.0  # of which waiting for the next batch
 
 
+class EpochMeans:
+    """The current epoch's train metrics, host side, from each loop's means weighted by its steps
+    (every step has the same global batch). Counts are summed; the loss scale and LR are the last
+    loop's. Saved in each checkpoint, so a resumed run's history equals an uninterrupted run's."""
+    SUMMED = ("skipped_steps",)
+    LAST = ("loss_scale", "learning_rate")
+
+    def __init__(self, state: dict | None = None):
+        self.steps, self.sums = (state["steps"], dict(state["sums"])) if state else (0, {})
+
+    def add(self, metrics: dict, steps: int) -> None:
+        self.steps += steps
+        for name, value in metrics.items():
+            if name in self.LAST:
+                self.sums[name] = value
+            else:
+                self.sums[name] = self.sums.get(name, 0) + (value if name in self.SUMMED else value * steps)
+
+    def means(self) -> dict:
+        return {name: value if name in self.SUMMED + self.LAST else value / self.steps
+                for name, value in self.sums.items()}
+
+    @property
+    def state(self) -> dict:
+        return {"steps": self.steps, "sums": self.sums}
+
+
+def default_monitor(metric_names: Sequence[str], eval_split: str) -> str:
+    """`<split>_accuracy`, else the task's first *accuracy metric, else `<split>_loss`."""
+    accuracies = [n for n in metric_names if n == "accuracy"] or [n for n in metric_names if n.endswith("accuracy")]
+    return f"{eval_split}_{accuracies[0] if accuracies else 'loss'}"
+
+
+def check_metric_names(config: TrainConfig, train_names: Sequence[str], eval_names: Sequence[str]) -> None:
+    """--monitor and --target name a column of the history rows they are checked on; else ConfigError."""
+    valid = [*train_names, *eval_names]
+    for flag, text, name in (("monitor", config.monitor, config.monitor),
+                             ("target", config.target, config.target and parse_target(config.target)[0])):
+        if name and name not in valid:
+            raise ConfigError(f"--{flag}={text!r}: {name!r} is not a metric of this run; valid names: "
+                              f"{', '.join(valid)} (train metrics bare, evaluations as <split>_<metric>)")
+
+
+def loop_plan(config: TrainConfig, data: Data, steps_per_epoch: int, total_steps: int,
+              steps_per_fetch: int) -> str:
+    """The info line on loop and fetch sizes, and why steps_per_fetch is 1 when it is forced to 1."""
+    per_loop = min(config.steps_per_loop, steps_per_epoch, total_steps)
+    line = (f"loops of up to {per_loop} steps per compiled call (--steps_per_loop={config.steps_per_loop}, "
+            f"{steps_per_epoch} steps per epoch, {total_steps} in all); steps_per_fetch: {steps_per_fetch}")
+    if config.steps_per_fetch:
+        return f"{line} (set by --steps_per_fetch)"
+    if steps_per_fetch > 1:
+        return f"{line} (automatic)"
+    lengths = {"steps_per_loop": config.steps_per_loop, "steps per epoch": steps_per_epoch,
+               "total steps": total_steps, "checkpoint_every": config.checkpoint_every}
+    if config.profile_steps:
+        lengths["profile_steps"] = config.profile_steps
+    common = math.gcd(*(int(v) for text in map(str, lengths.values()) for v in text.split(",")))
+    if data.synthetic:
+        why = "synthetic data is made one batch per next()"
+    elif data.host_fn is not None:
+        why = "host augmentation maps one batch at a time in tf.data"
+    elif common == 1:
+        why = (f"loops end at multiples of {', '.join(f'{k} {v}' for k, v in lengths.items() if v)}, whose "
+               "greatest common divisor is 1, and a fetch must not straddle two loops; a --steps_per_loop "
+               f"that divides {steps_per_epoch} (and --train_steps a multiple of it) allows more")
+    else:
+        why = "one global batch is too large for a fetch of several (framework.run.steps_per_fetch's byte cap)"
+    return f"{line} (forced to 1: {why})"
+
+
 class Controller:
     def __init__(self, trainer, data: Data, config: TrainConfig, *, hooks: Sequence[Callable] = (),
                  run_config: dict | None = None):
@@ -72,7 +144,10 @@ class Controller:
         self.steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
         self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
         self.eval_split = "val" if "val" in data.evals else "test"
-        self.monitor_name = config.monitor or f"{self.eval_split}_accuracy"
+        # Checked on the history rows: the train metrics' epoch means and the evaluation split's metrics.
+        check_metric_names(config, trainer.train_metric_names(),
+                           [f"{self.eval_split}_{name}" for name in trainer.task.metric_names])
+        self.monitor_name = config.monitor or default_monitor(trainer.task.metric_names, self.eval_split)
         self.writer = outputs.RunWriter(config.model_dir, enabled=self.chief)
         self.checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "checkpoints"),
                                           max_to_keep=config.keep_checkpoints, is_chief=self.chief)
@@ -80,26 +155,40 @@ class Controller:
         self.best_checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "best"),
                                                max_to_keep=1, is_chief=self.chief)
                                   if config.model_dir else None)
-        self.best = Monitor(self.monitor_name)
-        self.early_stop = Monitor(self.monitor_name) if config.early_stopping_patience else None
-        self.plateau = (ReduceLROnPlateau(self.monitor_name, patience=config.reduce_lr_patience,
-                                          factor=config.reduce_lr_factor, min_lr=config.min_lr)
-                        if config.reduce_lr_patience else None)
-        self.target = Target(config.target) if config.target else None
+        self.signals = actions.Signals()
+        self.profile = actions.Profile(profiling.parse_profile_steps(config.profile_steps),
+                                       config.model_dir if self.chief else None)
+        self.actions = self._make_actions(hooks)
+        self.epoch_means = EpochMeans()
         self.history: dict[str, list] = {}
         self.result: dict = {}
         self._eval_iterators = {}
         self._last_eval = (-1, {})
-        self._signal = None
         self._loop_seconds = 0.0      # time inside train loops, over all sessions of this run
         self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
         self._session_start = time.time()
         self._last_summary = 0.0
+        self._rate = None  # steps/s, smoothed, for the ETA
         # Train-loop seconds and input-wait seconds of this session, for input_profile: the loops that
         # traced train_loop apart, since tracing is neither step nor input time.
         self._wait_and_loop_seconds = {"traced": [0.0, 0.0], "compiled": [0.0, 0.0]}
-        self.profile = profiling.ProfileWindow(profiling.parse_profile_steps(config.profile_steps),
-                                               config.model_dir if self.chief else None)
+
+    def _make_actions(self, hooks) -> list[actions.Action]:
+        """The policies, in the order they run after a loop and after an evaluation."""
+        config, monitor = self.config, self.monitor_name
+        found = [self.profile, actions.Hooks(hooks), self.signals,
+                 actions.BestCheckpoint(monitor, self._save_best if self.best_checkpointer else None)]
+        if config.reduce_lr_patience:
+            found.append(actions.ReduceLROnPlateau(
+                monitor, patience=config.reduce_lr_patience, factor=config.reduce_lr_factor,
+                min_lr=config.min_lr, base_lr=config.learning_rate, lr_scale=self.trainer.lr_scale))
+        if config.target:
+            found.append(actions.Target(config.target))
+        if config.early_stopping_patience:
+            found.append(actions.EarlyStopping(monitor, patience=config.early_stopping_patience))
+        if config.export and self.writer.model_dir:
+            found.append(actions.Export(self.trainer.model, self.writer))
+        return found
 
     # ---------------------------------------------------------------- public
     def run(self) -> dict:
@@ -109,13 +198,15 @@ class Controller:
         if start_step:
             logging.info("resumed from %s at step %d", self.checkpointer.latest, start_step)
         outputs.log_model_summary(self.trainer.model)
+        logging.info(loop_plan(self.config, self.data, self.steps_per_epoch, self.total_steps,
+                               self.trainer.steps_per_fetch))
         iterator = iter(self.strategy.distribute_datasets_from_function(self._train_dataset_fn(start_step)))
         # A run that early-stopped or hit its target stays stopped when resumed; a hook's stop is a pause.
         if self.result.get("stop_reason") not in ("early_stopping", "target"):
             self.result.pop("stop_reason", None)
-            with self._signals_caught():
+            with self.signals.caught():
                 try:
-                    self.result.setdefault("stop_reason", self._train(iterator, start_step, start))
+                    self.result["stop_reason"] = self._train(iterator, start_step)
                 finally:
                     self.profile.close()
         return self._finish(start)
@@ -131,96 +222,101 @@ class Controller:
         return {f"{split}_{k}": v for k, v in self.trainer.evaluate(iterator, num_batches).items()}
 
     # ---------------------------------------------------------------- the loop
-    def _train(self, iterator, step: int, start: float) -> str:
-        trainer, config = self.trainer, self.config
-        rate = None  # steps/s, smoothed, for the ETA
+    def _train(self, iterator, step: int) -> str:
+        """Loops until the last step or a stop; returns the stop reason."""
         while step < self.total_steps:
             epoch_end = (step // self.steps_per_epoch + 1) * self.steps_per_epoch
-            loop_end = min(step + config.steps_per_loop, epoch_end, self.total_steps)
-            if config.checkpoint_every:
-                loop_end = min(loop_end, (step // config.checkpoint_every + 1) * config.checkpoint_every)
-            loop_end = min([loop_end] + [b for b in self.profile.boundaries() if b > step])
-            self.profile.before_loop(step)
-            traces = trainer.trace_counts()["train_loop"]
-            t0 = time.time()
-            trainer.run_train(iterator, loop_end - step)
-            metrics = trainer.train_results()  # host-device sync point: the loop's work is done
-            seconds = time.time() - t0
-            input_seconds = trainer.take_input_wait()
-            self.profile.after_loop(loop_end)
-            self._loop_seconds += seconds
-            kind = "compiled" if trainer.trace_counts()["train_loop"] == traces else "traced"
-            self._wait_and_loop_seconds[kind][0] += input_seconds
-            self._wait_and_loop_seconds[kind][1] += seconds
-            if not all(math.isfinite(v) for v in metrics.values()):
-                self._stop_on_non_finite(step, loop_end, metrics)
-            loop_steps, step = loop_end - step, loop_end
-            epoch = math.ceil(step / self.steps_per_epoch)
-            rate = loop_steps / seconds if rate is None else 0.7 * rate + 0.3 * loop_steps / seconds
-            examples_per_sec = loop_steps * config.global_batch_size / seconds
-            self.writer.loop_line(step=step, total=self.total_steps, epoch=epoch, metrics=metrics,
-                                  examples_per_sec=examples_per_sec, input_fraction=input_seconds / seconds,
-                                  eta_seconds=(self.total_steps - step) / rate)
-            # At most one train summary a second (and at every epoch end): each write costs memory
-            # that the soak benchmark saw grow when loops of a small model ran 20 times a second.
-            if time.time() - self._last_summary >= 1.0 or step in (epoch_end, self.total_steps):
-                self._last_summary = time.time()
-                self.writer.scalars("train", step, {**metrics, "learning_rate": trainer.current_learning_rate(),
-                                                    "examples_per_sec": examples_per_sec,
-                                                    "input_wait_fraction": input_seconds / seconds,
-                                                    "step_seconds": (seconds - input_seconds) / loop_steps})
-            info = LoopInfo(step, epoch, metrics, self, loop_steps, seconds, input_seconds)
-            stop = any([hook(info) for hook in self.hooks])
+            loop_end = self._loop_end(step, epoch_end)
+            for action in self.actions:
+                action.before_loop(step)
+            info = self._run_loop(iterator, step, loop_end)
+            step = loop_end
+            self.epoch_means.add(info.metrics, info.steps)
+            loop_stops = [reason for reason in [action.after_loop(info) for action in self.actions] if reason]
+            eval_stop = self._evaluate_and_decide(step, info.epoch) if self._evaluation_due(step, epoch_end) else None
+            if step == epoch_end:
+                self.epoch_means = EpochMeans()
+            stop = eval_stop or (loop_stops[0] if loop_stops else None)
             if stop:
-                self.result["stop_reason"] = "hook"
-            if step == self.total_steps or step == epoch_end and config.eval_every_epochs and \
-                    epoch % config.eval_every_epochs == 0:
-                stop = self._end_epoch(step, epoch, metrics, start) or stop
-            if self._checkpoint_due(step, epoch_end) or stop or self._signal:
+                self.result["stop_reason"] = stop  # saved with the checkpoint: a resume knows it stopped
+            if self._checkpoint_due(step, epoch_end) or stop or self.signals.received:
                 self._save(step)
-            if self._signal:
+            if self.signals.received:
                 raise TrainingInterrupted(
-                    f"stopped by signal {self._signal} at step {step}; checkpoint saved in "
+                    f"stopped by signal {self.signals.received} at step {step}; checkpoint saved in "
                     f"{self.checkpointer.directory if self.checkpointer else '(no --model_dir)'}: run the "
-                    "same command to resume", self._signal)
+                    "same command to resume", self.signals.received)
             if stop:
-                return self.result["stop_reason"]
+                return stop
         return "completed"
 
-    def _end_epoch(self, step, epoch, train_metrics, start) -> bool:
-        """Evaluate, then the controls. Returns True to stop."""
+    def _loop_end(self, step: int, epoch_end: int) -> int:
+        """Loops end at steps_per_loop, the epoch's end, the last step, checkpoints and profile boundaries."""
+        loop_end = min(step + self.config.steps_per_loop, epoch_end, self.total_steps)
+        if self.config.checkpoint_every:
+            every = self.config.checkpoint_every
+            loop_end = min(loop_end, (step // every + 1) * every)
+        return min([loop_end] + [b for b in self.profile.boundaries() if b > step])
+
+    def _run_loop(self, iterator, step: int, loop_end: int) -> LoopInfo:
+        """One compiled loop of steps (step, loop_end]; its metrics, the log line and the summaries."""
+        trainer, loop_steps = self.trainer, loop_end - step
+        traces = trainer.trace_counts()["train_loop"]
+        trainer.train_loop_begin()
+        t0 = time.time()
+        trainer.run_train(iterator, loop_steps)
+        metrics = trainer.train_loop_end()  # host-device sync point: the loop's work is done
+        seconds = time.time() - t0
+        input_seconds = trainer.take_input_wait()
+        self._loop_seconds += seconds
+        kind = "compiled" if trainer.trace_counts()["train_loop"] == traces else "traced"
+        self._wait_and_loop_seconds[kind][0] += input_seconds
+        self._wait_and_loop_seconds[kind][1] += seconds
+        if not all(math.isfinite(v) for v in metrics.values()):
+            self._stop_on_non_finite(step, loop_end, metrics)
+        info = LoopInfo(loop_end, math.ceil(loop_end / self.steps_per_epoch), metrics, self, loop_steps,
+                        seconds, input_seconds)
+        self._log_loop(info)
+        return info
+
+    def _log_loop(self, info: LoopInfo) -> None:
+        step, seconds = info.step, info.seconds
+        self._rate = info.steps / seconds if self._rate is None else 0.7 * self._rate + 0.3 * info.steps / seconds
+        examples_per_sec = info.steps * self.config.global_batch_size / seconds
+        self.writer.loop_line(step=step, total=self.total_steps, epoch=info.epoch, metrics=info.metrics,
+                              examples_per_sec=examples_per_sec, input_fraction=info.input_seconds / seconds,
+                              eta_seconds=(self.total_steps - step) / self._rate)
+        # At most one train summary a second (and at every epoch end): each write costs memory
+        # that the soak benchmark saw grow when loops of a small model ran 20 times a second.
+        if time.time() - self._last_summary >= 1.0 or step % self.steps_per_epoch == 0 or \
+                step == self.total_steps:
+            self._last_summary = time.time()
+            self.writer.scalars("train", step, {**info.metrics, "examples_per_sec": examples_per_sec,
+                                                "input_wait_fraction": info.input_seconds / seconds,
+                                                "step_seconds": (seconds - info.input_seconds) / info.steps})
+
+    def _evaluation_due(self, step: int, epoch_end: int) -> bool:
+        every = self.config.eval_every_epochs
+        return step == self.total_steps or step == epoch_end and every and (step // self.steps_per_epoch) % every == 0
+
+    def _evaluate_and_decide(self, step: int, epoch: int) -> str | None:
+        """Evaluate, write the history row, then the actions decide on it. Returns a stop reason or None."""
         eval_metrics = self.evaluate(self.eval_split)
         self._last_eval = (step, eval_metrics)  # the final evaluation reuses it if nothing trained since
         self.writer.eval_line(step, eval_metrics)
         self.writer.scalars("eval", step, eval_metrics)
-        row = {"epoch": epoch, "step": step, **train_metrics, **eval_metrics,
-               "learning_rate": self.trainer.current_learning_rate(), "wall_seconds": time.time() - start}
+        elapsed = self._elapsed_before + time.time() - self._session_start
+        row = {"epoch": epoch, "step": step, **self.epoch_means.means(), **eval_metrics,
+               "wall_seconds": time.time() - self._session_start}
         for key, value in row.items():
             self.history.setdefault(key, []).append(value)
         self.writer.write_json("history.json", self.history)
-        self.trainer.reset_train_metrics()
-        if self.best.update(eval_metrics) and self.best_checkpointer:
-            self.best_checkpointer.save(step, self._loop_state())
-            self.result.update(best_step=step, best_value=self.best.best)
-        if self.plateau:
-            scale = float(self.trainer.lr_scale.numpy())
-            new = self.plateau.update(eval_metrics, scale, self.config.learning_rate)
-            if new != scale:
-                logging.info("reduce LR on plateau: %s did not improve for %d evaluations; LR scale %.4g -> "
-                             "%.4g", self.monitor_name, self.config.reduce_lr_patience, scale, new)
-                self.trainer.lr_scale.assign(new)
-        if self.target and self.target.reached(eval_metrics):
-            logging.info("target %s reached at step %d", self.target.text, step)
-            self.result.update(time_to_target_seconds=time.time() - start, target_step=step,
-                               stop_reason="target")
-            return True
-        if self.early_stop and not self.early_stop.update(eval_metrics) and \
-                self.early_stop.wait >= self.config.early_stopping_patience:
-            logging.info("early stopping: %s did not improve for %d evaluations (best %.4f)",
-                         self.monitor_name, self.early_stop.wait, self.early_stop.best)
-            self.result["stop_reason"] = "early_stopping"
-            return True
-        return False
+        decision = actions.Row(step, row, elapsed, self.result)
+        for action in self.actions:
+            reason = action.after_eval(decision)
+            if reason:
+                return reason
+        return None
 
     def _finish(self, start: float) -> dict:
         wall_seconds = self._elapsed_before + time.time() - start
@@ -239,8 +335,8 @@ class Controller:
             "num_replicas": self.strategy.num_replicas_in_sync, **counts,
             "weights_fingerprint": weights_fingerprint(self.trainer.model),
             "history_file": self.writer.path("history.json"), "config": self.run_config})
-        if self.config.export and self.writer.model_dir:
-            self.result.update(self._export())
+        for action in self.actions:  # the export
+            action.finish(self.result)
         self.writer.write_json("result.json", self.result)
         self.writer.close()
         logging.info("done | %s | %s", outputs.format_metrics(final), f"{wall_seconds:.1f}s")
@@ -274,22 +370,18 @@ class Controller:
         if state:
             self.history = state["history"]
             self.result = state["result"]
-            for name, control in (("best", self.best), ("early_stop", self.early_stop),
-                                  ("plateau", self.plateau and self.plateau.monitor)):
-                if control and name in state["controls"]:
-                    control.load(state["controls"][name])
+            for action in self.actions:
+                if action.name in state["controls"]:
+                    action.load(state["controls"][action.name])
+            self.epoch_means = EpochMeans(state.get("epoch_means"))  # absent in checkpoints before it
             self.writer.write_json("history.json", self.history)
             self._loop_seconds, self._elapsed_before = state["loop_seconds"], state["elapsed_seconds"]
         return int(self.trainer.step.numpy())
 
     def _loop_state(self) -> dict:
-        controls = {"best": self.best.state}
-        if self.early_stop:
-            controls["early_stop"] = self.early_stop.state
-        if self.plateau:
-            controls["plateau"] = self.plateau.monitor.state
+        controls = {action.name: action.state for action in self.actions if action.name}
         return {"history": self.history, "result": self.result, "controls": controls,
-                "loop_seconds": self._loop_seconds,
+                "epoch_means": self.epoch_means.state, "loop_seconds": self._loop_seconds,
                 "elapsed_seconds": self._elapsed_before + time.time() - self._session_start}
 
     def _checkpoint_due(self, step, epoch_end) -> bool:
@@ -303,6 +395,9 @@ class Controller:
         if self.checkpointer:
             self.checkpointer.save(step, self._loop_state())
 
+    def _save_best(self, step):
+        self.best_checkpointer.save(step, self._loop_state())
+
     def _stop_on_non_finite(self, first, last, metrics):
         kept = self.checkpointer.latest if self.checkpointer else None
         self.result["stop_reason"] = "non_finite_loss"
@@ -310,39 +405,6 @@ class Controller:
             f"non-finite training metrics {outputs.format_metrics(metrics)} between step {first + 1} and "
             f"step {last}; stopped without saving. Last good checkpoint: {kept or 'none'}. Try a lower "
             "--learning_rate, warm-up, or --mixed_precision=none")
-
-    def _export(self) -> dict:
-        keras_path = self.writer.path("model.keras")
-        saved_model = self.writer.path("saved_model")
-        self.trainer.model.save(keras_path)
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity(logging.WARNING)  # the SavedModel writer logs a page of INFO lines
-        try:
-            self.trainer.model.export(saved_model, verbose=False)
-        except Exception as err:  # serving export is a bonus; the .keras file is the model of record
-            logging.warning("SavedModel export failed (%s); the .keras file was written", err)
-            saved_model = None
-        finally:
-            logging.set_verbosity(verbosity)
-        return {"model_file": keras_path, "saved_model": saved_model}
-
-    @contextlib.contextmanager
-    def _signals_caught(self):
-        """SIGTERM/SIGINT set a flag; the loop checkpoints and stops at the next loop end."""
-        def handle(signum, _frame):
-            if self._signal:  # a second Ctrl-C means now
-                raise KeyboardInterrupt
-            logging.warning("signal %d: will checkpoint and stop after this loop", signum)
-            self._signal = signum
-
-        previous = {}
-        if threading.current_thread() is threading.main_thread():  # only it may catch signals
-            previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
 
 def weights_fingerprint(model) -> float:

@@ -107,3 +107,93 @@ def test_fp16_reports_loss_scale_and_counts_skipped_steps():
     for a, b in zip(before, h.weights(trainer.model)):
         np.testing.assert_array_equal(a, b)
     assert int(trainer.step.numpy()) == 5
+
+
+# ---------------------------------------------------------------- per-loop metrics, epoch means, resume
+def test_loop_metrics_are_per_loop_and_history_rows_are_epoch_means(tmp_path):
+    loops = []
+    cfg = h.config(model_dir=str(tmp_path), epochs=2, steps_per_loop=16)
+    framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
+                    hooks=[lambda info: loops.append((info.step, info.steps, dict(info.metrics)))])
+    assert [step for step, _, _ in loops] == [16, 32, 48, 64, 80, 96, 112, 128]
+    # The same two loops by hand: each starts from zero (a running mean would carry loop 1 into loop 2).
+    trainer = make_trainer(cfg.replace(model_dir=None), h.mnist_data())
+    iterator = train_iterator(trainer, h.mnist_data(), cfg)
+    by_hand = []
+    for _ in range(2):
+        trainer.train_loop_begin()
+        trainer.run_train(iterator, 16)
+        by_hand.append(trainer.train_loop_end())
+    for (_, _, seen), expected in zip(loops, by_hand):
+        for name in ("loss", "accuracy", "grad_norm"):
+            np.testing.assert_allclose(seen[name], expected[name], rtol=1e-5, err_msg=name)
+    history = json.loads((tmp_path / "history.json").read_text())
+    for row, epoch_loops in enumerate((loops[:4], loops[4:])):
+        for name in ("loss", "accuracy", "grad_norm", "reg_loss"):
+            mean = sum(m[name] * steps for _, steps, m in epoch_loops) / sum(steps for _, steps, _ in epoch_loops)
+            np.testing.assert_allclose(history[name][row], mean, rtol=1e-6, err_msg=name)
+        assert history["learning_rate"][row] == epoch_loops[-1][2]["learning_rate"]
+    assert loops[3][2]["loss"] < 0.8 * loops[0][2]["loss"]
+
+
+def test_resume_mid_epoch_gives_the_uninterrupted_history(tmp_path):
+    def run(model_dir, hooks=()):
+        cfg = h.config(model_dir=str(model_dir), epochs=3, checkpoint_every=16, deterministic=True)
+        return framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.adam, task=h.task(),
+                               hooks=hooks)
+    run(tmp_path / "a")
+    paused = run(tmp_path / "b", hooks=[lambda info: info.step >= 80])  # step 80: a loop boundary in epoch 2
+    assert paused["train_steps"] == 80 and paused["stop_reason"] == "hook"
+    resumed = run(tmp_path / "b")
+    assert resumed["train_steps"] == 192
+    history_a = json.loads((tmp_path / "a" / "history.json").read_text())
+    history_b = json.loads((tmp_path / "b" / "history.json").read_text())
+    assert history_a.pop("wall_seconds") and history_b.pop("wall_seconds")
+    assert history_a == history_b  # epoch 2's means include its loops from before the pause
+    assert history_a["epoch"] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- --target / --monitor names
+def test_target_on_a_train_metric_stops_at_the_epoch_that_meets_it(tmp_path):
+    cfg = h.config(model_dir=str(tmp_path), epochs=20, target="loss<=0.3", eval_every_epochs=1)
+    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert result["stop_reason"] == "target" and result["target_step"] == history["step"][-1]
+    assert history["loss"][-1] <= 0.3 < min(history["loss"][:-1])
+    assert len(history["loss"]) > 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(target="los<=0.4"), r"--target='los<=0.4': 'los' is not a metric of this run; valid names: loss, "
+                              r"accuracy, reg_loss, grad_norm, learning_rate, test_loss, test_accuracy"),
+    (dict(monitor="val_accuracy"), r"--monitor='val_accuracy': 'val_accuracy' is not a metric"),
+    (dict(target="skipped_steps<=1"), r"'skipped_steps' is not a metric"),  # fp16 only
+])
+def test_unknown_metric_in_target_or_monitor_is_refused_before_training(flags, message):
+    cfg, data = h.config(**flags), h.mnist_data()
+    trainer = make_trainer(cfg, data)
+    with pytest.raises(ConfigError, match=message):
+        framework.Controller(trainer, data, cfg)
+    assert int(trainer.step.numpy()) == 0
+
+
+# ---------------------------------------------------------------- the loop plan line
+def test_loop_plan_says_why_steps_per_fetch_is_1():
+    from framework.controller import loop_plan
+    data = h.mnist_data()
+    cifar_full = loop_plan(h.config(steps_per_loop=49), data, 48, 480, 1)  # batch 1024 on CIFAR's 50,000
+    assert "loops of up to 48 steps" in cifar_full and "steps_per_fetch: 1 (forced to 1:" in cifar_full
+    assert "steps_per_loop 49, steps per epoch 48, total steps 480, whose greatest common divisor is 1" in cifar_full
+    host = loop_plan(h.config(), framework.Data(train=data.train, evals={}, host_fn=lambda *a: a), 64, 64, 1)
+    assert "forced to 1: host augmentation" in host
+    synthetic = loop_plan(h.config(), framework.Data(train=data.train, evals={}, synthetic=True), 64, 64, 1)
+    assert "forced to 1: synthetic data" in synthetic
+    assert loop_plan(h.config(), data, 64, 64, 16).endswith("steps_per_fetch: 16 (automatic)")
+
+
+def test_loop_plan_is_logged_once_per_run(caplog):
+    caplog.set_level("INFO")
+    framework.train(h.config(epochs=1), h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    lines = [r.getMessage() for r in caplog.records if "steps_per_fetch:" in r.getMessage()]
+    assert lines == ["loops of up to 16 steps per compiled call (--steps_per_loop=16, 64 steps per epoch, 64 in "
+                     "all); steps_per_fetch: 16 (automatic)"]
