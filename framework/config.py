@@ -68,15 +68,18 @@ class TrainConfig:
     # Checkpoints and controls.
     checkpoint_every: int = option(0, "Checkpoint every N steps (0: at each epoch end).", advanced=True)
     keep_checkpoints: int = option(3, "Checkpoints kept in model_dir (the oldest are deleted).", advanced=True)
-    monitor: str = option("", "Evaluation metric for best checkpoint, early stopping and plateau "
-                          "('' = val/test accuracy).", advanced=True)
+    monitor: str = option("", "Metric for best checkpoint, early stopping and plateau: a column of the "
+                          "history rows, i.e. an evaluation metric as <split>_<metric> (test_accuracy) or a "
+                          "train metric's epoch mean by its bare name (loss); '' = val/test accuracy.",
+                          advanced=True)
     early_stopping_patience: int = option(0, "Evaluations without improvement before stopping; 0 = off.",
                                           advanced=True)
     reduce_lr_patience: int = option(0, "Evaluations without improvement before lr *= --reduce_lr_factor; "
                                      "0 = off.", advanced=True)
     reduce_lr_factor: float = option(0.5, "Plateau: multiply the LR by this.", advanced=True)
     min_lr: float = option(0.0, "Plateau: never reduce the LR below this.", advanced=True)
-    target: str = option("", "Stop when an evaluation reaches it, e.g. test_accuracy>=0.94.")
+    target: str = option("", "Stop at the first evaluation whose history row meets it: an evaluation metric "
+                         "(test_accuracy>=0.94) or a train metric's epoch mean by its bare name (loss<=0.4).")
     export: bool = option(True, "Write the final model as .keras and SavedModel.", advanced=True)
     fresh_start: bool = option(False, "A --model_dir used before with another configuration: move its files "
                                "aside and start afresh there (they are kept, never deleted).")
