@@ -47,7 +47,15 @@ def format_duration(seconds: float) -> str:
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    return " | ".join(f"{k}: {v:.4f}" for k, v in metrics.items())
+    return " | ".join(f"{k}: {_format_value(v)}" for k, v in metrics.items())
+
+
+def _format_value(value) -> str:
+    if isinstance(value, int):  # counts (skipped_steps)
+        return str(value)
+    if value != 0 and abs(value) < 1e-3 or abs(value) >= 1e5:  # small LRs, loss scales: digits, not 0.0000
+        return f"{value:.3e}"
+    return f"{value:.4f}"
 
 
 class RunWriter:
