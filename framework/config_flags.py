@@ -43,21 +43,26 @@ def define_flags(config_cls, *, defaults: dict | None = None, flag_values: flags
         if name in flag_values:
             flag_values.set_default(name, default)
         else:
-            _define(field, default, flag_values, module_name=config_cls.__module__)
+            module = sys.argv[0] if config_cls.__module__ == "__main__" else config_cls.__module__
+            _define(field, default, flag_values, module_name=module)
         if key_module and not field.metadata.get("advanced"):
             flag_values.register_key_flag_for_module(key_module, flag_values[name])
 
 
 def from_flags(config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, **overrides):
     """A `config_cls` from parsed flags (`overrides` win); a bad value raises ConfigError."""
+    return config_cls(**{**flag_dict(config_cls, flag_values=flag_values), **overrides})
+
+
+def flag_dict(config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, given_only: bool = False) -> dict:
+    """{field: value} from parsed flags, tuples converted; `given_only`: the command line's flags only."""
     values = {}
     for field in dataclasses.fields(config_cls):
-        value = flag_values[field.name].value
-        if _kind(field) == "tuple":
-            value = _to_tuple(field, value)
-        values[field.name] = value
-    values.update(overrides)
-    return config_cls(**values)
+        flag = flag_values[field.name]
+        if given_only and not flag.present:
+            continue
+        values[field.name] = _to_tuple(field, flag.value) if _kind(field) == "tuple" else flag.value
+    return values
 
 
 def help_text(field: dataclasses.Field) -> str:

@@ -19,21 +19,17 @@ at 256: the same per-example step) and weight decay 0.009 per unit of LR.
         shared data is JPEG (quality 75, colour at half resolution), where airbench94 reports 94%
         on the original pixels.
 """
-from framework.precision import bf16_is_fast
-from trainers import cli
+from trainers import cli, recipes
 
-DEFAULTS = dict(dataset="cifar10", model="airbench", optimizer="sgd", nesterov=True, momentum=0.85,
-                weight_decay=0.009, label_smoothing=0.2, lr_schedule="onecycle", warmup_fraction=0.23,
-                onecycle_start=0.2, onecycle_end=0.07,
-                augment="flip,crop:padding=2", tta=True, tta_translate=1, checkpoint_every=0,
-                eval_every_epochs=0, mixed_precision="bf16" if bf16_is_fast() else "none")
+# The values live in trainers/recipes.py (recipes.get("cifar", "fast")); RECIPES and DEFAULTS stay
+# for old callers (DEFAULTS resolved on use: bf16 where it is fast needs TensorFlow to tell).
+RECIPES = recipes.RECIPES["cifar"]
 
-RECIPES = {
-    "fast": dict(widths=(24, 96, 96), activation="gelu", global_batch_size=256, learning_rate=0.375,
-                 epochs=10, train_minutes=11.0, steps_per_loop=25),
-    "full": dict(widths=(64, 256, 256), activation="gelu", global_batch_size=1024, learning_rate=1.5,
-                 epochs=10, steps_per_loop=49, lookahead_every=5),
-}
+
+def __getattr__(name):
+    if name == "DEFAULTS":
+        return recipes.defaults("cifar")
+    raise AttributeError(f"module 'trainers.cifar' has no attribute {name!r}")
 
 if __name__ == "__main__":
-    cli.main("cifar", DEFAULTS, recipes=RECIPES)
+    cli.main("cifar")

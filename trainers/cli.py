@@ -1,93 +1,94 @@
-"""The command line shared by the image trainers: absl flags -> configs -> run_experiment.
+"""The command line shared by the image trainers: absl flags -> recipes.configs -> run_experiment.
 
 Every flag is validated before any data is read or model built; a bad one prints one line naming
-the flag, the value and the valid choices, and exits with status 2.
+the flag, the value and the valid choices, and exits with status 2. The flags and their help come
+from the config dataclasses (framework/config_flags.py); the values from trainers/recipes.py, with
+the flags given on the command line over them, exactly as `recipes.configs(trainer, recipe, **flags)`
+gives them to a notebook. Nothing here imports TensorFlow before the flags are parsed, so `--help`
+answers at once, and TensorFlow's start-up lines are hidden unless `--verbose`.
 """
+import contextlib
 import dataclasses
 import json
 import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its C++ start-up noise
+import tempfile
 
 from absl import app, flags, logging
 
-from framework import ConfigError, NonFiniteLossError, TrainingInterrupted
-from framework import flags as engine_flags
-from framework.checkpointing import CheckpointError
-from framework.data.datasets import DataError
-from trainers.experiment import ExperimentConfig, default_model_dir, run_experiment
+from framework import config_flags
+from framework.config import ConfigError, TrainConfig
+from trainers import recipes as recipes_lib
+from trainers.experiment import ExperimentConfig
 
 FLAGS = flags.FLAGS
 
-
-def _define_experiment_flags(defaults):
-    for field in dataclasses.fields(ExperimentConfig):
-        default = defaults.get(field.name, field.default)
-        if field.name in FLAGS:
-            FLAGS.set_default(field.name, _flag_default(default))
-            continue
-        help_text = f"ExperimentConfig.{field.name}."
-        if field.type == "tuple" or field.type is tuple:
-            flags.DEFINE_list(field.name, _flag_default(default), help_text)
-        elif field.type in ("bool", bool):
-            flags.DEFINE_bool(field.name, default, help_text)
-        elif field.type in ("int", int):
-            flags.DEFINE_integer(field.name, default, help_text)
-        elif field.type in ("float", float):
-            flags.DEFINE_float(field.name, default, help_text)
-        else:
-            flags.DEFINE_string(field.name, default, help_text)
+# TrainConfig's options that a trainer's --help lists (the rest: --helpfull).
+KEY_TRAIN_OPTIONS = ("model_dir", "strategy", "global_batch_size", "epochs", "train_steps", "learning_rate",
+                     "lr_schedule", "warmup_fraction", "mixed_precision", "jit_compile", "seed", "target",
+                     "fresh_start")
 
 
-def _flag_default(value):
-    return [str(v) for v in value] if isinstance(value, tuple) else value
+def define_flags(name: str, key_module: str | None = "__main__") -> None:
+    """The flags of trainer `name`: ExperimentConfig's and TrainConfig's fields with the trainer's
+    defaults, and --recipe, --repeats, --sweep, --verbose. May be called again."""
+    defaults = recipes_lib.defaults(name, resolve=False)
+    exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    # Values computed at run time (e.g. bf16 where it is fast) are shown as the fields' defaults.
+    static = {k: v for k, v in defaults.items() if not (isinstance(v, str) and v in recipes_lib.AT_RUN_TIME)}
+    config_flags.define_flags(ExperimentConfig, defaults={k: v for k, v in static.items() if k in exp_fields},
+                              key_module=key_module)
+    config_flags.define_flags(TrainConfig, defaults={k: v for k, v in static.items() if k not in exp_fields})
+    if key_module:
+        for option in KEY_TRAIN_OPTIONS:
+            FLAGS.register_key_flag_for_module(sys.argv[0] if key_module == "__main__" else key_module,
+                                               FLAGS[option])
+    own = {
+        "repeats": lambda: flags.DEFINE_integer(
+            "repeats", 1, "Train N fresh models (seeds seed..seed+N-1); report mean/std of test accuracy "
+            "and the logit- and probability-averaging ensembles."),
+        "sweep": lambda: flags.DEFINE_string(
+            "sweep", "", "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' (tuple values "
+            "with /: widths=64/64,128); writes sweep.md and sweep.json."),
+        "verbose": lambda: flags.DEFINE_bool(
+            "verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."),
+    }
+    if recipes_lib.names(name):
+        own["recipe"] = lambda: flags.DEFINE_enum(
+            "recipe", "auto", ["auto", *recipes_lib.names(name)], "Training recipe (trainers/recipes.py): "
+            f"{', '.join(recipes_lib.names(name))}; auto picks full on a GPU/TPU, else fast.")
+    for flag_name, define in own.items():
+        if flag_name not in FLAGS:
+            define()
+        if key_module:
+            FLAGS.register_key_flag_for_module(sys.argv[0] if key_module == "__main__" else key_module,
+                                               FLAGS[flag_name])
 
 
-def experiment_from_flags() -> ExperimentConfig:
-    values = {}
-    for field in dataclasses.fields(ExperimentConfig):
-        value = FLAGS[field.name].value
-        if field.type in ("tuple", tuple):
-            converter = str if field.name == "eval_transforms" else int
-            try:
-                value = tuple(converter(v) for v in value or ())
-            except ValueError as err:
-                raise ConfigError(f"--{field.name}={','.join(value)}: expected integers, "
-                                  f"e.g. --{field.name}=64,64") from err
-        values[field.name] = value
-    return ExperimentConfig(**values)
-
-
-def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = None) -> None:
+def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None = None) -> None:
     """Entry point of `python -m trainers.<name>`: parses flags, runs, maps failures to exit codes.
 
-    `recipes` maps a `--recipe` name to flag values that replace the defaults (flags given on the
-    command line still win); "auto" picks "full" on a GPU/TPU and "fast" on a CPU.
+    The trainer's defaults and recipes are trainers/recipes.py's; `defaults`/`recipes` register a
+    trainer that is not there (a new file calling `cli.main("mine", DEFAULTS)`).
     """
-    engine_defaults = {k: v for k, v in defaults.items() if k in engine_flags.HELP or
-                       k in {f.name for f in dataclasses.fields(engine_flags.TrainConfig)}}
-    engine_flags.define_flags(**{"model_dir": default_model_dir(name), **engine_defaults})
-    _define_experiment_flags(defaults)
-    if "repeats" not in FLAGS:
-        flags.DEFINE_integer("repeats", 1, "Train N fresh models (seeds seed..seed+N-1); report mean/std "
-                             "of test accuracy and the logit- and probability-averaging ensembles.")
-        flags.DEFINE_string("sweep", "", "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' "
-                            "(tuple values with /: widths=64/64,128); writes sweep.md and sweep.json.")
-    if recipes and "recipe" not in FLAGS:
-        flags.DEFINE_enum("recipe", "auto", ["auto", *recipes], "Training recipe: fast (a CPU in "
-                          "minutes) or full (the longer GPU/TPU recipe); auto picks by hardware.")
+    if defaults is not None and name not in recipes_lib.DEFAULTS:
+        recipes_lib.DEFAULTS[name] = dict(defaults)
+        if recipes:
+            recipes_lib.RECIPES[name] = dict(recipes)
+    define_flags(name)
 
     def _main(argv):
-        import tensorflow as tf
-        tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
+        tf = import_tensorflow(verbose=FLAGS.verbose)
+        if not FLAGS.verbose:
+            tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop
+        from framework import NonFiniteLossError, TrainingInterrupted
+        from framework.checkpointing import CheckpointError
+        from framework.data.datasets import DataError
         try:
-            if recipes:
-                _apply_recipe(recipes)
-            exp = experiment_from_flags()
-            config = engine_flags.config_from_flags()
+            exp, config = configs_from_flags(name)
+            logging.info("%s", describe(exp, config))
             if FLAGS.sweep:
                 from trainers.repeats import run_sweep
                 run_sweep(exp, config, FLAGS.sweep, FLAGS.repeats)
@@ -96,7 +97,11 @@ def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = N
                 from trainers.repeats import run_repeats
                 print(json.dumps(run_repeats(exp, config, FLAGS.repeats), indent=1))
                 return
-            result = run(exp, config)
+            if run is None:
+                from trainers.experiment import run_experiment
+                result = run_experiment(exp, config)
+            else:
+                result = run(exp, config)
         except (ConfigError, DataError, CheckpointError) as err:
             fail(str(err))
         except NonFiniteLossError as err:
@@ -108,29 +113,85 @@ def main(name: str, defaults: dict, run=run_experiment, recipes: dict | None = N
         summary = {k: v for k, v in result.items() if k != "config"}
         print(json.dumps(summary, indent=1, default=str))
 
-    app.run(_main, flags_parser=_parse_flags)
+    app.run(_main, flags_parser=parse_flags)
 
 
-def _apply_recipe(recipes):
-    import tensorflow as tf
-    name = FLAGS.recipe
-    if name == "auto":
-        name = "full" if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU") \
-            else "fast"
-    logging.info("recipe: %s", name)
-    for flag, value in recipes[name].items():
-        if not FLAGS[flag].present:  # the command line wins over the recipe
-            FLAGS[flag].value = _flag_default(value)
-    # A length given on the command line replaces the recipe's time budget.
-    if (FLAGS['epochs'].present or FLAGS['train_steps'].present) and not FLAGS["train_minutes"].present:
-        FLAGS.train_minutes = 0.0
+def configs_from_flags(name: str):
+    """(ExperimentConfig, TrainConfig) for trainer `name`: its recipe with the flags given over it."""
+    given = {**config_flags.flag_dict(ExperimentConfig, given_only=True),
+             **config_flags.flag_dict(TrainConfig, given_only=True)}
+    recipe = FLAGS.recipe if "recipe" in FLAGS else None
+    if recipe:
+        logging.info("recipe: %s", recipes_lib.pick(name, recipe))
+    return recipes_lib.configs(name, recipe, **given)
 
 
-def _parse_flags(argv):
+def describe(*configs) -> str:
+    """One line: the options whose values differ from their fields' defaults (the trainer's and the
+    recipe's choices, and the command line's); the whole configuration is in model_dir/run_config.json."""
+    changed = []
+    for config in configs:
+        for field in dataclasses.fields(config):
+            value = getattr(config, field.name)
+            if value != field.default:
+                shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                changed.append(f"{field.name}={shown}")
+    return "config (where not the default): " + " ".join(changed)
+
+
+def import_tensorflow(verbose: bool = False):
+    """Imports TensorFlow without its start-up lines (oneDNN, CUDA not found, absl::InitializeLog).
+
+    TF 2.21 writes them through C++ absl logging before absl::InitializeLog(), which ignores
+    TF_CPP_MIN_LOG_LEVEL, so only file descriptor 2 can hide them: it points at a temporary file
+    during the import and the first device listing (where cuInit fails on a machine without a GPU),
+    and what was written there is replayed if the import fails. oneDNN itself stays on (speed).
+    """
+    if "tensorflow" in sys.modules or verbose:
+        import tensorflow as tf
+        return tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the INFO/WARNING lines after the import
+    with _stderr_captured():
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+    return tf
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            captured.seek(0)
+            os.write(2, captured.read())
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def parse_flags(argv):
+    """absl's flags_parser: a bad flag is one line and exit 2; --help exits 0."""
     try:
         return FLAGS(argv)
     except flags.Error as err:
         fail(str(err))
+    except SystemExit as done:
+        if done.code == 1 and FLAGS.is_parsed() is False and _asked_for_help(argv):
+            sys.exit(0)  # absl exits 1 after --help; help that was asked for is a success
+        raise
+
+
+def _asked_for_help(argv) -> bool:
+    names = {"-?", "-h", "--help", "--helpshort", "--helpfull", "--helpxml"}
+    return any(arg.split("=")[0] in names for arg in argv[1:])
 
 
 def fail(message: str) -> None:

@@ -9,8 +9,8 @@ import keras
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "lamb", "rmsprop", "lion")
 
-# Which optional arguments each optimizer takes (`momentum` is ignored by the others, since its
-# default is meant for sgd; the other arguments are refused where they do not apply).
+# Which optional arguments each optimizer takes; the others refuse them. Every default is Keras'
+# (momentum 0: Keras' SGD and RMSprop have none unless asked).
 _TAKES = {
     "sgd": {"momentum", "nesterov"},
     "adam": {"beta_1", "beta_2", "epsilon"},
@@ -21,7 +21,7 @@ _TAKES = {
 }
 
 
-def build_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight_decay=0.0,
+def build_optimizer(name, learning_rate, *, momentum=0.0, nesterov=False, weight_decay=0.0,
                     beta_1=None, beta_2=None, epsilon=None, rho=None, global_clipnorm=None):
     """Returns a Keras optimizer.
 
@@ -29,7 +29,7 @@ def build_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight
       name: one of OPTIMIZERS.
       learning_rate: positive float or `keras.optimizers.schedules.LearningRateSchedule`.
         (Lion wants a learning rate about 3-10x smaller than AdamW's.)
-      momentum: sgd and rmsprop only (ignored by the others).
+      momentum: sgd and rmsprop only; 0 (Keras' default) is plain SGD / RMSprop.
       nesterov: sgd only.
       weight_decay: decoupled weight decay (see module docstring); 0 disables it. For adamw, 0 makes
         it plain Adam.
@@ -47,12 +47,12 @@ def build_optimizer(name, learning_rate, *, momentum=0.9, nesterov=False, weight
                              f"keras.optimizers.schedules.LearningRateSchedule")
     if not weight_decay >= 0:
         raise ValueError(f"`weight_decay` ({weight_decay!r}) must be >= 0")
-    given = {"nesterov": nesterov or None, "beta_1": beta_1, "beta_2": beta_2,
+    given = {"momentum": momentum or None, "nesterov": nesterov or None, "beta_1": beta_1, "beta_2": beta_2,
              "epsilon": epsilon, "rho": rho}
     for arg, value in given.items():
         if value is not None and arg not in _TAKES[name]:
             raise ValueError(f"`{arg}` ({value!r}) does not apply to {name}; it takes "
-                             f"{', '.join(sorted(_TAKES[name] - {'momentum'})) or 'neither'}")
+                             f"{', '.join(sorted(_TAKES[name]))}")
     if "momentum" in _TAKES[name] and not 0 <= momentum < 1:
         raise ValueError(f"`momentum` ({momentum!r}) must be in [0, 1)")
 

@@ -8,24 +8,45 @@ triplet is closer than either is to the odd one I3. Class triplets take two imag
 one of another (every vote 1.0); FEC triplets carry the annotators' top-vote fraction as weight.
 Triplet accuracy counts only triplets whose top vote exceeds 0.5.
 """
-import os
+import dataclasses
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from trainers import cli  # before TensorFlow: cli.import_tensorflow hides its start-up lines
+
+cli.import_tensorflow(verbose="--verbose" in sys.argv)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 import framework  # noqa: E402
 from framework import ConfigError  # noqa: E402
-from framework import flags as engine_flags  # noqa: E402
+from framework import config_flags  # noqa: E402
+from framework.config import TrainConfig, option  # noqa: E402
 from framework import run_record  # noqa: E402
 from framework.controller import Data  # noqa: E402
 from framework.data.datasets import DataError  # noqa: E402
-from trainers import cli, fec_data, optimizers, triplet_loss  # noqa: E402
+from trainers import fec_data, optimizers, recipes, triplet_loss  # noqa: E402
 
 TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TripletConfig:
+    """What the triplet trainer adds to TrainConfig: run_triplet(config, **asdict(TripletConfig(...)))."""
+    dataset: str = option("mnist", f"Triplet source: {', '.join(TRIPLET_DATASETS)}.")
+    data_dir: str = option("", "Dataset folder ('' = $DATA_DIR, ~/.keras/datasets, download).")
+    model: str = option("cnn", "Embedding backbone (a trainers.models name).")
+    optimizer: str = option("adam", f"Optimizer: {', '.join(optimizers.OPTIMIZERS)}.")
+    embedding_dim: int = option(16, "Embedding size.")
+    scale: float = option(4.0, "Embeddings are L2-normalised, then multiplied by this.")
+    delta: float = option(0.5, "Triplet margin.")
+    num_train: int = option(20000, "Class triplets for training.")
+    num_test: int = option(2000, "Class triplets for testing.")
+    fec_csv: str = option("", "FEC: the CSV (face1, face2, face3, votes1..3, subset).")
+    fec_images: str = option("", "FEC: the folder of {id}.jpg.")
+    image_size: int = option(64, "FEC: images are resized to this.")
 
 
 class TripletTask:
@@ -119,34 +140,37 @@ def run_triplet(config: framework.TrainConfig, *, dataset="mnist", data_dir="", 
     return framework.Controller(trainer, data, config, run_config=run_config).run()
 
 
-flags.DEFINE_string("dataset", "mnist", f"Triplet source: {', '.join(TRIPLET_DATASETS)}.")
-flags.DEFINE_string("data_dir", "", "Dataset folder ('' = $DATA_DIR, ~/.keras/datasets, download).")
-flags.DEFINE_string("model", "cnn", "Embedding backbone (a trainers.models name).")
-flags.DEFINE_string("optimizer", "adam", "Optimizer name.")
-flags.DEFINE_integer("embedding_dim", 16, "Embedding size.")
-flags.DEFINE_float("scale", 4.0, "Embeddings are L2-normalised, then multiplied by this.")
-flags.DEFINE_float("delta", 0.5, "Triplet margin.")
-flags.DEFINE_integer("num_train", 20000, "Class triplets for training.")
-flags.DEFINE_integer("num_test", 2000, "Class triplets for testing.")
-flags.DEFINE_string("fec_csv", "", "FEC: the CSV (face1, face2, face3, votes1..3, subset).")
-flags.DEFINE_string("fec_images", "", "FEC: the folder of {id}.jpg.")
-flags.DEFINE_integer("image_size", 64, "FEC: images are resized to this.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """TripletConfig's and TrainConfig's flags with the trainer's defaults (trainers/recipes.py).
+    Defined only when run as a program, so importing this module never clashes with cli's flags."""
+    defaults = recipes.defaults("triplet")
+    own = {f.name for f in dataclasses.fields(TripletConfig)}
+    config_flags.define_flags(TripletConfig, defaults={k: v for k, v in defaults.items() if k in own},
+                              key_module="__main__")
+    config_flags.define_flags(TrainConfig, defaults={k: v for k, v in defaults.items() if k not in own})
+    for name in cli.KEY_TRAIN_OPTIONS:
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
+    if "verbose" not in FLAGS:
+        flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default).")
 
 
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
-    names = ("dataset", "data_dir", "model", "embedding_dim", "scale", "delta", "optimizer", "num_train",
-             "num_test", "fec_csv", "fec_images", "image_size")
+    given = {**config_flags.flag_dict(TripletConfig, given_only=True),
+             **config_flags.flag_dict(TrainConfig, given_only=True)}
     try:
-        result = run_triplet(engine_flags.config_from_flags(), **{n: FLAGS[n].value for n in names})
+        triplet_config, config = recipes.configs("triplet", None, **given)
+        logging.info("%s", cli.describe(triplet_config, config))
+        result = run_triplet(config, **dataclasses.asdict(triplet_config))
     except (ConfigError, DataError) as err:
         cli.fail(str(err))
     print(f"test triplet accuracy: {result['test_triplet_accuracy']:.4f}")
 
 
 if __name__ == "__main__":
-    engine_flags.define_flags(model_dir=os.path.join("runs", "triplet"), epochs=3, global_batch_size=64,
-                              learning_rate=1e-3, lr_schedule="cosine", monitor="test_triplet_accuracy")
-    app.run(main)
+    define_flags()
+    app.run(main, flags_parser=cli.parse_flags)

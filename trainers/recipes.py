@@ -1,0 +1,199 @@
+"""Each trainer's defaults and named recipes, one Python API for the command line, the benchmarks,
+the tests and notebooks.
+
+    from trainers import recipes
+    recipes.names("cifar")                               # ('fast', 'full')
+    recipes.get("cifar", "fast")                         # {option: value}: defaults, then the recipe
+    exp, config = recipes.configs("cifar", "fast", model_dir="/content/runs/cifar")
+    run_experiment(exp, config)                          # = python -m trainers.cifar --recipe=fast
+    recipes.configs("cifar", "fast", smoke=True)         # the same run at test size: seconds on a CPU
+
+`configs(trainer, recipe, **options)` is also what `python -m trainers.<name>` does with the flags
+given on its command line. The options given win over the recipe, the recipe over the trainer's
+defaults, those over the fields' defaults (Keras' where Keras has one). A recipe value that does not
+apply to the chosen model or optimizer (the cifar recipe's momentum with --optimizer=adam, its
+widths with --model=cnn, its --tta_translate with --notta) is dropped with one info line; an option
+given that does not apply is a ConfigError.
+
+The values were measured where they say so: see the trainers' docstrings (trainers/cifar.py).
+No TensorFlow is imported here until a recipe is resolved ("auto" looks at the hardware).
+"""
+import dataclasses
+import os
+
+from absl import logging
+
+from framework.config import ConfigError, TrainConfig
+
+
+def _bf16_if_fast():
+    from framework.precision import bf16_is_fast
+    return "bf16" if bf16_is_fast() else "none"
+
+
+# Values computed when a recipe is resolved (they look at the hardware, so they import TensorFlow).
+AT_RUN_TIME = {"bf16_if_fast": _bf16_if_fast}
+
+_CNN_ON_MNIST = dict(optimizer="adam", learning_rate=1e-3, global_batch_size=128,
+                     lr_schedule="cosine", warmup_fraction=0.02)
+
+# trainer -> its defaults (what `python -m trainers.<name>` runs without flags).
+DEFAULTS = {
+    "mnist": dict(dataset="mnist", model="cnn", epochs=3, **_CNN_ON_MNIST),
+    # Named policies skip flips on 1-channel images; this spec flips: clothes are left-right symmetric.
+    "fashion_mnist": dict(dataset="fashion_mnist", model="cnn_bn", epochs=5, augment="flip,crop:padding=3",
+                          **_CNN_ON_MNIST),
+    # airbench94 (trainers/cifar.py has the sources and the measurements).
+    "cifar": dict(dataset="cifar10", model="airbench", optimizer="sgd", nesterov=True, momentum=0.85,
+                  weight_decay=0.009, label_smoothing=0.2, lr_schedule="onecycle", warmup_fraction=0.23,
+                  onecycle_start=0.2, onecycle_end=0.07, augment="flip,crop:padding=2", tta=True,
+                  tta_translate=1, checkpoint_every=0, eval_every_epochs=0, mixed_precision="bf16_if_fast"),
+    "triplet": dict(epochs=3, global_batch_size=64, learning_rate=1e-3, lr_schedule="cosine",
+                    monitor="test_triplet_accuracy"),
+}
+
+# trainer -> recipe name -> values over the defaults. "auto" (the command line's default) picks
+# "full" on a GPU/TPU and "fast" on a CPU.
+RECIPES = {
+    "cifar": {
+        "fast": dict(widths=(24, 96, 96), activation="gelu", global_batch_size=256, learning_rate=0.375,
+                     epochs=10, train_minutes=11.0, steps_per_loop=25),
+        "full": dict(widths=(64, 256, 256), activation="gelu", global_batch_size=1024, learning_rate=1.5,
+                     epochs=10, steps_per_loop=49, lookahead_every=5),
+    },
+}
+
+# Over any recipe: a few steps on a few examples, for tests and for trying a notebook cell.
+SMOKE = dict(train_examples=512, test_examples=256, global_batch_size=64, epochs=1, train_steps=4,
+             steps_per_loop=2, train_minutes=0.0, export=False)
+
+# Options tuned for one optimizer or model: they go with it.
+OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
+MODEL_OPTIONS = ("widths", "activation")  # a recipe's architecture is its model's
+
+
+def trainers() -> tuple:
+    return tuple(DEFAULTS)
+
+
+def names(trainer: str) -> tuple:
+    """The recipes of `trainer` (() for a trainer that has only its defaults)."""
+    _check_trainer(trainer)
+    return tuple(RECIPES.get(trainer, {}))
+
+
+def defaults(trainer: str, *, resolve: bool = True) -> dict:
+    """The trainer's defaults; `resolve=False` leaves hardware-dependent values named (no TensorFlow)."""
+    _check_trainer(trainer)
+    values = {"model_dir": os.path.join("runs", trainer), **DEFAULTS[trainer]}
+    return _resolve(values) if resolve else values
+
+
+def get(trainer: str, name: str | None = "auto", *, smoke: bool = False) -> dict:
+    """The trainer's defaults, then recipe `name` over them (None or "" for the defaults alone;
+    "auto": "full" on a GPU/TPU, "fast" on a CPU), then SMOKE if `smoke`."""
+    values = defaults(trainer)
+    name = pick(trainer, name)
+    if name:
+        values.update(RECIPES[trainer][name])
+    if smoke:
+        values.update(SMOKE)
+    return values
+
+
+def pick(trainer: str, name: str | None) -> str | None:
+    """The recipe `name` stands for: "auto" -> "full" on a GPU/TPU, "fast" on a CPU."""
+    recipes = names(trainer)
+    if not name or not recipes:
+        if name and name != "auto":
+            raise ConfigError(f"--recipe={name}: {trainer} has no recipes")
+        return None
+    if name == "auto":
+        import tensorflow as tf
+        accelerated = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        return "full" if "full" in recipes and accelerated else recipes[0]
+    if name not in recipes:
+        raise ConfigError(f"--recipe={name!r}: unknown; valid choices: auto, {', '.join(recipes)}")
+    return name
+
+
+def configs(trainer: str, name: str | None = "auto", *, smoke: bool = False, **options):
+    """(the trainer's config, TrainConfig) for recipe `name` with `options` over it: the run that
+    `python -m trainers.<trainer> --recipe=<name> --<option>=<value> ...` makes."""
+    values = resolve_options(trainer, name, smoke=smoke, **options)
+    config_cls = config_class(trainer)
+    own = {f.name for f in dataclasses.fields(config_cls)}
+    train = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - own - train)
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)}: not options of {trainer} "
+                          f"({config_cls.__name__} or TrainConfig)")
+    return (config_cls(**{k: v for k, v in values.items() if k in own}),
+            TrainConfig(**{k: v for k, v in values.items() if k in train}))
+
+
+def resolve_options(trainer: str, name: str | None = "auto", *, smoke: bool = False, **options) -> dict:
+    """The recipe's values with `options` (the user's) over them, inapplicable recipe values dropped."""
+    values = get(trainer, name, smoke=smoke)
+    planned = dict(values)
+    fields = [f for cls in (config_class(trainer), TrainConfig) for f in dataclasses.fields(cls)]
+    field_defaults = {f.name: f.default for f in fields}
+    options = {k: tuple(v) if isinstance(field_defaults.get(k), tuple) and isinstance(v, list) else v
+               for k, v in options.items()}
+    values.update(options)
+    # A length given replaces the recipe's time budget.
+    if ("epochs" in options or "train_steps" in options) and "train_minutes" in field_defaults \
+            and "train_minutes" not in options:
+        values["train_minutes"] = 0.0
+    dropped = _drop_inapplicable(values, planned, given=options, field_defaults=field_defaults)
+    if dropped:
+        logging.info("recipe values that do not apply here, dropped: %s", "; ".join(dropped))
+    return values
+
+
+def config_class(trainer: str):
+    _check_trainer(trainer)
+    if trainer == "triplet":
+        from trainers.triplet import TripletConfig
+        return TripletConfig
+    from trainers.experiment import ExperimentConfig
+    return ExperimentConfig
+
+
+def _drop_inapplicable(values: dict, planned: dict, *, given: dict, field_defaults: dict) -> list[str]:
+    """Resets the recipe's values that do not apply to the chosen optimizer/model/tta to the fields'
+    defaults; an option the user gave that does not apply is a ConfigError. Returns what was dropped."""
+    dropped = []
+
+    def drop(name, reason):
+        if name in given:
+            raise ConfigError(f"--{name}={_show(given[name])} {reason}")
+        dropped.append(f"{name}={_show(values[name])} {reason}")
+        values[name] = field_defaults[name]
+
+    optimizer = values.get("optimizer")
+    for name, takers in OPTIMIZER_OPTIONS.items():
+        if name in field_defaults and optimizer not in takers and values.get(name, field_defaults[name]) \
+                != field_defaults[name]:
+            drop(name, f"does not apply to --optimizer={optimizer} (only to {' and '.join(takers)})")
+    if "model" in given and given["model"] != planned.get("model"):
+        for name in MODEL_OPTIONS:
+            if name in field_defaults and name not in given and values.get(name, field_defaults[name]) \
+                    != field_defaults[name]:
+                drop(name, f"is for --model={planned.get('model')}, not --model={given['model']}")
+    if values.get("tta_translate") and not values.get("tta"):
+        drop("tta_translate", "needs --tta")
+    return dropped
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def _resolve(values: dict) -> dict:
+    return {k: AT_RUN_TIME[v]() if isinstance(v, str) and v in AT_RUN_TIME else v for k, v in values.items()}
+
+
+def _check_trainer(trainer: str) -> None:
+    if trainer not in DEFAULTS:
+        raise ConfigError(f"{trainer!r}: no such trainer; valid choices: {', '.join(DEFAULTS)}")
