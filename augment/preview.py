@@ -10,28 +10,34 @@ Data comes from `framework.data.datasets.load(dataset, data_dir)`, which looks i
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from absl import app, flags
 
 import augment
+from framework import config_flags
+from framework.config import option
 
 FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PreviewConfig:
+    dataset: str = option("cifar10", "Dataset name for framework.data.datasets.load.")
+    augment: str = option("standard", "A named policy (none, flip_crop, standard, strong) or a spec like "
+                          "'flip,crop:padding=4'.")
+    out: str = option("augment_preview.png", "Output PNG path.")
+    data_dir: str | None = option(None, "Dataset folder (default: $DATA_DIR, then keras' folder).")
+    seed: int = option(0, "Run seed: picks the images and the augmentation draws.")
+    rows: int = option(8, "Images (rows) to show.")
+    cols: int = option(8, "Augmented versions (columns) per image.")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defined only when run as a program (or into a FlagValues a test passes), so importing this module
     never clashes with a trainer's flags of the same names."""
-    flags.DEFINE_string("dataset", "cifar10", "Dataset name for framework.data.datasets.load.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("augment", "standard", "A named policy (none, flip_crop, standard, strong) or a "
-                        "spec like 'flip,crop:padding=4'.", flag_values=flag_values)
-    flags.DEFINE_string("out", "augment_preview.png", "Output PNG path.", flag_values=flag_values)
-    flags.DEFINE_string("data_dir", None, "Dataset folder (default: $DATA_DIR, then keras' folder).",
-                        flag_values=flag_values)
-    flags.DEFINE_integer("seed", 0, "Run seed: picks the images and the augmentation draws.",
-                         flag_values=flag_values)
-    flags.DEFINE_integer("rows", 8, "Images (rows) to show.", flag_values=flag_values)
-    flags.DEFINE_integer("cols", 8, "Augmented versions (columns) per image.", flag_values=flag_values)
+    config_flags.define_flags(PreviewConfig, flag_values=flag_values, key_module="__main__")
 
 
 def load_dataset(name: str, data_dir: str | None):
@@ -96,9 +102,9 @@ def write_preview(*, dataset: str, augment_name: str, out: str, data_dir: str | 
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    fv = flag_values
-    path = write_preview(dataset=fv.dataset, augment_name=fv.augment, out=fv.out, data_dir=fv.data_dir,
-                         seed=fv.seed, rows=fv.rows, cols=fv.cols)
+    config = config_flags.from_flags(PreviewConfig, flag_values=flag_values)
+    path = write_preview(dataset=config.dataset, augment_name=config.augment, out=config.out,
+                         data_dir=config.data_dir, seed=config.seed, rows=config.rows, cols=config.cols)
     print(f"wrote {path}")
 
 
