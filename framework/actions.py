@@ -15,7 +15,7 @@ import dataclasses
 import operator
 import signal
 import threading
-from typing import Callable, Sequence
+from typing import Callable
 
 from absl import logging
 
@@ -59,8 +59,8 @@ class Action:
 class Hooks(Action):
     """The user's per-loop hooks; any returning True pauses the run (a resume continues it)."""
 
-    def __init__(self, hooks: Sequence[Callable]):
-        self.hooks = list(hooks)
+    def __init__(self, hooks: list[Callable]):
+        self.hooks = hooks  # the controller's list: a hook added to controller.hooks runs too
 
     def after_loop(self, info) -> str | None:
         stops = [hook(info) for hook in self.hooks]  # every hook sees every loop
@@ -176,13 +176,11 @@ class Profile(Action):
 
 
 class Signals(Action):
-    """SIGTERM/SIGINT set a flag; the loop checkpoints and stops at the next loop end ("signal")."""
+    """SIGTERM/SIGINT set `received`; the controller then checkpoints at the loop's end and raises
+    TrainingInterrupted (whatever the other actions decided), so the same command resumes."""
 
     def __init__(self):
         self.received = None
-
-    def after_loop(self, info) -> str | None:
-        return "signal" if self.received else None
 
     @contextlib.contextmanager
     def caught(self):

@@ -158,7 +158,7 @@ class Controller:
         self.signals = actions.Signals()
         self.profile = actions.Profile(profiling.parse_profile_steps(config.profile_steps),
                                        config.model_dir if self.chief else None)
-        self.actions = self._make_actions(hooks)
+        self.actions = self._make_actions()
         self.epoch_means = EpochMeans()
         self.history: dict[str, list] = {}
         self.result: dict = {}
@@ -173,10 +173,10 @@ class Controller:
         # traced train_loop apart, since tracing is neither step nor input time.
         self._wait_and_loop_seconds = {"traced": [0.0, 0.0], "compiled": [0.0, 0.0]}
 
-    def _make_actions(self, hooks) -> list[actions.Action]:
+    def _make_actions(self) -> list[actions.Action]:
         """The policies, in the order they run after a loop and after an evaluation."""
         config, monitor = self.config, self.monitor_name
-        found = [self.profile, actions.Hooks(hooks), self.signals,
+        found = [self.profile, actions.Hooks(self.hooks), self.signals,
                  actions.BestCheckpoint(monitor, self._save_best if self.best_checkpointer else None)]
         if config.reduce_lr_patience:
             found.append(actions.ReduceLROnPlateau(
@@ -229,23 +229,21 @@ class Controller:
             loop_end = self._loop_end(step, epoch_end)
             for action in self.actions:
                 action.before_loop(step)
-            info = self._run_loop(iterator, step, loop_end)
+            info = self._run_loop(iterator, step, loop_end)  # with its log line and summaries
             step = loop_end
             self.epoch_means.add(info.metrics, info.steps)
-            loop_stops = [reason for reason in [action.after_loop(info) for action in self.actions] if reason]
-            eval_stop = self._evaluate_and_decide(step, info.epoch) if self._evaluation_due(step, epoch_end) else None
+            stops = [action.after_loop(info) for action in self.actions]  # every action sees every loop
+            if self._evaluation_due(step, epoch_end):
+                stops.insert(0, self._evaluate_and_decide(step, info.epoch))  # target/early stop over a hook
             if step == epoch_end:
                 self.epoch_means = EpochMeans()
-            stop = eval_stop or (loop_stops[0] if loop_stops else None)
+            stop = next((reason for reason in stops if reason), None)
             if stop:
                 self.result["stop_reason"] = stop  # saved with the checkpoint: a resume knows it stopped
             if self._checkpoint_due(step, epoch_end) or stop or self.signals.received:
                 self._save(step)
             if self.signals.received:
-                raise TrainingInterrupted(
-                    f"stopped by signal {self.signals.received} at step {step}; checkpoint saved in "
-                    f"{self.checkpointer.directory if self.checkpointer else '(no --model_dir)'}: run the "
-                    "same command to resume", self.signals.received)
+                raise self._interrupted(step)
             if stop:
                 return stop
         return "completed"
@@ -394,6 +392,11 @@ class Controller:
     def _save(self, step):
         if self.checkpointer:
             self.checkpointer.save(step, self._loop_state())
+
+    def _interrupted(self, step) -> "TrainingInterrupted":
+        where = self.checkpointer.directory if self.checkpointer else "(no --model_dir)"
+        return TrainingInterrupted(f"stopped by signal {self.signals.received} at step {step}; checkpoint saved "
+                                   f"in {where}: run the same command to resume", self.signals.received)
 
     def _save_best(self, step):
         self.best_checkpointer.save(step, self._loop_state())
