@@ -134,6 +134,14 @@ def test_loop_metrics_are_per_loop_and_history_rows_are_epoch_means(tmp_path):
             np.testing.assert_allclose(history[name][row], mean, rtol=1e-6, err_msg=name)
         assert history["learning_rate"][row] == epoch_loops[-1][2]["learning_rate"]
     assert loops[3][2]["loss"] < 0.8 * loops[0][2]["loss"]
+    # TensorBoard's train points are the loops' values (every epoch end is written).
+    tensorboard = {}
+    for event_file in sorted((tmp_path / "train").iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                tensorboard[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    for name in ("loss", "grad_norm", "reg_loss", "learning_rate"):
+        np.testing.assert_allclose(tensorboard[(name, 128)], loops[-1][2][name], rtol=1e-6, err_msg=name)
 
 
 def test_resume_mid_epoch_gives_the_uninterrupted_history(tmp_path):
@@ -151,6 +159,27 @@ def test_resume_mid_epoch_gives_the_uninterrupted_history(tmp_path):
     assert history_a.pop("wall_seconds") and history_b.pop("wall_seconds")
     assert history_a == history_b  # epoch 2's means include its loops from before the pause
     assert history_a["epoch"] == [1, 2, 3]
+
+
+def test_actions_resume_their_state_and_decide_as_if_never_stopped(tmp_path):
+    # LR 1e-12: no evaluation improves on the first, so plateau halves the LR at every later one
+    # and early stopping ends epoch 4. Paused after epoch 2, a run without the actions' saved state
+    # would take epoch 3 as a new best (no halving, stop at epoch 5).
+    def run(model_dir, hooks=()):
+        cfg = h.config(model_dir=str(model_dir), epochs=10, learning_rate=1e-12, early_stopping_patience=3,
+                       reduce_lr_patience=1, global_batch_size=256)
+        return framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
+                               hooks=hooks)
+    full = run(tmp_path / "a")
+    run(tmp_path / "b", hooks=[lambda info: info.step >= 16])
+    state = json.loads(tf.train.load_variable(tf.train.latest_checkpoint(tmp_path / "b" / "checkpoints"),
+                                              "loop_state/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert set(state["controls"]) == {"best", "plateau", "early_stop"} and state["controls"]["early_stop"]["wait"] == 1
+    resumed = run(tmp_path / "b")
+    assert resumed["stop_reason"] == full["stop_reason"] == "early_stopping"
+    assert resumed["train_steps"] == full["train_steps"] == 32
+    lrs = [json.loads((tmp_path / d / "history.json").read_text())["learning_rate"] for d in "ab"]
+    np.testing.assert_allclose(np.array(lrs) / 1e-12, [[1, 1, 0.5, 0.25]] * 2, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- --target / --monitor names
