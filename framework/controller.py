@@ -55,7 +55,7 @@ class LoopInfo:
     """What a per-loop hook sees. A hook returning True stops the run (after a checkpoint)."""
     step: int
     epoch: int
-    metrics: dict
+    metrics: dict           # this loop's train metrics: means over its steps (trainer.train_loop_end)
     controller: "Controller"
     steps: int = 0          # steps in this loop
     seconds: float = 0.0    # wall time of this loop, device work included
