@@ -13,9 +13,9 @@ from framework import lookahead, precision, schedules
 from framework.config import TrainConfig
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
-# What the step reports besides the task's metrics (`loss` there is the data loss alone): means
+# What the step reports besides the task's metrics (whose `loss` is the data loss alone): means
 # over a loop's steps. train_loop_end adds the LR of the loop's last step and, with fp16,
-# LOSS_SCALE_METRICS: all three are read from variables between loops.
+# LOSS_SCALE_METRICS.
 STEP_METRICS = ("reg_loss", "grad_norm")
 LOSS_SCALE_METRICS = ("loss_scale", "skipped_steps")  # the scale after the loop; steps it skipped
 
