@@ -39,7 +39,7 @@ _fold_in = functools.partial(tf.random.experimental.stateless_fold_in, alg=ALG)
 _split = functools.partial(tf.random.experimental.stateless_split, alg=ALG)
 
 __all__ = [
-    "REGISTRY", "step_seed", "split_seed", "mixes_labels",
+    "REGISTRY", "step_seed", "split_seed", "mixes_labels", "options",
     "random_flip_lr", "random_crop", "rotate", "affine_transform", "random_affine", "random_rotation",
     "random_translation", "random_zoom", "random_cutout", "random_erasing", "random_brightness",
     "random_contrast", "random_saturation", "random_hue", "normalize", "mixup", "cutmix",
@@ -100,6 +100,17 @@ def mixes_labels(fn: Callable) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
     return bool(getattr(fn, "mixes_labels", False))
+
+
+def options(fn: Callable) -> tuple[str, ...]:
+    """The keyword options an op takes (what a spec may set, e.g. 'padding' of crop); ops that pass
+    **kwargs on to `affine_transform` take its options too."""
+    import inspect
+    params = inspect.signature(fn).parameters.values()
+    names = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "num_classes"]
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        names += [n for n in options(affine_transform) if n not in names]
+    return tuple(names)
 
 
 def _label_op(fn):
@@ -170,6 +181,16 @@ class _Draws:
 def _check_prob(prob):
     if not 0.0 <= prob <= 1.0:
         raise ValueError(f"`prob` ({prob}) must be in [0, 1]")
+
+
+def _check_nonnegative(**values):
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"`{name}` ({value}) must be >= 0")
+
+
+def _is_pair(value) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
 
 
 def _per_sample(x):
@@ -322,6 +343,7 @@ def random_affine(images, seed, *, max_degrees: float = 0.0, max_fraction: float
     height/width and zoom z in [1 - max_zoom, 1 + max_zoom] (input coordinates scaled by z: z < 1 zooms
     in), in one resampling. Identity when all three are 0."""
     images, seed = _check_images(images), _check_seed(seed)
+    _check_nonnegative(max_degrees=max_degrees, max_fraction=max_fraction, max_zoom=max_zoom)
     _, height, width, _ = images.shape
     batch = tf.shape(images)[0]
     draws = _Draws(seed, 4, batch)
@@ -365,7 +387,9 @@ def random_cutout(images, seed, *, size=8, fill_value: float = 0.0, fully_inside
     images, seed = _check_images(images), _check_seed(seed)
     _check_prob(prob)
     _, height, width, _ = images.shape
-    box_h, box_w = (size, size) if isinstance(size, int) else tuple(size)
+    box_h, box_w = (size, size) if isinstance(size, int) else tuple(size) if _is_pair(size) else (None, None)
+    if not (isinstance(box_h, int) and isinstance(box_w, int)):
+        raise ValueError(f"`size` ({size!r}) must be an int or (height, width)")
     if not (0 <= box_h <= height and 0 <= box_w <= width):
         raise ValueError(f"`size` ({size}) must fit in the {height}x{width} image")
     batch = tf.shape(images)[0]
@@ -413,6 +437,7 @@ def random_erasing(images, seed, *, prob: float = 0.5, area=(0.02, 0.33), aspect
 def random_brightness(images, seed, *, max_delta: float = 0.2):
     """Adds delta ~ U[-max_delta, max_delta] per sample (as tf.image.adjust_brightness), clips to [0, 1]."""
     images, seed = _check_images(images), _check_seed(seed)
+    _check_nonnegative(max_delta=max_delta)
     x, back = _to_float(images)
     delta = _Draws(seed, 1, tf.shape(x)[0]).uniform(-max_delta, max_delta)
     return back(tf.clip_by_value(x + _per_sample(delta), 0.0, 1.0))
@@ -422,6 +447,7 @@ def random_contrast(images, seed, *, max_delta: float = 0.2):
     """Scales each channel's deviation from its image mean by f ~ U[1 - max_delta, 1 + max_delta] per
     sample (as tf.image.adjust_contrast), clips to [0, 1]."""
     images, seed = _check_images(images), _check_seed(seed)
+    _check_nonnegative(max_delta=max_delta)
     x, back = _to_float(images)
     factor = _per_sample(_Draws(seed, 1, tf.shape(x)[0]).uniform(1.0 - max_delta, 1.0 + max_delta))
     mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
@@ -432,6 +458,7 @@ def random_saturation(images, seed, *, max_delta: float = 0.2):
     """Blends each RGB image with its grayscale by f ~ U[1 - max_delta, 1 + max_delta] per sample
     (f=0 gray, f>1 more saturated; torchvision's definition), clips to [0, 1]. No-op unless C == 3."""
     images, seed = _check_images(images), _check_seed(seed)
+    _check_nonnegative(max_delta=max_delta)
     if images.shape[-1] != 3:
         return images
     x, back = _to_float(images)

@@ -111,6 +111,10 @@ def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
             op_name, kwargs = op
             if op_name not in ops.REGISTRY:
                 raise ValueError(f"unknown augmentation op {op_name!r}; valid ops: {sorted(ops.REGISTRY)}")
+            unknown = [k for k in kwargs if k not in ops.options(ops.REGISTRY[op_name])]
+            if unknown:
+                raise ValueError(f"op {op_name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                                 f"{', '.join(ops.options(ops.REGISTRY[op_name])) or 'none'}")
             fn = functools.partial(ops.REGISTRY[op_name], **kwargs) if kwargs else ops.REGISTRY[op_name]
             label = op_name + "".join(f" {k}={v}" for k, v in kwargs.items())
             steps.append((label, fn))
@@ -126,6 +130,28 @@ def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
     if policy.soft_labels and (num_classes is None or num_classes < 1):
         raise ValueError(f"`num_classes` ({num_classes}) must be a positive integer for mixing ops")
     return policy
+
+
+def check_policy(policy: Policy, image_shape: Sequence[int]) -> None:
+    """Runs `policy` once, eagerly on the CPU, on two blank images of `image_shape`: a bad option value
+    (a negative padding, a cutout larger than the image, a word where a number goes) raises ValueError
+    here, before anything is built or trained, instead of inside the compiled step."""
+    height, width, channels = (int(d) for d in image_shape)
+    with tf.device("/CPU:0"):
+        images, labels = tf.zeros([2, height, width, channels]), tf.zeros([2], tf.int32)
+        if policy.soft_labels:
+            labels = ops._soft_labels(labels, policy.num_classes)
+        for i, (name, fn) in enumerate(policy.steps):  # one op at a time, to name the one that fails
+            try:
+                if ops.mixes_labels(fn):
+                    images, labels = fn(images, labels, tf.constant([1, i]), num_classes=policy.num_classes)
+                else:
+                    images = fn(images, tf.constant([1, i]))
+            except ValueError as err:  # our own checks: the message names the option
+                raise ValueError(f"{name}: {' '.join(str(err).split())}") from err
+            except (TypeError, tf.errors.OpError) as err:  # a value of the wrong kind, found deeper down
+                message = " ".join((getattr(err, "message", None) or str(err)).split())
+                raise ValueError(f"{name}: an option value of the wrong type or shape ({message})") from err
 
 
 # ----------------------------------------------------------------------------------- named policies

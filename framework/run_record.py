@@ -198,5 +198,8 @@ def _several_workers(strategy) -> bool:
 def _all_agree(strategy, ok: bool) -> bool:
     """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief here)."""
     import tensorflow as tf
-    values = strategy.run(lambda: tf.constant(1.0 if ok else 0.0, tf.float64))
-    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None)) > 1.0 - 1e-9
+
+    @tf.function  # eager collectives log a warning about their overhead
+    def mean(value):
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(lambda: value), axis=None)
+    return float(mean(tf.constant(1.0 if ok else 0.0, tf.float64))) > 1.0 - 1e-9

@@ -112,6 +112,20 @@ class ExperimentConfig:
         if self.freeze_backbone and not self.model.startswith("efficientnet"):
             raise ConfigError(f"--freeze_backbone needs a backbone model (efficientnet_b0, "
                               f"efficientnetv2_b0), not --model={self.model}")
+        # What the model builder would refuse, before anything is built (the image size again once
+        # the data is loaded: run_experiment).
+        for name, value, shown in (("widths", self.widths, ",".join(map(str, self.widths))),
+                                   ("activation", self.activation, self.activation),
+                                   ("pretrained", self.pretrained, ""), ("image_size", self.image_size, self.image_size)):
+            problem = models.options_error(self.model, **{name: value})
+            if problem:
+                raise ConfigError(f"--{name}{f'={shown}' if shown != '' else ''} with --model={self.model}: {problem}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"--momentum={self.momentum}: must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"--weight_decay={self.weight_decay}: must be >= 0")
+        if self.permute_pixels < -1:
+            raise ConfigError(f"--permute_pixels={self.permute_pixels}: a seed >= 0, or -1 for none")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -170,6 +184,25 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
                               tta=_tta(exp.tta_translate) if exp.tta else None), policy
 
 
+def check_for_data(exp: ExperimentConfig, image_shape, policy) -> None:
+    """What only the data's image shape decides (ExperimentConfig checked the rest): the model's
+    smallest input, the TTA shift, and the augmentation's option values (one eager run on 2 images)."""
+    from augment.policies import check_policy
+    from trainers import models
+    height, width = int(image_shape[0]), int(image_shape[1])
+    problem = models.options_error(exp.model, image_size=min(height, width))
+    if problem:
+        raise ConfigError(f"--model={exp.model} on {height}x{width} images"
+                          f"{f' (--image_size={exp.image_size})' if exp.image_size else ''}: {problem}")
+    if exp.tta and exp.tta_translate >= min(height, width):
+        raise ConfigError(f"--tta_translate={exp.tta_translate}: must be smaller than the {height}x{width} images")
+    if policy is not None:
+        try:
+            check_policy(policy, image_shape)
+        except ValueError as err:
+            raise ConfigError(f"--augment={exp.augment!r}: {err}") from err
+
+
 def _tta(translate: int):
     """Test-time augmentation: mean logits of the image and its mirror; with `translate`, airbench's
     level 2: half that, half the mean over the mirrored pair shifted by +-translate pixels."""
@@ -221,13 +254,17 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     """Train one model and return result.json's contents (also written under config.model_dir)."""
     from trainers import evaluation
     strategy = strategy or framework.prepare_runtime(config)
-    check_run_dir(exp, config, strategy=strategy, write=True)  # before the time budget and the model
+    check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
     if data is None:
         data, ds = load_data(exp, config.seed)
         num_classes, image_shape = ds.num_classes, ds.image_shape
     else:
         num_classes, image_shape = int(np.max(data.train[1])) + 1, data.train[0].shape[1:]
     task, policy = make_task(exp, config, num_classes, image_shape)
+    check_for_data(exp, image_shape, policy)
+    # ... and a run that can start records itself (or moves the old one aside), before the time budget
+    # and the model: a refused command leaves the directory as it was.
+    check_run_dir(exp, config, strategy=strategy, write=True)
     if exp.augment_on == "host" and policy is not None:
         data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))
     run_config = {**config.to_dict(), **exp.to_dict()}

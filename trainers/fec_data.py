@@ -21,7 +21,18 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from framework.data.datasets import DataError
+
 FEC_COLUMNS = ("face1", "face2", "face3", "votes1", "votes2", "votes3", "subset")
+
+
+class FECDataError(DataError):
+    """A bad FEC CSV or image file (a ValueError): the message names the file, the line and the fix.
+    The trainers' command line prints it as one line and exits 2."""
+
+
+class FECFileNotFoundError(FECDataError, FileNotFoundError):
+    """A missing FEC CSV, image folder or image file."""
 
 
 def make_class_triplets(x, y, num_triplets, seed):
@@ -81,6 +92,10 @@ def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channe
     Returns:
       x1, x2, x3: float32 arrays (n, height, width, channels) in [0, 1], ordered (I1, I2, I3).
       votes: float32 array (n,), the top vote fraction of each triplet.
+
+    Raises:
+      FECDataError (a ValueError and the datasets' DataError) naming the file and line of a bad CSV
+      or image; FECFileNotFoundError (also a FileNotFoundError) for a missing one.
     """
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -89,7 +104,7 @@ def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channe
     if channels not in (1, 3):
         raise ValueError(f"`channels` ({channels!r}) must be 1 or 3")
     if not os.path.isdir(image_dir):
-        raise FileNotFoundError(f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)")
+        raise FECFileNotFoundError(f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)")
     faces, votes, lines = _read_fec_csv(csv_path, subset)
 
     # Decode each distinct face once, then gather; missing files are all reported together.
@@ -102,7 +117,7 @@ def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channe
         for path, i in missing[:5]:
             row, column = np.argwhere(index == i)[0]
             where.append(f"{path} (face{column + 1} on line {lines[row]} of {csv_path})")
-        raise FileNotFoundError(
+        raise FECFileNotFoundError(
             f"{len(missing)} FEC image file(s) not found: {'; '.join(where)}"
             f"{' ...' if len(missing) > 5 else ''}. Put the {{id}}.jpg files in {image_dir} or "
             f"remove those rows from the CSV.")
@@ -120,13 +135,13 @@ def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channe
 def _read_fec_csv(csv_path, subset):
     """Returns face ids (n, 3) str, votes (n, 3) float64, and each row's line number in the file."""
     if not os.path.isfile(csv_path):
-        raise FileNotFoundError(f"FEC CSV file {csv_path} not found")
+        raise FECFileNotFoundError(f"FEC CSV file {csv_path} not found")
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         header = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in FEC_COLUMNS if c not in header]
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}; the header must "
+            raise FECDataError(f"{csv_path}: missing column(s) {', '.join(missing)}; the header must "
                              f"name {','.join(FEC_COLUMNS)} (found: {','.join(header) or 'none'})")
         reader.fieldnames = header
         faces, votes, lines, subsets = [], [], [], set()
@@ -137,21 +152,21 @@ def _read_fec_csv(csv_path, subset):
             line = reader.line_num
             face_ids = [(row[f"face{k}"] or "").strip() for k in (1, 2, 3)]
             if not all(face_ids):
-                raise ValueError(f"{csv_path}, line {line}: face1, face2 and face3 must all be "
+                raise FECDataError(f"{csv_path}, line {line}: face1, face2 and face3 must all be "
                                  f"non-empty ids, got {face_ids}")
             try:
                 row_votes = [float(row[f"votes{k}"]) for k in (1, 2, 3)]
             except (TypeError, ValueError):
                 row_votes = None
             if row_votes is None or min(row_votes) < 0 or not sum(row_votes) > 0:
-                raise ValueError(
+                raise FECDataError(
                     f"{csv_path}, line {line}: votes1, votes2, votes3 must be non-negative numbers "
                     f"with a positive sum, got {[row[f'votes{k}'] for k in (1, 2, 3)]}")
             faces.append(face_ids)
             votes.append(row_votes)
             lines.append(line)
     if not faces:
-        raise ValueError(f"{csv_path}: no rows with subset {subset!r} (subsets present: "
+        raise FECDataError(f"{csv_path}: no rows with subset {subset!r} (subsets present: "
                          f"{', '.join(sorted(s for s in subsets if s is not None)) or 'none'})")
     return np.array(faces, dtype=str), np.array(votes, dtype=np.float64), lines
 
@@ -174,6 +189,6 @@ def _decode_images(paths, image_size, channels):
         try:
             load(path)
         except tf.errors.InvalidArgumentError as e:
-            raise ValueError(f"{path} could not be decoded as a JPEG image ({e.message.strip()}); "
+            raise FECDataError(f"{path} could not be decoded as a JPEG image ({e.message.strip()}); "
                              f"replace or remove it") from None
     raise RuntimeError("decoding the FEC images failed, but no single file fails on its own")

@@ -46,6 +46,18 @@ _DEFAULT_WIDTHS = {
     "airbench": airbench_net.DEFAULT_WIDTHS,  # conv group 1, 2, 3 channels
 }
 _DEFAULT_WIDTHS["cnn_bn"] = _DEFAULT_WIDTHS["cnn_dropout"] = _DEFAULT_WIDTHS["cnn"]
+_WIDTHS_MEANING = {
+    "mlp": "hidden Dense units, any number of layers",
+    "cnn": "conv1, conv2, conv3 filters, then Dense units",
+    "resnet9": "prep, layer1, layer2, layer3 channels",
+    "airbench": "conv group 1, 2, 3 channels",
+}
+_WIDTHS_MEANING["cnn_bn"] = _WIDTHS_MEANING["cnn_dropout"] = _WIDTHS_MEANING["cnn"]
+# The spatial size left before the head, from the input's smaller side: it must stay >= 1.
+_CNN_SIZE = lambda s: ((s - 2) // 2 - 2) // 2 - 2  # noqa: E731  3 'valid' 3x3 convs, 2 max-pools
+_FEATURE_SIZE = {"cnn": _CNN_SIZE, "cnn_bn": _CNN_SIZE, "cnn_dropout": _CNN_SIZE,
+                 "resnet9": lambda s: s // 2 // 2 // 2,  # 3 max-pools
+                 "airbench": lambda s: (s - 1) // 2 // 2 // 2 // 3}  # 2x2 whitening, 3 pools, pool 3
 _CNN_DROPOUT_RATE = 0.25
 # From the speed-record recipes: keeps initial logits small.
 _LOGIT_SCALES = {"resnet9": 0.125, "airbench": airbench_net.LOGIT_SCALE}
@@ -174,6 +186,36 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
         for layer in model.layers:
             layer.trainable = any(layer is h for h in head)
     return model
+
+
+def options_error(name, *, widths=None, activation=None, pretrained=False, image_size=None) -> str | None:
+    """Why `name` cannot take these options, in words for a user (None if it can): the checks of
+    build_model that need no data, so a configuration can be refused before anything is built.
+    `image_size` is the input's smaller side."""
+    if name not in MODELS:
+        return f"unknown model {name!r}; valid models: {', '.join(MODELS)}"
+    if name in _EFFICIENTNETS:
+        if widths:
+            return f"{name} is a keras.applications backbone: its widths cannot be set"
+        if activation not in (None, "", "relu"):
+            return f"{name} keeps its own activation (swish): leave the activation unset"
+    else:
+        if pretrained:
+            return f"only {', '.join(_EFFICIENTNETS)} have pretrained weights, not {name}"
+        default = _DEFAULT_WIDTHS[name]
+        if widths and (any(int(w) < 1 for w in widths) or name != "mlp" and len(widths) != len(default)):
+            count = "positive widths" if name == "mlp" else f"{len(default)} positive widths"
+            return f"{name} takes {count} ({_WIDTHS_MEANING[name]}), e.g. {','.join(map(str, default))} (the default)"
+        if activation:
+            try:
+                _check_activation(activation)
+            except ValueError:
+                return f"unknown activation {activation!r}: a Keras activation name, e.g. relu, gelu, silu, tanh"
+    size = _FEATURE_SIZE.get(name)
+    if image_size and size and size(int(image_size)) < 1:
+        smallest = next(s for s in range(1, 1024) if size(s) >= 1)
+        return f"{name} needs images of at least {smallest}x{smallest} pixels"
+    return None
 
 
 class _Layers:

@@ -115,21 +115,39 @@ def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", f
 def run_triplet(config: framework.TrainConfig, *, dataset="mnist", data_dir="", model="cnn",
                 embedding_dim=16, scale=4.0, delta=0.5, optimizer="adam", num_train=20000, num_test=2000,
                 fec_csv="", fec_images="", image_size=64) -> dict:
+    from trainers import models
     if dataset not in TRIPLET_DATASETS:
         raise ConfigError(f"--dataset={dataset!r}: unknown; valid choices: {', '.join(TRIPLET_DATASETS)}")
     if optimizer not in optimizers.OPTIMIZERS:
         raise ConfigError(f"--optimizer={optimizer!r}: unknown; valid choices: {', '.join(optimizers.OPTIMIZERS)}")
+    if model not in models.MODELS:
+        raise ConfigError(f"--model={model!r}: unknown; valid choices: {', '.join(models.MODELS)}")
+    for name, value, ok, rule in (("embedding_dim", embedding_dim, embedding_dim >= 1, ">= 1"),
+                                  ("scale", scale, scale > 0, "> 0"), ("delta", delta, delta >= 0, ">= 0"),
+                                  ("num_train", num_train, num_train >= 1, ">= 1"),
+                                  ("num_test", num_test, num_test >= 1, ">= 1"),
+                                  ("image_size", image_size, image_size >= 1, ">= 1")):
+        if not ok:
+            raise ConfigError(f"--{name}={value}: must be {rule}")
+    if dataset == "fec" and not (fec_csv and fec_images):
+        raise ConfigError("--dataset=fec needs --fec_csv=FILE and --fec_images=DIR")
     strategy = framework.prepare_runtime(config)
     run_config = {**config.to_dict(), "dataset": dataset, "data_dir": data_dir, "model": model,
                   "embedding_dim": embedding_dim, "scale": scale, "delta": delta, "optimizer": optimizer,
                   "num_train": num_train, "num_test": num_test, "fec_csv": fec_csv, "fec_images": fec_images,
                   "image_size": image_size}
-    # Before the data and the model: a --model_dir of another run is refused (framework/run_record.py).
-    run_record.prepare(config.model_dir, run_config, fresh_start=config.fresh_start, strategy=strategy,
-                       ignore=("data_dir",))
+    # A --model_dir of another run is refused before the data is read (framework/run_record.py) ...
+    if config.model_dir and not config.fresh_start:
+        run_record.check(config.model_dir, run_config, ignore=("data_dir",))
     data = load_triplets(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test, seed=config.seed,
                          fec_csv=fec_csv, fec_images=fec_images, image_size=image_size)
     input_shape = data.train[0].shape[2:]
+    problem = models.options_error(model, image_size=min(input_shape[:2]))
+    if problem:
+        raise ConfigError(f"--model={model} on {input_shape[0]}x{input_shape[1]} images: {problem}")
+    # ... and a run that can start records itself (or moves the old one aside) before the model is built.
+    run_record.prepare(config.model_dir, run_config, fresh_start=config.fresh_start, strategy=strategy,
+                       ignore=("data_dir",))
 
     def model_fn():
         return triplet_loss.build_embedding_model(model, input_shape=input_shape, embedding_dim=embedding_dim,
