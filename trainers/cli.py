@@ -184,7 +184,7 @@ def parse_flags(argv):
     except flags.Error as err:
         fail(str(err))
     except SystemExit as done:
-        if done.code == 1 and FLAGS.is_parsed() is False and _asked_for_help(argv):
+        if done.code == 1 and _asked_for_help(argv):
             sys.exit(0)  # absl exits 1 after --help; help that was asked for is a success
         raise
 
