@@ -36,9 +36,10 @@ mnist: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests $(PYTEST_ARGS)
 
+# Every report under benchmarks/reports/, from the current code, stamped with the commit (on an idle
+# machine: the figures are timings). One report: make benchmarks BENCH_ARGS="--only=soak".
 benchmarks: setup
-	for m in mlp cnn resnet9; do $(VENV)/bin/python -m benchmarks.loop_vs_fit --model=$$m || exit 1; done
-	$(VENV)/bin/python -m benchmarks.input_vs_step --trainer=cifar
+	$(VENV)/bin/python -m benchmarks.regenerate $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .venv-tf* runs

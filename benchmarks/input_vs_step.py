@@ -1,7 +1,9 @@
 """Is training slow because of the input pipeline or the step? Three measurements separate the two.
 
-    python -m benchmarks.input_vs_step --trainer=cifar [--out=DIR] [--steps=12]
+    python -m benchmarks.input_vs_step --trainer=cifar [--recipe=fast] [--out=DIR] [--steps=12] [--smoke]
 
+The trainer is measured as `python -m trainers.<trainer> --recipe=<recipe>` runs it (trainers/recipes.py;
+for cifar: airbench's net of trainers/airbench_net.py, "auto" = fast on a CPU, full on a GPU/TPU):
 1. input alone: iterate the trainer's training dataset (same pipeline, no model);
 2. step alone: the trainer with --synthetic_data (one on-device batch, repeated);
 3. both: the trainer as it runs.
@@ -19,29 +21,18 @@ import tensorflow as tf  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from benchmarks.report import bar_plot, machine_setup, write_report  # noqa: E402
-from framework import TrainConfig, input_pipeline  # noqa: E402
-from trainers import evaluation  # noqa: E402
-from trainers.experiment import ExperimentConfig, load_data, make_task, run_experiment  # noqa: E402
+from framework import input_pipeline  # noqa: E402
+from trainers import evaluation, recipes  # noqa: E402
+from trainers.experiment import load_data, make_task, run_experiment  # noqa: E402
 
-flags.DEFINE_enum("trainer", "cifar", ["cifar", "mnist", "fashion_mnist"], "Trainer whose defaults to measure.")
+flags.DEFINE_enum("trainer", "cifar", ["cifar", "mnist", "fashion_mnist"], "Trainer whose recipe to measure.")
+flags.DEFINE_string("recipe", "auto", "The trainer's recipe (trainers/recipes.py); auto: full on a GPU/TPU, "
+                    "fast on a CPU, as the trainer picks.")
 flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/input_vs_step/<trainer>).")
 flags.DEFINE_integer("steps", 12, "Timed steps per measurement (after one warm-up loop).")
 flags.DEFINE_bool("sweep", True, "Also sweep parallel calls, prefetch and where augmentation runs.")
+flags.DEFINE_bool("smoke", False, "Test size (the recipe's smoke variant, 2 timed steps): figures meaningless.")
 FLAGS = flags.FLAGS
-
-
-def trainer_configs(name: str) -> tuple[ExperimentConfig, TrainConfig]:
-    """The trainer's own defaults (and its CPU/GPU recipe), split into the two configs."""
-    module = __import__(f"trainers.{name}", fromlist=["DEFAULTS"])
-    values = dict(module.DEFAULTS)
-    recipes = getattr(module, "RECIPES", None)
-    if recipes:
-        gpu = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
-        values.update(recipes["full" if gpu else "fast"])
-    exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    exp = ExperimentConfig(**{k: v for k, v in values.items() if k in exp_fields})
-    config = TrainConfig(**{k: v for k, v in values.items() if k not in exp_fields})
-    return exp, config
 
 
 def input_alone(exp, config, data, steps, **pipeline) -> float:
@@ -49,7 +40,7 @@ def input_alone(exp, config, data, steps, **pipeline) -> float:
     _, policy = make_task(exp, config, int(data.train[1].max()) + 1, data.train[0].shape[1:])
     host_fn = evaluation.host_augment_fn(policy, config.seed) if exp.augment_on == "host" and policy else None
     dataset = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
-                                              seed=config.seed, host_fn=host_fn, **pipeline)(
+                                              seed=config.seed, host_fn=host_fn, **{**data.pipeline, **pipeline})(
         tf.distribute.InputContext())
     iterator = iter(dataset)
     for _ in range(3):  # warm-up: builds the pipeline, fills buffers
@@ -64,7 +55,7 @@ def input_alone(exp, config, data, steps, **pipeline) -> float:
 def trained(exp, config, data, steps, **pipeline) -> dict:
     """Examples/s and input-wait fraction of the trainer over `steps` steps after a warm-up loop."""
     loops = []
-    data = dataclasses.replace(data, pipeline=pipeline)
+    data = dataclasses.replace(data, pipeline={**data.pipeline, **pipeline})  # keeps e.g. the alternating flip
     config = config.replace(train_steps=2 * steps, steps_per_loop=steps, model_dir=None, export=False)
     run_experiment(exp, config, data=data, hooks=[lambda info: loops.append(info)])
     timed = loops[1:]  # the first loop traces and compiles
@@ -74,21 +65,24 @@ def trained(exp, config, data, steps, **pipeline) -> dict:
 
 
 def main(_):
-    exp, config = trainer_configs(FLAGS.trainer)
+    recipe = recipes.pick(FLAGS.trainer, FLAGS.recipe)
+    exp, config = recipes.configs(FLAGS.trainer, recipe, smoke=FLAGS.smoke)
     out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", FLAGS.trainer)
     data, _ = load_data(exp, config.seed)
     x_test, y_test = data.evals["test"]
     # Only training is timed; a small test slice keeps each run's final evaluation short.
     data = dataclasses.replace(data, evals={"test": (x_test[:config.global_batch_size],
                                                      y_test[:config.global_batch_size])})
-    steps = FLAGS.steps
+    steps = 2 if FLAGS.smoke else FLAGS.steps
     logging.info("measuring %s: batch %d, augment=%s on %s", FLAGS.trainer, config.global_batch_size,
                  exp.augment, exp.augment_on)
     in_alone = input_alone(exp, config, data, steps)
     step_alone = trained(exp, config, dataclasses.replace(data, synthetic=True), steps)["examples_per_sec"]
     both = trained(exp, config, data, steps)
     bound = "input" if in_alone < step_alone else "step"
-    summary = {"trainer": FLAGS.trainer, "global_batch_size": config.global_batch_size,
+    summary = {"trainer": FLAGS.trainer, "recipe": recipe or "(defaults)", "model": exp.model,
+               "widths": exp.widths, "global_batch_size": config.global_batch_size,
+               "mixed_precision": config.mixed_precision,
                "input_alone_examples_per_sec": in_alone, "step_alone_examples_per_sec": step_alone,
                "combined_examples_per_sec": both["examples_per_sec"], "bound": bound,
                "efficiency": both["examples_per_sec"] / min(in_alone, step_alone),
@@ -108,13 +102,23 @@ def main(_):
                                                                           **pipeline),
                          "combined ex/s": found["examples_per_sec"], "input wait": found["input_wait_fraction"]})
             logging.info("%s: %s", name, rows[-1])
-    write_report(out, title=f"Input pipeline versus step: trainers.{FLAGS.trainer}", summary=summary, rows=rows,
+    run = f"python -m trainers.{FLAGS.trainer}" + (f" --recipe={recipe}" if recipe else "")
+    if FLAGS.smoke:
+        summary["smoke"] = True
+    write_report(out, title=f"Input pipeline versus step: {run[len('python -m '):]}", summary=summary, rows=rows,
                  columns=["setting", "input alone ex/s", "combined ex/s", "input wait"],
-                 setup={**machine_setup(), "command": f"python -m benchmarks.input_vs_step --trainer={FLAGS.trainer}",
+                 setup={**machine_setup(),
+                        "command": f"python -m benchmarks.input_vs_step --trainer={FLAGS.trainer} --recipe={FLAGS.recipe}"
+                                   + (" --smoke" if FLAGS.smoke else ""),
                         "experiment": exp.to_dict(), "timed steps": steps,
+                        "train config": {k: v for k, v in config.to_dict().items() if k != "model_dir"},
                         "step alone": "--synthetic_data: one random batch, repeated"},
-                 notes=("The cache question does not arise here: loaders decode once (the CIFAR JPEGs are "
-                        "decoded in parallel and cached as pixels), so the map only gathers whole batches."),
+                 notes=("SMOKE RUN: a few steps on a few examples, the figures mean nothing.\n\n" if FLAGS.smoke else "")
+                 + (f"The trainer as `{run}` trains: model {exp.model}"
+                    f"{f' (widths {exp.widths})' if exp.widths else ''}, batch {config.global_batch_size}, "
+                    f"augment {exp.augment} on the {exp.augment_on}, mixed precision {config.mixed_precision}. "
+                    "The cache question does not arise here: loaders decode once (the CIFAR JPEGs are "
+                    "decoded in parallel and cached as pixels), so the map only gathers whole batches."),
                  plots={"breakdown.png": bar_plot(["input alone", "step alone", "combined"],
                                                   [in_alone, step_alone, both["examples_per_sec"]],
                                                   ylabel="examples/s", title=f"{FLAGS.trainer}: bound by {bound}"),

@@ -99,7 +99,9 @@ def main(_):
     write_report(out, title=f"Our loop vs Keras fit: {FLAGS.model}, batch {batch}", summary=summary, rows=rows,
                  columns=["contender", "steps/s mean", "steps/s std", "runs", "vs ours"],
                  setup={**machine_setup(), "dataset": dataset, "widths": widths,
-                        "command": f"python -m benchmarks.loop_vs_fit --model={FLAGS.model}",
+                        "command": " ".join(["python -m benchmarks.loop_vs_fit", f"--model={FLAGS.model}"] + [
+                            f"--{name}={FLAGS[name].value}" for name in ("examples", "batch_size", "repeats")
+                            if FLAGS[name].present]),
                         "timing": "second of two epochs; ours: train-loop time (eval/checkpoints excluded)"},
                  plots={"throughput.png": bar_plot(names, [stats[n][0] for n in names],
                                                    errors=[stats[n][1] for n in names], ylabel="steps/s",

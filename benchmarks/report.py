@@ -1,4 +1,10 @@
-"""Benchmark reports: report.md (a table a person reads first, then the setup), report.json, PNG plots."""
+"""Benchmark reports: report.md (a table a person reads first, then the setup), report.json, PNG plots.
+
+Every report says what made it (`provenance()`): the commit, "dirty" when the working tree had
+changes outside benchmarks/reports/ (a figure from uncommitted code cannot be reproduced from the
+commit alone), the CPU model and the date. `python -m benchmarks.regenerate` remakes them all.
+"""
+import datetime
 import os
 import platform
 import subprocess
@@ -6,6 +12,46 @@ import subprocess
 import numpy as np
 
 from framework.outputs import write_json
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def provenance() -> dict:
+    """{"commit", "dirty", "cpu", "date"} of this run; "unknown" where git or lscpu are missing."""
+    def run(*args):
+        try:
+            proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return proc.stdout if proc.returncode == 0 else None
+
+    commit = (run("git", "rev-parse", "--short", "HEAD") or "unknown").strip()
+    # Reports written earlier in the same `make benchmarks` are not changes to the code measured.
+    status = run("git", "status", "--porcelain", "--", ".", ":(exclude)benchmarks/reports")
+    return {"commit": commit, "dirty": bool(status.strip()) if status is not None else "unknown",
+            "cpu": _cpu_model(run("lscpu")), "date": datetime.datetime.now(datetime.timezone.utc)
+            .strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def provenance_line(stamp: dict) -> str:
+    dirty = " (dirty: uncommitted changes)" if stamp["dirty"] is True else ""
+    return f"Made from commit {stamp['commit']}{dirty} on {stamp['date']}, CPU: {stamp['cpu']}."
+
+
+def _cpu_model(lscpu: str | None) -> str:
+    for text, key in ((lscpu, "Model name:"), (_read("/proc/cpuinfo"), "model name")):
+        for line in (text or "").splitlines():
+            if line.strip().startswith(key):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
 
 
 def machine_setup() -> dict:
@@ -33,8 +79,10 @@ def write_report(out_dir: str, *, title: str, summary: dict, rows: list[dict], c
                  setup: dict, notes: str = "", plots: dict | None = None) -> None:
     """`rows` become the table; `summary` the headline figures; both go to report.json too."""
     os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "report.json"), {**summary, "rows": rows, "setup": setup})
-    lines = [f"# {title}", ""]
+    stamp = provenance()
+    write_json(os.path.join(out_dir, "report.json"), {**summary, "rows": rows, "setup": setup,
+                                                      "provenance": stamp})
+    lines = [f"# {title}", "", provenance_line(stamp), ""]
     if notes:
         lines += [notes, ""]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

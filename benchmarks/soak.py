@@ -22,7 +22,8 @@ from trainers.experiment import ExperimentConfig, run_experiment  # noqa: E402
 flags.DEFINE_float("minutes", 10.0, "How long to train.")
 flags.DEFINE_integer("checkpoint_every", 400, "Steps between checkpoints.")
 flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/soak).")
-flags.DEFINE_string("model_dir", "/tmp/tfloops_soak", "Scratch model directory (emptied first).")
+flags.DEFINE_string("model_dir", "", "Scratch model directory, emptied first (default: a new temporary one, "
+                    "removed at the end).")
 FLAGS = flags.FLAGS
 
 
@@ -33,7 +34,17 @@ def rss_mb() -> float:
 
 def main(_):
     import shutil
-    shutil.rmtree(FLAGS.model_dir, ignore_errors=True)
+    import tempfile
+    model_dir = FLAGS.model_dir or tempfile.mkdtemp(prefix="tfloops_soak_")
+    try:
+        shutil.rmtree(model_dir, ignore_errors=True)
+        soak(model_dir)
+    finally:
+        if not FLAGS.model_dir:
+            shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def soak(model_dir):
     samples = []
     start = time.time()
     deadline = start + FLAGS.minutes * 60
@@ -42,7 +53,7 @@ def main(_):
         samples.append((time.time() - start, info.step, rss_mb()))
         return time.time() > deadline  # stop (after a final checkpoint) when time is up
 
-    config = TrainConfig(model_dir=FLAGS.model_dir, global_batch_size=32, epochs=10_000, steps_per_loop=100,
+    config = TrainConfig(model_dir=model_dir, global_batch_size=32, epochs=10_000, steps_per_loop=100,
                          checkpoint_every=FLAGS.checkpoint_every, learning_rate=1e-3, export=False)
     run_experiment(ExperimentConfig(dataset="mnist", model="mlp", optimizer="adam"), config, hooks=[sample])
     warm = samples[len(samples) // 2]
@@ -70,7 +81,8 @@ def main(_):
     rows = [{"minute": round(t / 60, 2), "step": s, "rss MB": m} for t, s, m in samples[:: max(1, len(samples) // 12)]]
     write_report(out, title="Soak: memory over a long run with frequent checkpoints", summary=summary, rows=rows,
                  columns=["minute", "step", "rss MB"],
-                 setup={**machine_setup(), "command": f"python -m benchmarks.soak --minutes={FLAGS.minutes}"},
+                 setup={**machine_setup(), "command": f"python -m benchmarks.soak --minutes={FLAGS.minutes} "
+                                                      f"--checkpoint_every={FLAGS.checkpoint_every}"},
                  plots={"memory.png": plot})
     print(f"memory: start {summary['rss_start_mb']:.0f} MB, half-way {summary['rss_half_mb']:.0f} MB, end "
           f"{summary['rss_end_mb']:.0f} MB over {end[1]} steps and {checkpoints} checkpoints "

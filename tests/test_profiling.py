@@ -1,8 +1,6 @@
-"""Input pipeline versus step: the engine's per-loop measurement, the benchmark's report, traces."""
-import json
+"""Input pipeline versus step: the engine's per-loop measurement, and traces. (The input_vs_step
+benchmark's report: tests/test_benchmarks.py.)"""
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -10,8 +8,6 @@ import tensorflow as tf
 
 import framework
 from tests import engine_helpers as h
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _slow_host_fn(batch, step, replica):
@@ -53,16 +49,3 @@ def test_profile_steps_write_a_trace(tmp_path):
     events = {plane.event_metadata[event.metadata_id].name for plane in space.planes for line in plane.lines
               for event in line.events}
     assert "train_loop" in events, sorted(events)[:20]  # the traced window holds the compiled loop
-
-
-def test_input_vs_step_report(tmp_path, data_dir):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.input_vs_step", "--trainer=mnist", "--steps=8",
-                           "--nosweep", f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads((tmp_path / "report.json").read_text())
-    for key in ("input_alone_examples_per_sec", "step_alone_examples_per_sec", "combined_examples_per_sec"):
-        assert report[key] > 0
-    assert report["bound"] in ("input", "step") and 0 < report["efficiency"] < 2
-    assert "| setting |" in (tmp_path / "report.md").read_text()
-    assert (tmp_path / "breakdown.png").stat().st_size > 1000
