@@ -117,9 +117,10 @@ def loop_plan(config: TrainConfig, data: Data, steps_per_epoch: int, total_steps
         return f"{line} (automatic)"
     lengths = {"steps_per_loop": config.steps_per_loop, "steps per epoch": steps_per_epoch,
                "total steps": total_steps, "checkpoint_every": config.checkpoint_every}
-    if config.profile_steps:
+    profile = [int(v) for v in config.profile_steps.split(",")] if config.profile_steps else []
+    if profile:
         lengths["profile_steps"] = config.profile_steps
-    common = math.gcd(*(int(v) for text in map(str, lengths.values()) for v in text.split(",")))
+    common = math.gcd(*[v for v in lengths.values() if isinstance(v, int)], *profile)
     if data.synthetic:
         why = "synthetic data is made one batch per next()"
     elif data.host_fn is not None:
