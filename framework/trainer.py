@@ -213,7 +213,8 @@ class Trainer:
 
 def _sum_gradients_in_the_step(optimizer) -> None:
     """Keras all-reduces the gradients inside apply_gradients; the step does it instead (to report the
-    global gradient norm without a second all-reduce), so Keras' own sum must become the identity."""
+    global gradient norm without a second all-reduce), so Keras' own sum must become the identity.
+    Only on this instance, which optimizer_fn made for this trainer: do not hand it to Model.fit."""
     for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):  # fp16: the LossScaleOptimizer's
         if opt is None:
             continue
