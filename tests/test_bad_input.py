@@ -84,6 +84,20 @@ def test_triplet_refuses_bad_values_before_reading_data(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_pretrained_weights_offline_are_a_one_line_data_error(monkeypatch):
+    """--pretrained without the internet: the command line maps a DataError to one line and exit 2."""
+    import keras
+    from framework.data.datasets import DataError
+    from trainers import models
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what keras.utils.get_file raises
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(DataError, match="Could not download the ImageNet weights") as error:
+        models.build_model("efficientnet_b0", input_shape=(32, 32, 3), num_classes=10, pretrained=True)
+    assert "\n" not in str(error.value) and "--pretrained" in str(error.value)
+
+
 @pytest.fixture(scope="module")
 def fec_files(tmp_path_factory):
     """A tiny FEC layout: two faces on disk, a good CSV, one missing a column, one naming a missing face."""

@@ -35,6 +35,7 @@ import zlib
 import keras
 import numpy as np
 
+from framework.data.datasets import DataError
 from trainers import airbench_net
 
 MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "airbench", "efficientnet_b0", "efficientnetv2_b0")
@@ -380,9 +381,13 @@ def _fetch_imagenet_weights(name, weights_file, url):
         raise _weights_error(name, weights_file, url, e) from e
 
 
+class WeightsUnavailableError(DataError, RuntimeError):
+    """The ImageNet weights of --pretrained cannot be had (offline): the trainers print one line, exit 2."""
+
+
 def _weights_error(name, weights_file, url, error):
-    return RuntimeError(
-        f"Could not download the ImageNet weights for {name} ({url}): {error}\n"
+    return WeightsUnavailableError(
+        f"Could not download the ImageNet weights for {name} ({url}): {' '.join(str(error).split())}. "
         f"To proceed, either run once with internet access (Keras caches the file), or copy "
         f"{weights_file} into ~/.keras/models/ (or $KERAS_HOME/models/), or train from scratch "
         f"without --pretrained (pretrained=False).")
