@@ -50,6 +50,7 @@ def test_every_report_has_a_generator():
         assert os.path.exists(os.path.join(ROOT, *module.split(".")) + ".py"), module
 
 
+@pytest.mark.xdist_group("benchmark_smoke")  # one worker runs the benchmarks once (make test runs 2 workers)
 @pytest.mark.parametrize("name", SMOKE)
 def test_smoke_report_carries_the_commit_and_parses(name, smoke_reports):
     out, heads, runs = smoke_reports
