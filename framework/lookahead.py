@@ -6,7 +6,8 @@ of the model, BatchNorm's moving statistics included, as airbench's state_dict d
 
 Keras has an EMA of weights (`use_ema`, `ema_overwrite_frequency`), but with a constant momentum
 and over trainable weights only; this is the ramped version airbench measured.
-The update runs in cross-replica context, in `Trainer.train_loop` between steps.
+The update runs at the end of the replicated step, in a merge_call (cross-replica context inside the
+step's program), so on a TPU it is no separate program between steps.
 """
 import tensorflow as tf
 

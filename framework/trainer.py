@@ -85,8 +85,15 @@ class Trainer:
         # Update weights. The fp16 LossScaleOptimizer unscales the gradients and skips the step if
         # they are not finite (the same decision on every replica: the gradients are already summed).
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        self._after_update(step + 1)  # fp16 step count, lookahead
         self.task.update_metrics(self.train_metrics, labels, logits, per_example_loss)
         self._update_step_metrics(reg_loss=reg_loss, grad_norm=grad_norm, grads=grads)
+
+    def _after_update(self, steps_done):
+        if self.scales_loss:  # a skipped fp16 step still counts: the LR schedule follows the step count
+            self.optimizer.iterations.assign(tf.cast(steps_done, self.optimizer.iterations.dtype))
+        if self.lookahead is not None:  # inside the replicated step (one program on a TPU), see lookahead.py
+            tf.distribute.get_replica_context().merge_call(lambda _: self.lookahead.maybe_update(steps_done))
 
     def _regularization_loss(self):
         # In float32 before summing: under mixed precision a layer's loss may be bf16 or fp16.
@@ -123,17 +130,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- compiled loops
     @tf.function
-    def train_loop(self, iterator, num_steps):
-        """`num_steps` train steps in one call; `num_steps` must be a tensor (a Python int retraces)."""
+    def train_loop(self, iterator, num_steps, first_step):
+        """`num_steps` train steps in one call, numbered from `first_step`; both must be tensors (a
+        Python int retraces). The step numbers are loop counters on the host, not device reads."""
         fetch = self.steps_per_fetch
-        step = self.step.read_value()
-        for _ in tf.range(num_steps // fetch):
+        for i in tf.range(num_steps // fetch):
             chunk = self._timed_next(iterator)  # the batches of `fetch` steps
-            for j in tf.range(fetch):
-                self.strategy.run(self._replica_train_step, args=(chunk, j, step))
-                step += 1
-                if self.lookahead is not None:  # between steps, in cross-replica context
-                    self.lookahead.maybe_update(step)
+            for j in tf.range(fetch, dtype=tf.int64):
+                self.strategy.run(self._replica_train_step, args=(chunk, j, first_step + i * fetch + j))
         self.step.assign_add(num_steps)  # once per loop, not once per step
 
     def _timed_next(self, iterator):
@@ -157,7 +161,8 @@ class Trainer:
     def run_train(self, iterator, num_steps: int) -> None:
         if num_steps % self.steps_per_fetch:
             raise ValueError(f"num_steps={num_steps} is not a multiple of steps_per_fetch={self.steps_per_fetch}")
-        self.train_loop(iterator, tf.constant(num_steps, tf.int64))
+        first_step = int(self.step.numpy())  # once per loop (a checkpoint restore may have set it)
+        self.train_loop(iterator, tf.constant(num_steps, tf.int64), tf.constant(first_step, tf.int64))
         self._steps_since_reset += num_steps
 
     def evaluate(self, iterator, num_batches: int) -> dict[str, float]:
