@@ -66,6 +66,9 @@ def test_checks_against_the_data_pass_good_settings():
     import augment
     with pytest.raises(ConfigError, match="cnn needs images of at least 18x18"):
         check_for_data(ExperimentConfig(model="cnn"), (12, 16, 1), None)
+    with pytest.raises(ConfigError, match="--eval_transforms=rot90 needs square images, not 28x32"):
+        check_for_data(ExperimentConfig(eval_transforms=("flip_lr", "rot90")), (28, 32, 3), None)
+    check_for_data(ExperimentConfig(eval_transforms=("rot90",)), (32, 32, 3), None)
     for good in ("standard", "strong", "flip,crop:padding=2,cutout:size=8,mixup", "rotate:fill_mode=wrap"):
         check_for_data(ExperimentConfig(augment=good), (28, 28, 1),
                        augment.get_policy(good, num_classes=10, image_shape=(28, 28, 1)))

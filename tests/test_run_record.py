@@ -1,5 +1,6 @@
 """A run directory is resumed only by the same configuration (framework/run_record.py): the same command
 resumes, other settings are refused before anything is built, --fresh_start moves the old run aside."""
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -157,6 +158,17 @@ def test_a_record_without_a_checkpoint_is_a_new_run(tmp_path):
         run_record.prepare(str(tmp_path), {"learning_rate": 0.3})
 
 
+def test_a_run_from_before_records_is_compared_with_its_result_json(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "checkpoint").write_text("")
+    budget = {"train_steps": 0, "train_minutes": 1.0, "learning_rate": 0.1}
+    (tmp_path / "result.json").write_text(json.dumps({"config": {**budget, "train_steps": 17, "time_budget": {}}}))
+    run_record.prepare(str(tmp_path), budget)  # the budget's 17 steps are not the user's setting
+    (tmp_path / run_record.RECORD_FILE).unlink()
+    with pytest.raises(RunDirectoryError, match=r"--learning_rate=0.1 \(now 0.2\)"):
+        run_record.prepare(str(tmp_path), {**budget, "learning_rate": 0.2})
+
+
 def test_cli_refuses_another_configuration_with_one_line_and_exit_2(tmp_path, data_dir):
     def mnist(*args):
         return subprocess.run([sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=512",
@@ -165,9 +177,13 @@ def test_cli_refuses_another_configuration_with_one_line_and_exit_2(tmp_path, da
                               timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
     first = mnist()
     assert first.returncode == 0, first.stderr[-2000:]
-    other = mnist("--learning_rate=0.01")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # both only read the record: run them together
+        same, other = pool.map(lambda args: mnist(*args), [(), ("--learning_rate=0.01",)])
+    assert same.returncode == 0 and "resumed from" in same.stderr, same.stderr[-2000:]
     assert other.returncode == 2, other.stderr[-2000:]
-    lines = [line for line in other.stderr.splitlines() if not _tensorflow_noise(line)]
+    # absl's INFO lines ('I1202 05:48:14.551791 ... cli.py:91] config ...') are not errors.
+    lines = [line for line in other.stderr.splitlines()
+             if not _tensorflow_noise(line) and not (line[:1] == "I" and line[1:5].isdigit())]
     assert len(lines) == 1 and lines[0].startswith("error: --model_dir=") and "Traceback" not in other.stderr
     assert "--learning_rate=0.001 (now 0.01)" in lines[0] and "--fresh_start" in lines[0]
 

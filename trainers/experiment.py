@@ -186,7 +186,8 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
 
 def check_for_data(exp: ExperimentConfig, image_shape, policy) -> None:
     """What only the data's image shape decides (ExperimentConfig checked the rest): the model's
-    smallest input, the TTA shift, and the augmentation's option values (one eager run on 2 images)."""
+    smallest input, rot90 on square images, the TTA shift, and the augmentation's option values (one
+    eager run on 2 images)."""
     from augment.policies import check_policy
     from trainers import models
     height, width = int(image_shape[0]), int(image_shape[1])
@@ -194,6 +195,9 @@ def check_for_data(exp: ExperimentConfig, image_shape, policy) -> None:
     if problem:
         raise ConfigError(f"--model={exp.model} on {height}x{width} images"
                           f"{f' (--image_size={exp.image_size})' if exp.image_size else ''}: {problem}")
+    if "rot90" in exp.eval_transforms and height != width:
+        raise ConfigError(f"--eval_transforms=rot90 needs square images, not {height}x{width} "
+                          "(--image_size=N resizes them to N x N)")
     if exp.tta and exp.tta_translate >= min(height, width):
         raise ConfigError(f"--tta_translate={exp.tta_translate}: must be smaller than the {height}x{width} images")
     if policy is not None:
