@@ -116,6 +116,18 @@ def test_repeats_check_every_repeat_before_training_and_fresh_start_keeps_them_t
     assert (tmp_path / "repeats.json").exists()
 
 
+def test_a_sweep_checks_every_cell_before_training_any(tmp_path, data_dir, monkeypatch):
+    from trainers import repeats
+    repeats.run_sweep(EXP, _config(tmp_path), "learning_rate=0.01,0.001")
+    repeats.run_sweep(EXP, _config(tmp_path), "learning_rate=0.01,0.001")  # the same sweep: every cell resumes
+    before = _files(tmp_path)
+    trained = []
+    monkeypatch.setattr(repeats, "run_experiment", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
+    with pytest.raises(RunDirectoryError, match=r"learning_rate-0.01/repeat_0 holds a run .*--seed=0 \(now 1\)"):
+        repeats.run_sweep(EXP, _config(tmp_path, seed=1), "learning_rate=0.01,0.001")
+    assert not trained and _files(tmp_path).keys() == before.keys()
+
+
 def test_triplet_and_framework_train_follow_the_same_rule(tmp_path, data_dir):
     from framework import ClassificationTask, train
     from tests.engine_helpers import adam, mlp_fn, mnist_data
