@@ -240,6 +240,10 @@ def test_keras_defaults_unless_a_trainer_says_otherwise():
     assert experiment.optimizer_fn_for(ExperimentConfig(optimizer="rmsprop"))(0.1).momentum == 0.0
     with pytest.raises(ValueError, match="`momentum` .* does not apply to adam"):
         optimizers.build_optimizer("adam", 0.1, momentum=0.9)
+    # A notebook's config says so too; the recipes module's table (no Keras import) is the optimizers'.
+    with pytest.raises(ConfigError, match=r"--nesterov=True does not apply to --optimizer=adam \(only to sgd\)"):
+        ExperimentConfig(optimizer="adam", nesterov=True)
+    assert recipes.OPTIMIZER_OPTIONS == optimizers.TAKES_MOMENTUM
 
 
 @pytest.fixture(scope="module")

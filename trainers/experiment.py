@@ -122,6 +122,10 @@ class ExperimentConfig:
                 raise ConfigError(f"--{name}{f'={shown}' if shown != '' else ''} with --model={self.model}: {problem}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"--momentum={self.momentum}: must be in [0, 1)")
+        for name, takers in optimizers.TAKES_MOMENTUM.items():  # trainers/recipes.py drops a recipe's
+            if getattr(self, name) and self.optimizer not in takers:
+                raise ConfigError(f"--{name}={getattr(self, name)} does not apply to --optimizer={self.optimizer} "
+                                  f"(only to {' and '.join(takers)})")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight_decay={self.weight_decay}: must be >= 0")
         if self.permute_pixels < -1:

@@ -21,6 +21,10 @@ _TAKES = {
 }
 
 
+# The options of a momentum optimizer, and which optimizers take them.
+TAKES_MOMENTUM = {name: tuple(o for o in OPTIMIZERS if name in _TAKES[o]) for name in ("momentum", "nesterov")}
+
+
 def build_optimizer(name, learning_rate, *, momentum=0.0, nesterov=False, weight_decay=0.0,
                     beta_1=None, beta_2=None, epsilon=None, rho=None, global_clipnorm=None):
     """Returns a Keras optimizer.

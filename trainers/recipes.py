@@ -67,7 +67,8 @@ RECIPES = {
 SMOKE = dict(train_examples=512, test_examples=256, global_batch_size=64, epochs=1, train_steps=4,
              steps_per_loop=2, train_minutes=0.0, export=False)
 
-# Options tuned for one optimizer or model: they go with it.
+# Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out here
+# so that this module imports no Keras).
 OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
 MODEL_OPTIONS = ("widths", "activation")  # a recipe's architecture is its model's
 
