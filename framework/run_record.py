@@ -143,6 +143,10 @@ def move_aside(model_dir: str) -> str | None:
     entries = sorted(e for e in os.listdir(model_dir) if e != PREVIOUS_DIR)
     if not entries:
         return None
+    if not _holds_a_run(model_dir):  # e.g. --model_dir=. by mistake: never move a user's own files
+        raise RunDirectoryError(f"--fresh_start: {model_dir} holds files but no run (no {RECORD_FILE} or "
+                                f"checkpoints/ in it or its sub-folders), so nothing was moved: give each run "
+                                f"a --model_dir of its own")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target, n = os.path.join(model_dir, PREVIOUS_DIR, stamp), 1
     while os.path.exists(target):
@@ -155,6 +159,15 @@ def move_aside(model_dir: str) -> str | None:
         raise RunDirectoryError(f"--fresh_start: cannot move the files of {model_dir} to {target} ({err})") \
             from err
     return target
+
+
+def _holds_a_run(model_dir: str, depth: int = 2) -> bool:
+    """Whether `model_dir` or a sub-folder down to `depth` levels (a sweep's cell/repeat_<i>) holds a
+    run's record or checkpoints."""
+    if os.path.exists(os.path.join(model_dir, RECORD_FILE)) or os.path.isdir(os.path.join(model_dir, "checkpoints")):
+        return True
+    return depth > 0 and any(_holds_a_run(entry.path, depth - 1) for entry in os.scandir(model_dir)
+                             if entry.is_dir() and entry.name != PREVIOUS_DIR)
 
 
 def _jsonable(record: dict) -> dict:

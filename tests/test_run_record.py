@@ -170,6 +170,17 @@ def test_a_record_without_a_checkpoint_is_a_new_run(tmp_path):
         run_record.prepare(str(tmp_path), {"learning_rate": 0.3})
 
 
+def test_fresh_start_never_moves_files_that_are_not_a_run(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "code").mkdir()
+    with pytest.raises(RunDirectoryError, match="holds files but no run .* nothing was moved"):
+        run_record.prepare(str(tmp_path), {"learning_rate": 0.1}, fresh_start=True)
+    assert sorted(os.listdir(tmp_path)) == ["code", "notes.txt"]
+    (tmp_path / "sweep_cell" / "repeat_0").mkdir(parents=True)  # an interrupted sweep: a record two levels down
+    run_record.write(str(tmp_path / "sweep_cell" / "repeat_0"), {"learning_rate": 0.1})
+    assert run_record.move_aside(str(tmp_path)) is not None and os.listdir(tmp_path) == ["previous"]
+
+
 def test_a_run_from_before_records_is_compared_with_its_result_json(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "checkpoint").write_text("")
