@@ -39,10 +39,7 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
     config_flags.define_flags(ExperimentConfig, defaults={k: v for k, v in static.items() if k in exp_fields},
                               key_module=key_module)
     config_flags.define_flags(TrainConfig, defaults={k: v for k, v in static.items() if k not in exp_fields})
-    if key_module:
-        for option in KEY_TRAIN_OPTIONS:
-            FLAGS.register_key_flag_for_module(sys.argv[0] if key_module == "__main__" else key_module,
-                                               FLAGS[option])
+    module = sys.argv[0] if key_module == "__main__" else key_module  # absl's name for the main module
     own = {
         "repeats": lambda: flags.DEFINE_integer(
             "repeats", 1, "Train N fresh models (seeds seed..seed+N-1); report mean/std of test accuracy "
@@ -60,9 +57,9 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
     for flag_name, define in own.items():
         if flag_name not in FLAGS:
             define()
-        if key_module:
-            FLAGS.register_key_flag_for_module(sys.argv[0] if key_module == "__main__" else key_module,
-                                               FLAGS[flag_name])
+    if module:
+        for flag_name in (*KEY_TRAIN_OPTIONS, *own):
+            FLAGS.register_key_flag_for_module(module, FLAGS[flag_name])
 
 
 def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None = None) -> None:
