@@ -17,11 +17,13 @@ import signal
 import threading
 from typing import Callable
 
+import tensorflow as tf
 from absl import logging
 
 from framework import profiling
 from framework.config import parse_target
 from framework.controls import Monitor
+from framework.strategies import agreed
 
 
 @dataclasses.dataclass
@@ -179,8 +181,20 @@ class Signals(Action):
     """SIGTERM/SIGINT set `received`; the controller then checkpoints at the loop's end and raises
     TrainingInterrupted (whatever the other actions decided), so the same command resumes."""
 
-    def __init__(self):
+    def __init__(self, strategy=None):
         self.received = None
+        self.strategy = strategy
+
+    def after_loop(self, info) -> None:
+        """On several workers a signal may reach one only: all agree (an all-reduce per loop) and take the
+        signal the others received, so every worker checkpoints (a collective) and stops at the same step."""
+        if self.strategy is not None:
+            # One all-reduce carries both: 1000 x (workers signalled) + the sum of their signal numbers.
+            count, total = divmod(round(agreed(self.strategy, 1000.0 * bool(self.received) + (self.received or 0),
+                                               tf.distribute.ReduceOp.SUM)), 1000)
+            if count and not self.received:
+                self.received = round(total / count)
+        return None
 
     @contextlib.contextmanager
     def caught(self):

@@ -21,7 +21,7 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    def __init__(self, trainer, directory: str, *, max_to_keep: int, is_chief: bool = True):
+    def __init__(self, trainer, directory: str, *, max_to_keep: int, is_chief: bool = True, worker_id: int = 0):
         # Loop state (history, controls) as JSON in a string variable: saved atomically with the weights.
         self.state = tf.Variable("{}", dtype=tf.string, trainable=False, name="loop_state")
         self.checkpoint = tf.train.Checkpoint(
@@ -31,7 +31,7 @@ class Checkpointer:
             **({"lookahead": trainer.lookahead.averages} if trainer.lookahead is not None else {}))
         self.directory = directory
         # Every worker must take part in a multi-worker save; only the chief's copy is kept.
-        write_dir = directory if is_chief else os.path.join(directory, f".scratch_{os.getpid()}")
+        write_dir = directory if is_chief else os.path.join(directory, f".scratch_worker_{worker_id}")
         self._scratch = None if is_chief else write_dir
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=max_to_keep)
 

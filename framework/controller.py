@@ -25,7 +25,7 @@ from absl import logging
 from framework import actions, input_pipeline, outputs, profiling
 from framework.checkpointing import Checkpointer
 from framework.config import ConfigError, TrainConfig, parse_target
-from framework.strategies import is_chief
+from framework.strategies import is_chief, worker_id
 
 
 class NonFiniteLossError(RuntimeError):
@@ -151,12 +151,14 @@ class Controller:
         self.monitor_name = config.monitor or default_monitor(trainer.task.metric_names, self.eval_split)
         self.writer = outputs.RunWriter(config.model_dir, enabled=self.chief)
         self.checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "checkpoints"),
-                                          max_to_keep=config.keep_checkpoints, is_chief=self.chief)
+                                          max_to_keep=config.keep_checkpoints, is_chief=self.chief,
+                                          worker_id=worker_id(self.strategy))
                              if config.model_dir else None)
         self.best_checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "best"),
-                                               max_to_keep=1, is_chief=self.chief)
+                                               max_to_keep=1, is_chief=self.chief,
+                                               worker_id=worker_id(self.strategy))
                                   if config.model_dir else None)
-        self.signals = actions.Signals()
+        self.signals = actions.Signals(self.strategy)
         self.profile = actions.Profile(profiling.parse_profile_steps(config.profile_steps),
                                        config.model_dir if self.chief else None)
         self.actions = self._make_actions()

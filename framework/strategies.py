@@ -92,9 +92,11 @@ def _multi_worker_strategy():
         json.loads(os.environ["TF_CONFIG"])
     except json.JSONDecodeError as err:
         raise ConfigError(f"TF_CONFIG is not valid JSON: {err}") from err
-    # A dead peer must fail the others rather than hang them forever in a collective.
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(
-        os.environ.get("TFLOOPS_COLLECTIVE_TIMEOUT", "300")))
+    # A dead peer fails the others through the strategy's own health check (a heartbeat between
+    # workers that aborts the collectives). A timeout on every collective is TF's debug option (a
+    # sleeping thread per collective): opt-in, for a cluster whose health check cannot see a hang.
+    timeout = os.environ.get("TFLOOPS_COLLECTIVE_TIMEOUT")
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout) if timeout else None)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
@@ -128,6 +130,15 @@ def _tf_package() -> str:
         except metadata.PackageNotFoundError:
             continue
     return "an unknown TensorFlow package"
+
+
+def agreed(strategy: tf.distribute.Strategy, value: float, op=tf.distribute.ReduceOp.MEAN) -> float:
+    """`value` reduced over the workers of a MultiWorkerMirroredStrategy (an all-reduce), else `value`:
+    each worker reads its own clock or signals, and they must take the same decisions."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return value
+    readings = strategy.run(lambda: tf.constant(value, tf.float64))
+    return float(strategy.reduce(op, readings, axis=None))
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
