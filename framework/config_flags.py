@@ -13,7 +13,8 @@ The help text lives on the field (`metadata={"help": ...}`, which `framework.con
 so a flag cannot appear without it. bool, int, float and str fields (and `str | None`) become flags of
 that type; a tuple field becomes a list flag whose items are ints, or strs where the field's metadata
 says `"item": str`. With `key_module`, the flags are key flags of that module: its `--help` lists them,
-except fields marked `advanced`, which only `--helpfull` shows.
+except fields marked `advanced`, which only `--helpfull` shows. `flag_dict(MyConfig, given_only=True)` is
+what the command line gave (trainers/cli.py puts it over a recipe's values).
 
 This module imports no TensorFlow, so `--help` answers without loading it.
 """
@@ -83,7 +84,7 @@ def _kind(field) -> str:
     """The field's type as one of bool, int, float, str, tuple (annotations may be strings)."""
     name = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
     name = name.replace(" ", "")
-    if name in ("str|None", "Optional[str]", "UnionType"):
+    if name in ("str|None", "Optional[str]", "typing.Optional[str]"):
         return "str"
     if name not in ("bool", "int", "float", "str", "tuple"):
         raise ValueError(f"field {field.name!r}: type {field.type!r} has no flag (bool, int, float, str, tuple)")
