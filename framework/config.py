@@ -123,6 +123,12 @@ class TrainConfig:
         if self.strategy in ("default", "one_device", "tpu", "multi_worker") and self.num_cpu_devices > 1:
             raise ConfigError(f"--num_cpu_devices={self.num_cpu_devices} needs --strategy=mirrored "
                               f"(got --strategy={self.strategy})")
+        if self.jit_compile and self.strategy in ("mirrored", "multi_worker"):
+            # TF's "merge_call called while defining a new graph" (and keras#21366 with fp16): measured
+            # failing on 2 CPU replicas, so refused rather than left to fail after the model is built.
+            raise ConfigError(f"--jit_compile with --strategy={self.strategy}: XLA-compiling the replicated "
+                              "step fails in TensorFlow 2.21; drop --jit_compile, or use --strategy=default|"
+                              "one_device")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

@@ -7,6 +7,7 @@ early stop, logs) is in controller.py.
 """
 import keras
 import tensorflow as tf
+from absl import logging
 
 from augment.ops import step_seed
 from framework import lookahead, precision, schedules
@@ -57,6 +58,9 @@ class Trainer:
             self.input_wait_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
         self.measures_input_wait = not _op_determinism_enabled()
         jit = config.jit_compile
+        if jit and isinstance(strategy, tf.distribute.TPUStrategy):
+            jit = False  # a TPU compiles every step with XLA anyway; jit_compile=True would nest it
+            logging.info("--jit_compile: off on a TPU, which always compiles the step with XLA")
         self._replica_train_step = tf.function(self._train_step_in_chunk, jit_compile=True) if jit else \
             self._train_step_in_chunk
         self._replica_eval_step = tf.function(self.eval_step, jit_compile=True) if jit else self.eval_step

@@ -82,3 +82,12 @@ def test_pjrt_variables_point_at_the_installed_libtpu(tmp_path, monkeypatch):
     assert tpu_env.configure_pjrt() == str(tmp_path / "libtpu" / "libtpu.so")
     assert os.environ["NEXT_PLUGGABLE_DEVICE_USE_C_API"] == "true"
     assert os.environ["TF_PLUGGABLE_DEVICE_LIBRARY_PATH"] == str(tmp_path / "libtpu" / "libtpu.so")
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
+def test_jit_compile_under_a_replicating_strategy_is_refused_before_anything_is_built(strategy):
+    from framework import TrainConfig
+    with pytest.raises(ConfigError, match=rf"--jit_compile with --strategy={strategy}: XLA-compiling the "
+                                          "replicated step fails"):
+        TrainConfig(jit_compile=True, strategy=strategy)
+    TrainConfig(jit_compile=True, strategy="one_device")  # one replica: allowed (tests/test_engine.py trains it)
