@@ -5,7 +5,7 @@
 Each measurement is a run of the product as a user makes it (`python -m trainers.cifar ...` in its own
 process, figures read from its result.json), in this order, each only while time is left:
   1. devices and versions;
-  2. "N replicas == 1": the same steps (float32, --deterministic) on one GPU (one_device) and on all GPUs
+  2. "N replicas == 1": the same steps (float32, --deterministic, --sync_batchnorm) on one GPU (one_device) and on all GPUs
      (mirrored): test loss, accuracy and weights fingerprint compared within a tolerance;
   3. bf16 and fp16 on one GPU: examples/s and a finite loss;
   4. ours vs Keras `fit` on the CIFAR net (`benchmarks.loop_vs_fit --model=resnet9`, its ratio, one run);
@@ -25,14 +25,19 @@ import time
 
 from absl import app, flags
 
-flags.DEFINE_float("minutes", 8.0, "Time for the whole check; each step starts only if its estimate fits.")
-flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/device).")
-flags.DEFINE_string("data_dir", "", "Where cifar10_jpeg.npz (or Keras' CIFAR files) lie (default $DATA_DIR).")
-flags.DEFINE_integer("steps", 200, "Training steps of the parity and precision runs.")
-flags.DEFINE_string("peer_command", "", "A PyTorch peer to time on the same machine (its own Python).")
-flags.DEFINE_bool("allow_cpu", False, "Run the GPU steps on the CPU (2 logical devices) to test the script.")
-flags.DEFINE_bool("smoke", False, "Toy sizes (a narrow net, a few steps): checks the script, measures nothing.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Only when run as a program: the benchmarks share absl's flag registry in a test process."""
+    flags.DEFINE_float("minutes", 8.0, "Time for the whole check; each step starts only if its estimate fits.")
+    flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/device).")
+    flags.DEFINE_string("data_dir", "", "Where cifar10_jpeg.npz (or Keras' CIFAR files) lie (default $DATA_DIR).")
+    flags.DEFINE_integer("steps", 200, "Training steps of the parity and precision runs.")
+    flags.DEFINE_string("peer_command", "", "A PyTorch peer to time on the same machine (its own Python).")
+    flags.DEFINE_bool("allow_cpu", False, "Run the GPU steps on the CPU (2 logical devices) to test the script.")
+    flags.DEFINE_bool("smoke", False, "Toy sizes (a narrow net, a few steps): checks the script, measures nothing.")
+
 
 PARITY_TOLERANCE = {"test_accuracy": 0.02, "test_loss": 0.05, "weights_fingerprint": 0.01}  # rel. for the last two
 
@@ -128,7 +133,7 @@ def main(argv):
         return runs[-1]
 
     # 2. N replicas == 1 (float32, deterministic ops, so that only the replica count differs).
-    fp32 = ["--mixed_precision=none", "--deterministic"]
+    fp32 = ["--mixed_precision=none", "--deterministic", "--sync_batchnorm"]  # BN over the global batch too
     single = run("1 device fp32", one + fp32)
     if on_gpu and len(gpus) < 2:
         summary["replicas_parity"] = "one GPU: mirrored on 1 replica equals one_device trivially; not compared"
@@ -186,4 +191,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -72,7 +72,8 @@ def test_launch_hands_each_worker_its_cuda_visible_devices(monkeypatch):
 def test_pjrt_variables_point_at_the_installed_libtpu(tmp_path, monkeypatch):
     from framework import tpu_env
     for name in ("PJRT_DEVICE", "NEXT_PLUGGABLE_DEVICE_USE_C_API", "TF_PLUGGABLE_DEVICE_LIBRARY_PATH"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # so that the test's end restores (here: removes) what it sets
+        monkeypatch.delenv(name)
     monkeypatch.syspath_prepend(str(tmp_path))
     assert tpu_env.configure_pjrt() is None  # no libtpu: nothing set
     assert "PJRT_DEVICE" not in os.environ
@@ -91,3 +92,14 @@ def test_jit_compile_under_a_replicating_strategy_is_refused_before_anything_is_
                                           "replicated step fails"):
         TrainConfig(jit_compile=True, strategy=strategy)
     TrainConfig(jit_compile=True, strategy="one_device")  # one replica: allowed (tests/test_engine.py trains it)
+
+
+def test_tpu_strategy_gets_the_full_recipe_in_bf16_before_tensorflow_lists_a_tpu(monkeypatch):
+    from framework import precision
+    from trainers import recipes
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda: False)  # as a CPU without bf16 would say
+    assert recipes.pick("cifar", "auto") == "fast"  # this machine has no GPU or TPU
+    exp, config = recipes.configs("cifar", "auto", strategy="tpu")
+    assert config.mixed_precision == "bf16" and exp.widths == (64, 256, 256)  # the full recipe
+    assert recipes.configs("cifar", "auto")[1].mixed_precision == "none"
+    assert recipes.configs("cifar", "auto", strategy="tpu", mixed_precision="none")[1].mixed_precision == "none"

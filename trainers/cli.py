@@ -77,6 +77,9 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
     def _main(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
+        if FLAGS.strategy == "tpu":  # TensorFlow finds a TPU VM's chips only if told before its import
+            from framework.tpu_env import configure_pjrt
+            configure_pjrt()
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
             tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop
@@ -119,7 +122,7 @@ def configs_from_flags(name: str):
              **config_flags.flag_dict(TrainConfig, given_only=True)}
     recipe = FLAGS.recipe if "recipe" in FLAGS else None
     if recipe:
-        logging.info("recipe: %s", recipes_lib.pick(name, recipe))
+        logging.info("recipe: %s", recipes_lib.pick(name, recipe, strategy=FLAGS.strategy))
     return recipes_lib.configs(name, recipe, **given)
 
 

@@ -26,7 +26,9 @@ from absl import logging
 from framework.config import ConfigError, TrainConfig
 
 
-def _bf16_if_fast():
+def _bf16_if_fast(strategy: str | None = None):
+    if strategy == "tpu":  # TPUs compute in bf16; before the TPU system starts TensorFlow lists no TPU
+        return "bf16"
     from framework.precision import bf16_is_fast
     return "bf16" if bf16_is_fast() else "none"
 
@@ -83,18 +85,19 @@ def names(trainer: str) -> tuple:
     return tuple(RECIPES.get(trainer, {}))
 
 
-def defaults(trainer: str, *, resolve: bool = True) -> dict:
+def defaults(trainer: str, *, resolve: bool = True, strategy: str | None = None) -> dict:
     """The trainer's defaults; `resolve=False` leaves hardware-dependent values named (no TensorFlow)."""
     _check_trainer(trainer)
     values = {"model_dir": os.path.join("runs", trainer), **DEFAULTS[trainer]}
-    return _resolve(values) if resolve else values
+    return _resolve(values, strategy) if resolve else values
 
 
-def get(trainer: str, name: str | None = "auto", *, smoke: bool = False) -> dict:
+def get(trainer: str, name: str | None = "auto", *, smoke: bool = False, strategy: str | None = None) -> dict:
     """The trainer's defaults, then recipe `name` over them (None or "" for the defaults alone;
-    "auto": "full" on a GPU/TPU, "fast" on a CPU), then SMOKE if `smoke`."""
-    values = defaults(trainer)
-    name = pick(trainer, name)
+    "auto": "full" on a GPU/TPU, "fast" on a CPU), then SMOKE if `smoke`. `strategy` "tpu" means a
+    TPU even before TensorFlow can list it."""
+    values = defaults(trainer, strategy=strategy)
+    name = pick(trainer, name, strategy=strategy)
     if name:
         values.update(RECIPES[trainer][name])
     if smoke:
@@ -102,7 +105,7 @@ def get(trainer: str, name: str | None = "auto", *, smoke: bool = False) -> dict
     return values
 
 
-def pick(trainer: str, name: str | None) -> str | None:
+def pick(trainer: str, name: str | None, *, strategy: str | None = None) -> str | None:
     """The recipe `name` stands for: "auto" -> "full" on a GPU/TPU, "fast" on a CPU."""
     recipes = names(trainer)
     if not name or not recipes:
@@ -111,7 +114,8 @@ def pick(trainer: str, name: str | None) -> str | None:
         return None
     if name == "auto":
         import tensorflow as tf
-        accelerated = tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        accelerated = strategy == "tpu" or tf.config.list_physical_devices("GPU") or \
+            tf.config.list_physical_devices("TPU")
         return "full" if "full" in recipes and accelerated else recipes[0]
     if name not in recipes:
         raise ConfigError(f"--recipe={name!r}: unknown; valid choices: auto, {', '.join(recipes)}")
@@ -135,7 +139,7 @@ def configs(trainer: str, name: str | None = "auto", *, smoke: bool = False, **o
 
 def resolve_options(trainer: str, name: str | None = "auto", *, smoke: bool = False, **options) -> dict:
     """The recipe's values with `options` (the user's) over them, inapplicable recipe values dropped."""
-    values = get(trainer, name, smoke=smoke)
+    values = get(trainer, name, smoke=smoke, strategy=options.get("strategy"))
     planned = dict(values)
     fields = [f for cls in (config_class(trainer), TrainConfig) for f in dataclasses.fields(cls)]
     field_defaults = {f.name: f.default for f in fields}
@@ -191,8 +195,9 @@ def _show(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
-def _resolve(values: dict) -> dict:
-    return {k: AT_RUN_TIME[v]() if isinstance(v, str) and v in AT_RUN_TIME else v for k, v in values.items()}
+def _resolve(values: dict, strategy: str | None = None) -> dict:
+    return {k: AT_RUN_TIME[v](strategy) if isinstance(v, str) and v in AT_RUN_TIME else v
+            for k, v in values.items()}
 
 
 def _check_trainer(trainer: str) -> None:

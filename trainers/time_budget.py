@@ -11,10 +11,10 @@ import math
 import os
 import time
 
-import tensorflow as tf
 from absl import logging
 
 from framework import build_trainer, input_pipeline, run_record
+from framework.strategies import agreed
 
 BUDGET_FILE = "time_budget.json"
 _WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
@@ -67,20 +67,11 @@ def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, stra
     trainer.run_train(iterator, chunk)
     trainer.train_results()  # host-device sync point: the chunk is done
     # Each step is a collective on several workers, so all must run the same number of chunks.
-    chunks = max(1, math.ceil(seconds / _agreed(strategy, time.perf_counter() - start)))
+    chunks = max(1, math.ceil(seconds / agreed(strategy, time.perf_counter() - start)))
     if chunks > 1:
         trainer.run_train(iterator, (chunks - 1) * chunk)
         trainer.train_results()
-    return _agreed(strategy, chunks * chunk * config.global_batch_size / (time.perf_counter() - start))
-
-
-def _agreed(strategy, value: float) -> float:
-    """The mean of `value` over the workers of a MultiWorkerMirroredStrategy (an all-reduce), else `value`:
-    each worker reads its own clock, and they must take the same decisions."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return value
-    readings = strategy.run(lambda: tf.constant(value, tf.float64))
-    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, readings, axis=None))
+    return agreed(strategy, chunks * chunk * config.global_batch_size / (time.perf_counter() - start))
 
 
 def _read(model_dir):

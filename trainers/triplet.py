@@ -25,7 +25,8 @@ from framework import ConfigError  # noqa: E402
 from framework import config_flags  # noqa: E402
 from framework.config import TrainConfig, option  # noqa: E402
 from framework import run_record  # noqa: E402
-from framework.controller import Data  # noqa: E402
+from framework.checkpointing import CheckpointError  # noqa: E402
+from framework.controller import Data, NonFiniteLossError, TrainingInterrupted  # noqa: E402
 from framework.data.datasets import DataError  # noqa: E402
 from trainers import fec_data, optimizers, recipes, triplet_loss  # noqa: E402
 
@@ -184,8 +185,14 @@ def main(argv):
         triplet_config, config = recipes.configs("triplet", None, **given)
         logging.info("%s", cli.describe(triplet_config, config))
         result = run_triplet(config, **dataclasses.asdict(triplet_config))
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, CheckpointError) as err:
         cli.fail(str(err))
+    except NonFiniteLossError as err:
+        logging.error("%s", err)
+        sys.exit(1)
+    except TrainingInterrupted as err:
+        logging.warning("%s", err)
+        sys.exit(128 + err.signum)
     print(f"test triplet accuracy: {result['test_triplet_accuracy']:.4f}")
 
 

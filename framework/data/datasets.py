@@ -171,8 +171,8 @@ def load(name: str, data_dir: str | None = None, *, download: bool = True) -> Ar
             return _read_only(_download(name))
         except Exception as e:  # noqa: BLE001 -- any failure of the download is reported with the rest
             looked.append(f"keras.datasets.{name} download: failed ({type(e).__name__}: {e})")
-    raise DataError(f"{name} not found. Looked at:\n  " + "\n  ".join(looked) + f"\nFix: {_FIX} to a folder "
-                    f"holding one of these files, or allow the keras.datasets download (needs the internet).")
+    raise DataError(f"{name} not found (looked at: " + "; ".join(looked) + f"). Fix: {_FIX} to a folder "
+                    f"holding one of these files, or allow the keras.datasets download (needs the internet)")
 
 
 def _candidates(name, data_dir) -> list[tuple[str, list[str], Callable]]:

@@ -55,7 +55,7 @@ def _visible(name):
 def _list_images(path, class_names=None) -> tuple[tuple[str, ...], list[str], list[int]]:
     """(class_names, files, labels): files sorted by class, then by path."""
     if not os.path.isdir(path):
-        raise DataError(f"{path}: image folder not found; pass --image_folder=PATH (a folder with one "
+        raise DataError(f"{path}: image folder not found; pass --data_dir=PATH (a folder with one "
                         f"sub-folder of images per class)")
     found = sorted(d for d in os.listdir(path) if _visible(d) and os.path.isdir(os.path.join(path, d)))
     if class_names is None:
