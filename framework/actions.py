@@ -69,7 +69,19 @@ class Hooks(Action):
         return "hook" if any(stops) else None
 
 
-class BestCheckpoint(Action):
+class _Monitored(Action):
+    """An action that decides on one metric's history: its Monitor is its checkpointed state."""
+    monitor: Monitor
+
+    @property
+    def state(self) -> dict:
+        return self.monitor.state
+
+    def load(self, state: dict) -> None:
+        self.monitor.load(state)
+
+
+class BestCheckpoint(_Monitored):
     """Save a checkpoint whenever the monitored metric improves; result.json gets its step and value."""
     name = "best"
 
@@ -82,15 +94,8 @@ class BestCheckpoint(Action):
             row.result.update(best_step=row.step, best_value=self.monitor.best)
         return None
 
-    @property
-    def state(self) -> dict:
-        return self.monitor.state
 
-    def load(self, state: dict) -> None:
-        self.monitor.load(state)
-
-
-class ReduceLROnPlateau(Action):
+class ReduceLROnPlateau(_Monitored):
     """Multiply the LR scale by `factor` after `patience` evaluations without improvement."""
     name = "plateau"
 
@@ -112,13 +117,6 @@ class ReduceLROnPlateau(Action):
             self.lr_scale.assign(new)
         return None
 
-    @property
-    def state(self) -> dict:
-        return self.monitor.state
-
-    def load(self, state: dict) -> None:
-        self.monitor.load(state)
-
 
 class Target(Action):
     """`test_accuracy>=0.94` or `loss<=0.4`: stop once an evaluation's row meets it."""
@@ -136,7 +134,7 @@ class Target(Action):
         return "target"
 
 
-class EarlyStopping(Action):
+class EarlyStopping(_Monitored):
     name = "early_stop"
 
     def __init__(self, monitor: str, *, patience: int):
@@ -148,13 +146,6 @@ class EarlyStopping(Action):
         logging.info("early stopping: %s did not improve for %d evaluations (best %.4f)",
                      self.monitor.name, self.monitor.wait, self.monitor.best)
         return "early_stopping"
-
-    @property
-    def state(self) -> dict:
-        return self.monitor.state
-
-    def load(self, state: dict) -> None:
-        self.monitor.load(state)
 
 
 class Profile(Action):

@@ -83,10 +83,7 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
             tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop
-        from framework import NonFiniteLossError, TrainingInterrupted
-        from framework.checkpointing import CheckpointError
-        from framework.data.datasets import DataError
-        try:
+        with exit_codes():
             exp, config = configs_from_flags(name)
             logging.info("%s", describe(exp, config))
             if FLAGS.sweep:
@@ -102,18 +99,30 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
                 result = run_experiment(exp, config)
             else:
                 result = run(exp, config)
-        except (ConfigError, DataError, CheckpointError) as err:
-            fail(str(err))
-        except NonFiniteLossError as err:
-            logging.error("%s", err)
-            sys.exit(1)
-        except TrainingInterrupted as err:
-            logging.warning("%s", err)
-            sys.exit(128 + err.signum)
         summary = {k: v for k, v in result.items() if k != "config"}
         print(json.dumps(summary, indent=1, default=str))
 
     app.run(_main, flags_parser=parse_flags)
+
+
+@contextlib.contextmanager
+def exit_codes():
+    """How a run's failures end the command: bad input (a flag, a combination, a file, a checkpoint of
+    another run) one line and exit 2; a NaN exit 1 (the last good checkpoint kept); a signal 128+N
+    after its checkpoint. Every trainer's main runs inside it."""
+    from framework import NonFiniteLossError, TrainingInterrupted
+    from framework.checkpointing import CheckpointError
+    from framework.data.datasets import DataError
+    try:
+        yield
+    except (ConfigError, DataError, CheckpointError) as err:
+        fail(str(err))
+    except NonFiniteLossError as err:
+        logging.error("%s", err)
+        sys.exit(1)
+    except TrainingInterrupted as err:
+        logging.warning("%s", err)
+        sys.exit(128 + err.signum)
 
 
 def configs_from_flags(name: str):

@@ -25,9 +25,7 @@ from framework import ConfigError  # noqa: E402
 from framework import config_flags  # noqa: E402
 from framework.config import TrainConfig, option  # noqa: E402
 from framework import run_record  # noqa: E402
-from framework.checkpointing import CheckpointError  # noqa: E402
-from framework.controller import Data, NonFiniteLossError, TrainingInterrupted  # noqa: E402
-from framework.data.datasets import DataError  # noqa: E402
+from framework.controller import Data  # noqa: E402
 from trainers import fec_data, optimizers, recipes, triplet_loss  # noqa: E402
 
 TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
@@ -181,18 +179,10 @@ def main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
     given = {**config_flags.flag_dict(TripletConfig, given_only=True),
              **config_flags.flag_dict(TrainConfig, given_only=True)}
-    try:
+    with cli.exit_codes():
         triplet_config, config = recipes.configs("triplet", None, **given)
         logging.info("%s", cli.describe(triplet_config, config))
         result = run_triplet(config, **dataclasses.asdict(triplet_config))
-    except (ConfigError, DataError, CheckpointError) as err:
-        cli.fail(str(err))
-    except NonFiniteLossError as err:
-        logging.error("%s", err)
-        sys.exit(1)
-    except TrainingInterrupted as err:
-        logging.warning("%s", err)
-        sys.exit(128 + err.signum)
     print(f"test triplet accuracy: {result['test_triplet_accuracy']:.4f}")
 
 
