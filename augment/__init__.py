@@ -8,9 +8,18 @@ Ops live in `augment.ops` (registry: `augment.ops.REGISTRY`); `augment.compose` 
 from callables, registry names or a spec string like "flip,crop:padding=4,cutout:size=8".
 The preview CLI is `python -m augment.preview` (not imported here).
 """
-from augment import ops
-from augment.ops import REGISTRY, split_seed, step_seed
-from augment.policies import POLICIES, Policy, compose, get_policy, parse_spec
+import importlib
 
-__all__ = ["ops", "REGISTRY", "POLICIES", "Policy", "compose", "get_policy", "parse_spec", "split_seed",
-           "step_seed"]
+# Imported on first use (PEP 562), so `python -m augment.preview` can hide TensorFlow's start-up lines.
+_EXPORTS = {"REGISTRY": "augment.ops", "split_seed": "augment.ops", "step_seed": "augment.ops",
+            "POLICIES": "augment.policies", "Policy": "augment.policies", "compose": "augment.policies",
+            "get_policy": "augment.policies", "parse_spec": "augment.policies"}
+__all__ = ["ops", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name == "ops":
+        return importlib.import_module("augment.ops")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'augment' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -11,13 +11,18 @@ Data comes from `framework.data.datasets.load(dataset, data_dir)`, which looks i
 from __future__ import annotations
 
 import dataclasses
+import sys
 
-import numpy as np
-from absl import app, flags
+if __name__ == "__main__":  # a command: TensorFlow's start-up lines hidden, as the trainers hide them
+    from framework.tf_startup import import_tensorflow
+    import_tensorflow(verbose="--verbose" in sys.argv)
 
-import augment
-from framework import config_flags
-from framework.config import option
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import augment  # noqa: E402
+from framework import config_flags  # noqa: E402
+from framework.config import option  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -32,6 +37,7 @@ class PreviewConfig:
     seed: int = option(0, "Run seed: picks the images and the augmentation draws.")
     rows: int = option(8, "Images (rows) to show.")
     cols: int = option(8, "Augmented versions (columns) per image.")
+    verbose: bool = option(False, "Show TensorFlow's start-up and C++ info lines (hidden by default).")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
