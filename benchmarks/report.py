@@ -39,11 +39,18 @@ def provenance_line(stamp: dict) -> str:
 
 
 def _cpu_model(lscpu: str | None) -> str:
+    """lscpu's model name and the bf16 support that decides our speed ("AMD EPYC" alone names two kinds
+    of machine here: an AVX2-only one and one with AVX512_BF16)."""
+    name = platform.processor() or "unknown"
     for text, key in ((lscpu, "Model name:"), (_read("/proc/cpuinfo"), "model name")):
-        for line in (text or "").splitlines():
-            if line.strip().startswith(key):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+        found = [line.split(":", 1)[1].strip() for line in (text or "").splitlines() if line.strip().startswith(key)]
+        if found:
+            name = found[0]
+            break
+    flags = set((_read("/proc/cpuinfo") or "").split())
+    isa = next((label for flag, label in (("amx_bf16", "AMX + AVX512_BF16"), ("avx512_bf16", "AVX512_BF16, no AMX"),
+                                          ("avx2", "AVX2, no bf16")) if flag in flags), None)
+    return f"{name} ({isa})" if isa else name
 
 
 def _read(path):
