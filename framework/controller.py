@@ -105,6 +105,16 @@ def check_metric_names(config: TrainConfig, train_names: Sequence[str], eval_nam
                               f"{', '.join(valid)} (train metrics bare, evaluations as <split>_<metric>)")
 
 
+def loop_lengths(config: TrainConfig, steps_per_epoch: int, total_steps: int) -> dict[str, int]:
+    """What loops end at (multiples of): steps_per_loop, epoch ends, the last step, checkpoints and
+    profile boundaries. A fetch of several steps must divide every one (run.steps_per_fetch)."""
+    lengths = {"steps_per_loop": config.steps_per_loop, "steps per epoch": steps_per_epoch,
+               "total steps": total_steps, "checkpoint_every": config.checkpoint_every}
+    for i, boundary in enumerate(config.profile_steps.split(",") if config.profile_steps else ()):
+        lengths[f"profile step {i + 1}"] = int(boundary)
+    return lengths
+
+
 def loop_plan(config: TrainConfig, data: Data, steps_per_epoch: int, total_steps: int,
               steps_per_fetch: int) -> str:
     """The info line on loop and fetch sizes, and why steps_per_fetch is 1 when it is forced to 1."""
@@ -115,12 +125,8 @@ def loop_plan(config: TrainConfig, data: Data, steps_per_epoch: int, total_steps
         return f"{line} (set by --steps_per_fetch)"
     if steps_per_fetch > 1:
         return f"{line} (automatic)"
-    lengths = {"steps_per_loop": config.steps_per_loop, "steps per epoch": steps_per_epoch,
-               "total steps": total_steps, "checkpoint_every": config.checkpoint_every}
-    profile = [int(v) for v in config.profile_steps.split(",")] if config.profile_steps else []
-    if profile:
-        lengths["profile_steps"] = config.profile_steps
-    common = math.gcd(*[v for v in lengths.values() if isinstance(v, int)], *profile)
+    lengths = loop_lengths(config, steps_per_epoch, total_steps)
+    common = math.gcd(*lengths.values())
     if data.synthetic:
         why = "synthetic data is made one batch per next()"
     elif data.host_fn is not None:

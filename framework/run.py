@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from framework import run_record, strategies
 from framework.config import ConfigError, TrainConfig
-from framework.controller import Controller, Data
+from framework.controller import Controller, Data, loop_lengths
 from framework.input_pipeline import steps_per_epoch
 from framework.trainer import Trainer
 
@@ -60,10 +60,7 @@ def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int,
     """
     if data.synthetic or data.host_fn is not None:
         return 1
-    lengths = [config.steps_per_loop, per_epoch, total, config.checkpoint_every]
-    if config.profile_steps:
-        lengths += [int(v) for v in config.profile_steps.split(",")]
-    common = math.gcd(*lengths)
+    common = math.gcd(*loop_lengths(config, per_epoch, total).values())
     if config.steps_per_fetch:
         if common % config.steps_per_fetch:
             raise ConfigError(f"--steps_per_fetch={config.steps_per_fetch} must divide every loop length "
