@@ -61,7 +61,7 @@ def prepare(model_dir: str | None, record: dict, *, fresh_start: bool = False, s
             write(model_dir, record)
         except RunDirectoryError as err:
             error = err
-    if _several_workers(strategy) and not _all_agree(strategy, error is None) and error is None:
+    if not _all_agree(strategy, error is None) and error is None:
         error = RunDirectoryError(f"--model_dir={model_dir}: the chief worker refused this run directory "
                                   "(its error says why)")
     if error:
@@ -201,18 +201,8 @@ def _is_chief(strategy) -> bool:
     return is_chief(strategy)
 
 
-def _several_workers(strategy) -> bool:
-    if strategy is None:
-        return False
-    import tensorflow as tf
-    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
 def _all_agree(strategy, ok: bool) -> bool:
-    """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief here)."""
-    import tensorflow as tf
-
-    @tf.function  # eager collectives log a warning about their overhead
-    def mean(value):
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(lambda: value), axis=None)
-    return float(mean(tf.constant(1.0 if ok else 0.0, tf.float64))) > 1.0 - 1e-9
+    """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief here);
+    a lone process agrees with itself."""
+    from framework.strategies import agreed
+    return strategy is None or agreed(strategy, 1.0 if ok else 0.0) > 1.0 - 1e-9

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import weakref
 
 import tensorflow as tf
 from absl import logging
@@ -137,8 +138,13 @@ def agreed(strategy: tf.distribute.Strategy, value: float, op=tf.distribute.Redu
     each worker reads its own clock or signals, and they must take the same decisions."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return value
-    readings = strategy.run(lambda: tf.constant(value, tf.float64))
-    return float(strategy.reduce(op, readings, axis=None))
+    reducers = _reducers.setdefault(strategy, {})
+    if op not in reducers:  # compiled once: an eager collective warns of its overhead at every call
+        reducers[op] = tf.function(lambda v: strategy.reduce(op, strategy.run(lambda: v), axis=None))
+    return float(reducers[op](tf.constant(value, tf.float64)))
+
+
+_reducers = weakref.WeakKeyDictionary()  # strategy -> {ReduceOp: compiled all-reduce of one float}
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
