@@ -8,7 +8,13 @@ only touches indices, never images.
 Indices are batched first and images gathered a whole batch at a time (one `tf.gather` per batch
 instead of one map call per example), which keeps a 2-core CPU ahead of a small model.
 Static shapes everywhere (`drop_remainder` semantics) so the same step compiles for TPU.
+
+A source is either arrays (held in memory, gathered per batch) or a `StreamedSource`, which builds
+its own tf.data pipeline (read from files while training, bounded memory): `IndexedSource` streams any
+indexable list of examples (an image folder's files) through the same index stream, so its order and
+exact resume are the arrays' (`framework/data/streaming.py` chooses between the two).
 """
+import abc
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,6 +28,47 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     return num_examples // global_batch_size
 
 
+class StreamedSource(abc.ABC):
+    """Examples the tf.data pipeline reads itself instead of arrays in memory: the engine asks only for
+    `num_examples`, `example_spec` (one example's parts, e.g. image and label) and the dataset functions."""
+    num_examples: int
+    example_spec: tuple  # of tf.TensorSpec, one per part of an example
+    skips_unreadable: bool = False  # an example that cannot be read is skipped (see _fill_unreadable)
+
+    @abc.abstractmethod
+    def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
+                         host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
+                         prefetch=AUTOTUNE) -> DatasetFn:
+        """As `train_dataset_fn` for arrays: per-replica chunks [K, b, ...], data order f(seed, epoch)."""
+
+    @abc.abstractmethod
+    def eval_dataset_fn(self, *, global_batch_size: int) -> tuple[DatasetFn, int]:
+        """As `eval_dataset_fn` for arrays: fixed order, every example once per pass, weight 0 on padding."""
+
+    @abc.abstractmethod
+    def head(self, n: int) -> tuple[np.ndarray, ...]:
+        """The first `n` examples as arrays (e.g. airbench's whitening images, a plot's test images)."""
+
+
+def num_examples(source) -> int:
+    """Examples in a source: arrays or a StreamedSource."""
+    return source.num_examples if isinstance(source, StreamedSource) else len(source[0])
+
+
+def example_shapes(source) -> list[list[int]]:
+    """[[N, *part shape], ...]: what the arrays' shapes would be (the run record compares them)."""
+    if isinstance(source, StreamedSource):
+        return [[source.num_examples, *spec.shape.as_list()] for spec in source.example_spec]
+    return [list(a.shape) for a in source]
+
+
+def example_nbytes(source) -> int:
+    """Bytes of one example, all parts together."""
+    if isinstance(source, StreamedSource):
+        return sum(spec.shape.num_elements() * spec.dtype.size for spec in source.example_spec)
+    return sum(a[0].nbytes for a in source)
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
     """The example order of one epoch: the same for the same (seed, epoch), on every machine."""
     keys = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.cast(seed, tf.int64),
@@ -29,7 +76,7 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
     return tf.argsort(keys, stable=True)
 
 
-def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int,
+def train_dataset_fn(arrays, *, global_batch_size: int, seed: int,
                      start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
                      num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> DatasetFn:
     """Endless stream of per-replica chunks `(array_0[idx], ...)` of `steps_per_fetch` batches each.
@@ -43,24 +90,14 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
     `example_fn(rows, index, epoch) -> rows`, if given, transforms the gathered rows knowing each
     example's id and epoch (e.g. `augment.example_ops.alternating_flip`); it runs in the gather.
     `num_parallel_calls` and `prefetch` (0: none) are there for the input benchmark's sweep.
+    `arrays` may be a StreamedSource instead: it builds the same stream from its files.
     """
-    num_examples = len(arrays[0])
-    per_epoch = steps_per_epoch(num_examples, global_batch_size)
-    if per_epoch == 0:
-        raise ValueError(f"global batch {global_batch_size} is larger than the {num_examples} training "
-                         "examples: lower --global_batch_size")
-    fetch = steps_per_fetch
-    if per_epoch % fetch or start_step % fetch or (host_fn and fetch != 1):
-        raise ValueError(f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
-                         f"step ({start_step}), and be 1 with host augmentation")
-    start_epoch, skip = divmod(start_step, per_epoch)
-
-    def epoch_batches(epoch):
-        order = epoch_permutation(num_examples, seed, epoch)[: per_epoch * global_batch_size]
-        shape = [per_epoch // fetch, fetch, global_batch_size]
-        if example_fn is None:
-            return tf.data.Dataset.from_tensor_slices(tf.reshape(order, shape))
-        return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape), tf.fill(shape, epoch)))
+    kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step,
+                  steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn,
+                  num_parallel_calls=num_parallel_calls, prefetch=prefetch)
+    if isinstance(arrays, StreamedSource):
+        return arrays.train_dataset_fn(**kwargs)
+    check_train_stream(len(arrays[0]), global_batch_size, steps_per_fetch, start_step, host_fn)
 
     def gather(tensors, index):
         """The rows of `index` (or of (index, epoch), transformed by example_fn)."""
@@ -71,15 +108,10 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         tensors = _host_tensors(arrays)
-        indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
-                   .flat_map(epoch_batches).skip(skip // fetch))
+        batches = train_index_batches(ctx, len(arrays[0]), **kwargs)
         if host_fn is None:  # the lean path: nothing but indices, then one gather per batch
-            batches = _split_for_replicas(indices, ctx, global_batch_size)
             load = lambda *index: gather(tensors, index if len(index) > 1 else index[0])  # noqa: E731
         else:  # host augmentation needs each batch's step and replica id for its seed
-            steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
-            batches = _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size,
-                                          tagged=True)
             load = lambda index, step, replica: tuple(  # noqa: E731
                 tf.expand_dims(t, 0) for t in host_fn(gather(tensors, tf.nest.map_structure(lambda i: i[0], index)),
                                                       step, replica))
@@ -88,19 +120,151 @@ def train_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, se
     return dataset_fn
 
 
-def eval_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int) -> tuple[DatasetFn, int]:
+def check_train_stream(num_examples: int, global_batch_size: int, steps_per_fetch: int, start_step: int,
+                       host_fn) -> int:
+    """The epoch length in steps, after checking that the batch and the fetch fit it."""
+    per_epoch = steps_per_epoch(num_examples, global_batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"global batch {global_batch_size} is larger than the {num_examples} training "
+                         "examples: lower --global_batch_size")
+    fetch = steps_per_fetch
+    if per_epoch % fetch or start_step % fetch or (host_fn and fetch != 1):
+        raise ValueError(f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
+                         f"step ({start_step}), and be 1 with host augmentation")
+    return per_epoch
+
+
+def train_index_batches(ctx: tf.distribute.InputContext, num_examples: int, *, global_batch_size: int, seed: int,
+                        start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
+                        **unused) -> tf.data.Dataset:
+    """This input pipeline's per-replica index chunks, from `start_step` on: elements `index` [K, b]
+    (with example_fn: `(index, epoch)`), or with host_fn `(index, step, replica_id)` (K = 1)."""
+    per_epoch = steps_per_epoch(num_examples, global_batch_size)
+    fetch = steps_per_fetch
+    start_epoch, skip = divmod(start_step, per_epoch)
+
+    def epoch_batches(epoch):
+        order = epoch_permutation(num_examples, seed, epoch)[: per_epoch * global_batch_size]
+        shape = [per_epoch // fetch, fetch, global_batch_size]
+        if example_fn is None:
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(order, shape))
+        return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape), tf.fill(shape, epoch)))
+
+    indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+               .flat_map(epoch_batches).skip(skip // fetch))
+    if host_fn is None:
+        return _split_for_replicas(indices, ctx, global_batch_size)
+    steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+    return _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size, tagged=True)
+
+
+class IndexedSource(StreamedSource):
+    """A streamed source whose examples are numbered 0..N-1 and read one by one (`load_example`), e.g.
+    an image folder's files: the train stream is the arrays' index stream, so the data order is
+    f(seed, epoch), each input pipeline reads only its own rows, and a resume at step S skips indices
+    only (exact). Files are read and decoded in parallel (`num_parallel_calls`), in deterministic order."""
+
+    @abc.abstractmethod
+    def load_example(self, index: tf.Tensor) -> tuple[tuple, tf.Tensor]:
+        """(parts, readable) for example `index` (an int64 scalar), run in the tf.data map. An
+        unreadable example (readable False) has parts of the right shape (e.g. zeros)."""
+
+    def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
+                         host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
+                         prefetch=AUTOTUNE) -> DatasetFn:
+        kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step,
+                      steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn)
+        check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
+        fetch = steps_per_fetch
+
+        def finish(parts, readable, element):
+            """[K, b] rows -> the chunk the array path gives (example_fn, host_fn as there)."""
+            if self.skips_unreadable:
+                parts = _fill_unreadable(parts, readable)
+            index = element[0] if host_fn is not None else element
+            if host_fn is not None:
+                parts, index = tuple(p[0] for p in parts), tf.nest.map_structure(lambda t: t[0], index)
+            if example_fn is not None:
+                parts = tuple(example_fn(parts, *index))
+            if host_fn is not None:
+                parts = tuple(tf.expand_dims(t, 0) for t in host_fn(parts, element[1][0, 0], element[2][0, 0]))
+            return parts
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_replica = ctx.get_per_replica_batch_size(global_batch_size)
+            batches = train_index_batches(ctx, self.num_examples, **kwargs)
+            rows = self._read(batches, lambda e: _first_tensor(e), fetch * per_replica, num_parallel_calls)
+            chunks = rows.batch(per_replica, drop_remainder=True).batch(fetch, drop_remainder=True)
+            return _finish(chunks.map(finish, num_parallel_calls=num_parallel_calls), prefetch)
+
+        return dataset_fn
+
+    def eval_dataset_fn(self, *, global_batch_size: int) -> tuple[DatasetFn, int]:
+        index, weight, num_batches = _eval_indices(self.num_examples, global_batch_size)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            per_replica = ctx.get_per_replica_batch_size(global_batch_size)
+            pairs = tf.data.Dataset.from_tensor_slices((index, weight))
+            batches = _split_for_replicas(pairs.repeat(), ctx, global_batch_size)
+            rows = self._read(batches, lambda e: e[0], per_replica, AUTOTUNE)
+            # An unreadable example in an evaluation counts for nothing (weight 0).
+            return _finish(rows.batch(per_replica, drop_remainder=True).map(
+                lambda parts, readable, e: parts + (e[1] * tf.cast(readable, tf.float32),)))
+
+        return dataset_fn, num_batches
+
+    def head(self, n: int) -> tuple[np.ndarray, ...]:
+        n = min(n, self.num_examples)
+        rows = tf.data.Dataset.range(n).map(lambda i: self.load_example(i)[0], num_parallel_calls=AUTOTUNE,
+                                            deterministic=True).batch(n)
+        return tuple(t.numpy() for t in next(iter(rows)))
+
+    def _read(self, batches, index_of, per_element, num_parallel_calls):
+        """Elements of [..., b] index tensors -> one element per example: (parts, readable, element row)."""
+        def explode(*element):
+            element = element if len(element) > 1 else element[0]
+            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
+                lambda t: tf.reshape(t, [-1]) if t.shape.rank else tf.fill([per_element], t), element))
+
+        def read(*element):
+            element = element if len(element) > 1 else element[0]
+            parts, readable = self.load_example(index_of(element))
+            return tuple(parts), readable, element
+
+        return batches.flat_map(explode).map(read, num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
+def _first_tensor(element):
+    """The example index in an element row: index, (index, epoch) or ((index[, epoch]), step, replica)."""
+    while isinstance(element, tuple):
+        element = element[0]
+    return element
+
+
+def _fill_unreadable(parts, readable):
+    """Rows [K, b, ...] whose example could not be read take a copy of the first readable row of the
+    same batch: batch shapes and the data order stay as they are (so resume stays exact), and the
+    unreadable example contributes nothing of its own. A batch with no readable row fails."""
+    check = tf.debugging.Assert(tf.reduce_all(tf.reduce_any(readable, axis=-1)),
+                                ["every example of a batch is unreadable (corrupt files)"])
+    with tf.control_dependencies([check]):
+        first = tf.argmax(tf.cast(readable, tf.int32), axis=-1, output_type=tf.int32)
+    position = tf.broadcast_to(tf.range(tf.shape(readable)[-1]), tf.shape(readable))
+    source = tf.where(readable, position, first[..., None])
+    return tuple(tf.gather(p, source, batch_dims=source.shape.rank - 1) for p in parts)
+
+
+def eval_dataset_fn(arrays, *, global_batch_size: int) -> tuple[DatasetFn, int]:
     """Repeated passes over all examples in fixed order, padded to whole batches.
 
     Each element is `(array_0[idx], ..., weight)`: padding rows have weight 0, so metrics count
     every real example exactly once while every batch keeps its static shape.
-    Returns the dataset function and the number of batches in one pass.
+    Returns the dataset function and the number of batches in one pass. `arrays` may be a
+    StreamedSource: it streams the same batches from its files.
     """
-    num_examples = len(arrays[0])
-    num_batches = -(-num_examples // global_batch_size)
-    index = np.arange(num_batches * global_batch_size)
-    weight = (index < num_examples).astype(np.float32)
-    index = np.where(weight > 0, index, 0).reshape(num_batches, global_batch_size)
-    weight = weight.reshape(num_batches, global_batch_size)
+    if isinstance(arrays, StreamedSource):
+        return arrays.eval_dataset_fn(global_batch_size=global_batch_size)
+    index, weight, num_batches = _eval_indices(len(arrays[0]), global_batch_size)
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         tensors = _host_tensors(arrays)
@@ -113,6 +277,15 @@ def eval_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int) -> 
         return _finish(batches.map(load, num_parallel_calls=AUTOTUNE))
 
     return dataset_fn, num_batches
+
+
+def _eval_indices(num_examples: int, global_batch_size: int):
+    """(index, weight) [num_batches, B] of one evaluation pass: padding rows read example 0 with weight 0."""
+    num_batches = -(-num_examples // global_batch_size)
+    index = np.arange(num_batches * global_batch_size)
+    weight = (index < num_examples).astype(np.float32)
+    index = np.where(weight > 0, index, 0).reshape(num_batches, global_batch_size)
+    return index, weight.reshape(num_batches, global_batch_size), num_batches
 
 
 def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int = 0) -> DatasetFn:

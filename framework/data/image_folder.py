@@ -1,12 +1,17 @@
 """Image folders: one sub-folder per class of JPEG/PNG files, the layout users keep their own data in.
 
-    PATH/train/<class>/*.jpg + PATH/test/<class>/*.jpg   the two splits as they are
+    PATH/train/<class>/*.jpg + PATH/test/<class>/*.jpg   the two splits as they are (and PATH/validation/,
+                                                         where present, as the 'val' split)
     PATH/<class>/*.png                                   a seeded `test_split` fraction becomes the test split
 
 Class names are the sorted sub-folder names (those of train/ in the first layout); files may sit in nested
 folders below a class folder; other file types and hidden files are ignored. Every image is checked
 before it is decoded (a header larger than `max_image_pixels` is refused, so a huge file cannot exhaust
 memory); a corrupt image stops loading with its path, or with on_corrupt="skip" is skipped and counted.
+
+`load_image_folder` decodes every image into memory; `stream_image_folder` lists the files only and
+returns sources that read and decode them in tf.data while training (framework/data/streaming.py):
+the same splits, the order and exact resume of the in-memory path, memory bounded whatever the size.
 """
 import concurrent.futures
 import dataclasses
@@ -17,7 +22,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from framework.data import streaming
 from framework.data.datasets import ArrayDataset, DataError, resize_images, tf_error_text
+from framework.input_pipeline import IndexedSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit: about 256 MiB of RGB pixels
@@ -158,11 +165,16 @@ def load_image_folder(path: str, *, image_size: int | None = None, on_corrupt: s
     path = os.path.expanduser(path)
     name = name or os.path.basename(os.path.normpath(path))
     kwargs = dict(image_size=image_size, on_corrupt=on_corrupt, max_image_pixels=max_image_pixels)
-    if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
-        train = read_image_folder(os.path.join(path, "train"), **kwargs)
-        test = read_image_folder(os.path.join(path, "test"), class_names=train.class_names, **kwargs)
+    x_val = y_val = None
+    if split_folders(path):
+        folders = split_folders(path)
+        train = read_image_folder(folders["train"], **kwargs)
+        test = read_image_folder(folders["test"], class_names=train.class_names, **kwargs)
         x_train, y_train, x_test, y_test = train.x, train.y, test.x, test.y
         skipped = train.skipped + test.skipped
+        if "val" in folders:
+            val = read_image_folder(folders["val"], class_names=train.class_names, **kwargs)
+            x_val, y_val, skipped = val.x, val.y, skipped + val.skipped
     else:
         if not 0.0 < test_split < 1.0:
             raise ValueError(f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
@@ -176,9 +188,119 @@ def load_image_folder(path: str, *, image_size: int | None = None, on_corrupt: s
         test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
         x_train, y_train, x_test, y_test = train.x[train_idx], train.y[train_idx], train.x[test_idx], train.y[test_idx]
         skipped = train.skipped
-    if x_train.shape[-1] != x_test.shape[-1]:  # one split all grey, the other with colour
-        x_train, x_test = (np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x for x in (x_train, x_test))
+    if len({x.shape[-1] for x in (x_train, x_test, x_val) if x is not None}) > 1:  # some all grey, some colour
+        x_train, x_test, x_val = (np.repeat(x, 3, axis=-1) if x is not None and x.shape[-1] == 1 else x
+                                  for x in (x_train, x_test, x_val))
     try:
-        return ImageFolderDataset(name, x_train, y_train, x_test, y_test, train.class_names, skipped=skipped)
+        return ImageFolderDataset(name, x_train, y_train, x_test, y_test, train.class_names, x_val=x_val,
+                                  y_val=y_val, skipped=skipped)
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
+
+
+def split_folders(path: str) -> dict[str, str] | None:
+    """{'train', 'test'[, 'val']: folder} when PATH holds train/ and test/ (and validation/), else None."""
+    folders = {split: os.path.join(path, name) for split, name in
+               (("train", "train"), ("test", "test"), ("val", "validation"))}
+    if not (os.path.isdir(folders["train"]) and os.path.isdir(folders["test"])):
+        return None
+    return {split: folder for split, folder in folders.items() if os.path.isdir(folder)}
+
+
+class StreamedImages(IndexedSource):
+    """An image folder's files as a streamed source: example i is (decoded file i, label i), read and
+    decoded in the tf.data map (framework/data/streaming.py) into uint8 images of `image_shape`."""
+
+    def __init__(self, files, labels, image_shape, *, on_corrupt: str, max_image_pixels: int,
+                 skipped: streaming.SkippedFiles):
+        self.files, self.labels = tuple(files), np.asarray(labels, np.int32)
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_examples = len(self.files)
+        self.example_spec = (tf.TensorSpec(self.image_shape, tf.uint8), tf.TensorSpec([], tf.int32))
+        self.skips_unreadable = on_corrupt == "skip"
+        self.on_corrupt, self.max_image_pixels, self.skipped = on_corrupt, max_image_pixels, skipped
+        with tf.device("/cpu:0"):
+            self._files, self._labels = tf.constant(self.files), tf.constant(self.labels)
+
+    def load_example(self, index):
+        image, readable = streaming.decode_image_file(
+            tf.gather(self._files, index), self.image_shape, on_corrupt=self.on_corrupt,
+            max_image_pixels=self.max_image_pixels, skipped=self.skipped)
+        return (image, tf.gather(self._labels, index)), readable
+
+    def subset(self, index) -> "StreamedImages":
+        return StreamedImages([self.files[i] for i in index], self.labels[index], self.image_shape,
+                              on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
+                              skipped=self.skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedFolder:
+    """An image folder listed, not decoded: `splits` {'train', 'test'[, 'val']: StreamedImages}."""
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    splits: dict
+    skipped: streaming.SkippedFiles
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def decoded_bytes(self) -> int:
+        return sum(s.num_examples for s in self.splits.values()) * int(np.prod(self.image_shape))
+
+
+def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",
+                      max_image_pixels: int = MAX_IMAGE_PIXELS, test_split: float = 0.2, seed: int = 0,
+                      name: str | None = None) -> StreamedFolder:
+    """Lists an image folder (either layout in the module docstring) for streaming; decodes only a few
+    images, the first of each class, for the image shape: (image_size, image_size) if given, else the
+    first image's size (others are resized to it while streaming); RGB if any of those is colour.
+    Splits and the test_split draw are those of `load_image_folder` (before any corrupt file is skipped)."""
+    if on_corrupt not in ("fail", "skip"):
+        raise ValueError(f"`on_corrupt` ({on_corrupt!r}) must be 'fail' or 'skip'")
+    path = os.path.expanduser(path)
+    name = name or os.path.basename(os.path.normpath(path))
+    folders = split_folders(path)
+    if folders:
+        class_names, files, labels = _list_images(folders["train"])
+        listed = {"train": (files, labels)}
+        for split in ("test", "val"):
+            if split in folders:
+                listed[split] = _list_images(folders[split], class_names)[1:]
+    else:
+        if not 0.0 < test_split < 1.0:
+            raise ValueError(f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
+                             f"and test/ folders")
+        class_names, files, labels = _list_images(path)
+        n_test = int(round(len(files) * test_split))
+        if not 0 < n_test < len(files):
+            raise DataError(f"{path}: `test_split` ({test_split}) of {len(files)} images leaves {n_test} "
+                            f"for testing; both splits need images (add images or change test_split)")
+        perm = np.random.default_rng(seed).permutation(len(files))
+        pick = lambda idx: ([files[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+        listed = {"train": pick(np.sort(perm[n_test:])), "test": pick(np.sort(perm[:n_test]))}
+    image_shape = _probe_shape(path, listed["train"], image_size, max_image_pixels)
+    skipped = streaming.SkippedFiles()
+    splits = {split: StreamedImages(f, y, image_shape, on_corrupt=on_corrupt, max_image_pixels=max_image_pixels,
+                                    skipped=skipped) for split, (f, y) in listed.items()}
+    return StreamedFolder(name, tuple(class_names), image_shape, splits, skipped)
+
+
+def _probe_shape(path, listed, image_size, max_image_pixels) -> tuple[int, int, int]:
+    """The streamed image shape, from the first readable image of each class."""
+    files, labels = listed
+    firsts = [files[labels.index(label)] for label in sorted(set(labels))]
+    images = []
+    for f in firsts:
+        try:
+            images.append(_decode(f, max_image_pixels, None))
+        except _BadImage:
+            continue
+    if not images:
+        raise DataError(f"{path}: the first image of every class is unreadable, e.g. {firsts[0]}")
+    channels = 3 if any(image.shape[-1] == 3 for image in images) else 1
+    height, width = (image_size, image_size) if image_size else images[0].shape[:2]
+    return int(height), int(width), channels

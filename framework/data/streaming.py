@@ -1,0 +1,118 @@
+"""Streaming from files: decode image files inside tf.data, and the in-memory-or-streaming choice.
+
+`decode_image_file` reads and decodes one JPEG/PNG file in the tf.data graph (no Python, so the map runs
+in parallel), checked first so that a corrupt file is either skipped (counted) or fails naming the file:
+    - the first bytes are a JPEG or PNG signature and the last bytes its end marker (a cut file fails here);
+    - the header's size is at most `max_image_pixels` (a decompression bomb is never decoded).
+`choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
+IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
+"""
+import threading
+
+import tensorflow as tf
+from absl import logging
+
+IN_MEMORY_MODES = ("auto", "yes", "no")
+IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3  # decoded uint8 pixels; above this --data_in_memory=auto streams
+CORRUPT_MARK = "unreadable image file"  # in the error of --on_corrupt=fail (trainers map it to one line)
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def choose_in_memory(mode: str, estimated_bytes: int, what: str) -> bool:
+    """True: decode `what` into memory. Logs the choice, the reason and the estimated decoded size."""
+    if mode not in IN_MEMORY_MODES:
+        raise ValueError(f"`data_in_memory` ({mode!r}) must be one of {', '.join(IN_MEMORY_MODES)}")
+    size = f"about {estimated_bytes / 1e9:.3g} GB decoded"
+    limit = f"{IN_MEMORY_LIMIT_BYTES / 1e9:.3g} GB"
+    if mode == "auto":
+        in_memory = estimated_bytes < IN_MEMORY_LIMIT_BYTES
+        why = f"--data_in_memory=auto: {size}, {'under' if in_memory else 'over'} the {limit} limit"
+    else:
+        in_memory = mode == "yes"
+        why = f"--data_in_memory={mode}: {size}"
+    logging.info("data: %s %s (%s)", "in memory:" if in_memory else "streaming from disk:", what, why)
+    return in_memory
+
+
+class SkippedFiles:
+    """The distinct files a streamed source skipped, recorded from inside tf.data (thread-safe)."""
+
+    def __init__(self):
+        self._paths, self._lock = set(), threading.Lock()
+
+    def add(self, path) -> bool:
+        with self._lock:
+            path = path.numpy().decode() if hasattr(path, "numpy") else str(path)
+            if path not in self._paths:
+                logging.warning("skipped unreadable image file %s (--on_corrupt=skip)", path)
+            self._paths.add(path)
+        return True
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._paths)
+
+
+def _header_pixels(data, is_png, is_jpeg):
+    """Width x height from the header, without decoding the pixels (0 when neither format)."""
+    def png():
+        wh = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        width = ((wh[0] * 256 + wh[1]) * 256 + wh[2]) * 256 + wh[3]
+        height = ((wh[4] * 256 + wh[5]) * 256 + wh[6]) * 256 + wh[7]
+        return width * height
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    long_enough = tf.strings.length(data) >= 24
+    return tf.case([(is_png & long_enough, png), (is_jpeg, jpeg)], default=lambda: tf.constant(0, tf.int64))
+
+
+def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: int,
+                      skipped: SkippedFiles | None = None):
+    """(uint8 image of `image_shape` (H, W, C), readable) for one file path, in the tf.data graph.
+
+    Images of another size are resized to (H, W) (bilinear with antialiasing, rounded, as
+    datasets.resize_images); grey becomes RGB when C is 3. An unreadable file: with on_corrupt='fail'
+    the pipeline fails with an error naming it; with 'skip' it gives zeros and readable=False, and is
+    recorded in `skipped`.
+    """
+    height, width, channels = image_shape
+    data = tf.io.read_file(path)
+    size = tf.strings.length(data)
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+    ends = (is_png & tf.equal(tf.strings.substr(data, tf.maximum(size - 8, 0), 8), _PNG_END)) | \
+           (is_jpeg & tf.equal(tf.strings.substr(data, tf.maximum(size - 2, 0), 2), b"\xff\xd9"))
+    pixels = tf.cond(ends, lambda: _header_pixels(data, is_png, is_jpeg), lambda: tf.constant(0, tf.int64))
+    readable = ends & (pixels > 0) & (pixels <= max_image_pixels)
+    why = tf.where(~(is_png | is_jpeg), "not a JPEG or PNG file",
+                   tf.where(~ends, "truncated (no end marker)",
+                            tf.where(pixels > max_image_pixels,
+                                     f"over max_image_pixels={max_image_pixels} pixels", "corrupt header")))
+    if on_corrupt == "fail":
+        message = tf.strings.join([path, f": {CORRUPT_MARK}: ", why, ". Fix or remove it, or pass "
+                                   "--on_corrupt=skip to skip such files"])
+        check = tf.debugging.Assert(readable, [message])
+        with tf.control_dependencies([check]):
+            readable = tf.identity(readable)
+    elif skipped is not None:
+        readable = tf.cond(readable, lambda: readable,
+                           lambda: tf.logical_not(tf.py_function(skipped.add, [path], tf.bool)))
+
+    def decode():
+        image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image.set_shape([None, None, channels])
+        same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+        return tf.cond(same, lambda: image, lambda: _resize(image, height, width))
+
+    image = tf.cond(readable, decode, lambda: tf.zeros(image_shape, tf.uint8))
+    return tf.ensure_shape(image, image_shape), readable
+
+
+def _resize(image, height, width):
+    image = tf.image.resize(image, (height, width), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
