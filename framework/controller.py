@@ -42,7 +42,8 @@ class TrainingInterrupted(RuntimeError):
 
 @dataclasses.dataclass
 class Data:
-    """In-memory arrays: `train` = (images, labels, ...); `evals` = {"val": (...), "test": (...)}."""
+    """In-memory arrays: `train` = (images, labels, ...); `evals` = {"val": (...), "test": (...)}; any of
+    them may be an input_pipeline.StreamedSource instead (read from files while training)."""
     train: tuple
     evals: dict
     synthetic: bool = False
@@ -148,7 +149,8 @@ class Controller:
         self.hooks = list(hooks)
         self.run_config = run_config or config.to_dict()
         self.chief = is_chief(self.strategy)
-        self.steps_per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
+        self.steps_per_epoch = input_pipeline.steps_per_epoch(input_pipeline.num_examples(data.train),
+                                                              config.global_batch_size)
         self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
         self.eval_split = "val" if "val" in data.evals else "test"
         # Checked on the history rows: the train metrics' epoch means and the evaluation split's metrics.

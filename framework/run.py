@@ -13,7 +13,7 @@ import keras
 from absl import logging
 import tensorflow as tf
 
-from framework import run_record, strategies
+from framework import input_pipeline, run_record, strategies
 from framework.config import ConfigError, TrainConfig
 from framework.controller import Controller, Data, loop_lengths
 from framework.input_pipeline import steps_per_epoch
@@ -41,10 +41,10 @@ def prepare_runtime(config: TrainConfig) -> tf.distribute.Strategy:
 def build_trainer(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, task,
                   strategy: tf.distribute.Strategy | None = None) -> Trainer:
     strategy = strategy or prepare_runtime(config)
-    per_epoch = steps_per_epoch(len(data.train[0]), config.global_batch_size)
+    per_epoch = steps_per_epoch(input_pipeline.num_examples(data.train), config.global_batch_size)
     if per_epoch == 0:
         raise ConfigError(f"--global_batch_size={config.global_batch_size} is larger than the "
-                          f"{len(data.train[0])} training examples")
+                          f"{input_pipeline.num_examples(data.train)} training examples")
     total = config.train_steps or config.epochs * per_epoch
     return Trainer(config=config, strategy=strategy, model_fn=model_fn, optimizer_fn=optimizer_fn,
                    task=task, total_steps=total, steps_per_fetch=steps_per_fetch(config, data, per_epoch, total))
@@ -67,7 +67,7 @@ def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int,
                               f"(gcd of steps_per_loop, steps per epoch {per_epoch}, total steps {total}, "
                               f"checkpoint_every, profile_steps = {common}); use 0 for automatic")
         return config.steps_per_fetch
-    batch_bytes = sum(a[0].nbytes for a in data.train) * config.global_batch_size
+    batch_bytes = input_pipeline.example_nbytes(data.train) * config.global_batch_size
     cap = max(1, min(max_steps, max_bytes // batch_bytes))
     return max(k for k in range(1, cap + 1) if common % k == 0)
 
@@ -82,7 +82,7 @@ def train(config: TrainConfig, data: Data, *, model_fn, optimizer_fn, task, hook
     if logging.get_verbosity() < logging.INFO:  # a notebook: absl defaults to warnings only
         logging.set_verbosity(logging.INFO)
     strategy = strategy or prepare_runtime(config)
-    record = {**(run_config or config.to_dict()), "train_shapes": [list(a.shape) for a in data.train]}
+    record = {**(run_config or config.to_dict()), "train_shapes": input_pipeline.example_shapes(data.train)}
     run_record.prepare(config.model_dir, record, fresh_start=config.fresh_start, strategy=strategy)
     trainer = build_trainer(config, data, model_fn=model_fn, optimizer_fn=optimizer_fn, task=task,
                             strategy=strategy)
