@@ -6,7 +6,8 @@
 
 Ops live in `augment.ops` (registry: `augment.ops.REGISTRY`); `augment.compose` builds your own policy
 from callables, registry names or a spec string like "flip,crop:padding=4,cutout:size=8".
-The preview CLI is `python -m augment.preview` (not imported here).
+`augment.layers.Augment(policy)` is the same as a Keras layer inside your model (active with
+training=True). The preview CLI is `python -m augment.preview` (not imported here).
 """
 import importlib
 
@@ -14,12 +15,13 @@ import importlib
 _EXPORTS = {"REGISTRY": "augment.ops", "split_seed": "augment.ops", "step_seed": "augment.ops",
             "POLICIES": "augment.policies", "Policy": "augment.policies", "compose": "augment.policies",
             "get_policy": "augment.policies", "parse_spec": "augment.policies"}
-__all__ = ["ops", *_EXPORTS]
+_MODULES = ("ops", "layers")
+__all__ = [*_MODULES, *_EXPORTS]
 
 
 def __getattr__(name):
-    if name == "ops":
-        return importlib.import_module("augment.ops")
+    if name in _MODULES:
+        return importlib.import_module(f"augment.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'augment' has no attribute {name!r}")
     return getattr(importlib.import_module(_EXPORTS[name]), name)

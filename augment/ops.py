@@ -15,7 +15,11 @@ returned as uint8 by every op except `mixup` and `mixup_or_cutmix` (float only) 
 ops blend in float32 and round back; colour ops convert to float32 [0, 1] and back.
 
 Zero strength is the identity: prob=0 (flip, mixing ops, erasing), padding=0, max_degrees=0,
-max_fraction=0, size=0, max_delta=0.
+max_fraction=0, size=0, max_delta=0, max_shear=0, factors=(1, 1).
+
+Every op keeps the image size except `random_crop_to` (crop_to), which returns a smaller window;
+`eval_counterpart` says what evaluation images get instead (its centre crop). `sometimes(op, prob)`
+applies any image op to each sample with probability `prob` (a spec's `prob=` on an op without one).
 
 Why not Keras 3 preprocessing layers: they draw randomness from a SeedGenerator *variable* rather than a
 seed tensor we pass, so they cannot follow the (global seed, step, replica) contract; `RandomCrop` takes
@@ -39,10 +43,10 @@ _fold_in = functools.partial(tf.random.experimental.stateless_fold_in, alg=ALG)
 _split = functools.partial(tf.random.experimental.stateless_split, alg=ALG)
 
 __all__ = [
-    "REGISTRY", "step_seed", "split_seed", "mixes_labels", "options",
-    "random_flip_lr", "random_crop", "rotate", "affine_transform", "random_affine", "random_rotation",
-    "random_translation", "random_zoom", "random_cutout", "random_erasing", "random_brightness",
-    "random_contrast", "random_saturation", "random_hue", "normalize", "mixup", "cutmix",
+    "REGISTRY", "step_seed", "split_seed", "mixes_labels", "options", "eval_counterpart", "sometimes",
+    "random_flip_lr", "random_crop", "random_crop_to", "center_crop", "rotate", "shear", "affine_transform",
+    "random_affine", "random_rotation", "random_translation", "random_zoom", "random_shear", "random_cutout",
+    "random_erasing", "random_brightness", "random_brightness_scale", "random_contrast", "random_saturation", "random_hue", "normalize", "mixup", "cutmix",
     "mixup_or_cutmix",
 ]
 
@@ -270,6 +274,46 @@ def random_crop(images, seed, *, padding: int = 4, fill_mode: str = "reflect", f
     return out
 
 
+def _check_size(size, height: int, width: int, what: str = "image"):
+    """(h, w) from an int or (h, w) `size` that fits in a height x width image."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size) if _is_pair(size) else (None, None)
+    if not (isinstance(h, int) and isinstance(w, int)):
+        raise ValueError(f"`size` ({size!r}) must be an int or (height, width)")
+    if not (1 <= h <= height and 1 <= w <= width):
+        raise ValueError(f"`size` ({size}) must be between 1 and the {height}x{width} {what}")
+    return h, w
+
+
+def random_crop_to(images, seed, *, size=24):
+    """A `size` (int or (h, w)) window of each image at a per-sample uniform offset, fully inside: the
+    batch comes out [B, h, w, C], smaller (Keras' RandomCrop, but one window per sample rather than per
+    batch). Evaluation images get the centre window instead (`center_crop`, applied by the policy's
+    `eval_transform`), and the model is built for h x w. Any dtype.
+    """
+    images, seed = _check_images(images), _check_seed(seed)
+    _, height, width, _ = images.shape
+    h, w = _check_size(size, height, width)
+    draws = _Draws(seed, 2, tf.shape(images)[0])
+    y0 = draws.integers(0, height - h + 1)
+    x0 = draws.integers(0, width - w + 1)
+    out = tf.gather(images, y0[:, None] + tf.range(h)[None, :], axis=1, batch_dims=1)
+    return tf.gather(out, x0[:, None] + tf.range(w)[None, :], axis=2, batch_dims=1)
+
+
+def center_crop(images, seed=None, *, size=24):
+    """The centre `size` (int or (h, w)) window of each image, offset (H - h) // 2 as Keras' CenterCrop:
+    what evaluation images get when training uses `random_crop_to`. Deterministic (`seed` ignored)."""
+    del seed
+    images = _check_images(images)
+    _, height, width, _ = images.shape
+    h, w = _check_size(size, height, width)
+    y0, x0 = (height - h) // 2, (width - w) // 2
+    return images[:, y0:y0 + h, x0:x0 + w]
+
+
+random_crop_to.eval_op = center_crop
+
+
 def affine_transform(images, matrices, *, interpolation: str = "bilinear", fill_mode: str = "reflect",
                      fill_value: float = 0.0):
     """Resamples each image with its own affine map from output to input pixel coordinates.
@@ -312,15 +356,24 @@ def affine_transform(images, matrices, *, interpolation: str = "bilinear", fill_
     return _saturate_uint8(out) if images.dtype == tf.uint8 else out
 
 
-def _affine_matrices(height, width, angles, tx, ty, zoom):
+def _affine_matrices(height, width, angles, tx, ty, zoom, shear_x=None, shear_y=None):
     """Output->input maps: rotate counter-clockwise by `angles` (radians) and scale input coordinates by
-    `zoom` about the image centre, then shift the content by (tx, ty) pixels. All [B]."""
+    `zoom` about the image centre, then shift the content by (tx, ty) pixels. All [B]. `shear_x` and
+    `shear_y` (radians, [B], optional) also shear about the centre: x_in += tan(shear_x) * y first, then
+    y_in += tan(shear_y) * x (a shear along x slants vertical lines; along y, horizontal ones)."""
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
     cos, sin = tf.cos(angles) * zoom, tf.sin(angles) * zoom
-    # input = zoom * R(angle) @ (output - centre - t) + centre, with y pointing down
+    # input = zoom * R(angle) @ S @ (output - centre - t) + centre, with y pointing down
+    a, b, c, d = cos, -sin, sin, cos
+    if shear_x is not None or shear_y is not None:
+        kx = tf.tan(shear_x) if shear_x is not None else tf.zeros_like(angles)
+        ky = tf.tan(shear_y) if shear_y is not None else tf.zeros_like(angles)
+        # S = [[1, kx], [0, 1]] @ [[1, 0], [ky, 1]] = [[1 + kx ky, kx], [ky, 1]]
+        s00, s01 = 1.0 + kx * ky, kx
+        a, b, c, d = cos * s00 - sin * ky, cos * s01 - sin, sin * s00 + cos * ky, sin * s01 + cos
     u0, v0 = -cx - tx, -cy - ty
-    row_x = tf.stack([cos, -sin, cos * u0 - sin * v0 + cx], axis=-1)
-    row_y = tf.stack([sin, cos, sin * u0 + cos * v0 + cy], axis=-1)
+    row_x = tf.stack([a, b, a * u0 + b * v0 + cx], axis=-1)
+    row_y = tf.stack([c, d, c * u0 + d * v0 + cy], axis=-1)
     return tf.stack([row_x, row_y], axis=1)
 
 
@@ -336,23 +389,49 @@ def rotate(images, angles, *, interpolation: str = "bilinear", fill_mode: str = 
                             fill_value=fill_value)
 
 
+def shear(images, x_angles, y_angles=0.0, *, interpolation: str = "bilinear", fill_mode: str = "reflect",
+          fill_value: float = 0.0):
+    """Shears each image about its centre by `x_angles` along x (x_in = x + tan(angle) * y: vertical lines
+    slant) and `y_angles` along y, radians, [B] or scalar. Deterministic; see `random_shear`."""
+    images = _check_images(images)
+    batch = tf.shape(images)[0]
+    x_angles = tf.broadcast_to(tf.cast(x_angles, tf.float32), [batch])
+    y_angles = tf.broadcast_to(tf.cast(y_angles, tf.float32), [batch])
+    zeros = tf.zeros([batch])
+    m = _affine_matrices(images.shape[1], images.shape[2], zeros, zeros, zeros, tf.ones([batch]),
+                         x_angles, y_angles)
+    return affine_transform(images, m, interpolation=interpolation, fill_mode=fill_mode,
+                            fill_value=fill_value)
+
+
 def random_affine(images, seed, *, max_degrees: float = 0.0, max_fraction: float = 0.0,
-                  max_zoom: float = 0.0, interpolation: str = "bilinear", fill_mode: str = "reflect",
-                  fill_value: float = 0.0):
+                  max_zoom: float = 0.0, max_shear: float = 0.0, max_shear_y: float = 0.0,
+                  interpolation: str = "bilinear", fill_mode: str = "reflect", fill_value: float = 0.0):
     """Per-sample rotation in [-max_degrees, max_degrees], shift in [-max_fraction, max_fraction] of the
-    height/width and zoom z in [1 - max_zoom, 1 + max_zoom] (input coordinates scaled by z: z < 1 zooms
-    in), in one resampling. Identity when all three are 0."""
+    height/width, zoom z in [1 - max_zoom, 1 + max_zoom] (input coordinates scaled by z: z < 1 zooms
+    in) and shear angles in [-max_shear, max_shear] along x and [-max_shear_y, max_shear_y] along y
+    (degrees, as ImageDataGenerator's shear_range, which shears along x), in one resampling. Identity
+    when all are 0."""
     images, seed = _check_images(images), _check_seed(seed)
-    _check_nonnegative(max_degrees=max_degrees, max_fraction=max_fraction, max_zoom=max_zoom)
+    _check_nonnegative(max_degrees=max_degrees, max_fraction=max_fraction, max_zoom=max_zoom,
+                       max_shear=max_shear, max_shear_y=max_shear_y)
+    for name, value in (("max_shear", max_shear), ("max_shear_y", max_shear_y)):
+        if value >= 90.0:
+            raise ValueError(f"`{name}` ({value}) must be below 90 degrees")
     _, height, width, _ = images.shape
     batch = tf.shape(images)[0]
-    draws = _Draws(seed, 4, batch)
+    shears = bool(max_shear or max_shear_y)
+    draws = _Draws(seed, 6 if shears else 4, batch)  # the first 4 rows as without shear
     rad = math.radians(max_degrees)
     angles = draws.uniform(-rad, rad)
     tx = draws.uniform(-max_fraction, max_fraction) * width
     ty = draws.uniform(-max_fraction, max_fraction) * height
     zoom = draws.uniform(1.0 - max_zoom, 1.0 + max_zoom)
-    m = _affine_matrices(height, width, angles, tx, ty, zoom)
+    shear_x = shear_y = None
+    if shears:
+        shear_x = draws.uniform(-math.radians(max_shear), math.radians(max_shear))
+        shear_y = draws.uniform(-math.radians(max_shear_y), math.radians(max_shear_y))
+    m = _affine_matrices(height, width, angles, tx, ty, zoom, shear_x, shear_y)
     return affine_transform(images, m, interpolation=interpolation, fill_mode=fill_mode,
                             fill_value=fill_value)
 
@@ -371,6 +450,13 @@ def random_translation(images, seed, *, max_fraction: float = 0.1, **kwargs):
 def random_zoom(images, seed, *, max_fraction: float = 0.1, **kwargs):
     """Per-sample zoom: input coordinates scaled by z ~ U[1 - max_fraction, 1 + max_fraction]."""
     return random_affine(images, seed, max_zoom=max_fraction, **kwargs)
+
+
+def random_shear(images, seed, *, max_degrees: float = 10.0, max_degrees_y: float = 0.0, **kwargs):
+    """Per-sample shear along x by an angle uniform in [-max_degrees, max_degrees] (ImageDataGenerator's
+    shear_range, in degrees) and along y in [-max_degrees_y, max_degrees_y]; kwargs as `affine_transform`.
+    A pure shear (x_in = x + tan(angle) * y); ImageDataGenerator's matrix also scales y by cos(angle)."""
+    return random_affine(images, seed, max_shear=max_degrees, max_shear_y=max_degrees_y, **kwargs)
 
 
 # --------------------------------------------------------------------------------------- occlusion
@@ -441,6 +527,18 @@ def random_brightness(images, seed, *, max_delta: float = 0.2):
     x, back = _to_float(images)
     delta = _Draws(seed, 1, tf.shape(x)[0]).uniform(-max_delta, max_delta)
     return back(tf.clip_by_value(x + _per_sample(delta), 0.0, 1.0))
+
+
+def random_brightness_scale(images, seed, *, factors=(0.8, 1.2)):
+    """Multiplies each image by f ~ U[factors[0], factors[1]] per sample, clips to [0, 1]: Keras'
+    ImageDataGenerator(brightness_range=factors) (PIL's ImageEnhance.Brightness is this product);
+    `random_brightness` adds instead."""
+    images, seed = _check_images(images), _check_seed(seed)
+    if not (_is_pair(factors) and 0.0 <= factors[0] <= factors[1]):
+        raise ValueError(f"`factors` ({factors!r}) must be (low, high) with 0 <= low <= high")
+    x, back = _to_float(images)
+    factor = _Draws(seed, 1, tf.shape(x)[0]).uniform(float(factors[0]), float(factors[1]))
+    return back(tf.clip_by_value(x * _per_sample(factor), 0.0, 1.0))
 
 
 def random_contrast(images, seed, *, max_delta: float = 0.2):
@@ -638,18 +736,61 @@ def mixup_or_cutmix(images, labels, seed, *, num_classes: int, mixup_alpha: floa
     return _mix(images, soft, partners, weight)
 
 
+# ------------------------------------------------------------------------------- any op, sometimes
+
+def _base_and_keywords(fn):
+    keywords = {}
+    while isinstance(fn, functools.partial):
+        keywords = {**fn.keywords, **keywords}
+        fn = fn.func
+    return fn, keywords
+
+
+def eval_counterpart(fn: Callable) -> Callable | None:
+    """What evaluation images get for a training op that changes their size, `images -> images`
+    (random_crop_to: the centre crop of the same size); None for ops that keep the size."""
+    base, keywords = _base_and_keywords(fn)
+    if base is sometimes:
+        return eval_counterpart(keywords["op"])
+    counterpart = getattr(base, "eval_op", None)
+    if counterpart is None:
+        return None
+    return functools.partial(counterpart, **{k: v for k, v in keywords.items() if k in options(counterpart)})
+
+
+def sometimes(images, seed, *, op: Callable, prob: float):
+    """Image op `op(images, seed)` on each sample with probability `prob` (a per-sample mask, like
+    albumentations' p=); the other samples stay as they are, or get the op's `eval_counterpart` when it
+    changes the size (crop_to: the centre crop). `op` draws from `seed` exactly as it would alone."""
+    images, seed = _check_images(images), _check_seed(seed)
+    _check_prob(prob)
+    if mixes_labels(op):
+        raise ValueError("a label-mixing op takes `prob` itself")
+    keep = eval_counterpart(op)
+    if prob == 0.0:
+        return images if keep is None else keep(images)
+    out = op(images, seed)
+    if prob == 1.0:
+        return out
+    apply = _Draws(_fold_in(seed, 0x5EED), 1, tf.shape(images)[0]).bernoulli(prob)
+    return tf.where(_per_sample(apply), out, images if keep is None else keep(images))
+
+
 # ------------------------------------------------------------------------------------------ registry
 
 REGISTRY: dict[str, Callable] = {
     "flip": random_flip_lr,
     "crop": random_crop,
+    "crop_to": random_crop_to,
     "rotate": random_rotation,
     "translate": random_translation,
     "zoom": random_zoom,
+    "shear": random_shear,
     "affine": random_affine,
     "cutout": random_cutout,
     "erase": random_erasing,
     "brightness": random_brightness,
+    "brightness_scale": random_brightness_scale,
     "contrast": random_contrast,
     "saturation": random_saturation,
     "hue": random_hue,

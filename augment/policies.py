@@ -2,9 +2,14 @@
 
 Contract (what the engine calls inside its compiled step): `policy(images, labels, seed)` with images
 float32 NHWC in [0, 1] and a static batch size, labels int32 [B] or float32 [B, K], seed int32/int64 [2]
-(from `step_seed`). Returns images float32 NHWC in [0, 1] (shape unchanged) and labels: float32 [B, K]
-when `policy.soft_labels` (the policy mixes samples: int labels are one-hot encoded), otherwise the labels
+(from `step_seed`). Returns images float32 NHWC in [0, 1] and labels: float32 [B, K] when
+`policy.soft_labels` (the policy mixes samples: int labels are one-hot encoded), otherwise the labels
 unchanged. Each op gets its own seed, split from `seed`.
+
+The image size is kept unless the policy crops to a smaller size (crop_to): then
+`policy.output_shape(image_shape)` is the model's input shape, and `policy.eval_transform` (the centre
+crop) is what evaluation images get. Any op takes `prob=` in a spec ("affine:max_degrees=10,prob=0.7"):
+each sample gets it with that probability (ops with a `prob` of their own use theirs).
 """
 from __future__ import annotations
 
@@ -47,6 +52,33 @@ class Policy:
             else:
                 images = fn(images, seeds[i])
         return images, labels
+
+    def output_shape(self, image_shape: Sequence[int]) -> tuple[int, ...]:
+        """(H, W, C) of the images the policy returns for images of `image_shape`: the model's input
+        shape (smaller than `image_shape` after crop_to). Traced, not run."""
+        image_shape = tuple(int(d) for d in image_shape)
+        if not self.steps:
+            return image_shape
+        labels = tf.TensorSpec([2], tf.int32)
+        fn = tf.function(lambda x, y: self(x, y, tf.constant([0, 0]))[0])
+        out = fn.get_concrete_function(tf.TensorSpec([2, *image_shape], tf.float32), labels)
+        return tuple(int(d) for d in out.structured_outputs.shape[1:])
+
+    @property
+    def eval_transform(self) -> Callable | None:
+        """`images -> images` for evaluation when the policy changes the image size (crop_to: the centre
+        crop of the same size, so evaluation images fit the model), else None (evaluation images are
+        left alone)."""
+        counterparts = [ops.eval_counterpart(fn) for _, fn in self.steps]
+        counterparts = [fn for fn in counterparts if fn is not None]
+        if not counterparts:
+            return None
+
+        def transform(images):
+            for fn in counterparts:
+                images = fn(images)
+            return images
+        return transform
 
     def __str__(self):
         return f"{self.name}: {' -> '.join(name for name, _ in self.steps) or 'identity'}"
@@ -111,13 +143,8 @@ def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
             op_name, kwargs = op
             if op_name not in ops.REGISTRY:
                 raise ValueError(f"unknown augmentation op {op_name!r}; valid ops: {sorted(ops.REGISTRY)}")
-            unknown = [k for k in kwargs if k not in ops.options(ops.REGISTRY[op_name])]
-            if unknown:
-                raise ValueError(f"op {op_name!r} has no option {', '.join(map(repr, unknown))}; its options: "
-                                 f"{', '.join(ops.options(ops.REGISTRY[op_name])) or 'none'}")
-            fn = functools.partial(ops.REGISTRY[op_name], **kwargs) if kwargs else ops.REGISTRY[op_name]
             label = op_name + "".join(f" {k}={v}" for k, v in kwargs.items())
-            steps.append((label, fn))
+            steps.append((label, _op_from_registry(op_name, dict(kwargs))))
         elif callable(op):
             base = op.func if isinstance(op, functools.partial) else op
             label = getattr(base, "__name__", repr(base))
@@ -132,10 +159,30 @@ def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
     return policy
 
 
-def check_policy(policy: Policy, image_shape: Sequence[int]) -> None:
+def _op_from_registry(op_name: str, kwargs: dict) -> Callable:
+    """REGISTRY[op_name] with `kwargs`; a `prob` the op does not take itself wraps it in ops.sometimes."""
+    op = ops.REGISTRY[op_name]
+    takes = ops.options(op)
+    prob = kwargs.pop("prob") if "prob" in kwargs and "prob" not in takes else None
+    unknown = [k for k in kwargs if k not in takes]
+    if unknown:
+        raise ValueError(f"op {op_name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                         f"{', '.join((*takes, 'prob') if 'prob' not in takes else takes)}")
+    fn = functools.partial(op, **kwargs) if kwargs else op
+    if prob is None:
+        return fn
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0.0 <= prob <= 1.0:
+        raise ValueError(f"{op_name}: `prob` ({prob!r}) must be a number in [0, 1]")
+    if ops.mixes_labels(op):
+        raise ValueError(f"{op_name}: a label-mixing op takes no `prob`")
+    return functools.partial(ops.sometimes, op=fn, prob=float(prob))
+
+
+def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
     """Runs `policy` once, eagerly on the CPU, on two blank images of `image_shape`: a bad option value
-    (a negative padding, a cutout larger than the image, a word where a number goes) raises ValueError
-    here, before anything is built or trained, instead of inside the compiled step."""
+    (a negative padding, a cutout larger than the image, a crop larger than the image, a word where a
+    number goes) raises ValueError here, before anything is built or trained, instead of inside the
+    compiled step. Returns the output image shape (H, W, C), as `policy.output_shape`."""
     height, width, channels = (int(d) for d in image_shape)
     with tf.device("/CPU:0"):
         images, labels = tf.zeros([2, height, width, channels]), tf.zeros([2], tf.int32)
@@ -152,6 +199,7 @@ def check_policy(policy: Policy, image_shape: Sequence[int]) -> None:
             except (TypeError, tf.errors.OpError) as err:  # a value of the wrong kind, found deeper down
                 message = " ".join((getattr(err, "message", None) or str(err)).split())
                 raise ValueError(f"{name}: an option value of the wrong type or shape ({message})") from err
+        return tuple(int(d) for d in images.shape[1:])
 
 
 # ----------------------------------------------------------------------------------- named policies

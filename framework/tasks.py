@@ -13,11 +13,14 @@ class ClassificationTask:
 
     metric_names = ("loss", "accuracy")
 
-    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, augment=None, tta=None):
+    def __init__(self, num_classes: int, *, label_smoothing: float = 0.0, augment=None, tta=None,
+                 eval_transform=None):
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
         self.augment = augment      # augment(images, labels, seed) -> (images, labels), runs on device
         self.tta = tta              # tta(model, images) -> logits, test-time augmentation at eval
+        # eval_transform(images) -> images at evaluation, when `augment` changes the size (a centre crop)
+        self.eval_transform = eval_transform
 
     @property
     def uses_seed(self) -> bool:
@@ -35,6 +38,8 @@ class ClassificationTask:
             images = tf.cast(images, tf.float32) / 255.0
         if training and self.augment is not None:
             images, labels = self.augment(images, labels, seed)
+        elif not training and self.eval_transform is not None:
+            images = self.eval_transform(images)
         return images, labels
 
     def forward(self, model, images, *, training: bool):

@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from augment.layers import seed_scope
 from augment.ops import step_seed
 from framework import lookahead, precision, schedules
 from framework.config import TrainConfig
@@ -68,14 +69,15 @@ class Trainer:
     # ---------------------------------------------------------------- per replica
     def train_step(self, batch, step):
         """One optimisation step (number `step`) on this replica's share of the global batch."""
-        seed = self._augment_seed(step) if self.task.uses_seed else None
-        inputs, labels = self.task.prepare(batch, seed=seed, training=True)
+        seed = self._augment_seed(step)  # for --augment, and for augment.layers inside the model
+        inputs, labels = self.task.prepare(batch, seed=seed if self.task.uses_seed else None, training=True)
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
         # the global mean gradient. (Keras losses with their default reduction already divide by the
         # replica count inside a strategy since Keras 3.8: we take per-example losses and do it once.)
         with tf.GradientTape() as tape:
-            logits = self.task.forward(self.model, inputs, training=True)
+            with seed_scope(seed, start=int(self.task.uses_seed)):  # unused (pruned) without such layers
+                logits = self.task.forward(self.model, inputs, training=True)
             per_example_loss = self.task.loss(labels, logits)
             data_loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
             reg_loss = self._regularization_loss()  # weight decay etc.: counted once per step, not per replica

@@ -38,7 +38,13 @@ OPS = {
     "mixup": ("mixup", {"alpha": 1.0}, {"prob": 0.0}),
     "cutmix": ("cutmix", {}, {"prob": 0.0}),
     "mixup_or_cutmix": ("mixup_or_cutmix", {}, {"prob": 0.0}),
+    "shear": ("shear", {"max_degrees": 20.0, "max_degrees_y": 10.0}, {"max_degrees": 0.0}),
+    "brightness_scale": ("brightness_scale", {"factors": (0.6, 1.4)}, {"factors": (1.0, 1.0)}),
+    "crop_to": ("crop_to", {"size": 24}, {"size": 32}),
+    "affine_prob": ("affine", {"max_degrees": 30.0, "max_shear": 10.0, "prob": 0.7},
+                    {"max_degrees": 30.0, "prob": 0.0}),  # prob= on an op without one of its own
 }
+CROPPED = {"crop_to": 24}  # cases whose output is smaller: the side they crop to
 MIXING = ("mixup", "cutmix", "mixup_or_cutmix")
 FLOAT_ONLY = ("mixup", "mixup_or_cutmix")
 
@@ -73,8 +79,10 @@ def compiled(case):
     return policy, tf.function(policy), tf.function(policy, jit_compile=True)
 
 
-def _assert_images(out, like, atol=1e-6):
-    assert out.shape == like.shape and out.dtype == like.dtype
+def _assert_images(out, like, atol=1e-6, side=None):
+    """`out` has the shape of `like` (with a `side` x `side` image), its dtype, and values in [0, 1]."""
+    shape = like.shape if side is None else (like.shape[0], side, side, like.shape[3])
+    assert out.shape == shape and out.dtype == like.dtype
     assert float(tf.reduce_min(out)) >= -atol and float(tf.reduce_max(out)) <= 1.0 + atol
 
 
@@ -88,13 +96,14 @@ def test_op_contract(case, cifar):
     for other in (graph(x, y, SEED), jit(x, y, SEED)):
         np.testing.assert_allclose(other[0], eager[0], atol=1e-5)
         np.testing.assert_allclose(other[1], eager[1], atol=1e-5)
-    _assert_images(eager[0], x)
+    _assert_images(eager[0], x, side=CROPPED.get(case))
+    assert policy.output_shape(x.shape[1:]) == tuple(eager[0].shape[1:])
     if case in MIXING:
         assert eager[1].shape == (B, 10) and eager[1].dtype == tf.float32
         np.testing.assert_allclose(tf.reduce_sum(eager[1], -1), 1.0, atol=1e-6)
     else:
         np.testing.assert_array_equal(eager[1], y)
-    assert not np.allclose(eager[0], x), "the op left the batch unchanged"
+    assert case in CROPPED or not np.allclose(eager[0], x), "the op left the batch unchanged"
     np.testing.assert_array_equal(policy(x, y, SEED)[0], eager[0])
     assert not np.allclose(jit(x, y, tf.constant([3, 4]))[0], eager[0]), "another seed gave the same batch"
     if case not in MIXING:  # mixing identical images gives identical images; see test_mixing_*
@@ -107,7 +116,7 @@ def test_op_on_mnist(case, mnist):
     """1-channel images: shape, dtype and range kept; saturation and hue are exact no-ops."""
     x, y = mnist
     out, labels = compiled(case)[0](x, y, SEED)
-    _assert_images(out, x)
+    _assert_images(out, x, side=CROPPED.get(case))
     if case in ("saturation", "hue"):
         np.testing.assert_array_equal(out, x)
     assert labels.shape == ((B, 10) if case in MIXING else (B,))
@@ -134,8 +143,8 @@ def test_uint8(case, cifar):
             policy(x8, y, SEED)
         return
     out = policy(x8, y, SEED)[0]
-    assert out.dtype == tf.uint8 and out.shape == x8.shape
-    if case in ("flip", "crop", "crop_zero", "cutout", "cutmix"):  # they only move pixels: match float
+    assert out.dtype == tf.uint8 and out.shape[1:3] == (CROPPED.get(case, 32),) * 2
+    if case in ("flip", "crop", "crop_zero", "crop_to", "cutout", "cutmix"):  # they only move pixels
         np.testing.assert_array_equal(out, tf.cast(tf.round(policy(x, y, SEED)[0] * 255.0), tf.uint8))
 
 
@@ -151,6 +160,77 @@ def _window_offsets(x, out, pad, np_mode):
         offsets.append(hits[0])
     assert len(set(offsets)) > 1, "every sample got the same window"
     return offsets
+
+
+def test_crop_to_is_a_window_inside_and_evaluation_takes_the_centre(cifar):
+    """Each output is a 24x20 window fully inside its image, at its own offset; evaluation images get the
+    centre window, which the policy's eval_transform applies (also when prob= leaves samples out)."""
+    x = cifar[0].numpy()
+    out = ops.random_crop_to(x, SEED, size=(24, 20)).numpy()
+    assert out.shape == (B, 24, 20, 3)
+    offsets = set()
+    for i in range(B):
+        hits = [(dy, dx) for dy in range(9) for dx in range(13) if np.array_equal(x[i, dy:dy + 24, dx:dx + 20], out[i])]
+        assert hits, f"sample {i} is no window of its image"
+        offsets.add(hits[0])
+    assert len(offsets) > 1, "every sample got the same window"
+    policy = augment.get_policy("crop_to:size=(24,20),prob=0.5", num_classes=10, image_shape=(32, 32, 3))
+    assert policy.output_shape((32, 32, 3)) == (24, 20, 3)
+    np.testing.assert_array_equal(policy.eval_transform(x), x[:, 4:28, 6:26])
+    picked = policy(x, cifar[1], SEED)[0].numpy()
+    centred = [np.array_equal(p, c) for p, c in zip(picked, x[:, 4:28, 6:26])]
+    assert 0 < sum(centred) < B, "prob=0.5 should crop some samples at random and centre the others"
+    assert augment.get_policy("flip,shear", num_classes=10, image_shape=(32, 32, 3)).eval_transform is None
+
+
+@pytest.mark.parametrize("spec,own", [("affine:max_degrees=30,max_shear=10,prob=0.7", "affine:max_degrees=30,max_shear=10"),
+                                      ("brightness_scale:prob=0.3", "brightness_scale")])
+def test_prob_applies_the_op_to_a_masked_share_of_samples(cifar, spec, own):
+    """prob= on any op: each sample is either exactly the op's output (the op draws as it would alone)
+    or exactly the input, in about that share of 64 samples (XLA: test_op_contract[affine_prob])."""
+    x = tf.tile(cifar[0], [8, 1, 1, 1])
+    y = tf.tile(cifar[1], [8])
+    policy = augment.get_policy(spec, num_classes=10, image_shape=(32, 32, 3))
+    out = policy(x, y, SEED)[0].numpy()
+    full = augment.get_policy(own, num_classes=10, image_shape=(32, 32, 3))(x, y, SEED)[0].numpy()
+    applied = np.array([np.array_equal(o, f) for o, f in zip(out, full)])
+    kept = np.array([np.array_equal(o, i) for o, i in zip(out, x.numpy())])
+    assert (applied ^ kept).all(), "a sample is neither the op's output nor the input"
+    prob = float(spec.rsplit("=", 1)[1])
+    assert abs(applied.mean() - prob) < 0.15, f"{applied.mean():.2f} of the samples got the op, not ~{prob}"
+
+
+@pytest.mark.parametrize("axis", ["x", "y"])
+def test_shear_matches_a_pixel_shift_per_row(axis):
+    """A 45-degree shear along x moves row r by (r - centre) pixels (x_in = x + (y - cy)), nearest and
+    constant fill, about the centre of a 9x9 image; along y, columns likewise."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 9, 9, 3)).astype(np.float32)
+    angles = (np.pi / 4, 0.0) if axis == "x" else (0.0, np.pi / 4)
+    out = ops.shear(x, *angles, interpolation="nearest", fill_mode="constant").numpy()
+    want = np.zeros_like(x)
+    for r in range(9):
+        for c in range(9):
+            src = (r, c + (r - 4)) if axis == "x" else (r + (c - 4), c)
+            if 0 <= src[0] < 9 and 0 <= src[1] < 9:
+                want[:, r, c] = x[:, src[0], src[1]]
+    np.testing.assert_array_equal(out, want)
+    jit = tf.function(functools.partial(ops.shear, interpolation="nearest", fill_mode="constant"), jit_compile=True)
+    np.testing.assert_array_equal(jit(x, *angles), want)
+
+
+def test_brightness_scale_multiplies_each_image_by_one_factor(cifar):
+    """ImageDataGenerator's brightness_range: out = clip(f x) with one f per sample in [0.8, 1.2]."""
+    x = cifar[0].numpy()
+    out = ops.random_brightness_scale(x, SEED, factors=(0.8, 1.2)).numpy()
+    factors = []
+    for i in range(B):
+        inside = (x[i] > 0.05) & (out[i] < 0.999)
+        ratio = out[i][inside] / x[i][inside]
+        np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-5)
+        factors.append(ratio.mean())
+        np.testing.assert_allclose(out[i], np.clip(x[i] * ratio.mean(), 0, 1), atol=1e-6)
+    assert 0.8 <= min(factors) and max(factors) <= 1.2 and np.ptp(factors) > 0.1
 
 
 @pytest.mark.parametrize("fill_mode,np_mode", [("reflect", "reflect"), ("constant", "constant"),

@@ -28,6 +28,9 @@ BAD_CONFIGS = [
     (dict(model="cnn", image_size=8), r"--image_size=8 with --model=cnn: cnn needs images of at least 18x18"),
     (dict(augment="cutout:sz=8"), r"--augment='cutout:sz=8': op 'cutout' has no option 'sz'; its options: size"),
     (dict(augment="rotate:fill_mod=wrap"), r"op 'rotate' has no option 'fill_mod'; .*fill_mode"),
+    (dict(augment="affine:max_degrees=10,prob=1.5"), r"--augment='affine:max_degrees=10,prob=1.5': affine: `prob` "
+                                                     r"\(1.5\) must be a number in \[0, 1\]"),
+    (dict(augment="flip,shera:max_degrees=10"), r"unknown augmentation op 'shera'; valid ops: .*'shear'"),
     (dict(momentum=-0.5), r"--momentum=-0.5: must be in \[0, 1\)"),
     (dict(weight_decay=-1.0), r"--weight_decay=-1.0: must be >= 0"),
     (dict(permute_pixels=-3), r"--permute_pixels=-3"),
@@ -48,6 +51,9 @@ BAD_FOR_28x28 = [
     (dict(augment="brightness:max_delta=-1"), r"`max_delta` \(-1\) must be >= 0"),
     (dict(augment="rotate:max_degrees=x"), r"rotate max_degrees=x: an option value of the wrong type"),
     (dict(augment="mixup:alpha=0"), r"mixup alpha=0: `alpha` \(0\) must be > 0"),
+    (dict(augment="crop_to:size=32"), r"crop_to size=32: `size` \(32\) must be between 1 and the 28x28 image"),
+    (dict(augment="shear:max_degrees=90"), r"shear max_degrees=90: `max_shear` \(90\) must be below 90 degrees"),
+    (dict(augment="brightness_scale:factors=(1.2,0.8)"), r"`factors` \(\(1.2, 0.8\)\) must be \(low, high\)"),
     (dict(model="mlp", tta=True, tta_translate=28), r"--tta_translate=28: must be smaller than the 28x28 images"),
 ]
 

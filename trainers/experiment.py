@@ -185,7 +185,8 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
         policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
     return ClassificationTask(num_classes, label_smoothing=exp.label_smoothing,
                               augment=policy if exp.augment_on == "device" else None,
-                              tta=_tta(exp.tta_translate) if exp.tta else None), policy
+                              tta=_tta(exp.tta_translate) if exp.tta else None,
+                              eval_transform=policy.eval_transform if policy is not None else None), policy
 
 
 def check_for_data(exp: ExperimentConfig, image_shape, policy) -> None:
@@ -258,8 +259,9 @@ def optimizer_fn_for(exp: ExperimentConfig):
 
 
 def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), strategy=None,
-                   data=None) -> dict:
-    """Train one model and return result.json's contents (also written under config.model_dir)."""
+                   data=None, on_trained=None) -> dict:
+    """Train one model and return result.json's contents (also written under config.model_dir).
+    `on_trained(trainer, data)` is called with the trained model's trainer (--repeats' ensembles)."""
     from trainers import evaluation
     strategy = strategy or framework.prepare_runtime(config)
     check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
@@ -276,7 +278,8 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     if exp.augment_on == "host" and policy is not None:
         data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))
     run_config = {**config.to_dict(), **exp.to_dict()}
-    model_fn = model_fn_for(exp, config, num_classes, image_shape, config.seed, train_images=data.train[0])
+    model_shape = policy.output_shape(image_shape) if policy is not None else image_shape  # crop_to: smaller
+    model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=data.train[0])
     if exp.train_minutes and not config.train_steps:
         from trainers.time_budget import steps_for_budget
         budget = steps_for_budget(exp.train_minutes, config=config, data=data, model_fn=model_fn,
@@ -290,9 +293,14 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     if exp.eval_transforms:
         result.update(evaluation.transformed_accuracies(controller, data, exp.eval_transforms))
         controller.writer.write_json("result.json", result)
+    if on_trained is not None:
+        on_trained(trainer, data)
     if exp.plot and config.model_dir:
         from trainers import plots
-        plots.write_plots(config.model_dir, trainer.model, data.evals["test"][0][:8])
+        samples = data.evals["test"][0][:8]
+        if task.eval_transform is not None:  # crop_to: the model takes the centre crop
+            samples = np.asarray(task.eval_transform(samples))
+        plots.write_plots(config.model_dir, trainer.model, samples)
     return result
 
 
@@ -308,6 +316,7 @@ def check_run_dir(exp: ExperimentConfig, config: TrainConfig, *, strategy=None, 
     from framework import run_record as record
     # A named dataset is the same wherever its file lives; image_folder/tfrecords data is the folder.
     ignore = () if exp.dataset in FILE_DATASETS else ("data_dir",)
+    ignore += ("data_service",)  # where the input is made: a resume may use another dispatcher (launch's port)
     if write:
         record.prepare(config.model_dir, recorded_config(exp, config), fresh_start=config.fresh_start,
                        strategy=strategy, ignore=ignore)
