@@ -32,6 +32,9 @@ class TrainConfig:
     num_cpu_devices: int = option(0, "With --strategy=mirrored on a CPU: split it into N logical devices "
                                   "(replicas); 0: one device.", advanced=True)
     tpu: str = option("local", "TPU name for TPUClusterResolver ('local' on Colab/Kaggle TPU VMs).", advanced=True)
+    data_service: str = option("", "grpc://HOST:PORT of a tf.data service dispatcher: its data workers make the "
+                               "training input (the batches' order then depends on them; framework/data_service.py). "
+                               "python -m framework.launch --data_workers=N starts some here.", advanced=True)
     # Batch and length. The batch is GLOBAL: each replica gets global_batch_size / num_replicas.
     global_batch_size: int = option(128, "Examples per step over all replicas (each gets global/replicas).")
     eval_batch_size: int = option(0, "Global evaluation batch (0: same as --global_batch_size).", advanced=True)
@@ -114,6 +117,9 @@ class TrainConfig:
             raise ConfigError(f"--decay_rate={self.decay_rate}: must be in (0, 1]")
         if self.target:
             parse_target(self.target)
+        if self.data_service:
+            from framework.data_service import parse_address
+            parse_address(self.data_service)
         if self.profile_steps:
             from framework.profiling import parse_profile_steps
             try:

@@ -369,6 +369,15 @@ class Controller:
         if data.synthetic:
             return input_pipeline.synthetic_dataset_fn(data.train, global_batch_size=config.global_batch_size,
                                                        seed=config.seed)
+        if config.data_service:  # the same batches, made by the tf.data service's workers (their order is not)
+            from framework import data_service
+            logging.info("training input: tf.data service at %s, steps %d-%d", config.data_service,
+                         start_step + 1, self.total_steps)
+            return data_service.train_dataset_fn(data.train, config.data_service,
+                                                 global_batch_size=config.global_batch_size, seed=config.seed,
+                                                 start_step=start_step, stop_step=self.total_steps,
+                                                 steps_per_fetch=self.trainer.steps_per_fetch,
+                                                 host_fn=data.host_fn, **data.pipeline)
         return input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
                                                seed=config.seed, start_step=start_step,
                                                steps_per_fetch=self.trainer.steps_per_fetch,

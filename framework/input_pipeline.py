@@ -78,7 +78,7 @@ def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
 
 def train_dataset_fn(arrays, *, global_batch_size: int, seed: int,
                      start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
-                     num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE) -> DatasetFn:
+                     num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE, stop_step: int | None = None) -> DatasetFn:
     """Endless stream of per-replica chunks `(array_0[idx], ...)` of `steps_per_fetch` batches each.
 
     Each element holds the batches of K = `steps_per_fetch` consecutive steps, shaped [K, b, ...]:
@@ -91,10 +91,13 @@ def train_dataset_fn(arrays, *, global_batch_size: int, seed: int,
     example's id and epoch (e.g. `augment.example_ops.alternating_flip`); it runs in the gather.
     `num_parallel_calls` and `prefetch` (0: none) are there for the input benchmark's sweep.
     `arrays` may be a StreamedSource instead: it builds the same stream from its files.
+    `stop_step`: the same batches, but a finite stream of steps [start_step, stop_step) whose source is
+    the chunk numbers, which the tf.data service can split over its workers (framework/data_service.py).
     """
     kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step,
                   steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn,
-                  num_parallel_calls=num_parallel_calls, prefetch=prefetch)
+                  num_parallel_calls=num_parallel_calls, prefetch=prefetch,
+                  **({} if stop_step is None else {"stop_step": stop_step}))
     if isinstance(arrays, StreamedSource):
         return arrays.train_dataset_fn(**kwargs)
     check_train_stream(len(arrays[0]), global_batch_size, steps_per_fetch, start_step, host_fn)
@@ -136,9 +139,11 @@ def check_train_stream(num_examples: int, global_batch_size: int, steps_per_fetc
 
 def train_index_batches(ctx: tf.distribute.InputContext, num_examples: int, *, global_batch_size: int, seed: int,
                         start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
-                        **unused) -> tf.data.Dataset:
+                        stop_step: int | None = None, **unused) -> tf.data.Dataset:
     """This input pipeline's per-replica index chunks, from `start_step` on: elements `index` [K, b]
-    (with example_fn: `(index, epoch)`), or with host_fn `(index, step, replica_id)` (K = 1)."""
+    (with example_fn: `(index, epoch)`), or with host_fn `(index, step, replica_id)` (K = 1).
+    With `stop_step`, the same elements up to that step, made from the chunk numbers (one element
+    each) instead of per epoch: a source the tf.data service splits (distributed_epoch)."""
     per_epoch = steps_per_epoch(num_examples, global_batch_size)
     fetch = steps_per_fetch
     start_epoch, skip = divmod(start_step, per_epoch)
@@ -150,12 +155,31 @@ def train_index_batches(ctx: tf.distribute.InputContext, num_examples: int, *, g
             return tf.data.Dataset.from_tensor_slices(tf.reshape(order, shape))
         return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape), tf.fill(shape, epoch)))
 
+    if stop_step is not None:
+        return _split_for_replicas(_chunk_indices(num_examples, global_batch_size, seed, fetch, start_step,
+                                                  stop_step, per_epoch, example_fn is not None, host_fn is not None),
+                                   ctx, global_batch_size, tagged=host_fn is not None)
     indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
                .flat_map(epoch_batches).skip(skip // fetch))
     if host_fn is None:
         return _split_for_replicas(indices, ctx, global_batch_size)
     steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
     return _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size, tagged=True)
+
+
+def _chunk_indices(num_examples, global_batch_size, seed, fetch, start_step, stop_step, per_epoch, with_epoch,
+                   with_step) -> tf.data.Dataset:
+    """train_index_batches' global elements for steps [start_step, stop_step), one per chunk of `fetch` steps,
+    computed from the chunk number alone (one epoch permutation per chunk: the price of a splittable source)."""
+    def chunk(number):
+        first = number * fetch
+        epoch, within = first // per_epoch, first % per_epoch
+        order = epoch_permutation(num_examples, seed, epoch)
+        index = tf.reshape(order[within * global_batch_size:(within + fetch) * global_batch_size],
+                           [fetch, global_batch_size])
+        element = (index, tf.fill(tf.shape(index), epoch)) if with_epoch else index
+        return (element, first) if with_step else element
+    return tf.data.Dataset.range(start_step // fetch, -(-stop_step // fetch)).map(chunk)
 
 
 class IndexedSource(StreamedSource):
@@ -171,9 +195,9 @@ class IndexedSource(StreamedSource):
 
     def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
                          host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
-                         prefetch=AUTOTUNE) -> DatasetFn:
+                         prefetch=AUTOTUNE, stop_step: int | None = None) -> DatasetFn:
         kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                      steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn)
+                      steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn, stop_step=stop_step)
         check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
         fetch = steps_per_fetch
 

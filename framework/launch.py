@@ -7,6 +7,13 @@ prefixed with `[worker i]`. On a GPU box each worker gets its own GPUs (CUDA_VIS
 the visible GPUs split evenly, or `--gpus_per_worker=K` each; 0 runs every worker on the CPU. If one worker fails, the others are stopped, so nothing hangs forever in
 a collective; the exit status is the first failure's. On a real cluster, set TF_CONFIG per machine
 instead (WORKSPACE.md).
+
+    python -m framework.launch --workers=1 --data_workers=2 -- python -m trainers.cifar ...
+
+`--data_workers=N` also starts a tf.data service on localhost, a dispatcher and N data workers in one
+child process of their own (`python -m framework.data_service`, output prefixed `[data service]`), and
+appends `--data_service=grpc://localhost:PORT` to the command: the trainers' input is made there
+(framework/data_service.py says what that changes in the data order). It stops with the trainers.
 """
 import json
 import os
@@ -23,6 +30,9 @@ flags.DEFINE_integer("workers", 2, "Number of worker processes.")
 flags.DEFINE_integer("grace_seconds", 10, "After a worker fails, how long the others get to exit.")
 flags.DEFINE_integer("gpus_per_worker", -1, "GPUs each worker sees (CUDA_VISIBLE_DEVICES); -1: the visible "
                      "GPUs split evenly over the workers; 0: none (CPU workers).")
+flags.DEFINE_integer("data_workers", 0, "Also start a tf.data service here: a dispatcher and N data workers "
+                     "(one child process), and pass --data_service=grpc://localhost:PORT to the command; 0: none.")
+flags.DEFINE_integer("data_service_timeout", 120, "Seconds to wait for the data service to start.")
 FLAGS = flags.FLAGS
 
 
@@ -125,6 +135,33 @@ def _stop(procs, grace_seconds):
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Popen, str]:
+    """`python -m framework.data_service` with `num_workers` data workers; returns (process, address) once
+    it serves. Its later output is prefixed `[data service]`. Raises RuntimeError if it does not start."""
+    from framework.data_service import READY
+    proc = subprocess.Popen([sys.executable, "-m", "framework.data_service", f"--workers={num_workers}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    found = {}
+
+    def read_until_ready():
+        for line in iter(proc.stdout.readline, b""):
+            text = line.decode(errors="replace")
+            if text.startswith(READY):
+                found["address"] = text[len(READY):].split()[0]
+                break
+            found.setdefault("lines", []).append(text)
+
+    reader = threading.Thread(target=read_until_ready, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if "address" not in found:
+        _stop([proc], 5)
+        said = "".join(found.get("lines", [])[-5:]).strip()
+        raise RuntimeError(f"the data service did not start within {timeout:.0f} s" + (f": {said}" if said else ""))
+    threading.Thread(target=_pump, args=(proc.stdout, b"[data service] "), daemon=True).start()
+    return proc, found["address"]
+
+
 def main(argv):
     command = argv[1:]
     if command and command[0] == "--":
@@ -133,8 +170,9 @@ def main(argv):
         print("error: no command: python -m framework.launch --workers=2 -- python -m trainers.mnist "
               "--strategy=multi_worker", file=sys.stderr)
         sys.exit(2)
-    if FLAGS.workers < 1:
-        print(f"error: --workers={FLAGS.workers}: must be >= 1", file=sys.stderr)
+    if FLAGS.workers < 1 or FLAGS.data_workers < 0:
+        print(f"error: --workers={FLAGS.workers} (must be >= 1), --data_workers={FLAGS.data_workers} "
+              "(must be >= 0)", file=sys.stderr)
         sys.exit(2)
     try:
         gpus = gpu_assignments(FLAGS.workers, visible_gpus() if FLAGS.gpus_per_worker else [],
@@ -144,7 +182,25 @@ def main(argv):
         sys.exit(2)
     if any(gpus):
         print("[launch] " + "; ".join(f"worker {i}: GPUs {g}" for i, g in enumerate(gpus)), file=sys.stderr)
-    sys.exit(launch(command, FLAGS.workers, FLAGS.grace_seconds, gpus))
+    service = None
+    if FLAGS.data_workers:
+        if any(arg.startswith("--data_service") for arg in command):
+            print("error: --data_workers starts a data service, and the command names one (--data_service): "
+                  "drop one of them", file=sys.stderr)
+            sys.exit(2)
+        try:
+            service, address = start_data_service(FLAGS.data_workers, FLAGS.data_service_timeout)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        print(f"[launch] data service {address}: {FLAGS.data_workers} data workers", file=sys.stderr)
+        command = [*command, f"--data_service={address}"]
+    try:
+        status = launch(command, FLAGS.workers, FLAGS.grace_seconds, gpus)
+    finally:
+        if service is not None:
+            _stop([service], FLAGS.grace_seconds)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
