@@ -134,6 +134,7 @@ BAD_COMMANDS = [
     ("mnist", ["--classes=0,12"], "outside [0, 9]"),
     ("mnist", ["--pretrained"], "--pretrained with --model=cnn"),
     ("mnist", ["--sweep=model_dir=a,b"], "--sweep: model_dir cannot be swept"),
+    ("mnist", ["--data_service=localhost:5050"], "--data_service='localhost:5050': expected grpc://HOST:PORT"),
     ("triplet", ["--model=resnet1000"], "--model='resnet1000': unknown; valid choices"),
     ("triplet", ["--embedding_dim=0"], "--embedding_dim=0: must be >= 1"),
     ("triplet", "fec:missing.csv", "missing.csv not found"),
