@@ -10,6 +10,23 @@ for cifar: airbench's net of trainers/airbench_net.py, "auto" = fast on a CPU, f
 `efficiency` = combined / min(input alone, step alone): 1.0 means input costs the step nothing.
 Then a sweep of what usually fixes an input-bound run: parallel map calls, prefetch depth, and
 augmenting in the tf.data map (host CPU) instead of inside the step (device).
+
+Streamed cases, where decoding decides (their code: benchmarks/input_vs_step_streamed.py):
+
+    python -m benchmarks.input_vs_step --case=cifar_jpeg [--examples=50000]   # CIFAR-10's JPEG bytes, decoded per step
+    python -m benchmarks.input_vs_step --case=folder [--examples=10000 --folder_size=160]  # generated JPEG folder
+    python -m benchmarks.input_vs_step --case=memory [--memory_gb=3 --memory_epochs=3]     # RSS over a big folder
+
+Each streamed case measures, in the same process: the machine's raw decode rate (decode [+ resize] of the
+bytes in memory, a tf.data map over all cores, no training), the engine's streamed pipeline alone
+(delivered rate; the ratio to raw), the step alone (synthetic batches), both, the verdict (which is
+slower, and the engine's own per-loop input-wait classification), and the measured effect of each fix:
+num_parallel_calls=1 versus AUTOTUNE, no prefetch, the decoded images cached in memory (when they fit),
+augmentation on the host instead of the device, and 1 or 2 tf.data service workers (in this process).
+The model is tiny (--stream_model) on purpose: it stands for a fast accelerator,
+where a real net's step is quicker than the host's decode; on a 2-core CPU a real net would be step-bound.
+`--case=memory` streams a generated folder of about --memory_gb decoded gigabytes for --memory_epochs
+epochs and reports the peak RSS and the RSS at each epoch end (is it flat?).
 """
 import dataclasses
 import os
@@ -32,6 +49,19 @@ flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/input_
 flags.DEFINE_integer("steps", 12, "Timed steps per measurement (after one warm-up loop).")
 flags.DEFINE_bool("sweep", True, "Also sweep parallel calls, prefetch and where augmentation runs.")
 flags.DEFINE_bool("smoke", False, "Test size (the recipe's smoke variant, 2 timed steps): figures meaningless.")
+flags.DEFINE_enum("case", "recipe", ["recipe", "cifar_jpeg", "folder", "memory"],
+                  "recipe: the trainer as it runs (in-memory pixels); cifar_jpeg / folder: streamed and decoded "
+                  "per step; memory: RSS over a large streamed folder.")
+flags.DEFINE_integer("examples", 10000, "cifar_jpeg / folder: training examples (JPEGs decoded, images generated).")
+flags.DEFINE_integer("folder_size", 160, "folder / memory: side of the generated JPEGs (CIFAR upscaled).")
+flags.DEFINE_float("memory_gb", 3.0, "memory: decoded size of the generated folder, in GB (1e9 bytes).")
+flags.DEFINE_integer("memory_epochs", 3, "memory: epochs over the folder.")
+flags.DEFINE_string("stream_model", "tiny", "Streamed cases: the model: tiny (average-pool to 16x16, one hidden "
+                    "layer: a fast step at any image size) or a name of trainers/models.py.")
+flags.DEFINE_integer("stream_batch", 128, "Streamed cases: global batch size.")
+flags.DEFINE_string("stream_augment", "flip", "Streamed cases: the augmentation the sweep runs on the device "
+                    "and on the host (the other measurements have none).")
+flags.DEFINE_string("work_dir", "", "Where to generate the image folders (default: a temporary folder, removed).")
 FLAGS = flags.FLAGS
 
 
@@ -65,6 +95,9 @@ def trained(exp, config, data, steps, **pipeline) -> dict:
 
 
 def main(_):
+    if FLAGS.case != "recipe":
+        from benchmarks import input_vs_step_streamed
+        return input_vs_step_streamed.run(FLAGS)
     recipe = recipes.pick(FLAGS.trainer, FLAGS.recipe)
     exp, config = recipes.configs(FLAGS.trainer, recipe, smoke=FLAGS.smoke)
     out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", FLAGS.trainer)

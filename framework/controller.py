@@ -360,7 +360,8 @@ class Controller:
         if not loop:
             wait, loop = self._wait_and_loop_seconds["traced"]
         fraction = wait / max(loop, 1e-9)
-        return {"input_wait_fraction": fraction, "bound": profiling.classify(fraction),
+        bound = profiling.classify(fraction, step_on_host_cpu=profiling.step_on_host_cpu(self.strategy))
+        return {"input_wait_fraction": fraction, "bound": bound,
                 "input_wait_seconds": wait, "train_loop_seconds": loop}
 
     # ---------------------------------------------------------------- helpers

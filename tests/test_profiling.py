@@ -49,3 +49,14 @@ def test_profile_steps_write_a_trace(tmp_path):
     events = {plane.event_metadata[event.metadata_id].name for plane in space.planes for line in plane.lines
               for event in line.events}
     assert "train_loop" in events, sorted(events)[:20]  # the traced window holds the compiled loop
+
+
+def test_a_step_on_the_host_cpu_is_input_bound_at_half_the_wait():
+    """Beside tf.data's threads on the same CPU the step itself slows, so the wait shows only part of the
+    input's cost (framework/profiling.py has the measurement): 19% wait on a CPU is input-bound."""
+    from framework import profiling
+    assert profiling.classify(0.19) == "partly input-bound"
+    assert profiling.classify(0.19, step_on_host_cpu=True) == "input-bound"
+    assert profiling.classify(0.04, step_on_host_cpu=True) == "partly input-bound"
+    assert profiling.classify(0.02, step_on_host_cpu=True) == "step-bound"
+    assert profiling.step_on_host_cpu(tf.distribute.get_strategy()) == (not tf.config.list_physical_devices("GPU"))
