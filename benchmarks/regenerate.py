@@ -6,7 +6,8 @@ Each report is made by its own benchmark in its own process (a fresh TensorFlow 
 left warm by the one before), one after the other: timings on a shared machine are only worth
 something when nothing else runs. On the 2-core CPU of these reports, roughly 25 minutes in all:
 soak 10, input_vs_step/cifar about 5 (six short trainings of the fast recipe), loop_vs_fit about 2-3
-per model (our loop and four `fit` settings, two epochs each, twice).
+per model (our loop and four `fit` settings, two epochs each, twice); the streamed input_vs_step cases
+(cifar_jpeg, folder, memory: not yet timed at full size) add a few minutes each.
 
 `--smoke` runs each benchmark at test size (seconds, figures meaningless) into --out, which the
 tests use to check that every report can still be made and carries its commit.
@@ -27,6 +28,12 @@ REPORTS = {
     "loop_vs_fit/cnn": ("benchmarks.loop_vs_fit", ["--model=cnn"], ["--examples=256", "--repeats=1"]),
     "loop_vs_fit/resnet9": ("benchmarks.loop_vs_fit", ["--model=resnet9"], ["--examples=128", "--repeats=1"]),
     "input_vs_step/cifar": ("benchmarks.input_vs_step", ["--trainer=cifar"], ["--smoke", "--nosweep"]),
+    "input_vs_step/cifar_jpeg": ("benchmarks.input_vs_step", ["--case=cifar_jpeg", "--examples=50000"],
+                                 ["--smoke", "--examples=512"]),
+    "input_vs_step/folder": ("benchmarks.input_vs_step", ["--case=folder", "--examples=10000"],
+                             ["--smoke", "--examples=384", "--nosweep"]),
+    "input_vs_step/memory": ("benchmarks.input_vs_step", ["--case=memory", "--memory_gb=3", "--memory_epochs=3"],
+                             ["--smoke", "--memory_gb=0.03", "--memory_epochs=2"]),
     "soak": ("benchmarks.soak", ["--minutes=10"], ["--minutes=0.02", "--checkpoint_every=50"]),
 }
 

@@ -18,7 +18,7 @@ from benchmarks import regenerate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One report of each benchmark module; soak goes through `python -m benchmarks.regenerate` itself.
-SMOKE = ("loop_vs_fit/mlp", "input_vs_step/cifar", "soak")
+SMOKE = ("loop_vs_fit/mlp", "input_vs_step/cifar", "input_vs_step/cifar_jpeg", "soak")
 
 
 def _env():
@@ -74,6 +74,9 @@ def test_smoke_report_carries_the_commit_and_parses(name, smoke_reports):
     figures = {"loop_vs_fit/mlp": ("ours_steps_per_sec", "fit_default_steps_per_sec", "fit_best_steps_per_sec"),
                "input_vs_step/cifar": ("input_alone_examples_per_sec", "step_alone_examples_per_sec",
                                        "combined_examples_per_sec"),
+               "input_vs_step/cifar_jpeg": ("raw_decode_examples_per_sec", "input_alone_examples_per_sec",
+                                            "delivered_to_raw_ratio", "step_alone_examples_per_sec",
+                                            "combined_examples_per_sec"),
                "soak": ("steps", "rss_end_mb")}[name]
     for key in figures:
         assert report[key] > 0, (key, report)
@@ -83,3 +86,11 @@ def test_smoke_report_carries_the_commit_and_parses(name, smoke_reports):
         assert (report["model"], report["recipe"], report["smoke"]) == ("airbench", recipe, True)
         assert report["bound"] in ("input", "step") and report["efficiency"] > 0
         assert f"trainers.cifar --recipe={recipe}" in markdown.splitlines()[0]
+    if name == "input_vs_step/cifar_jpeg":  # streamed JPEGs: the verdicts and every fix measured
+        assert report["bound"] in ("input", "step") and report["engine_verdict"].endswith("-bound")
+        settings = [row["setting"] for row in report["rows"]]
+        for fix in ("num_parallel_calls=1", "no prefetch", "decoded once, in memory", "on device", "on host",
+                    "1 data worker", "2 data workers"):
+            assert any(fix in s for s in settings), (fix, settings)
+        for row in report["rows"]:
+            assert row["input alone ex/s"] > 0 and row["combined ex/s"] > 0 and 0 <= row["input wait"] <= 1, row
