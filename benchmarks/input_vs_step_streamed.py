@@ -3,7 +3,6 @@ docstring says what each measures). The sources are the engine's own streamed so
 (input_pipeline.IndexedSource): CIFAR-10's JPEG bytes held in memory and decoded per step, and a
 generated folder of CIFAR images upscaled to --folder_size JPEGs (framework.data.image_folder).
 """
-import dataclasses
 import os
 import resource
 import shutil
@@ -160,7 +159,6 @@ def peak_rss_mb() -> float:
 
 
 def run(FLAGS):
-    smoke = FLAGS.smoke
     data_dir = os.environ.get("DATA_DIR") or os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "..", "shared", "datasets")
     out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", FLAGS.case)
@@ -246,7 +244,8 @@ def decode_case(FLAGS, data_dir, work, out):
     if smoke:
         summary["smoke"] = True
     command = (f"python -m benchmarks.input_vs_step --case={FLAGS.case} --examples={FLAGS.examples}"
-               + (f" --folder_size={FLAGS.folder_size}" if FLAGS.case == "folder" else "") + (" --smoke" if smoke else ""))
+               + (f" --folder_size={FLAGS.folder_size}" if FLAGS.case == "folder" else "")
+               + (" --smoke" if smoke else ""))
     write_report(out, title=f"Input pipeline versus step, streamed: {FLAGS.case}", summary=summary, rows=rows,
                  columns=["setting", "input alone ex/s", "combined ex/s", "input wait", "engine verdict"],
                  setup={**machine_setup(), "command": command, "timed steps": steps,
@@ -329,5 +328,6 @@ def memory_case(FLAGS, data_dir, work, out):
                    f"{', '.join(f'{m:,.0f}' for m in ends)} MB ({'flat' if summary['flat'] else 'not flat'}).",
                  plots={"memory.png": bar_plot([f"epoch {e}" for e in sorted(epoch_end)], ends or [0],
                                                ylabel="RSS MB", title=f"{decoded_gb:.2f} GB folder, streamed")})
-    print(f"memory: {train.num_examples} images ({decoded_gb:.2f} GB decoded), peak RSS {summary['peak_rss_mb']:,.0f} MB, "
+    print(f"memory: {train.num_examples} images ({decoded_gb:.2f} GB decoded), "
+          f"peak RSS {summary['peak_rss_mb']:,.0f} MB, "
           f"epoch ends {', '.join(f'{m:,.0f}' for m in ends)} MB | report: {out}")
