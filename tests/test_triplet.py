@@ -37,6 +37,50 @@ def test_known_values():
     np.testing.assert_allclose(both.numpy(), 8.5)
 
 
+# 1-D embeddings f0 = 0, f1 = 1, f2 = 3: d01 = 1, d02 = 9, d12 = 4; margin 0.5. By hand, the loss of
+# each ordering (face k the odd one, the other two the similar pair):
+#   L0 = [4 - 1 + .5]+ + [4 - 9 + .5]+ = 3.5,  L1 = [9 - 1 + .5]+ + [9 - 4 + .5]+ = 14,  L2 = 0 + 0 = 0.
+LINE = [np.float32([[0.0]] * 3), np.float32([[1.0]] * 3), np.float32([[3.0]] * 3)]
+SHARES = np.float32([[0.2, 0.1, 0.7], [0.6, 0.3, 0.1], [0.5, 0.5, 0.0]])
+
+
+def test_ordering_losses_and_the_two_triplet_losses_known_values():
+    np.testing.assert_allclose(triplet_loss.ordering_losses(*LINE, 0.5), [[3.5, 14.0, 0.0]] * 3)
+    # vote_weighted: .2*3.5 + .1*14 + .7*0 = 2.1;  .6*3.5 + .3*14 + .1*0 = 6.3;  .5*3.5 + .5*14 = 8.75.
+    np.testing.assert_allclose(triplet_loss.shares_loss_per_example(*LINE, SHARES, 0.5), [2.1, 6.3, 8.75],
+                               rtol=1e-6)
+    # top_vote: .7*L2 = 0;  .6*L0 = 2.1;  a tie takes the first top: .5*L0 = 1.75.
+    np.testing.assert_allclose(triplet_loss.shares_loss_per_example(*LINE, SHARES, 0.5, loss="top_vote"),
+                               [0.0, 2.1, 1.75], rtol=1e-6)
+    # One-hot shares (class triplets): both losses are the old top-ordering loss.
+    e1, e2, e3 = _embeddings(batch=8)
+    one_hot = np.tile(np.float32([0, 0, 1]), (8, 1))
+    for loss in triplet_loss.LOSSES:
+        np.testing.assert_allclose(triplet_loss.shares_loss_per_example(e1, e2, e3, one_hot, 2.0, loss=loss),
+                                   _numpy_loss(e1, e2, e3, 2.0), rtol=1e-5)
+    compiled = tf.function(triplet_loss.shares_loss_per_example, jit_compile=True)
+    np.testing.assert_allclose(compiled(*LINE, SHARES, 0.5), [2.1, 6.3, 8.75], rtol=1e-6)
+
+
+def test_triplet_accuracy_skips_a_batch_with_no_majority_triplet():
+    from trainers.triplet import TripletTask
+    correct, counted = triplet_loss.odd_one_hits(*LINE, SHARES)
+    # The embedding's odd one is f2 (pair f0, f1 closest): right for row 0, wrong for row 1; row 2 has
+    # no majority (top share 0.5) and is not counted.
+    np.testing.assert_array_equal(correct.numpy()[:2], [1.0, 0.0])
+    np.testing.assert_array_equal(counted.numpy(), [1.0, 1.0, 0.0])
+    task = TripletTask(0.5)
+    metrics = task.make_metrics()
+    embeddings = tf.stack(LINE)
+    no_majority = np.float32([[0.5, 0.5, 0.0]] * 3)
+    task.update_metrics(metrics, no_majority, embeddings, task.loss(no_majority, embeddings))
+    assert metrics["triplet_accuracy"].count.numpy() == 0  # the empty batch adds nothing ...
+    majority = np.float32([[0.2, 0.1, 0.7]] * 3)
+    task.update_metrics(metrics, majority, embeddings, task.loss(majority, embeddings))
+    assert metrics["triplet_accuracy"].result().numpy() == 1.0  # ... not a 0 in the mean (0.5), not NaN
+    np.testing.assert_allclose(metrics["loss"].result().numpy(), (8.75 + 2.1) / 2, rtol=1e-6)
+
+
 def test_vectorized_loss_matches_numpy_loop_eagerly_and_in_tf_function():
     e1, e2, e3 = _embeddings()
     expected = _numpy_loss(e1, e2, e3, delta=2.0)
@@ -118,6 +162,28 @@ def test_embedding_model_mixed_precision_and_save_load(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(images, verbose=0),
                                   model.predict(images, verbose=0))
+
+
+def test_dropout_sits_before_the_embedding_layer():
+    model = triplet_loss.build_embedding_model("cnn", input_shape=(28, 28, 1), embedding_dim=8, dropout=0.5,
+                                               seed=0)
+    names = [layer.name for layer in model.layers]
+    assert names[-3:] == ["embedding_dropout", "logits", "l2_normalize"]
+    assert sum(isinstance(layer, keras.layers.Dropout) for layer in model.layers) == 1
+    images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+    assert not np.allclose(model(images, training=True), model(images, training=False))
+
+
+def test_pretrained_backbone_offline_is_one_clear_line(monkeypatch):
+    from framework.data.datasets import DataError
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what keras.utils.get_file raises
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    with pytest.raises(DataError, match="Could not download the ImageNet weights for efficientnetv2_b0") as error:
+        triplet_loss.build_embedding_model("efficientnetv2_b0", input_shape=(32, 32, 3), pretrained=True)
+    assert "\n" not in str(error.value) and "--pretrained" in str(error.value)
 
 
 def test_make_class_triplets():
@@ -216,5 +282,5 @@ def test_load_fec_errors(tmp_path):
     with open(tmp_path / "images" / "f4.jpg", "w") as f:
         f.write("not a jpeg")
     csv_path, image_dir = str(tmp_path / "fec.csv"), str(tmp_path / "images")
-    with pytest.raises(ValueError, match="f4.jpg could not be decoded"):
+    with pytest.raises(ValueError, match="f4.jpg: unreadable image file: not a JPEG or PNG file"):
         fec_data.load_fec(csv_path, image_dir)

@@ -1,9 +1,6 @@
 """Triplet data: triplets from class labels, and the Facial Expression Comparison (FEC) layout.
 
-Every triplet is ordered (I1, I2, I3): (I1, I2) is the most similar pair, I3 the odd one out, which is
-what `triplet_loss` expects.
-
-FEC layout read by `load_fec`: a CSV file with header
+FEC layout: a CSV file with header
 
     face1,face2,face3,votes1,votes2,votes3,subset
 
@@ -12,16 +9,26 @@ one row per triplet, and a folder holding `{id}.jpg` for every face id:
   votesK  how many annotators picked face K as the ODD ONE OUT, i.e. voted that the two other faces
           are the most similar pair. Counts or fractions: only their ratios matter.
   subset  which split the row belongs to, e.g. train or test.
-The odd one (I3) is the face with the most votes (the first of them on a tie); I1 and I2 are the two
-others in column order; the row's weight is the top vote fraction max(votes) / sum(votes).
+
+`read_fec_rows` reads and checks the CSV (every column, every image file present) before anything trains;
+`FECTriplets` streams its rows: each row's three images are read and decoded in the tf.data map
+(parallel calls), as uint8 [3, H, W, C] with the vote shares votesK / sum(votes) [3], in CSV column
+order. It is an IndexedSource (framework/input_pipeline.py): the order is a function of (seed, epoch)
+over the rows, a resume at step S is exact, and memory is bounded whatever the CSV's size.
+`load_fec` decodes a split into memory in the (I1, I2, I3) order: (I1, I2) the most similar pair, I3
+the odd one out (the face with the most votes, the first of them on a tie), weight max(votes) / sum(votes).
 """
 import csv
+import dataclasses
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
 
+from framework.data import streaming
 from framework.data.datasets import DataError
+from framework.input_pipeline import IndexedSource
 
 FEC_COLUMNS = ("face1", "face2", "face3", "votes1", "votes2", "votes3", "subset")
 
@@ -79,8 +86,89 @@ def make_class_triplets(x, y, num_triplets, seed):
     return a.astype(np.int64), b.astype(np.int64), c.astype(np.int64)
 
 
+@dataclasses.dataclass(frozen=True)
+class FECRows:
+    """The rows of one split: image paths (n, 3) str, odd-one-out vote shares (n, 3) float32 (summing to
+    1), and each row's line in the CSV (for messages)."""
+    paths: np.ndarray
+    shares: np.ndarray
+    lines: tuple
+
+    def __len__(self):
+        return len(self.shares)
+
+    def take(self, index) -> "FECRows":
+        return FECRows(self.paths[index], self.shares[index], tuple(np.asarray(self.lines)[index]))
+
+
+def read_fec_rows(csv_path, image_dir, *, subset="train") -> FECRows:
+    """Reads and checks an FEC-layout CSV (see the module docstring) without decoding any image: the
+    folder, the columns, every row, and that every image file exists (all reported together).
+
+    Raises FECDataError (a ValueError and the datasets' DataError) naming the file and line, or
+    FECFileNotFoundError (also a FileNotFoundError) for a missing CSV, folder or image.
+    """
+    if not os.path.isdir(image_dir):
+        raise FECFileNotFoundError(f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)")
+    faces, votes, lines = _read_fec_csv(csv_path, subset)
+    ids, index = np.unique(faces, return_inverse=True)
+    index = index.reshape(faces.shape)
+    paths = np.array([os.path.join(image_dir, f"{face}.jpg") for face in ids])
+    missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
+    if missing:
+        where = []
+        for i in missing[:5]:
+            row, column = np.argwhere(index == i)[0]
+            where.append(f"{paths[i]} (face{column + 1} on line {lines[row]} of {csv_path})")
+        raise FECFileNotFoundError(
+            f"{len(missing)} FEC image file(s) not found: {'; '.join(where)}"
+            f"{' ...' if len(missing) > 5 else ''}. Put the {{id}}.jpg files in {image_dir} or "
+            f"remove those rows from the CSV.")
+    shares = (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
+    return FECRows(paths[index], shares, tuple(lines))
+
+
+class FECTriplets(IndexedSource):
+    """FEC rows as a streamed source: example i is (uint8 images [3, H, W, C] of row i's faces, in column
+    order, and its vote shares [3]), read and decoded in the tf.data map (framework/data/streaming.py)."""
+
+    def __init__(self, rows: FECRows, image_shape, *, on_corrupt: str = "fail",
+                 max_image_pixels: int = 89_478_485, skipped: streaming.SkippedFiles | None = None):
+        self.rows = rows
+        self.image_shape = tuple(int(d) for d in image_shape)
+        self.num_examples = len(rows)
+        self.example_spec = (tf.TensorSpec((3, *self.image_shape), tf.uint8), tf.TensorSpec([3], tf.float32))
+        self.skips_unreadable = on_corrupt == "skip"
+        self.on_corrupt, self.max_image_pixels = on_corrupt, max_image_pixels
+        self.skipped = skipped if skipped is not None else streaming.SkippedFiles()
+        with tf.device("/cpu:0"):
+            self._paths, self._shares = tf.constant(rows.paths), tf.constant(rows.shares)
+
+    def load_example(self, index):
+        paths = tf.gather(self._paths, index)
+        images, readable = zip(*(streaming.decode_image_file(
+            paths[k], self.image_shape, on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
+            skipped=self.skipped) for k in range(3)))
+        return (tf.stack(images), tf.gather(self._shares, index)), tf.reduce_all(tf.stack(readable))
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.num_examples * 3 * int(np.prod(self.image_shape))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every row decoded into memory: (uint8 triplets [n, 3, H, W, C], shares [n, 3])."""
+        try:
+            return self.head(self.num_examples)
+        except tf.errors.InvalidArgumentError as e:
+            text = " ".join(e.message.split())
+            found = re.search(r"([^\s\[]+: " + streaming.CORRUPT_MARK + r": [^.\]]*)", text)
+            if found:
+                raise FECDataError(f"{found.group(1)}; replace or remove it") from None
+            raise FECDataError(f"an FEC image could not be decoded ({text[:300]}); replace or remove it") from None
+
+
 def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channels=3):
-    """Reads an FEC-layout CSV (see module docstring) and its images.
+    """Reads an FEC-layout CSV (see module docstring) and its images into memory.
 
     Args:
       csv_path: the CSV file.
@@ -103,33 +191,15 @@ def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channe
         raise ValueError(f"`image_size` ({image_size!r}) must be a positive int or (height, width)")
     if channels not in (1, 3):
         raise ValueError(f"`channels` ({channels!r}) must be 1 or 3")
-    if not os.path.isdir(image_dir):
-        raise FECFileNotFoundError(f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)")
-    faces, votes, lines = _read_fec_csv(csv_path, subset)
-
-    # Decode each distinct face once, then gather; missing files are all reported together.
-    ids, index = np.unique(faces, return_inverse=True)
-    index = index.reshape(faces.shape)
-    paths = [os.path.join(image_dir, f"{face}.jpg") for face in ids]
-    missing = [(p, i) for i, p in enumerate(paths) if not os.path.isfile(p)]
-    if missing:
-        where = []
-        for path, i in missing[:5]:
-            row, column = np.argwhere(index == i)[0]
-            where.append(f"{path} (face{column + 1} on line {lines[row]} of {csv_path})")
-        raise FECFileNotFoundError(
-            f"{len(missing)} FEC image file(s) not found: {'; '.join(where)}"
-            f"{' ...' if len(missing) > 5 else ''}. Put the {{id}}.jpg files in {image_dir} or "
-            f"remove those rows from the CSV.")
-    images = _decode_images(paths, tuple(int(s) for s in image_size), channels)
-    top = votes.argmax(axis=1)  # the odd one out
-    rows = np.arange(len(top))
+    rows = read_fec_rows(csv_path, image_dir, subset=subset)
+    triplets, shares = FECTriplets(rows, (*image_size, channels)).arrays()
+    top = shares.argmax(axis=1)  # the odd one out
+    n = np.arange(len(top))
     # The two faces other than `top`, in column order: (1, 2) for top 0, (0, 2) for 1, (0, 1) for 2.
     first = np.where(top == 0, 1, 0)
     second = np.where(top == 2, 1, 2)
-    x1, x2, x3 = (images[index[rows, k]] for k in (first, second, top))
-    weight = votes[rows, top] / votes.sum(axis=1)
-    return x1, x2, x3, weight.astype(np.float32)
+    x1, x2, x3 = (triplets[n, k].astype(np.float32) / 255.0 for k in (first, second, top))
+    return x1, x2, x3, shares[n, top]
 
 
 def _read_fec_csv(csv_path, subset):
@@ -169,26 +239,3 @@ def _read_fec_csv(csv_path, subset):
         raise FECDataError(f"{csv_path}: no rows with subset {subset!r} (subsets present: "
                          f"{', '.join(sorted(s for s in subsets if s is not None)) or 'none'})")
     return np.array(faces, dtype=str), np.array(votes, dtype=np.float64), lines
-
-
-def _decode_images(paths, image_size, channels):
-    def load(path):
-        image = tf.io.decode_jpeg(tf.io.read_file(path), channels=channels)
-        image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32), image_size,
-                                antialias=True)
-        return tf.clip_by_value(image, 0.0, 1.0)
-
-    dataset = tf.data.Dataset.from_tensor_slices(paths).map(
-        load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
-    try:
-        return np.concatenate([batch.numpy() for batch in dataset])
-    except tf.errors.InvalidArgumentError:
-        pass
-    # tf.data's error does not say which file failed: find it.
-    for path in paths:
-        try:
-            load(path)
-        except tf.errors.InvalidArgumentError as e:
-            raise FECDataError(f"{path} could not be decoded as a JPEG image ({e.message.strip()}); "
-                             f"replace or remove it") from None
-    raise RuntimeError("decoding the FEC images failed, but no single file fails on its own")

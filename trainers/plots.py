@@ -21,14 +21,14 @@ def write_plots(model_dir: str, model, sample_images: np.ndarray) -> list[str]:
     return written
 
 
-def write_curves(model_dir: str) -> str:
+def write_curves(model_dir: str, metrics=("loss", "accuracy")) -> str:
     plt = _pyplot()
     with open(os.path.join(model_dir, "history.json")) as f:
         history = json.load(f)
     steps = np.asarray(history["step"])
     eval_prefix = "val_" if "val_loss" in history else "test_"
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, metrics):  # the triplet trainer: ("loss", "triplet_accuracy")
         for key, label in ((metric, "train"), (eval_prefix + metric, eval_prefix.rstrip("_"))):
             if key in history:
                 ax.plot(steps, history[key], marker="o", label=label)

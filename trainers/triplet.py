@@ -3,10 +3,13 @@
     python -m trainers.triplet --dataset=mnist                     # triplets from MNIST classes
     python -m trainers.triplet --dataset=fec --fec_csv=F --fec_images=DIR   # Facial Expression Comparison
 
-An embedding network (L2-normalised, scaled) is trained so that the most-similar pair (I1, I2) of a
-triplet is closer than either is to the odd one I3. Class triplets take two images of one class and
-one of another (every vote 1.0); FEC triplets carry the annotators' top-vote fraction as weight.
-Triplet accuracy counts only triplets whose top vote exceeds 0.5.
+An embedding network (L2-normalised, scaled) is trained so that the pair of faces the annotators
+found most similar is closer than either is to the odd one out. A triplet is three images in the
+order of its source (the FEC CSV's face1..3) and the share of annotators who picked each as the odd one
+out; class triplets take two images of one class and one of another (shares 0, 0, 1).
+--triplet_loss=vote_weighted (the notebook's, default) sums the triplet loss of all three orderings,
+each weighted by its share; top_vote keeps only the top-voted ordering (weighted by its share).
+Triplet accuracy counts only triplets whose top share exceeds 0.5 (trainers/triplet_loss_lib.odd_one_hits).
 """
 import dataclasses
 import sys
@@ -26,7 +29,9 @@ from framework import config_flags  # noqa: E402
 from framework.config import TrainConfig, option  # noqa: E402
 from framework import run_record  # noqa: E402
 from framework.controller import Data  # noqa: E402
-from trainers import fec_data, optimizers, recipes, triplet_loss  # noqa: E402
+from framework import input_pipeline  # noqa: E402
+from trainers import fec_data, optimizers, recipes  # noqa: E402
+from trainers import triplet_loss as triplet_loss_lib  # noqa: E402
 
 TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
 
@@ -41,120 +46,236 @@ class TripletConfig:
     embedding_dim: int = option(16, "Embedding size.")
     scale: float = option(4.0, "Embeddings are L2-normalised, then multiplied by this.")
     delta: float = option(0.5, "Triplet margin.")
+    triplet_loss: str = option("vote_weighted", "vote_weighted: sum over the three orderings weighted by "
+                               "their vote shares (the notebook's); top_vote: the top-voted ordering only.")
     num_train: int = option(20000, "Class triplets for training.")
     num_test: int = option(2000, "Class triplets for testing.")
     fec_csv: str = option("", "FEC: the CSV (face1, face2, face3, votes1..3, subset).")
     fec_images: str = option("", "FEC: the folder of {id}.jpg.")
     image_size: int = option(64, "FEC: images are resized to this.")
+    dropout: float = option(0.0, "Dropout rate before the embedding layer (0: none).")
+    pretrained: bool = option(False, "efficientnet*: the backbone starts from ImageNet weights.")
+    eval_triplets: int = option(0, "Evaluate on a fixed sample of N test triplets (0: all; the notebook's "
+                                "validation_steps=200 is 200 x the batch).")
+    steps_per_epoch: int = option(0, "An epoch (evaluation, history row, checkpoint) is N steps, the stream "
+                                  "going on across them (the notebook: 200); 0: one pass over the triplets.")
+    data_in_memory: str = option("auto", "FEC: decode every image into memory (yes), stream them from disk "
+                                 "while training (no), or auto: in memory when they fit (logged in one line).")
+    on_corrupt: str = option("fail", "FEC: an unreadable image fails naming the file (fail) or is skipped.")
+    plot: bool = option(False, "Write curves.png into --model_dir at each evaluation.")
 
 
 class TripletTask:
-    """Batches of (uint8 triplets [B, 3, H, W, C], votes [B]) -> embeddings -> triplet loss."""
+    """Batches of (uint8 triplets [B, 3, H, W, C], odd-one-out vote shares [B, 3]) -> embeddings -> loss."""
 
     metric_names = ("loss", "triplet_accuracy")
     uses_seed = False
 
-    def __init__(self, delta: float):
-        self.delta = delta
+    def __init__(self, delta: float, loss: str = "vote_weighted"):
+        self.delta, self.loss_name = delta, loss
 
     def make_metrics(self):
         return {name: keras.metrics.Mean(name=name) for name in self.metric_names}
 
     def prepare(self, batch, *, seed, training):
-        triplets, votes = batch[0], batch[1]
-        return tf.cast(triplets, tf.float32) / 255.0, votes
+        triplets, shares = batch[0], batch[1]
+        return tf.cast(triplets, tf.float32) / 255.0, shares
 
     def forward(self, model, triplets, *, training):
-        """One model call on the 3B images; returns embeddings [3, B, D] (I1, I2, I3)."""
+        """One model call on the 3B images; returns embeddings [3, B, D] (faces 0, 1, 2)."""
         shape = tf.shape(triplets)
         images = tf.reshape(tf.transpose(triplets, [1, 0, 2, 3, 4]),
                             tf.concat([[3 * shape[0]], shape[2:]], 0))
         embeddings = tf.cast(model(images, training=training), tf.float32)
         return tf.reshape(embeddings, [3, shape[0], -1])
 
-    def loss(self, votes, embeddings):
-        # votes * loss per triplet; the engine averages over the global batch.
-        return tf.cast(votes, tf.float32) * triplet_loss.triplet_loss_per_example(
-            embeddings[0], embeddings[1], embeddings[2], self.delta)
+    def loss(self, shares, embeddings):
+        # Per triplet (the shares sum to 1); the engine averages over the global batch.
+        return triplet_loss_lib.shares_loss_per_example(embeddings[0], embeddings[1], embeddings[2], shares,
+                                                    self.delta, loss=self.loss_name)
 
-    def update_metrics(self, metrics, votes, embeddings, per_example_loss, sample_weight=None):
+    def update_metrics(self, metrics, shares, embeddings, per_example_loss, sample_weight=None):
         weight = tf.ones_like(per_example_loss) if sample_weight is None else sample_weight
-        counted = weight * tf.cast(tf.cast(votes, tf.float32) > 0.5, tf.float32)
-        correct = tf.cast(triplet_loss.triplet_correct(embeddings[0], embeddings[1], embeddings[2]), tf.float32)
+        correct, counted = triplet_loss_lib.odd_one_hits(embeddings[0], embeddings[1], embeddings[2], shares)
         metrics["loss"].update_state(per_example_loss, sample_weight=weight)
-        metrics["triplet_accuracy"].update_state(correct, sample_weight=counted)
+        # Weight 0 for triplets the filter drops: a batch without any adds nothing to the mean.
+        metrics["triplet_accuracy"].update_state(correct, sample_weight=weight * counted)
 
 
 def class_triplets(x, y, num_triplets, seed):
+    """(triplets [n, 3, ...], shares [n, 3]): two images of a class, then one of another, the odd one."""
     a, b, c = fec_data.make_class_triplets(x, y, num_triplets, seed)
-    return np.stack([x[a], x[b], x[c]], axis=1), np.ones(num_triplets, np.float32)
+    return np.stack([x[a], x[b], x[c]], axis=1), np.tile(np.float32([0, 0, 1]), (num_triplets, 1))
 
 
 def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", fec_images="",
-                  image_size=64) -> Data:
+                  image_size=64, eval_triplets=0, data_in_memory="auto", on_corrupt="fail") -> Data:
+    """Data(train, evals={"test": ...}): (triplets, shares) arrays, or for FEC streamed sources
+    (fec_data.FECTriplets) unless they fit in memory (--data_in_memory). `eval_triplets` > 0 keeps a
+    fixed sample of that many test triplets (the same for every seed, so runs compare)."""
     if dataset == "fec":
         if not (fec_csv and fec_images):
             raise ConfigError("--dataset=fec needs --fec_csv=FILE and --fec_images=DIR")
-        splits = {}
-        for subset in ("train", "test"):
-            x1, x2, x3, votes = fec_data.load_fec(fec_csv, fec_images, image_size=(image_size, image_size),
-                                                  subset=subset)
-            triplets = np.stack([x1, x2, x3], axis=1)
-            if triplets.dtype != np.uint8:
-                triplets = np.clip(np.round(triplets * (255.0 if triplets.max() <= 1.0 else 1.0)), 0,
-                                   255).astype(np.uint8)
-            splits[subset] = (triplets, votes.astype(np.float32))
-        return Data(train=splits["train"], evals={"test": splits["test"]})
+        from framework.data import streaming
+        rows = {subset: fec_data.read_fec_rows(fec_csv, fec_images, subset=subset) for subset in ("train", "test")}
+        rows["test"] = rows["test"].take(_eval_sample(len(rows["test"]), eval_triplets))
+        skipped = streaming.SkippedFiles()
+        sources = {subset: fec_data.FECTriplets(r, (image_size, image_size, 3), on_corrupt=on_corrupt,
+                                                skipped=skipped) for subset, r in rows.items()}
+        size = sum(source.decoded_bytes for source in sources.values())
+        what = f"FEC triplets from {fec_csv} ({len(rows['train'])} train, {len(rows['test'])} test)"
+        if streaming.choose_in_memory(data_in_memory, size, what):
+            sources = {subset: source.arrays() for subset, source in sources.items()}
+        return Data(train=sources["train"], evals={"test": sources["test"]})
     from framework.data import datasets
     ds = datasets.load(dataset, data_dir or None)
+    test = class_triplets(ds.x_test, ds.y_test, num_test, seed + 1)
+    keep = _eval_sample(num_test, eval_triplets)
     return Data(train=class_triplets(ds.x_train, ds.y_train, num_train, seed),
-                evals={"test": class_triplets(ds.x_test, ds.y_test, num_test, seed + 1)})
+                evals={"test": tuple(a[keep] for a in test)})
 
 
-def run_triplet(config: framework.TrainConfig, *, dataset="mnist", data_dir="", model="cnn",
-                embedding_dim=16, scale=4.0, delta=0.5, optimizer="adam", num_train=20000, num_test=2000,
-                fec_csv="", fec_images="", image_size=64) -> dict:
+def _eval_sample(n: int, size: int) -> np.ndarray:
+    """Indices of a fixed sample of `size` of n (all of them for 0), sorted; seed 0 for every run."""
+    if not size or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+
+
+class StepsEpoch(input_pipeline.StreamedSource):
+    """A training source whose epoch is `steps` steps (the notebook's steps_per_epoch=200): evaluation,
+    history rows and epoch checkpoints come every `steps` steps, while the stream itself is the
+    underlying source's (its order f(seed, its own epoch), and its exact resume at any step)."""
+
+    def __init__(self, inner, steps: int, global_batch_size: int):
+        self.inner, self.steps = inner, steps
+        self.num_examples = steps * global_batch_size
+        self.example_spec = (inner.example_spec if isinstance(inner, input_pipeline.StreamedSource)
+                             else tuple(tf.TensorSpec(a.shape[1:], tf.as_dtype(a.dtype)) for a in inner))
+
+    def train_dataset_fn(self, *, steps_per_fetch: int = 1, prefetch=input_pipeline.AUTOTUNE, **kwargs):
+        # One step per element from the underlying stream (its epoch need not divide by the fetch),
+        # then regrouped into the engine's chunks of `steps_per_fetch` steps.
+        inner = input_pipeline.train_dataset_fn(self.inner, steps_per_fetch=1, prefetch=0, **kwargs)
+
+        def dataset_fn(ctx):
+            chunks = inner(ctx).unbatch().batch(steps_per_fetch, drop_remainder=True)
+            return chunks.prefetch(prefetch) if prefetch else chunks
+
+        return dataset_fn
+
+    def eval_dataset_fn(self, *, global_batch_size: int):
+        return input_pipeline.eval_dataset_fn(self.inner, global_batch_size=global_batch_size)
+
+    def head(self, n: int):
+        if isinstance(self.inner, input_pipeline.StreamedSource):
+            return self.inner.head(n)
+        return tuple(a[:n] for a in self.inner)
+
+
+def _example_shape(source) -> tuple:
+    """One triplet's shape [3, H, W, C], of arrays or of a streamed source."""
+    if isinstance(source, input_pipeline.StreamedSource):
+        return tuple(source.example_spec[0].shape.as_list())
+    return source[0].shape[1:]
+
+
+def check_options(*, dataset, model, optimizer, embedding_dim, scale, delta, num_train, num_test, image_size,
+                  triplet_loss: str, dropout: float, pretrained: bool, eval_triplets: int, steps_per_epoch: int,
+                  data_in_memory: str, on_corrupt: str, fec_csv: str, fec_images: str, **unused) -> None:
+    """The triplet options' checks that need no data: a ConfigError (one line, exit 2) for a bad one."""
+    from framework.data import streaming
     from trainers import models
-    if dataset not in TRIPLET_DATASETS:
-        raise ConfigError(f"--dataset={dataset!r}: unknown; valid choices: {', '.join(TRIPLET_DATASETS)}")
-    if optimizer not in optimizers.OPTIMIZERS:
-        raise ConfigError(f"--optimizer={optimizer!r}: unknown; valid choices: {', '.join(optimizers.OPTIMIZERS)}")
-    if model not in models.MODELS:
-        raise ConfigError(f"--model={model!r}: unknown; valid choices: {', '.join(models.MODELS)}")
+    choices = (("dataset", dataset, TRIPLET_DATASETS), ("optimizer", optimizer, optimizers.OPTIMIZERS),
+               ("model", model, models.MODELS), ("triplet_loss", triplet_loss, triplet_loss_lib.LOSSES),
+               ("data_in_memory", data_in_memory, streaming.IN_MEMORY_MODES),
+               ("on_corrupt", on_corrupt, ("fail", "skip")))
+    for name, value, valid in choices:
+        if value not in valid:
+            raise ConfigError(f"--{name}={value!r}: unknown; valid choices: {', '.join(valid)}")
     for name, value, ok, rule in (("embedding_dim", embedding_dim, embedding_dim >= 1, ">= 1"),
                                   ("scale", scale, scale > 0, "> 0"), ("delta", delta, delta >= 0, ">= 0"),
                                   ("num_train", num_train, num_train >= 1, ">= 1"),
                                   ("num_test", num_test, num_test >= 1, ">= 1"),
-                                  ("image_size", image_size, image_size >= 1, ">= 1")):
+                                  ("image_size", image_size, image_size >= 1, ">= 1"),
+                                  ("dropout", dropout, 0 <= dropout < 1, "in [0, 1)"),
+                                  ("eval_triplets", eval_triplets, eval_triplets >= 0, ">= 0"),
+                                  ("steps_per_epoch", steps_per_epoch, steps_per_epoch >= 0, ">= 0")):
         if not ok:
             raise ConfigError(f"--{name}={value}: must be {rule}")
+    problem = models.options_error(model, pretrained=pretrained)
+    if problem:
+        raise ConfigError(f"--pretrained with --model={model}: {problem}" if pretrained else
+                          f"--model={model}: {problem}")
     if dataset == "fec" and not (fec_csv and fec_images):
         raise ConfigError("--dataset=fec needs --fec_csv=FILE and --fec_images=DIR")
+
+
+def run_triplet(config: framework.TrainConfig, **options) -> dict:
+    """Trains the embedding; returns result.json's dict. `options`: TripletConfig's fields (a notebook:
+    run_triplet(config, **dataclasses.asdict(TripletConfig(...))) or recipes.configs("triplet", ...))."""
+    unknown = set(options) - {f.name for f in dataclasses.fields(TripletConfig)}
+    if unknown:
+        raise ConfigError(f"run_triplet: unknown option(s) {', '.join(sorted(unknown))}")
+    opts = dataclasses.asdict(TripletConfig(**options))
+    check_options(**opts)
     strategy = framework.prepare_runtime(config)
-    run_config = {**config.to_dict(), "dataset": dataset, "data_dir": data_dir, "model": model,
-                  "embedding_dim": embedding_dim, "scale": scale, "delta": delta, "optimizer": optimizer,
-                  "num_train": num_train, "num_test": num_test, "fec_csv": fec_csv, "fec_images": fec_images,
-                  "image_size": image_size}
+    run_config = {**config.to_dict(), **opts}
+    ignore = ("data_dir", "plot", "data_in_memory")
     # A --model_dir of another run is refused before the data is read (framework/run_record.py) ...
     if config.model_dir and not config.fresh_start:
-        run_record.check(config.model_dir, run_config, ignore=("data_dir",))
-    data = load_triplets(dataset, data_dir=data_dir, num_train=num_train, num_test=num_test, seed=config.seed,
-                         fec_csv=fec_csv, fec_images=fec_images, image_size=image_size)
-    input_shape = data.train[0].shape[2:]
-    problem = models.options_error(model, image_size=min(input_shape[:2]))
+        run_record.check(config.model_dir, run_config, ignore=ignore)
+    data = load_triplets(opts["dataset"], data_dir=opts["data_dir"], num_train=opts["num_train"],
+                         num_test=opts["num_test"], seed=config.seed, fec_csv=opts["fec_csv"],
+                         fec_images=opts["fec_images"], image_size=opts["image_size"],
+                         eval_triplets=opts["eval_triplets"], data_in_memory=opts["data_in_memory"],
+                         on_corrupt=opts["on_corrupt"])
+    input_shape = _example_shape(data.train)[1:]
+    from trainers import models
+    problem = models.options_error(opts["model"], image_size=min(input_shape[:2]))
     if problem:
-        raise ConfigError(f"--model={model} on {input_shape[0]}x{input_shape[1]} images: {problem}")
+        raise ConfigError(f"--model={opts['model']} on {input_shape[0]}x{input_shape[1]} images: {problem}")
+    if opts["steps_per_epoch"]:
+        data = dataclasses.replace(data, train=StepsEpoch(data.train, opts["steps_per_epoch"],
+                                                          config.global_batch_size))
     # ... and a run that can start records itself (or moves the old one aside) before the model is built.
     run_record.prepare(config.model_dir, run_config, fresh_start=config.fresh_start, strategy=strategy,
-                       ignore=("data_dir",))
+                       ignore=ignore)
 
     def model_fn():
-        return triplet_loss.build_embedding_model(model, input_shape=input_shape, embedding_dim=embedding_dim,
-                                                  scale=scale, seed=config.seed)
+        return triplet_loss_lib.build_embedding_model(
+            opts["model"], input_shape=input_shape, embedding_dim=opts["embedding_dim"], scale=opts["scale"],
+            dropout=opts["dropout"], pretrained=opts["pretrained"], seed=config.seed)
 
-    trainer = framework.build_trainer(config, data, model_fn=model_fn, task=TripletTask(delta), strategy=strategy,
-                                      optimizer_fn=lambda lr: optimizers.build_optimizer(optimizer, lr))
-    return framework.Controller(trainer, data, config, run_config=run_config).run()
+    task = TripletTask(opts["delta"], opts["triplet_loss"])
+    trainer = framework.build_trainer(config, data, model_fn=model_fn, task=task, strategy=strategy,
+                                      optimizer_fn=lambda lr: optimizers.build_optimizer(opts["optimizer"], lr))
+    plot = opts["plot"] and config.model_dir
+    hooks = [_CurvesHook(config.model_dir)] if plot else []
+    result = framework.Controller(trainer, data, config, hooks=hooks, run_config=run_config).run()
+    if plot:
+        hooks[0].write()
+    return result
+
+
+class _CurvesHook:
+    """--plot: rewrites curves.png (loss and triplet accuracy) whenever history.json has a new row."""
+
+    def __init__(self, model_dir: str):
+        self.model_dir, self._seen = model_dir, None
+
+    def write(self) -> None:
+        from trainers import plots
+        plots.write_curves(self.model_dir, metrics=("loss", "triplet_accuracy"))
+
+    def __call__(self, info) -> bool:
+        import os
+        path = os.path.join(self.model_dir, "history.json")
+        stamp = os.path.getmtime(path) if os.path.exists(path) else None
+        if stamp is not None and stamp != self._seen:
+            self._seen = stamp
+            self.write()
+        return False
 
 
 FLAGS = flags.FLAGS
