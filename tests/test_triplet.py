@@ -284,3 +284,25 @@ def test_load_fec_errors(tmp_path):
     csv_path, image_dir = str(tmp_path / "fec.csv"), str(tmp_path / "images")
     with pytest.raises(ValueError, match="f4.jpg: unreadable image file: not a JPEG or PNG file"):
         fec_data.load_fec(csv_path, image_dir)
+
+
+def test_adabound_matches_its_definition_step_by_step():
+    """Three steps of AdaBound against the paper's update written out in numpy; the tiny third gradient's
+    Adam step size (~1e4) is clipped to the upper bound final_lr * (1 + 1 / (gamma t)) (~100 at t = 1)."""
+    from trainers import optimizers
+    w0, grads = np.float32([1.0, -2.0, 0.5]), [np.float32([0.5, -30.0, 1e-5]), np.float32([0.2, 10.0, -1e-5]),
+                                               np.float32([-0.1, 5.0, 2e-5])]
+    lr, final_lr, b1, b2, gamma, eps = 0.01, 0.1, 0.9, 0.999, 1e-3, 1e-8
+    optimizer = optimizers.build_optimizer("adabound", lr)
+    variable = tf.Variable(w0)
+    w, m, v = w0.astype(np.float64), np.zeros(3), np.zeros(3)
+    for t, g in enumerate(grads, start=1):
+        optimizer.apply_gradients([(tf.constant(g), variable)])
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g.astype(np.float64) ** 2
+        step = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        bounds = final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))
+        raw = step / (np.sqrt(v) + eps)
+        assert raw[2] > bounds[1] > raw[0]  # the bound binds for one weight only
+        w -= np.clip(raw, *bounds) * m
+        np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5)
+    assert not np.allclose(w, w0)

@@ -7,7 +7,7 @@ then accumulates, so the same number is not the same regularisation.
 """
 import keras
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "lamb", "rmsprop", "lion")
+OPTIMIZERS = ("sgd", "adam", "adamw", "lamb", "rmsprop", "lion", "adabound")
 
 # Which optional arguments each optimizer takes; the others refuse them. Every default is Keras'
 # (momentum 0: Keras' SGD and RMSprop have none unless asked).
@@ -18,6 +18,7 @@ _TAKES = {
     "lamb": {"beta_1", "beta_2", "epsilon"},
     "rmsprop": {"momentum", "rho", "epsilon"},
     "lion": {"beta_1", "beta_2"},
+    "adabound": {"beta_1", "beta_2", "epsilon"},
 }
 
 
@@ -70,5 +71,43 @@ def build_optimizer(name, learning_rate, *, momentum=0.0, nesterov=False, weight
         common["weight_decay"] = float(weight_decay)  # AdamW refuses None
     cls = {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam,
            "adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb,
-           "rmsprop": keras.optimizers.RMSprop, "lion": keras.optimizers.Lion}[name]
+           "rmsprop": keras.optimizers.RMSprop, "lion": keras.optimizers.Lion, "adabound": AdaBound}[name]
     return cls(**common, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="tfloops")
+class AdaBound(keras.optimizers.Optimizer):
+    """AdaBound (Luo et al., 2019; the FEC notebook's optimizer): Adam whose per-weight step size is clipped
+    to [final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))], bounds that close in on
+    final_lr, so it starts like Adam and ends like SGD at final_lr. As the paper's code, final_lr follows
+    the learning rate: it is scaled by lr_t / the learning rate given (a number; with a schedule it stays)."""
+
+    def __init__(self, learning_rate=1e-3, final_lr=0.1, beta_1=0.9, beta_2=0.999, gamma=1e-3, epsilon=1e-8,
+                 name="adabound", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.final_lr, self.beta_1, self.beta_2 = final_lr, beta_1, beta_2
+        self.gamma, self.epsilon = gamma, epsilon
+        self.base_lr = float(learning_rate) if isinstance(learning_rate, (int, float)) else None
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._m, self._v = self.add_optimizer_variables(var_list, ["momentum", "velocity"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        lr, gradient = ops.cast(learning_rate, variable.dtype), ops.cast(gradient, variable.dtype)
+        t = ops.cast(self.iterations + 1, variable.dtype)
+        m, v = self._m[self._get_variable_index(variable)], self._v[self._get_variable_index(variable)]
+        self.assign(m, self.beta_1 * m + (1 - self.beta_1) * gradient)
+        self.assign(v, self.beta_2 * v + (1 - self.beta_2) * ops.square(gradient))
+        step = lr * ops.sqrt(1 - ops.power(self.beta_2, t)) / (1 - ops.power(self.beta_1, t))
+        final_lr = self.final_lr * (lr / self.base_lr if self.base_lr else 1.0)
+        lower = final_lr * (1 - 1 / (self.gamma * t + 1))
+        upper = final_lr * (1 + 1 / (self.gamma * t))
+        self.assign_sub(variable, ops.clip(step / (ops.sqrt(v) + self.epsilon), lower, upper) * m)
+
+    def get_config(self):
+        return {**super().get_config(), "final_lr": self.final_lr, "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "gamma": self.gamma, "epsilon": self.epsilon}
