@@ -306,3 +306,84 @@ def test_adabound_matches_its_definition_step_by_step():
         w -= np.clip(raw, *bounds) * m
         np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5)
     assert not np.allclose(w, w0)
+
+
+def _many_rows(n_train=32, n_test=8):
+    """Rows over the 6 faces of _write_fec_sample, votes varying with the row."""
+    rows = []
+    for i in range(n_train + n_test):
+        a, b, c = i % 6, (i + 1 + i // 6) % 6, (i + 3) % 6
+        b = b if b not in (a, c) else (a + 2) % 6
+        rows.append((f"f{a}", f"f{b}", f"f{c}", i % 3, (i + 1) % 4, 2, "train" if i < n_train else "test"))
+    return rows
+
+
+def test_fec_streams_in_seeded_order_and_resumes_exactly(tmp_path):
+    csv_path, image_dir = _write_fec_sample(tmp_path, _many_rows())
+    rows = fec_data.read_fec_rows(csv_path, image_dir, subset="train")
+    np.testing.assert_allclose(rows.shares.sum(axis=1), 1.0, rtol=1e-6)
+    source = fec_data.FECTriplets(rows, (16, 16, 3))
+    triplets, shares = source.arrays()
+    assert triplets.shape == (32, 3, 16, 16, 3) and triplets.dtype == np.uint8 and shares.shape == (32, 3)
+    ctx = tf.distribute.InputContext()
+
+    def steps(start, count, seed=0):
+        fn = source.train_dataset_fn(global_batch_size=8, seed=seed, start_step=start)
+        return [tuple(part.numpy()[0] for part in chunk) for chunk in fn(ctx).take(count)]
+
+    stream = steps(0, 8)  # two epochs of 4 steps
+    for images, batch_shares in stream:  # every streamed row is one of the decoded rows, in uint8
+        assert images.dtype == np.uint8
+        for image, share in zip(images, batch_shares):
+            match = np.flatnonzero((shares == share).all(1) & (triplets == image).reshape(32, -1).all(1))
+            assert len(match) >= 1
+    epoch0 = np.concatenate([s for _, s in stream[:4]])
+    assert sorted(map(tuple, epoch0)) == sorted(map(tuple, shares))  # each row once per epoch
+    assert not np.array_equal(epoch0, np.concatenate([s for _, s in stream[4:]]))  # epoch 1: another order
+    for a, b in zip(steps(5, 3), stream[5:]):  # a resume at step 5 continues the same stream
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(steps(0, 1, seed=1)[0][1], stream[0][1])
+
+
+def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
+    from framework import TrainConfig
+    from trainers import triplet
+    csv_path, image_dir = _write_fec_sample(tmp_path, _many_rows())
+    results = {}
+    for mode in ("no", "yes"):
+        cfg = TrainConfig(model_dir=str(tmp_path / mode), train_steps=4, steps_per_loop=2, global_batch_size=8,
+                          export=False, seed=3)
+        results[mode] = triplet.run_triplet(cfg, dataset="fec", fec_csv=csv_path, fec_images=image_dir,
+                                            image_size=16, model="mlp", data_in_memory=mode)
+    assert np.isfinite(results["no"]["test_loss"])
+    assert results["no"]["weights_fingerprint"] == results["yes"]["weights_fingerprint"]
+    # Bad input is refused before anything is written: a missing image folder, a CSV missing a column.
+    with pytest.raises(FileNotFoundError, match="FEC image folder .*nowhere not found"):
+        triplet.run_triplet(TrainConfig(model_dir=str(tmp_path / "bad")), dataset="fec", fec_csv=csv_path,
+                            fec_images=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_path, data_dir):
+    """steps_per_epoch=3 (the notebook's 200): evaluations at steps 3 and 6 on a fixed sample of 64 test
+    triplets; the stream goes on across those epochs; AdaBound, dropout and --plot."""
+    import json
+    from framework import TrainConfig
+    from trainers import triplet
+    data = triplet.load_triplets("mnist", data_dir=data_dir, num_train=512, num_test=256, seed=0, eval_triplets=64)
+    assert len(data.evals["test"][0]) == 64 and data.evals["test"][1].shape == (64, 3)
+    cfg = TrainConfig(model_dir=str(tmp_path), train_steps=6, steps_per_loop=3, global_batch_size=32, export=False)
+    result = triplet.run_triplet(cfg, dataset="mnist", data_dir=data_dir, num_train=512, num_test=256,
+                                 eval_triplets=64, steps_per_epoch=3, optimizer="adabound", dropout=0.1, plot=True)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history["step"] == [3, 6] and result["epochs"] == 2.0
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+    stepped = triplet.StepsEpoch(data.train, 3, 32)  # 16 steps of data per pass, epochs of 3 steps
+    ctx = tf.distribute.InputContext()
+    from framework import input_pipeline
+    plain = input_pipeline.train_dataset_fn(data.train, global_batch_size=32, seed=0)(ctx)
+    chunks = stepped.train_dataset_fn(global_batch_size=32, seed=0, steps_per_fetch=3)(ctx)
+    first = next(iter(chunks))[0].numpy()  # [3 steps, 32, 3, 28, 28, 1] images
+    np.testing.assert_array_equal(first, np.stack([c[0].numpy()[0] for c in plain.take(3)]))
