@@ -387,3 +387,20 @@ def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_pat
     chunks = stepped.train_dataset_fn(global_batch_size=32, seed=0, steps_per_fetch=3)(ctx)
     first = next(iter(chunks))[0].numpy()  # [3 steps, 32, 3, 28, 28, 1] images
     np.testing.assert_array_equal(first, np.stack([c[0].numpy()[0] for c in plain.take(3)]))
+
+
+def test_triplet_sweep_over_scale_with_repeats(tmp_path, data_dir):
+    import json
+    from trainers import recipes, triplet
+    given = dict(model_dir=str(tmp_path), data_dir=data_dir, train_steps=2, steps_per_loop=2, global_batch_size=32,
+                 num_train=128, num_test=64, model="mlp")
+    t, c = recipes.configs("triplet", None, **given)
+    rows = triplet.run_series(t, c, sweep="scale=2,4", repeats=2, given=given)
+    assert [row["scale"] for row in rows] == ["2", "4"] and all(row["runs"] == 2 for row in rows)
+    assert json.loads((tmp_path / "sweep.json").read_text()) == rows
+    results = [json.loads((tmp_path / f"scale-{s}" / f"repeat_{i}" / "result.json").read_text())
+               for s in (2, 4) for i in (0, 1)]
+    assert [r["config"]["scale"] for r in results] == [2.0, 2.0, 4.0, 4.0]
+    assert [r["config"]["seed"] for r in results] == [0, 1, 0, 1]
+    assert len({r["weights_fingerprint"] for r in results}) == 4
+    assert not (tmp_path / "scale-2" / "repeat_0" / "model.keras").exists()  # no export per repeat unless asked

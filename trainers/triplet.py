@@ -9,9 +9,10 @@ order of its source (the FEC CSV's face1..3) and the share of annotators who pic
 out; class triplets take two images of one class and one of another (shares 0, 0, 1).
 --triplet_loss=vote_weighted (the notebook's, default) sums the triplet loss of all three orderings,
 each weighted by its share; top_vote keeps only the top-voted ordering (weighted by its share).
-Triplet accuracy counts only triplets whose top share exceeds 0.5 (trainers/triplet_loss_lib.odd_one_hits).
+Triplet accuracy counts only triplets whose top share exceeds 0.5 (trainers/triplet_loss.py, odd_one_hits).
 """
 import dataclasses
+import json
 import sys
 
 from trainers import cli  # before TensorFlow: cli.import_tensorflow hides its start-up lines
@@ -180,6 +181,41 @@ def _example_shape(source) -> tuple:
     return source[0].shape[1:]
 
 
+# Options that do not change what a run computes: a run directory resumes whatever their values.
+RECORD_IGNORES = ("data_dir", "plot", "data_in_memory")
+
+
+def check_run_dir(triplet_config: TripletConfig, config: TrainConfig) -> None:
+    """Refuses (RunDirectoryError) a model_dir that holds a run of other settings, before anything trains."""
+    if config.model_dir and not config.fresh_start:
+        run_record.check(config.model_dir, {**config.to_dict(), **dataclasses.asdict(triplet_config)},
+                         ignore=RECORD_IGNORES)
+
+
+def run_series(triplet_config: TripletConfig, config: TrainConfig, *, sweep: str = "", variants: str = "",
+               repeats: int = 1, given: dict | None = None):
+    """--sweep (a grid, e.g. 'scale=4,8;embedding_dim=16,32'), --variants (named settings) and --repeats
+    for the triplet trainer, through trainers/repeats.py: each cell `repeats` times in
+    model_dir/<cell>/repeat_<i>; sweep.md/json rank the cells by test triplet accuracy (mean ± std),
+    compare.md every final metric. `given`: the command line's options, under every cell's."""
+    from trainers import repeats as series
+    given = dict(given or {})
+
+    def run(t, c):
+        return run_triplet(c, **dataclasses.asdict(t))
+
+    if sweep or variants:
+        cells = series.sweep_cells(config.model_dir, grid=sweep, variants=variants, given=given,
+                                   config_classes=(TripletConfig, TrainConfig),
+                                   build=lambda cell: recipes.configs("triplet", None, **{**given, **cell}))
+        return series.run_sweep_cells(config.model_dir, cells, repeats, run=run, check=check_run_dir,
+                                      metric="test_triplet_accuracy")
+    if not config.model_dir:
+        raise ConfigError("--repeats needs --model_dir (each repeat writes its model there)")
+    cell = series.Cell("", {}, triplet_config, config, exports=series.exports_given(given))
+    return series.run_cells(config.model_dir, [cell], repeats, run=run, check=check_run_dir)[0]
+
+
 def check_options(*, dataset, model, optimizer, embedding_dim, scale, delta, num_train, num_test, image_size,
                   triplet_loss: str, dropout: float, pretrained: bool, eval_triplets: int, steps_per_epoch: int,
                   data_in_memory: str, on_corrupt: str, fec_csv: str, fec_images: str, **unused) -> None:
@@ -220,8 +256,7 @@ def run_triplet(config: framework.TrainConfig, **options) -> dict:
     opts = dataclasses.asdict(TripletConfig(**options))
     check_options(**opts)
     strategy = framework.prepare_runtime(config)
-    run_config = {**config.to_dict(), **opts}
-    ignore = ("data_dir", "plot", "data_in_memory")
+    run_config, ignore = {**config.to_dict(), **opts}, RECORD_IGNORES
     # A --model_dir of another run is refused before the data is read (framework/run_record.py) ...
     if config.model_dir and not config.fresh_start:
         run_record.check(config.model_dir, run_config, ignore=ignore)
@@ -293,6 +328,13 @@ def define_flags() -> None:
         FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
     if "verbose" not in FLAGS:
         flags.DEFINE_bool("verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default).")
+    flags.DEFINE_integer("repeats", 1, "Train N fresh models (seeds seed..seed+N-1): mean/std of every metric.")
+    flags.DEFINE_string("sweep", "", "A grid over flags, e.g. 'scale=4,8;embedding_dim=16,32'; each cell "
+                        "--repeats times in model_dir/<cell>/repeat_<i>; writes sweep.md, sweep.json, compare.md.")
+    flags.DEFINE_string("variants", "", "Named variants over this command line, e.g. "
+                        "'baseline:;big:embedding_dim=64 scale=8' (as --sweep, one factor at a time).")
+    for name in ("repeats", "sweep", "variants"):
+        FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS[name])
 
 
 def main(argv):
@@ -303,6 +345,12 @@ def main(argv):
     with cli.exit_codes():
         triplet_config, config = recipes.configs("triplet", None, **given)
         logging.info("%s", cli.describe(triplet_config, config))
+        if FLAGS.sweep or FLAGS.variants or FLAGS.repeats != 1:
+            summary = run_series(triplet_config, config, sweep=FLAGS.sweep, variants=FLAGS.variants,
+                                 repeats=FLAGS.repeats, given=given)
+            if not (FLAGS.sweep or FLAGS.variants):
+                print(json.dumps(summary, indent=1))
+            return
         result = run_triplet(config, **dataclasses.asdict(triplet_config))
     print(f"test triplet accuracy: {result['test_triplet_accuracy']:.4f}")
 
