@@ -2,6 +2,14 @@
 
     python -m augment.preview --dataset=cifar10 --augment=standard --out=grid.png [--data_dir=DIR]
         [--seed=0] [--rows=8] [--cols=8]
+    python -m augment.preview --image_folder=PATH --augment=standard --per_class=4 --out=folder.png
+    python -m augment.preview --fec_csv=FILE --fec_images=DIR --rows=6 --out=triplets.png
+
+An image folder (class-per-folder; its training split: train/, or for a flat folder the 80% the trainers
+train on): one row per class, `per_class`
+of its images as they are, then the same images after the policy (step 0), decoding only those files.
+FEC triplets: one row per triplet, its three faces in CSV order, each with the share of annotators who
+picked it as the odd one out (the majority's odd one marked).
 
 Row r shows one training image: the original in the first column, then the policy's output at steps
 0..cols-1 (seed `step_seed(seed, step, replica 0)`, as a training run would draw them). Labels are shown
@@ -37,6 +45,13 @@ class PreviewConfig:
     seed: int = option(0, "Run seed: picks the images and the augmentation draws.")
     rows: int = option(8, "Images (rows) to show.")
     cols: int = option(8, "Augmented versions (columns) per image.")
+    image_folder: str = option("", "Draw this class-per-folder image folder instead of --dataset: --per_class "
+                               "images of each class, before and after --augment.")
+    per_class: int = option(4, "--image_folder: images shown per class.")
+    fec_csv: str = option("", "Draw --rows FEC triplets of this CSV (with --fec_images) and their votes.")
+    fec_images: str = option("", "The folder of the FEC CSV's {id}.jpg faces.")
+    image_size: int = option(0, "--image_folder/--fec_csv: resize images to this (0: the folder's first "
+                             "image's size; FEC: 96).")
     verbose: bool = option(False, "Show TensorFlow's start-up and C++ info lines (hidden by default).")
 
 
@@ -105,12 +120,102 @@ def write_preview(*, dataset: str, augment_name: str, out: str, data_dir: str | 
     return out
 
 
+def _hide_axes(ax):
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _show(ax, image):
+    """One uint8 or [0, 1] float image in a cell."""
+    image = np.asarray(image, np.float32) / (255.0 if np.asarray(image).dtype == np.uint8 else 1.0)
+    gray = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
+              interpolation="nearest")
+    _hide_axes(ax)
+
+
+def write_folder_preview(*, path: str, augment_name: str, out: str, per_class: int = 4, image_size: int = 0,
+                         seed: int = 0) -> str:
+    """Image folder `path`: a row per class, `per_class` images before and after the policy; writes `out`."""
+    from matplotlib.figure import Figure
+    from framework.data import image_folder
+    if per_class < 1:
+        raise ValueError(f"`per_class` ({per_class}) must be positive")
+    folder = image_folder.list_image_folder(path, image_size=image_size or None, seed=seed)
+    train = folder.splits["train"]
+    rng = np.random.default_rng(seed)
+    pick = []
+    for label in range(folder.num_classes):
+        members = np.flatnonzero(train.labels == label)
+        pick.extend(np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False)))
+    x, y = train.subset(np.asarray(pick)).head(len(pick))
+    policy = augment.get_policy(augment_name, num_classes=folder.num_classes, image_shape=x.shape[1:])
+    (after, _), = augmented_columns(x, y, policy, seed=seed, cols=1)
+    fig = Figure(figsize=(1.2 * 2 * per_class, 1.3 * folder.num_classes + 0.5), dpi=100)
+    axes = fig.subplots(folder.num_classes, 2 * per_class, squeeze=False)
+    for label, row in enumerate(axes):
+        mine = np.flatnonzero(y == label)
+        for c, ax in enumerate(row):
+            k = c % per_class
+            if k < len(mine):
+                _show(ax, x[mine[k]] if c < per_class else after[mine[k]])
+            else:
+                ax.axis("off")
+            if label == 0:
+                ax.set_title("original" if c < per_class else policy.name, fontsize=7)
+        row[0].set_ylabel(folder.class_names[label], fontsize=7)
+    fig.suptitle(f"{folder.name}: before and after {policy.name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    return out
+
+
+def write_fec_preview(*, csv_path: str, image_dir: str, out: str, rows: int = 6, image_size: int = 0,
+                      seed: int = 0) -> str:
+    """`rows` FEC training triplets: the three faces, each with its odd-one-out vote share; writes `out`."""
+    from matplotlib.figure import Figure
+    from trainers import fec_data
+    if rows < 1:
+        raise ValueError(f"`rows` ({rows}) must be positive")
+    table = fec_data.read_fec_rows(csv_path, image_dir, subset=None)
+    pick = np.sort(np.random.default_rng(seed).choice(len(table), size=min(rows, len(table)), replace=False))
+    size = image_size or 96
+    faces, shares = fec_data.FECTriplets(table.take(pick), (size, size, 3)).arrays()
+    fig = Figure(figsize=(4.2, 1.5 * len(pick) + 0.4), dpi=100)
+    axes = fig.subplots(len(pick), 3, squeeze=False)
+    for r, row in enumerate(axes):
+        odd = int(np.argmax(shares[r])) if shares[r].max() > 0.5 else None
+        for k, ax in enumerate(row):
+            _show(ax, faces[r, k])
+            ax.set_xlabel(f"odd one: {shares[r, k]:.0%}" + (" (majority)" if k == odd else ""), fontsize=6,
+                          color="crimson" if k == odd else "black")
+        row[0].set_ylabel(f"line {table.lines[pick[r]]}", fontsize=6)
+    fig.suptitle("FEC triplets: share of annotators who picked each face as the odd one out", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    return out
+
+
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flags.from_flags(PreviewConfig, flag_values=flag_values)
-    path = write_preview(dataset=config.dataset, augment_name=config.augment, out=config.out,
-                         data_dir=config.data_dir, seed=config.seed, rows=config.rows, cols=config.cols)
+    from framework.data.datasets import DataError
+    try:
+        if config.fec_csv or config.fec_images:
+            if not (config.fec_csv and config.fec_images):
+                raise ValueError("--fec_csv and --fec_images go together")
+            path = write_fec_preview(csv_path=config.fec_csv, image_dir=config.fec_images, out=config.out,
+                                     rows=config.rows, image_size=config.image_size, seed=config.seed)
+        elif config.image_folder:
+            path = write_folder_preview(path=config.image_folder, augment_name=config.augment, out=config.out,
+                                        per_class=config.per_class, image_size=config.image_size, seed=config.seed)
+        else:
+            path = write_preview(dataset=config.dataset, augment_name=config.augment, out=config.out,
+                                 data_dir=config.data_dir, seed=config.seed, rows=config.rows, cols=config.cols)
+    except (DataError, ValueError) as err:  # a bad folder, CSV or option: one line, exit 2
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
     print(f"wrote {path}")
 
 
