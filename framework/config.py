@@ -68,6 +68,11 @@ class TrainConfig:
     # Evaluation at epoch ends: every N epochs (and always after the last); 0 = only after the last.
     eval_every_epochs: int = option(1, "Evaluate every N epochs and after the last (0: only after the last); "
                                     "best checkpoint, early stop, plateau and target act at evaluations.")
+    eval_splits: tuple = option((), "Splits evaluated at each evaluation, all logged in history.json: train, "
+                                "val, test, or a half of one (test_a, test_b: the first and second half of the "
+                                "test set); '' = val if there is one, else test.", item=str)
+    eval_at_start: bool = option(False, "Also evaluate the --eval_splits at step 0, before any training (the "
+                                 "history row of epoch 0; the actions do not act on it).")
     # Checkpoints and controls.
     checkpoint_every: int = option(0, "Checkpoint every N steps (0: at each epoch end).", advanced=True)
     keep_checkpoints: int = option(3, "Checkpoints kept in model_dir (the oldest are deleted).", advanced=True)
@@ -81,8 +86,11 @@ class TrainConfig:
                                      "0 = off.", advanced=True)
     reduce_lr_factor: float = option(0.5, "Plateau: multiply the LR by this.", advanced=True)
     min_lr: float = option(0.0, "Plateau: never reduce the LR below this.", advanced=True)
-    target: str = option("", "Stop at the first evaluation whose history row meets it: an evaluation metric "
-                         "(test_accuracy>=0.94) or a train metric's epoch mean by its bare name (loss<=0.4).")
+    target: str = option("", "Stop at the first evaluation whose history row meets it, METRIC>=VALUE or "
+                         "METRIC<=VALUE: a train metric's epoch mean by its bare name (loss<=0.4, the running "
+                         "mean over the epoch's steps), or an evaluation as <split>_<metric> (test_accuracy>=0.94, "
+                         "val_loss<=0.3; train_loss: the training set evaluated, needs --eval_splits=train,...). "
+                         "An unknown name is refused before training.")
     export: bool = option(True, "Write the final model as .keras and SavedModel.", advanced=True)
     fresh_start: bool = option(False, "A --model_dir used before with another configuration: move its files "
                                "aside and start afresh there (they are kept, never deleted).")
@@ -117,6 +125,10 @@ class TrainConfig:
             raise ConfigError(f"--decay_rate={self.decay_rate}: must be in (0, 1]")
         if self.target:
             parse_target(self.target)
+        for split in self.eval_splits:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", split) or self.eval_splits.count(split) > 1:
+                raise ConfigError(f"--eval_splits={','.join(self.eval_splits)}: {split!r} must be a distinct "
+                                  "split name (train, val, test, test_a, test_b, ...)")
         if self.data_service:
             from framework.data_service import parse_address
             parse_address(self.data_service)

@@ -20,6 +20,7 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from framework import actions, input_pipeline, outputs, profiling
@@ -97,13 +98,29 @@ def default_monitor(metric_names: Sequence[str], eval_split: str) -> str:
 
 
 def check_metric_names(config: TrainConfig, train_names: Sequence[str], eval_names: Sequence[str]) -> None:
-    """--monitor and --target name a column of the history rows they are checked on; else ConfigError."""
+    """--monitor and --target name a column of the history rows they are checked on; else ConfigError.
+    Train metrics are bare (`loss`: the epoch's running mean over its steps), evaluations are
+    <split>_<metric> (`test_accuracy`; `train_loss` is the training set evaluated, with --eval_splits=train)."""
     valid = [*train_names, *eval_names]
     for flag, text, name in (("monitor", config.monitor, config.monitor),
                              ("target", config.target, config.target and parse_target(config.target)[0])):
         if name and name not in valid:
+            hint = ""
+            if name.startswith("train_") and name[len("train_"):] in train_names:
+                hint = (f"; {name} is the training set evaluated (add train to --eval_splits), "
+                        f"{name[len('train_'):]} the running mean of the epoch's train steps")
             raise ConfigError(f"--{flag}={text!r}: {name!r} is not a metric of this run; valid names: "
-                              f"{', '.join(valid)} (train metrics bare, evaluations as <split>_<metric>)")
+                              f"{', '.join(valid)} (train metrics bare, evaluations as <split>_<metric>){hint}")
+
+
+def eval_split_names(config: TrainConfig, data: "Data") -> list[str]:
+    """The splits evaluated at each evaluation: --eval_splits (each in data.evals, or train), else val or test."""
+    available = ["train", *data.evals]
+    for split in config.eval_splits:
+        if split not in available:
+            raise ConfigError(f"--eval_splits={','.join(config.eval_splits)}: no split {split!r} in this run; "
+                              f"valid: {', '.join(available)}")
+    return list(config.eval_splits) or ["val" if "val" in data.evals else "test"]
 
 
 def loop_lengths(config: TrainConfig, steps_per_epoch: int, total_steps: int) -> dict[str, int]:
@@ -143,19 +160,24 @@ def loop_plan(config: TrainConfig, data: Data, steps_per_epoch: int, total_steps
 
 class Controller:
     def __init__(self, trainer, data: Data, config: TrainConfig, *, hooks: Sequence[Callable] = (),
-                 run_config: dict | None = None):
+                 eval_hooks: Sequence[Callable] = (), run_config: dict | None = None):
+        """`hooks(LoopInfo)` run after every loop (True stops); `eval_hooks(actions.Row)` after every
+        history row, on the chief only, for outputs such as live plots."""
         self.trainer, self.data, self.config = trainer, data, config
         self.strategy = trainer.strategy
         self.hooks = list(hooks)
+        self.eval_hooks = list(eval_hooks)
         self.run_config = run_config or config.to_dict()
         self.chief = is_chief(self.strategy)
         self.steps_per_epoch = input_pipeline.steps_per_epoch(input_pipeline.num_examples(data.train),
                                                               config.global_batch_size)
         self.total_steps = config.train_steps or config.epochs * self.steps_per_epoch
-        self.eval_split = "val" if "val" in data.evals else "test"
-        # Checked on the history rows: the train metrics' epoch means and the evaluation split's metrics.
+        self.eval_splits = eval_split_names(config, data)
+        # The split the default monitor watches: val, else test, else the first evaluated.
+        self.eval_split = next((s for s in ("val", "test") if s in self.eval_splits), self.eval_splits[0])
+        # Checked on the history rows: the train metrics' epoch means and the evaluation splits' metrics.
         check_metric_names(config, trainer.train_metric_names(),
-                           [f"{self.eval_split}_{name}" for name in trainer.task.metric_names])
+                           [f"{split}_{name}" for split in self.eval_splits for name in trainer.task.metric_names])
         self.monitor_name = config.monitor or default_monitor(trainer.task.metric_names, self.eval_split)
         self.writer = outputs.RunWriter(config.model_dir, enabled=self.chief)
         self.checkpointer = (Checkpointer(trainer, os.path.join(config.model_dir, "checkpoints"),
@@ -174,7 +196,8 @@ class Controller:
         self.history: dict[str, list] = {}
         self.result: dict = {}
         self._eval_iterators = {}
-        self._last_eval = (-1, {})
+        self._predict_batch = None  # compiled on first use (predict)
+        self._last_eval = (-1, {})  # (step, {split: metrics}) of the last evaluation
         self._loop_seconds = 0.0      # time inside train loops, over all sessions of this run
         self._elapsed_before = 0.0    # wall time of earlier sessions (before a resume)
         self._session_start = time.time()
@@ -212,6 +235,8 @@ class Controller:
         logging.info(loop_plan(self.config, self.data, self.steps_per_epoch, self.total_steps,
                                self.trainer.steps_per_fetch))
         iterator = iter(self.strategy.distribute_datasets_from_function(self._train_dataset_fn(start_step)))
+        if self.config.eval_at_start and start_step == 0 and not self.history:
+            self._evaluate_at_start()
         # A run that early-stopped or hit its target stays stopped when resumed; a hook's stop is a pause.
         if self.result.get("stop_reason") not in ("early_stopping", "target"):
             self.result.pop("stop_reason", None)
@@ -223,14 +248,27 @@ class Controller:
         return self._finish(start)
 
     def evaluate(self, split: str) -> dict[str, float]:
+        """`<split>_<metric>` over one pass of a split of data.evals, or of the training set ("train")."""
         if split not in self._eval_iterators:
-            fn, num_batches = input_pipeline.eval_dataset_fn(
-                self.data.evals[split], global_batch_size=self.config.eval_batch_size or
-                self.config.global_batch_size)
+            fn, num_batches = self._eval_dataset_fn(split)
             iterator = iter(self.strategy.distribute_datasets_from_function(fn))
             self._eval_iterators[split] = (iterator, num_batches)
         iterator, num_batches = self._eval_iterators[split]
         return {f"{split}_{k}": v for k, v in self.trainer.evaluate(iterator, num_batches).items()}
+
+    def predict(self, split: str) -> dict[str, np.ndarray]:
+        """What the model says on every example of a split, in the split's order, from one pass of its
+        evaluation stream (the eval step's prepare and forward: TTA and eval transforms included):
+        `logits` [N, ...] (float32), `labels` [N, ...] and `indices` [N] (each row's position in the split;
+        an example a streamed source could not read is left out). Run it on every worker."""
+        if self._predict_batch is None:
+            self._predict_batch = self._make_predict_batch()
+        fn, num_batches = self._eval_dataset_fn(split)
+        iterator = iter(self.strategy.distribute_datasets_from_function(fn))
+        parts = [[t.numpy() for t in self._predict_batch(iterator)] for _ in range(num_batches)]
+        logits, labels, weight = (np.concatenate(column) for column in zip(*parts))
+        kept = weight > 0  # padding rows (and unreadable examples) have weight 0
+        return {"logits": logits[kept], "labels": labels[kept], "indices": np.nonzero(kept)[0]}
 
     # ---------------------------------------------------------------- the loop
     def _train(self, iterator, step: int) -> str:
@@ -308,19 +346,40 @@ class Controller:
         every = self.config.eval_every_epochs
         return step == self.total_steps or step == epoch_end and every and (step // self.steps_per_epoch) % every == 0
 
-    def _evaluate_and_decide(self, step: int, epoch: int) -> str | None:
-        """Evaluate, write the history row, then the actions decide on it. Returns a stop reason or None."""
-        eval_metrics = self.evaluate(self.eval_split)
-        self._last_eval = (step, eval_metrics)  # the final evaluation reuses it if nothing trained since
+    def _evaluate_splits(self, step: int) -> dict[str, float]:
+        """Every split of --eval_splits, logged and summarised; the final evaluation reuses them if
+        nothing trained since."""
+        by_split = {split: self.evaluate(split) for split in self.eval_splits}
+        self._last_eval = (step, by_split)
+        eval_metrics = {k: v for metrics in by_split.values() for k, v in metrics.items()}
         self.writer.eval_line(step, eval_metrics)
         self.writer.scalars("eval", step, eval_metrics)
-        elapsed = self._elapsed_before + time.time() - self._session_start
-        row = {"epoch": epoch, "step": step, **self.epoch_means.means(), **eval_metrics,
-               "wall_seconds": time.time() - self._session_start}
-        for key, value in row.items():
-            self.history.setdefault(key, []).append(value)
+        return eval_metrics
+
+    def _add_history_row(self, row: dict) -> actions.Row:
+        """Appends the row to history.json's columns, which stay of equal length (None where a row has
+        no value: the train metrics of the step-0 row), then runs the eval hooks on it."""
+        rows = len(self.history.get("step", ()))
+        for key in [*self.history, *(k for k in row if k not in self.history)]:
+            self.history.setdefault(key, [None] * rows).append(row.get(key))
         self.writer.write_json("history.json", self.history)
-        decision = actions.Row(step, row, elapsed, self.result)
+        elapsed = self._elapsed_before + time.time() - self._session_start
+        decision = actions.Row(row["step"], row, elapsed, self.result)
+        if self.chief:
+            for hook in self.eval_hooks:
+                hook(decision)
+        return decision
+
+    def _evaluate_at_start(self) -> None:
+        """--eval_at_start: the untrained model's row, epoch 0 (no train metrics; no action acts on it)."""
+        self._add_history_row({"epoch": 0, "step": 0, **self._evaluate_splits(0),
+                               "wall_seconds": time.time() - self._session_start})
+
+    def _evaluate_and_decide(self, step: int, epoch: int) -> str | None:
+        """Evaluate, write the history row, then the actions decide on it. Returns a stop reason or None."""
+        eval_metrics = self._evaluate_splits(step)
+        decision = self._add_history_row({"epoch": epoch, "step": step, **self.epoch_means.means(),
+                                          **eval_metrics, "wall_seconds": time.time() - self._session_start})
         for action in self.actions:
             reason = action.after_eval(decision)
             if reason:
@@ -332,8 +391,8 @@ class Controller:
         final = {}
         step = int(self.trainer.step.numpy())
         last_step, last_metrics = self._last_eval
-        for split in sorted(self.data.evals):
-            final.update(last_metrics if last_step == step and split == self.eval_split else self.evaluate(split))
+        for split in sorted({*self.data.evals, *self.eval_splits}):
+            final.update(last_metrics[split] if last_step == step and split in last_metrics else self.evaluate(split))
         counts = outputs.parameter_counts(self.trainer.model)
         self.result.update({
             **final, "train_steps": step, "epochs": step / self.steps_per_epoch,
@@ -365,6 +424,30 @@ class Controller:
                 "input_wait_seconds": wait, "train_loop_seconds": loop}
 
     # ---------------------------------------------------------------- helpers
+    def _eval_dataset_fn(self, split: str):
+        source = self.data.train if split == "train" and "train" not in self.data.evals else self.data.evals[split]
+        return input_pipeline.eval_dataset_fn(
+            source, global_batch_size=self.config.eval_batch_size or self.config.global_batch_size)
+
+    def _make_predict_batch(self):
+        """A compiled call: one evaluation batch -> (logits, labels, weight) of the global batch, in row order
+        (strategy.gather concatenates the replicas' slices, which are consecutive rows)."""
+        task, model, strategy = self.trainer.task, self.trainer.model, self.strategy
+
+        def replica_step(batch):
+            *parts, weight = batch
+            inputs, labels = task.prepare(parts, seed=None, training=False)
+            return task.forward(model, inputs, training=False), labels, weight
+
+        if self.config.jit_compile and not isinstance(strategy, tf.distribute.TPUStrategy):
+            replica_step = tf.function(replica_step, jit_compile=True)  # the same logits as the eval step
+
+        @tf.function
+        def predict_batch(iterator):
+            outputs = strategy.run(replica_step, args=(next(iterator),))
+            return tuple(strategy.gather(t, axis=0) for t in outputs)
+        return predict_batch
+
     def _train_dataset_fn(self, start_step):
         data, config = self.data, self.config
         if data.synthetic:

@@ -65,7 +65,12 @@ class ExperimentConfig:
     tta_translate: int = option(0, "With --tta: also the images shifted by this many pixels (airbench: 1).")
     eval_transforms: tuple = option((), "Also score the test set under these transforms: flip_ud, flip_lr, "
                                     "rot90, invert.", advanced=True, item=str)
-    plot: bool = option(False, "Write curves.png and activations.png into --model_dir.", advanced=True)
+    plot: bool = option(False, "Write curves.png (rewritten at each evaluation) and activations.png into "
+                        "--model_dir; with --predictions also confusion_matrix.png and wrong_predictions.png.",
+                        advanced=True)
+    predictions: bool = option(True, "After training, the test set's predictions: predictions.npz in --model_dir "
+                               "(logits, labels, indices; logits_<transform> per --eval_transforms) and "
+                               "per_class_accuracy in result.json.", advanced=True)
     train_minutes: float = option(0.0, "> 0: time the step, then train what fits in N minutes here "
                                   "(at most --epochs).")
 
@@ -267,11 +272,14 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
     if data is None:
         data, ds = load_data(exp, config.seed)
-        num_classes, image_shape = ds.num_classes, ds.image_shape
+        num_classes, image_shape, class_names = ds.num_classes, ds.image_shape, ds.class_names
     else:
-        num_classes, image_shape = int(np.max(data.train[1])) + 1, data.train[0].shape[1:]
+        num_classes, image_shape, class_names = int(np.max(data.train[1])) + 1, data.train[0].shape[1:], None
     task, policy = make_task(exp, config, num_classes, image_shape)
     check_for_data(exp, image_shape, policy)
+    data = evaluation.with_eval_subsets(data, config.eval_splits)  # test_a, test_b: the test set's halves
+    from framework.controller import eval_split_names
+    eval_splits = eval_split_names(config, data)  # an unknown split: refused here, before anything is built
     # ... and a run that can start records itself (or moves the old one aside), before the time budget
     # and the model: a refused command leaves the directory as it was.
     check_run_dir(exp, config, strategy=strategy, write=True)
@@ -288,10 +296,19 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         run_config = {**run_config, "train_steps": config.train_steps, "time_budget": budget}
     trainer = framework.build_trainer(config, data, model_fn=model_fn,
                                       optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
-    controller = framework.Controller(trainer, data, config, hooks=hooks, run_config=run_config)
+    live_curves = []  # --plot: curves.png rewritten after each history row
+    if exp.plot and config.model_dir:
+        from trainers import plots
+        live_curves.append(lambda row: plots.write_curves(config.model_dir, task.metric_names, eval_splits))
+    controller = framework.Controller(trainer, data, config, hooks=hooks, eval_hooks=live_curves,
+                                      run_config=run_config)
     result = controller.run()
     if exp.eval_transforms:
         result.update(evaluation.transformed_accuracies(controller, data, exp.eval_transforms))
+    if exp.predictions:
+        result.update(evaluation.write_predictions(controller, task, exp.eval_transforms,
+                                                   class_names=class_names, plot=exp.plot))
+    if exp.eval_transforms or exp.predictions:
         controller.writer.write_json("result.json", result)
     if on_trained is not None:
         on_trained(trainer, data)
@@ -300,7 +317,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         samples = data.evals["test"][0][:8]
         if task.eval_transform is not None:  # crop_to: the model takes the centre crop
             samples = np.asarray(task.eval_transform(samples))
-        plots.write_plots(config.model_dir, trainer.model, samples)
+        plots.write_plots(config.model_dir, trainer.model, samples, metrics=task.metric_names, splits=eval_splits)
     return result
 
 
@@ -316,6 +333,7 @@ def check_run_dir(exp: ExperimentConfig, config: TrainConfig, *, strategy=None, 
     from framework import run_record as record
     # A named dataset is the same wherever its file lives; image_folder/tfrecords data is the folder.
     ignore = () if exp.dataset in FILE_DATASETS else ("data_dir",)
+    ignore += ("predictions", "eval_at_start")  # outputs: they change no training
     ignore += ("data_service",)  # where the input is made: a resume may use another dispatcher (launch's port)
     if write:
         record.prepare(config.model_dir, recorded_config(exp, config), fresh_start=config.fresh_start,
