@@ -44,8 +44,14 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
             "repeats", 1, "Train N fresh models (seeds seed..seed+N-1); report mean/std of test accuracy "
             "and the logit- and probability-averaging ensembles."),
         "sweep": lambda: flags.DEFINE_string(
-            "sweep", "", "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' (tuple values "
-            "with /: widths=64/64,128); writes sweep.md and sweep.json."),
+            "sweep", "", "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' (each value as its "
+            "flag takes it); each cell --repeats times in model_dir/<cell>/repeat_<i>; writes sweep.md, "
+            "sweep.json and compare.md/json/png."),
+        "variants": lambda: flags.DEFINE_string(
+            "variants", "", "Named variants over this command line's flags, one factor at a time, e.g. "
+            "'baseline:;deeper:widths=64,64,64;slow:learning_rate=1e-4 epochs=5' (a variant's flags "
+            "separated by spaces, each value as the flag takes it); each --repeats times in "
+            "model_dir/<variant>/repeat_<i>; writes sweep.md, sweep.json and compare.md/json/png."),
         "verbose": lambda: flags.DEFINE_bool(
             "verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."),
     }
@@ -85,13 +91,15 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
         with exit_codes():
             exp, config = configs_from_flags(name)
             logging.info("%s", describe(exp, config))
-            if FLAGS.sweep:
-                from trainers.repeats import run_sweep
-                run_sweep(exp, config, FLAGS.sweep, FLAGS.repeats)
+            if FLAGS.sweep or FLAGS.variants:
+                from trainers.repeats import sweep
+                sweep(name, FLAGS.recipe if "recipe" in FLAGS else None, grid=FLAGS.sweep,
+                      variants=FLAGS.variants, repeats=FLAGS.repeats, **given_options())
                 return
             if FLAGS.repeats != 1:
-                from trainers.repeats import run_repeats
-                print(json.dumps(run_repeats(exp, config, FLAGS.repeats), indent=1))
+                from trainers.repeats import exports_given, run_repeats
+                print(json.dumps(run_repeats(exp, config, FLAGS.repeats, exports=exports_given(given_options())),
+                                 indent=1))
                 return
             if run is None:
                 from trainers.experiment import run_experiment
@@ -126,12 +134,17 @@ def exit_codes():
 
 def configs_from_flags(name: str):
     """(ExperimentConfig, TrainConfig) for trainer `name`: its recipe with the flags given over it."""
-    given = {**config_flags.flag_dict(ExperimentConfig, given_only=True),
-             **config_flags.flag_dict(TrainConfig, given_only=True)}
+    given = given_options()
     recipe = FLAGS.recipe if "recipe" in FLAGS else None
     if recipe:
         logging.info("recipe: %s", recipes_lib.pick(name, recipe, strategy=FLAGS.strategy))
     return recipes_lib.configs(name, recipe, **given)
+
+
+def given_options() -> dict:
+    """The options the command line gave (ExperimentConfig's and TrainConfig's flags), parsed."""
+    return {**config_flags.flag_dict(ExperimentConfig, given_only=True),
+            **config_flags.flag_dict(TrainConfig, given_only=True)}
 
 
 def describe(*configs) -> str:
