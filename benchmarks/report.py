@@ -121,6 +121,28 @@ def bar_plot(labels, values, *, ylabel, title, errors=None):
     return draw
 
 
+def grouped_bar_plot(labels, series: dict, *, ylabel, title):
+    """Bars side by side per label, one colour per series ({name: values}; None draws no bar)."""
+    def draw(path):
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 3.8))
+        width = 0.8 / max(1, len(series))
+        for i, (name, values) in enumerate(series.items()):
+            xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+            ax.bar(xs, [np.nan if v is None else v for v in values], width, label=name)
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+        plt.setp(ax.get_xticklabels(), rotation=25, ha="right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return draw
+
+
 def _cell(value):
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"

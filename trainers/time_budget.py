@@ -56,11 +56,8 @@ def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, stra
     every = config.lookahead_every or 1
     warmup = max(_WARMUP_STEPS, every)
     chunk = -(-_TIMED_STEPS // every) * every
-    trainer = build_trainer(config.replace(steps_per_fetch=1), data, model_fn=model_fn, optimizer_fn=optimizer_fn,
-                            task=task, strategy=strategy)
-    dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
-                                                 seed=config.seed, host_fn=data.host_fn, **data.pipeline)
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    trainer, iterator = throwaway_loop(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
+                                       task=task, strategy=strategy)
     trainer.run_train(iterator, warmup)  # traces, and fills oneDNN's primitive caches
     trainer.train_results()  # waits for the device
     start = time.perf_counter()
@@ -72,6 +69,16 @@ def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, stra
         trainer.run_train(iterator, (chunks - 1) * chunk)
         trainer.train_results()
     return agreed(strategy, chunks * chunk * config.global_batch_size / (time.perf_counter() - start))
+
+
+def throwaway_loop(*, config, data, model_fn, optimizer_fn, task, strategy):
+    """(trainer, iterator): the run's real train loop on its own model copy, one batch per next(), for
+    timing (and benchmarks.step_profile's trace) before or apart from the run."""
+    trainer = build_trainer(config.replace(steps_per_fetch=1), data, model_fn=model_fn, optimizer_fn=optimizer_fn,
+                            task=task, strategy=strategy)
+    dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
+                                                 seed=config.seed, host_fn=data.host_fn, **data.pipeline)
+    return trainer, iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 
 def _read(model_dir):
