@@ -175,13 +175,13 @@ def test_repeats_report_mean_std_and_ensembles(tmp_path, data_dir):
 
 def test_sweep_writes_a_table(tmp_path, data_dir):
     proc = subprocess.run([sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=1024",
-                           "--epochs=1", "--sweep=learning_rate=0.01,0.0001;widths=32,16/16",
+                           "--epochs=1", "--sweep=learning_rate=0.01,0.0001;widths=32,16",
                            f"--model_dir={tmp_path}", "--export=false"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((tmp_path / "sweep.json").read_text())
-    assert len(rows) == 4 and {r["widths"] for r in rows} == {"32", "16/16"}
+    assert len(rows) == 4 and {r["widths"] for r in rows} == {"32", "16"}  # each value as --widths takes it
     by_lr = {r["learning_rate"]: r["mean"] for r in rows if r["widths"] == "32"}
     assert by_lr["0.01"] > by_lr["0.0001"]  # the table's numbers mean something
     assert "| learning_rate | widths |" in (tmp_path / "sweep.md").read_text()

@@ -73,6 +73,9 @@ class ExperimentConfig:
                                "per_class_accuracy in result.json.", advanced=True)
     train_minutes: float = option(0.0, "> 0: time the step, then train what fits in N minutes here "
                                   "(at most --epochs).")
+    budget_ladder: bool = option(False, "With --train_minutes: also pick the net, the largest rung (widths x "
+                                 "epochs) of trainers/time_budget.py's ladder that fits (the cifar fast recipe's; "
+                                 "off when --widths or --epochs is given).", advanced=True)
 
     def __post_init__(self):
         from framework.data import datasets
@@ -102,6 +105,9 @@ class ExperimentConfig:
             raise ConfigError(f"--widths={','.join(map(str, self.widths))}: widths must be positive")
         if self.train_minutes < 0:
             raise ConfigError(f"--train_minutes={self.train_minutes}: must be >= 0 (0: train --epochs)")
+        from trainers.time_budget import LADDERS
+        if self.budget_ladder and self.model not in LADDERS:
+            raise ConfigError(f"--budget_ladder: no ladder for --model={self.model} (only {', '.join(LADDERS)})")
         if self.tta_translate < 0 or self.tta_translate and not self.tta:
             raise ConfigError(f"--tta_translate={self.tta_translate}: must be >= 0, and needs --tta")
         if not 0.0 <= self.dropout < 1.0:
@@ -266,7 +272,7 @@ def optimizer_fn_for(exp: ExperimentConfig):
 def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), strategy=None,
                    data=None, on_trained=None) -> dict:
     """Train one model and return result.json's contents (also written under config.model_dir).
-    `on_trained(trainer, data)` is called with the trained model's trainer (--repeats' ensembles)."""
+    `on_trained(controller)` is called once the model is trained (--repeats' ensembles: controller.predict)."""
     from trainers import evaluation
     strategy = strategy or framework.prepare_runtime(config)
     check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
@@ -289,11 +295,15 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     model_shape = policy.output_shape(image_shape) if policy is not None else image_shape  # crop_to: smaller
     model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=data.train[0])
     if exp.train_minutes and not config.train_steps:
-        from trainers.time_budget import steps_for_budget
+        from trainers.time_budget import LADDERS, steps_for_budget
         budget = steps_for_budget(exp.train_minutes, config=config, data=data, model_fn=model_fn,
-                                  optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
+                                  optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy,
+                                  ladder=LADDERS[exp.model] if exp.budget_ladder else None, widths=exp.widths)
         config = config.replace(train_steps=budget["train_steps"])
-        run_config = {**run_config, "train_steps": config.train_steps, "time_budget": budget}
+        if budget.get("widths") and tuple(budget["widths"]) != tuple(exp.widths):  # the ladder's rung
+            exp = dataclasses.replace(exp, widths=tuple(budget["widths"]))
+            model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=data.train[0])
+        run_config = {**run_config, "train_steps": config.train_steps, "widths": exp.widths, "time_budget": budget}
     trainer = framework.build_trainer(config, data, model_fn=model_fn,
                                       optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
     live_curves = []  # --plot: curves.png rewritten after each history row
@@ -311,7 +321,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     if exp.eval_transforms or exp.predictions:
         controller.writer.write_json("result.json", result)
     if on_trained is not None:
-        on_trained(trainer, data)
+        on_trained(controller)
     if exp.plot and config.model_dir:
         from trainers import plots
         samples = data.evals["test"][0][:8]

@@ -124,13 +124,13 @@ def _classifier_series(runs) -> dict:
     """run_experiment on each (exp, config), on one copy of the data, with the test-logit ensembles."""
     exp, config = runs[0]
     data, _ = load_data(exp, config.seed)
-    y_test = data.evals["test"][1]
-    results, logits = [], []
-    for exp, config in runs:
+    results, predictions = [], []
+    for exp, config in runs:  # the test logits as the evaluation computes them (TTA included), any strategy
         results.append(run_experiment(exp, config, data=data,
-                                      on_trained=lambda trainer, d: logits.append(test_logits(trainer, d))))
+                                      on_trained=lambda controller: predictions.append(controller.predict("test"))))
     summary = series_summary(results)
-    logits = np.stack(logits)
+    logits = np.stack([p["logits"].astype(np.float64) for p in predictions])
+    y_test = predictions[0]["labels"]
     summary.update(ensemble_logits_accuracy=float(np.mean(np.argmax(logits.mean(0), -1) == y_test)),
                    ensemble_probs_accuracy=float(np.mean(np.argmax(_softmax(logits).mean(0), -1) == y_test)))
     return summary
@@ -151,19 +151,6 @@ def series_summary(results: Sequence[dict]) -> dict:
             values.setdefault(name, []).append(value)
     summary["metrics"] = {name: compare.statistics(v) for name, v in values.items()}
     return summary
-
-
-def test_logits(trainer, data, batch_size: int = 512) -> np.ndarray:
-    """The trained model's test logits as its evaluation computes them (the task's preprocessing and
-    any test-time augmentation)."""
-    import tensorflow as tf
-    x_test, y_test = data.evals["test"]
-    out = []
-    for start in range(0, len(x_test), batch_size):
-        batch = (tf.constant(x_test[start:start + batch_size]), tf.constant(y_test[start:start + batch_size]))
-        images, _ = trainer.task.prepare(batch, seed=None, training=False)
-        out.append(np.asarray(trainer.task.forward(trainer.model, images, training=False), dtype=np.float64))
-    return np.concatenate(out)
 
 
 def _softmax(logits):
@@ -241,6 +228,10 @@ def sweep_cells(model_dir: str, *, build: Callable, config_classes: Sequence, gr
                      f"--variants: variant {name!r}") for name, tokens in parse_variants(variants).items()]
     else:
         table = parse_sweep(grid)
+        fixed = [name for name in table if name in NOT_PER_CELL]
+        if fixed:
+            raise ConfigError(f"--sweep: {' and '.join(fixed)} cannot be swept (each cell gets its own folder "
+                              "under --model_dir)")
         settings = []
         for values in itertools.product(*table.values()):
             written = dict(zip(table, values))
@@ -263,12 +254,19 @@ def sweep(trainer: str, recipe: str | None = "auto", *, grid: str = "", variants
     """`python -m trainers.<trainer> --recipe=<recipe> --sweep=<grid> | --variants=<variants>
     --repeats=N --<option>=<value>...`: each cell's configs are `recipes.configs(trainer, recipe,
     **options, **cell's options)`. Writes sweep.md, sweep.json and compare.md/json/png in model_dir."""
+    cells = recipe_cells(trainer, recipe, grid=grid, variants=variants, smoke=smoke, **options)
+    return run_sweep_cells(os.path.dirname(cells[0].config.model_dir), cells, repeats)
+
+
+def recipe_cells(trainer: str, recipe: str | None = "auto", *, grid: str = "", variants: str = "",
+                 smoke: bool = False, **options) -> list[Cell]:
+    """The cells of `sweep` (each cell's configs: recipes.configs(trainer, recipe, **options, **cell's
+    options)), all built and so validated; nothing is written."""
     from trainers import recipes
     _, config = recipes.configs(trainer, recipe, smoke=smoke, **options)  # the options alone must be valid
-    cells = sweep_cells(config.model_dir, grid=grid, variants=variants, given=options,
-                        config_classes=(recipes.config_class(trainer), TrainConfig),
-                        build=lambda cell: recipes.configs(trainer, recipe, smoke=smoke, **{**options, **cell}))
-    return run_sweep_cells(config.model_dir, cells, repeats)
+    return sweep_cells(config.model_dir, grid=grid, variants=variants, given=options,
+                       config_classes=(recipes.config_class(trainer), TrainConfig),
+                       build=lambda cell: recipes.configs(trainer, recipe, smoke=smoke, **{**options, **cell}))
 
 
 def run_sweep(exp: ExperimentConfig, config: TrainConfig, sweep: str = "", repeats: int = 1, *,
