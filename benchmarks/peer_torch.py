@@ -28,14 +28,20 @@ PEERS_DIR = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 PEER_SCRIPT = os.path.join(PEERS_DIR, "airbench_torch_cpu.py")
 PEER_DATA = os.path.join(os.path.dirname(ROOT), "shared", "datasets", "cifar10_jpeg.npz")
 DEFAULT_VENV = os.path.join(ROOT, ".venv-peer")
-HOW_TO_CREATE = ("python3.11 -m venv .venv-peer && .venv-peer/bin/pip install torch==2.13.0 numpy pillow "
-                 "(see ../shared/peers/README.md), or give --peer_python=PATH / $PEER_PYTHON")
+HOW_TO_CREATE = "python3.11 -m venv .venv-peer && .venv-peer/bin/pip install torch==2.13.0 numpy pillow"
 
 
 def find_python(given: str = "") -> str | None:
     """The peer venv's python: `given`, else $PEER_PYTHON, else .venv-peer/ in the repository; None if absent."""
     path = given or os.environ.get("PEER_PYTHON") or os.path.join(DEFAULT_VENV, "bin", "python")
     return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
+
+
+def skip_line(given: str = "") -> str:
+    """The one line said when the peer's python is not there."""
+    tried = given or os.environ.get("PEER_PYTHON") or os.path.join(DEFAULT_VENV, "bin", "python")
+    return (f"PyTorch peer skipped: no python at {tried}. Create the peer venv in the repository with "
+            f"`{HOW_TO_CREATE}` (../shared/peers/README.md), or give --peer_python=PATH or $PEER_PYTHON.")
 
 
 def run_peer(python: str, *, widths, batch: int, bf16: bool, lookahead: bool, steps: int, warmup: int = 5,

@@ -235,7 +235,7 @@ def main(argv):
     if FLAGS.trainer == "cifar" and FLAGS.peer:
         python = peer_torch.find_python(FLAGS.peer_python)
         if python is None:
-            peer_note = f"PyTorch peer skipped: no peer venv. Create it: {peer_torch.HOW_TO_CREATE}"
+            peer_note = peer_torch.skip_line(FLAGS.peer_python)
             print(peer_note, flush=True)
         else:
             peer = peer_torch.run_peer(python, widths=exp.widths, batch=config.global_batch_size,

@@ -8,8 +8,11 @@ steps, then down to 0.07x. airbench's lr 11.5 and weight decay 0.0153 for a summ
 loss at batch 1024 are, for our mean loss and Keras' decoupled decay, lr 1.5 at batch 1024 (0.375
 at 256: the same per-example step) and weight decay 0.009 per unit of LR.
 
-  fast  A 2-core CPU in 15 minutes (`make train`): the net at 3/8 width (24, 96, 96), as many steps
-        as fit in 11 minutes of training here, at most 10 epochs. Measured in 11 minutes on a 2-core
+  fast  A 2-core CPU in 15 minutes (`make train`): 11 minutes of training, the net and its length chosen
+        by the time budget's ladder (trainers/time_budget.py: the speed measured at 3/8 width (24, 96, 96),
+        then the widest rung that fits, from (24, 96, 96) x 10 epochs up to (64, 256, 256) x 16; on a slow
+        machine the first rung for as many steps as fit). --widths or --epochs turns the ladder off (then
+        at most --epochs, as before). Measured in 11 minutes on a 2-core
         AVX2 CPU: widths (32, 128, 128) with ReLU trained 5.1 epochs to 85.6%; (24, 96, 96) with GELU
         7.9 epochs to 86.4%. Lookahead gained nothing at this length (83.6% with, 84.0% without), nor
         did airbench's alternating flip (`--alternating_flip --augment=crop:padding=2`: 84.85%

@@ -59,7 +59,7 @@ DEFAULTS = {
 RECIPES = {
     "cifar": {
         "fast": dict(widths=(24, 96, 96), activation="gelu", global_batch_size=256, learning_rate=0.375,
-                     epochs=10, train_minutes=11.0, steps_per_loop=25),
+                     epochs=10, train_minutes=11.0, steps_per_loop=25, budget_ladder=True),
         "full": dict(widths=(64, 256, 256), activation="gelu", global_batch_size=1024, learning_rate=1.5,
                      epochs=10, steps_per_loop=49, lookahead_every=5),
     },
@@ -72,7 +72,7 @@ SMOKE = dict(train_examples=512, test_examples=256, global_batch_size=64, epochs
 # Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out here
 # so that this module imports no Keras).
 OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
-MODEL_OPTIONS = ("widths", "activation")  # a recipe's architecture is its model's
+MODEL_OPTIONS = ("widths", "activation", "budget_ladder")  # a recipe's architecture is its model's
 
 
 def trainers() -> tuple:
@@ -150,6 +150,11 @@ def resolve_options(trainer: str, name: str | None = "auto", *, smoke: bool = Fa
     if ("epochs" in options or "train_steps" in options) and "train_minutes" in field_defaults \
             and "train_minutes" not in options:
         values["train_minutes"] = 0.0
+    # The time budget's ladder picks widths and epochs: only when the user gave neither.
+    if ("widths" in options or "epochs" in options) and values.get("budget_ladder"):
+        if options.get("budget_ladder"):
+            raise ConfigError("--budget_ladder picks the widths and epochs: give it without --widths and --epochs")
+        values["budget_ladder"] = False
     dropped = _drop_inapplicable(values, planned, given=options, field_defaults=field_defaults)
     if dropped:
         logging.info("recipe values that do not apply here, dropped: %s", "; ".join(dropped))

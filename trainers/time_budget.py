@@ -5,6 +5,23 @@ About 15 s of the real train loop are timed on a throwaway trainer, then the run
 deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it (the run
 directory's record, `framework.run_record`, holds the user's configuration: train_steps 0 and the
 minutes, not the steps chosen here).
+
+With `--budget_ladder` (the cifar fast recipe's, off as soon as --widths or --epochs is given), the budget
+also picks the net: from the speed measured on the recipe's net, the largest rung of LADDERS[model]
+(widths x epochs) whose estimated training time fits. A rung's cost per example is estimated by its
+convolution FLOPs relative to the measured net's (`conv_flops`): the element-wise ops grow only
+linearly with the width, so wider rungs are, if anything, over-estimated (a fast machine may get one
+rung less than would fit, never a run that overruns). When not even the first rung's epochs fit, the
+first rung trains what fits, as without a ladder. Then train_steps = the rung's epochs, whatever --epochs
+says. The line logged says it all: `time budget: 11.0 min, measured 1,034 ex/s at 24,96,96 -> rung
+32,128,128 x 12 epochs, est. 9.8 min`.
+
+The airbench ladder, batch 256 and the fast recipe's schedule throughout, TTA test accuracy on the shared
+JPEG CIFAR-10 (one run each unless said):
+  24,96,96 x 10     86.49% (5.4 min of training, 2-core Sapphire Rapids, issue 14)
+  32,128,128 x 12   not measured yet
+  48,192,192 x 14   not measured yet
+  64,256,256 x 16   not measured yet (the full recipe, batch 1024 x 10 epochs: 90.6% in 96 min on AVX2)
 """
 import json
 import math
@@ -17,6 +34,10 @@ from framework import build_trainer, input_pipeline, run_record
 from framework.strategies import agreed
 
 BUDGET_FILE = "time_budget.json"
+# model -> rungs (widths, epochs), smallest first: the first is the recipe's own net (measured).
+LADDERS = {
+    "airbench": (((24, 96, 96), 10), ((32, 128, 128), 12), ((48, 192, 192), 14), ((64, 256, 256), 16)),
+}
 _WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
 _TIMED_STEPS = 5   # timed in chunks of this many steps (whole lookahead cycles) ...
 _TIMED_SECONDS = 15.0  # ... as many as fill this long: a 2-core machine's speed wanders by +-15% from one
@@ -24,8 +45,10 @@ _TIMED_SECONDS = 15.0  # ... as many as fill this long: a 2-core machine's speed
 _TIMED_SHARE = 0.05  # ... or this share of the budget, if less
 
 
-def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy) -> dict:
-    """{'train_steps', 'examples_per_sec', 'minutes'}: the steps that fit, at most epochs * per_epoch."""
+def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy,
+                     ladder=None, widths=()) -> dict:
+    """{'train_steps', 'examples_per_sec', 'minutes', ...}: the steps that fit, at most epochs * per_epoch;
+    with `ladder` (rungs of (widths, epochs), the model measured at `widths`), also the rung's 'widths'."""
     # Only a resume reuses the decision (framework.run_record has checked that it is the same run);
     # a new run in the directory (nothing to resume) measures again.
     saved = _read(config.model_dir) if run_record.has_checkpoint(config.model_dir) else None
@@ -36,17 +59,67 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
                                     task=task, strategy=strategy,
                                     seconds=min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60))
     per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
-    fit = int(minutes * 60 * rate / config.global_batch_size)
-    steps = max(1, min(fit, config.epochs * per_epoch))
-    decision = {"minutes": minutes, "global_batch_size": config.global_batch_size,
-                "examples_per_sec": rate, "train_steps": steps, "epochs": steps / per_epoch}
-    logging.info("time budget: %.0f ex/s measured; %g minutes fit %d steps (%.2f epochs; --epochs=%d caps "
-                 "at %d)", rate, minutes, fit, fit / per_epoch, config.epochs, config.epochs * per_epoch)
+    if ladder:
+        decision = choose_rung(minutes, rate, ladder=ladder, measured_widths=widths, steps_per_epoch=per_epoch,
+                               global_batch_size=config.global_batch_size, image_size=data.train[0].shape[1])
+        logging.info("%s", decision["line"])
+    else:
+        fit = int(minutes * 60 * rate / config.global_batch_size)
+        steps = max(1, min(fit, config.epochs * per_epoch))
+        decision = {"minutes": minutes, "global_batch_size": config.global_batch_size,
+                    "examples_per_sec": rate, "train_steps": steps, "epochs": steps / per_epoch}
+        logging.info("time budget: %.0f ex/s measured; %g minutes fit %d steps (%.2f epochs; --epochs=%d caps "
+                     "at %d)", rate, minutes, fit, fit / per_epoch, config.epochs, config.epochs * per_epoch)
     if config.model_dir:
         os.makedirs(config.model_dir, exist_ok=True)
         with open(os.path.join(config.model_dir, BUDGET_FILE), "w") as f:
             json.dump(decision, f, indent=2)
     return decision
+
+
+def choose_rung(minutes: float, examples_per_sec: float, *, ladder, measured_widths, steps_per_epoch: int,
+                global_batch_size: int, image_size: int = 32) -> dict:
+    """The largest rung of `ladder` whose training fits `minutes` at `examples_per_sec` (measured on
+    `measured_widths`, scaled by conv FLOPs); the first rung cut to what fits when none does. Pure Python."""
+    measured = conv_flops(measured_widths, image_size)
+
+    def estimate_minutes(widths, steps):
+        return steps * global_batch_size / (examples_per_sec * measured / conv_flops(widths, image_size)) / 60
+
+    chosen = None
+    for widths, epochs in ladder:
+        steps = epochs * steps_per_epoch
+        if estimate_minutes(widths, steps) <= minutes:
+            chosen = (tuple(widths), epochs, steps)
+    if chosen is None:  # even the first rung's epochs do not fit: it trains what does
+        widths, epochs = ladder[0]
+        fit = int(minutes / estimate_minutes(widths, 1))
+        chosen = (tuple(widths), epochs, max(1, min(fit, epochs * steps_per_epoch)))
+    widths, epochs, steps = chosen
+    estimate = estimate_minutes(widths, steps)
+    shown = f"{epochs} epochs" if steps == epochs * steps_per_epoch else \
+        f"{steps / steps_per_epoch:.2f} epochs (of {epochs}: no rung fits)"
+    line = (f"time budget: {minutes:.1f} min, measured {examples_per_sec:,.0f} ex/s at "
+            f"{','.join(map(str, measured_widths))} -> rung {','.join(map(str, widths))} x {shown}, "
+            f"est. {estimate:.1f} min")
+    return {"minutes": minutes, "global_batch_size": global_batch_size, "examples_per_sec": examples_per_sec,
+            "measured_widths": list(measured_widths), "widths": list(widths), "train_steps": steps,
+            "epochs": steps / steps_per_epoch, "estimated_minutes": estimate, "line": line}
+
+
+def conv_flops(widths, image_size: int = 32, channels: int = 3) -> int:
+    """Forward FLOPs of airbench's convolutions for one image (trainers/airbench_net.py): the 2x2 whitening
+    conv (valid), then per group a 3x3 conv, a 2x2 max-pool, a 3x3 conv (same padding)."""
+    whiten = 2 * 2 * 2 * channels  # 2 x p*p*c filters
+    size = image_size - 1
+    flops = 2 * size * size * 2 * 2 * channels * whiten
+    previous = whiten
+    for width in widths:
+        flops += 2 * size * size * 9 * previous * width
+        size //= 2
+        flops += 2 * size * size * 9 * width * width
+        previous = width
+    return flops
 
 
 def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy, seconds: float) -> float:
