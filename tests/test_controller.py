@@ -197,6 +197,9 @@ def test_target_on_a_train_metric_stops_at_the_epoch_that_meets_it(tmp_path):
                               r"accuracy, reg_loss, grad_norm, learning_rate, test_loss, test_accuracy"),
     (dict(monitor="val_accuracy"), r"--monitor='val_accuracy': 'val_accuracy' is not a metric"),
     (dict(target="skipped_steps<=1"), r"'skipped_steps' is not a metric"),  # fp16 only
+    (dict(target="train_loss<=0.4"), r"train_loss is the training set evaluated \(add train to --eval_splits\), "
+                                     r"loss the running mean of the epoch's train steps"),
+    (dict(eval_splits=("test", "val")), r"--eval_splits=test,val: no split 'val' in this run; valid: train, test"),
 ])
 def test_unknown_metric_in_target_or_monitor_is_refused_before_training(flags, message):
     cfg, data = h.config(**flags), h.mnist_data()
@@ -204,6 +207,35 @@ def test_unknown_metric_in_target_or_monitor_is_refused_before_training(flags, m
     with pytest.raises(ConfigError, match=message):
         framework.Controller(trainer, data, cfg)
     assert int(trainer.step.numpy()) == 0
+
+
+def test_train_split_evaluated_each_epoch_and_a_target_on_it(tmp_path):
+    """--eval_splits=train,test: the training set evaluated (train_loss) beside the steps' running mean (loss);
+    a target on train_loss stops the run at the first epoch that meets it."""
+    cfg = h.config(model_dir=str(tmp_path), epochs=10, eval_splits=("train", "test"), target="train_loss<=0.35")
+    result = framework.train(cfg, h.mnist_data(train=1024), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert result["stop_reason"] == "target" and 1 < len(history["step"]) < 10
+    assert history["train_loss"][-1] <= 0.35 < min(history["train_loss"][:-1])
+    assert history["train_loss"] != history["loss"] and history["train_accuracy"] != history["test_accuracy"]
+    assert result["train_loss"] == history["train_loss"][-1]  # the final evaluation reuses the last one
+
+
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
+def test_predict_returns_every_test_example_in_order(strategy):
+    """500 test examples in batches of 32 (the last one padded), on 1 or 2 replicas: each row once, in the
+    test set's order, and the logits give the evaluation's accuracy."""
+    cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0)
+    data = h.mnist_data(train=512, test=500)
+    trainer = make_trainer(cfg, data)
+    controller = framework.Controller(trainer, data, cfg)
+    trainer.run_train(train_iterator(trainer, data, cfg), 8)
+    found = controller.predict("test")
+    assert np.array_equal(found["indices"], np.arange(500)) and np.array_equal(found["labels"], data.evals["test"][1])
+    images = data.evals["test"][0][:5].astype("float32") / 255.0
+    np.testing.assert_allclose(found["logits"][:5], trainer.model(images, training=False), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.mean(found["logits"].argmax(-1) == found["labels"]),
+                               controller.evaluate("test")["test_accuracy"], atol=1e-6)
 
 
 # ---------------------------------------------------------------- the loop plan line
