@@ -11,7 +11,23 @@ image shape and the class names.
 
     python -m framework.data.tfrecords --dataset=cifar10 --out_dir=DIR [--data_dir=DIR] [--num_shards=N]
     python -m framework.data.tfrecords --image_folder=PATH --out_dir=DIR [--image_size=64] [--on_corrupt=skip]
+
+`load_tfrecord_dataset` reads every shard into memory; `list_tfrecords` returns `RecordShards` sources that
+stream them while training (bounded memory). What a streamed training run guarantees:
+    - epoch e reads the shards in the order `epoch_permutation(num_shards, seed, e)`, interleaving
+      `cycle_length` of them record by record, then permutes each block of `shuffle_buffer` consecutive
+      records with a stateless permutation of (seed, e, block) (at most that many records are held); each
+      epoch is its first
+      steps_per_epoch * global_batch_size records (the remainder is dropped, as for arrays);
+    - so the whole record order is a function of (seed, epoch), and a resume at step S is exact: it starts
+      at epoch S // steps_per_epoch and skips the records before S (read again, not parsed), so the batches
+      after S are those of an uninterrupted run (tests/test_tfrecords.py checks this);
+    - with several input pipelines, each reads every shard and parses only its own slice of each global
+      batch: no record twice, none missing, the same batches as one pipeline (files are read P times);
+    - `{split}.json`'s counts are trusted: a shard cut short ends its epochs early without an error (the
+      in-memory path checks the counts). Without `{split}.json` the shards are counted once, by reading them.
 """
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +40,8 @@ from absl import flags
 
 from framework.data import datasets
 from framework.data.datasets import ArrayDataset, DataError, tf_error_text
+from framework.input_pipeline import (AUTOTUNE, DatasetFn, StreamedSource, _eval_indices, _finish,
+                                      _split_for_replicas, check_train_stream, epoch_permutation)
 
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 _FORMAT = "tfloops-raw-uint8-v1"
@@ -228,6 +246,175 @@ def load_tfrecord_dataset(directory: str, *, name: str | None = None) -> ArrayDa
     val = splits.get("val", (None, None))
     return ArrayDataset(name or os.path.basename(os.path.normpath(directory)), *splits["train"], *splits["test"],
                         tuple(class_names), x_val=val[0], y_val=val[1])
+
+
+class RecordShards(StreamedSource):
+    """TFRecord shards of one split streamed while training (the guarantees are in the module docstring)."""
+
+    def __init__(self, files: Sequence[str], num_examples: int, stored_shape: Sequence[int], *,
+                 image_size: int | None = None, cycle_length: int = 8, shuffle_buffer: int = 10_000):
+        self.files, self.num_examples = tuple(files), int(num_examples)
+        self.stored_shape = tuple(int(d) for d in stored_shape)
+        height, width, channels = self.stored_shape
+        self.image_shape = (image_size, image_size, channels) if image_size else self.stored_shape
+        self.example_spec = (tf.TensorSpec(self.image_shape, tf.uint8), tf.TensorSpec([], tf.int32))
+        self.cycle_length, self.shuffle_buffer = min(cycle_length, len(self.files)), shuffle_buffer
+
+    def parse(self, records):
+        """Serialized records [...] -> (uint8 images [..., H, W, C], int32 labels [...])."""
+        shape = tf.shape(records)
+        f = tf.io.parse_example(tf.reshape(records, [-1]), _FEATURES)
+        ok = tf.reduce_all(tf.equal(f["shape"], self.stored_shape)) & tf.reduce_all(f["label"] >= 0)
+        check = tf.debugging.Assert(ok, [f"Malformed TFRecord example in {os.path.dirname(self.files[0])}: "
+                                         f"image shape other than {self.stored_shape} or label missing; rewrite "
+                                         "the shards with python -m framework.data.tfrecords"])
+        with tf.control_dependencies([check]):
+            images = tf.reshape(tf.io.decode_raw(f["image"], tf.uint8), [-1, *self.stored_shape])
+        if self.image_shape != self.stored_shape:
+            images = tf.image.resize(images, self.image_shape[:2], antialias=True)
+            images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+        images = tf.reshape(images, tf.concat([shape, self.image_shape], 0))
+        return images, tf.reshape(tf.cast(f["label"], tf.int32), shape)
+
+    def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
+                         host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
+                         prefetch=AUTOTUNE) -> DatasetFn:
+        if example_fn is not None:
+            raise ValueError("an example_fn (e.g. --alternating_flip) needs example ids, which streamed TFRecord "
+                             "shards do not have; load them in memory (--data_in_memory=yes)")
+        per_epoch = check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
+        start_epoch, skip = divmod(start_step, per_epoch)
+        batch = global_batch_size
+
+        def epoch_batches(epoch):
+            names = tf.gather(tf.constant(self.files), epoch_permutation(len(self.files), seed, epoch))
+            records = tf.data.Dataset.from_tensor_slices(names).interleave(
+                tf.data.TFRecordDataset, cycle_length=self.cycle_length, block_length=1,
+                num_parallel_calls=AUTOTUNE, deterministic=True)
+            # A stateless block shuffle: each run of `shuffle_buffer` records is permuted by (seed, epoch,
+            # block). Unlike Dataset.shuffle (whose seed is a Python int, or mixed with the global seed),
+            # the order is a function of (seed, epoch) alone.
+            def permute(block, window):
+                key = tf.random.experimental.stateless_fold_in(tf.stack([tf.cast(seed, tf.int64), epoch]), block)
+                return tf.gather(window, tf.argsort(tf.random.stateless_uniform(tf.shape(window), key), stable=True))
+
+            records = records.batch(self.shuffle_buffer).enumerate().map(permute).unbatch()
+            return records.take(per_epoch * batch).batch(batch, drop_remainder=True)
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            # Skipped batches are raw strings: read again on resume, never parsed.
+            batches = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches).skip(skip)
+            if host_fn is None:
+                chunks = _split_for_replicas(batches.batch(steps_per_fetch, drop_remainder=True), ctx, batch)
+                return _finish(chunks.map(self.parse, num_parallel_calls=num_parallel_calls), prefetch)
+            steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
+            tagged = _split_for_replicas(tf.data.Dataset.zip(batches.batch(1), steps), ctx, batch, tagged=True)
+            load = lambda records, step, replica: tuple(  # noqa: E731
+                tf.expand_dims(t, 0) for t in host_fn(self.parse(records[0]), step, replica))
+            return _finish(tagged.map(load, num_parallel_calls=num_parallel_calls), prefetch)
+
+        return dataset_fn
+
+    def eval_dataset_fn(self, *, global_batch_size: int) -> tuple[DatasetFn, int]:
+        _, weight, num_batches = _eval_indices(self.num_examples, global_batch_size)
+        padding = num_batches * global_batch_size - self.num_examples
+
+        def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+            records = self._in_order()
+            records = records.take(self.num_examples).concatenate(records.take(1).repeat(padding))
+            pairs = tf.data.Dataset.zip(records.batch(global_batch_size), tf.data.Dataset.from_tensor_slices(weight))
+            batches = _split_for_replicas(pairs.repeat(), ctx, global_batch_size)
+            return _finish(batches.map(lambda r, w: (*self.parse(r), w), num_parallel_calls=AUTOTUNE))
+
+        return dataset_fn, num_batches
+
+    def head(self, n: int) -> tuple[np.ndarray, ...]:
+        records = next(iter(self._in_order().batch(min(n, self.num_examples))))
+        return tuple(t.numpy() for t in self.parse(records))
+
+    def _in_order(self) -> tf.data.Dataset:
+        """Every record in file-name order (the written order), several files read ahead."""
+        return tf.data.Dataset.from_tensor_slices(list(self.files)).interleave(
+            tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedShards:
+    """The train/test (and val) shards of a directory, listed for streaming: `splits` of RecordShards."""
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    splits: dict
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def decoded_bytes(self) -> int:
+        return sum(s.num_examples for s in self.splits.values()) * int(np.prod(self.image_shape))
+
+
+def list_tfrecords(directory: str, *, image_size: int | None = None, name: str | None = None,
+                   **shard_options) -> StreamedShards:
+    """The shards in `directory` for streaming. Checked up front, before any training: every shard
+    `{split}.json` lists is there, and the first record of every shard parses as one of ours (a file that
+    is not TFRecord fails here, naming it). `shard_options`: RecordShards' cycle_length, shuffle_buffer."""
+    splits, class_names, shapes = {}, None, {}
+    for split in ("train", "test", "val"):
+        pattern = os.path.join(directory, f"{split}-*-of-*.tfrecord")
+        if split == "val" and not tf.io.gfile.glob(pattern):
+            continue
+        files = _files(pattern)
+        index = _read_index(os.path.join(directory, f"{split}.json"))
+        missing = sorted(set(index.get("shards", {})) - {os.path.basename(f) for f in files})
+        if missing:
+            raise DataError(f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
+                            f"again or write the shards again")
+        for path in files:
+            shapes.setdefault(_first_record_shape(path), path)
+        counts = index.get("shards", {})
+        if all(os.path.basename(f) in counts for f in files):
+            count = sum(counts[os.path.basename(f)] for f in files)
+        else:  # no index: count the records once
+            count = sum(1 for _ in tf.data.TFRecordDataset(files))
+        splits[split] = (files, count)
+        class_names = class_names or index.get("class_names")
+    if len(shapes) > 1:
+        (s1, f1), (s2, f2) = list(shapes.items())[:2]
+        raise DataError(f"{directory}: the shards hold images of different sizes, e.g. {f1} {s1} and {f2} {s2}")
+    stored = next(iter(shapes))
+    if class_names is None:  # shards written without names: number the classes from the first records
+        labels = tfrecords_labels_head([f for files, _ in splits.values() for f in files])
+        class_names = [str(i) for i in range(int(max(labels)) + 1)]
+    sources = {split: RecordShards(files, count, stored, image_size=image_size, **shard_options)
+               for split, (files, count) in splits.items()}
+    return StreamedShards(name or os.path.basename(os.path.normpath(directory)), tuple(class_names),
+                          sources["train"].image_shape, sources)
+
+
+def _first_record_shape(path) -> tuple[int, ...]:
+    """The image shape of a shard's first record; DataError naming the file if it is not one of ours."""
+    try:
+        record = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+        if record is None:
+            raise DataError(f"{path}: empty TFRecord file; write the shards again")
+        f = tf.io.parse_single_example(record, _FEATURES)
+    except tf.errors.OpError as e:
+        raise DataError(f"{path}: not a TFRecord file of images, or corrupt ({tf_error_text(e)}); write it "
+                        f"with python -m framework.data.tfrecords") from e
+    shape = tuple(int(d) for d in f["shape"].numpy())
+    if min(shape) <= 0 or int(f["label"]) < 0 or len(f["image"].numpy()) != int(np.prod(shape)):
+        raise DataError(f"{path}: its records are not images written by python -m framework.data.tfrecords "
+                        f"(image, shape or label missing or inconsistent); write it again")
+    return shape
+
+
+def tfrecords_labels_head(files, n: int = 10_000) -> np.ndarray:
+    """Labels of the first `n` records (to number the classes of shards written without names)."""
+    labels = tf.data.TFRecordDataset(files).take(n).map(
+        lambda r: tf.io.parse_single_example(r, _FEATURES)["label"])
+    return np.fromiter(labels.as_numpy_iterator(), np.int64)
 
 
 def convert(ds: ArrayDataset, out_dir: str, num_shards: int = 1) -> dict[str, list[str]]:
