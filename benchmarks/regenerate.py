@@ -7,7 +7,8 @@ left warm by the one before), one after the other: timings on a shared machine a
 something when nothing else runs. On the 2-core CPU of these reports, roughly 25 minutes in all:
 soak 10, input_vs_step/cifar about 5 (six short trainings of the fast recipe), loop_vs_fit about 2-3
 per model (our loop and four `fit` settings, two epochs each, twice); the streamed input_vs_step cases
-(cifar_jpeg, folder, memory: not yet timed at full size) add a few minutes each.
+(cifar_jpeg, folder, memory: not yet timed at full size) add a few minutes each; step_profile and vs_peer
+(issue 14, not yet timed at full size) a few minutes each, more with the PyTorch peer's venv.
 
 `--smoke` runs each benchmark at test size (seconds, figures meaningless) into --out, which the
 tests use to check that every report can still be made and carries its commit.
@@ -35,6 +36,13 @@ REPORTS = {
     "input_vs_step/memory": ("benchmarks.input_vs_step", ["--case=memory", "--memory_gb=3", "--memory_epochs=3"],
                              ["--smoke", "--memory_gb=0.03", "--memory_epochs=2"]),
     "soak": ("benchmarks.soak", ["--minutes=10"], ["--minutes=0.02", "--checkpoint_every=50"]),
+    # Issue 14: where the step's time goes (ours and the PyTorch peer's, when its venv is there) and the ratio.
+    "step_profile/cifar_fast_bf16": ("benchmarks.step_profile", ["--recipe=fast", "--mixed_precision=bf16",
+                                                                 "--onednn_verbose"], ["--smoke", "--nopeer"]),
+    "step_profile/cifar_fast_none": ("benchmarks.step_profile", ["--recipe=fast", "--mixed_precision=none",
+                                                                 "--onednn_verbose"], ["--smoke", "--nopeer"]),
+    "vs_peer/fast": ("benchmarks.vs_peer", ["--net=fast", "--precision=both"], ["--smoke"]),
+    "vs_peer/full": ("benchmarks.vs_peer", ["--net=full", "--precision=both"], ["--smoke"]),
 }
 
 flags.DEFINE_list("only", [], f"Reports to make (default: all): {', '.join(REPORTS)}.")

@@ -65,20 +65,26 @@ _OP_EVENT = re.compile(r"^(.*[^:]):([A-Za-z_]\w*)$")  # "scope/name:OpType"; not
 _LOOP_PREFIX = re.compile(r"(while/body/_\d+/|while/)")  # the compiled loop's frames around the step's ops
 _PS_PER_MS = 1e9
 
-flags.DEFINE_enum("trainer", "cifar", ["cifar", "mnist", "fashion_mnist"], "Trainer whose recipe to profile.")
-flags.DEFINE_string("recipe", "auto", "The trainer's recipe (auto: full on a GPU/TPU, fast on a CPU).")
-flags.DEFINE_integer("steps", 200, "Steps traced (after --warmup).")
-flags.DEFINE_integer("warmup", 10, "Steps run first, untraced (tracing, oneDNN's primitive caches).")
-flags.DEFINE_string("mixed_precision", "", "Override the recipe's precision: none, bf16, fp16 ('' = the recipe's).")
-flags.DEFINE_bool("onednn_verbose", False, "Also run a few steps with ONEDNN_VERBOSE=1 and summarize the "
-                  "primitives by ISA and the reorders.")
-flags.DEFINE_integer("onednn_steps", 6, "--onednn_verbose: training steps of that run.")
-flags.DEFINE_bool("peer", True, "cifar: also profile the PyTorch peer (skipped with one line when its venv is absent).")
-flags.DEFINE_string("peer_python", "", "The peer venv's python (default $PEER_PYTHON, else .venv-peer/bin/python).")
-flags.DEFINE_integer("peer_steps", 0, "Steps of the peer profiled (0 = --steps).")
-flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/step_profile/<trainer>_<recipe>_<precision>).")
-flags.DEFINE_bool("smoke", False, "Test size (the recipe's smoke variant): figures meaningless.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The command line, defined only when run as a program (the tests import this module beside others)."""
+    flags.DEFINE_enum("trainer", "cifar", ["cifar", "mnist", "fashion_mnist"], "Trainer whose recipe to profile.")
+    flags.DEFINE_string("recipe", "auto", "The trainer's recipe (auto: full on a GPU/TPU, fast on a CPU).")
+    flags.DEFINE_integer("steps", 200, "Steps traced (after --warmup).")
+    flags.DEFINE_integer("warmup", 10, "Steps run first, untraced (tracing, oneDNN's primitive caches).")
+    flags.DEFINE_string("mixed_precision", "", "Override the recipe's precision: none, bf16, fp16 ('' = the recipe's).")
+    flags.DEFINE_bool("onednn_verbose", False, "Also run a few steps with ONEDNN_VERBOSE=1 and summarize the "
+                      "primitives by ISA and the reorders.")
+    flags.DEFINE_integer("onednn_steps", 6, "--onednn_verbose: training steps of that run.")
+    flags.DEFINE_bool("peer", True, "cifar: also profile the PyTorch peer (skipped with one line when its venv "
+                      "is absent).")
+    flags.DEFINE_string("peer_python", "", "The peer venv's python (default $PEER_PYTHON, else .venv-peer/bin/python).")
+    flags.DEFINE_integer("peer_steps", 0, "Steps of the peer profiled (0 = --steps).")
+    flags.DEFINE_string("out", "", "Report folder (default "
+                        "benchmarks/reports/step_profile/<trainer>_<recipe>_<precision>).")
+    flags.DEFINE_bool("smoke", False, "Test size (the recipe's smoke variant): figures meaningless.")
 
 
 def categorize(op_type: str, scope: str) -> str:
@@ -136,7 +142,7 @@ def onednn_summary(log_text: str, steps: int) -> dict:
             continue
         fields = line.split(",")
         if "isa:" in line and "info" in fields:
-            max_isa = line.split("isa:", 1)[1].split(",")[0].strip()
+            max_isa = line.split("isa:", 1)[1].strip()  # the rest of the line: the name has commas
         if "exec" not in fields:
             continue
         i = fields.index("exec")
@@ -252,8 +258,8 @@ def main(argv):
                        peer_shares={c: v / peer_total for c, v in peer["self_ms"].items()})
     onednn = None
     if FLAGS.onednn_verbose:
-        onednn = run_onednn_verbose(FLAGS.trainer, recipe if recipe != "defaults" else "", 2 if FLAGS.smoke else FLAGS.onednn_steps,
-                                    FLAGS.mixed_precision, FLAGS.smoke)
+        onednn = run_onednn_verbose(FLAGS.trainer, recipe if recipe != "defaults" else "",
+                                    2 if FLAGS.smoke else FLAGS.onednn_steps, FLAGS.mixed_precision, FLAGS.smoke)
         summary["onednn"] = {k: v for k, v in onednn.items() if k != "primitives"}  # all of them: onednn.json
     everything_else = sorted(((k.split(" / ", 1)[1], v) for k, v in by_op.items() if k.startswith("everything else")),
                              key=lambda kv: -kv[1])[:12]
@@ -312,7 +318,8 @@ def _append_details(out, steps, everything_else, peer, onednn) -> None:
         lines += [f"| {op['op']} | {op['self_ms'] / peer['steps']:.3f} |" for op in peer["ops"][:15]]
         lines += ["", f"PyTorch command: `{peer['command']}`"]
     if onednn:
-        lines += ["", f"## oneDNN primitives (ONEDNN_VERBOSE=1, CPU's best ISA: {onednn['max_isa'] or 'not printed'})",
+        best = onednn["max_isa"] or "not printed"
+        lines += ["", f"## oneDNN primitives (ONEDNN_VERBOSE=1, CPU's best ISA: {best})",
                   "", f"`{onednn['command']}`", "",
                   f"{onednn['reorders']} reorders ({onednn['reorders_per_step']:.1f} per training step); all "
                   f"primitives {onednn['total_ms']:.0f} ms.", "",
@@ -324,4 +331,5 @@ def _append_details(out, steps, everything_else, peer, onednn) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -94,3 +94,70 @@ def test_smoke_report_carries_the_commit_and_parses(name, smoke_reports):
             assert any(fix in s for s in settings), (fix, settings)
         for row in report["rows"]:
             assert row["input alone ex/s"] > 0 and row["combined ex/s"] > 0 and 0 <= row["input wait"] <= 1, row
+
+
+
+@pytest.fixture(scope="module")
+def issue14_smokes(tmp_path_factory, data_dir):
+    """benchmarks.step_profile (no peer) and benchmarks.vs_peer without a peer venv, at smoke size, at once."""
+    out = tmp_path_factory.mktemp("issue14")
+    commands = {"step_profile": ["benchmarks.step_profile", "--smoke", "--nopeer"],
+                "vs_peer": ["benchmarks.vs_peer", "--smoke", "--precision=fp32", f"--peer_python={out}/no_python"]}
+    procs = {name: subprocess.Popen([sys.executable, "-m", *args, f"--out={out / name}"], cwd=ROOT, env=_env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, args in commands.items()}
+    outputs = {name: proc.communicate(timeout=400)[0] for name, proc in procs.items()}
+    return out, {name: (procs[name].returncode, outputs[name]) for name in commands}
+
+
+@pytest.mark.xdist_group("benchmark_smoke")
+def test_step_profile_names_where_the_step_goes(issue14_smokes):
+    from benchmarks.step_profile import CATEGORIES
+    out, runs = issue14_smokes
+    returncode, output = runs["step_profile"]
+    assert returncode == 0, output[-3000:]
+    report = json.loads((out / "step_profile" / "report.json").read_text())
+    shares = report["ours_shares"]
+    assert list(shares) == list(CATEGORIES) and [r["category"] for r in report["rows"]] == list(CATEGORIES)
+    assert sum(shares.values()) == pytest.approx(1.0) and report["ours_op_ms_per_step"] > 0
+    # The rules find the airbench step's ops by their real names: each kind of op is there ...
+    for category in ("conv forward", "conv backward-input", "conv backward-filter", "BatchNorm", "activation",
+                     "pooling", "optimizer update", "augmentation"):
+        assert shares[category] > 0, (category, shares)
+    assert shares["everything else"] < 0.2, report["everything_else_top"]  # ... and little is left unnamed
+    assert report["ours_examples_per_sec"] > 0 and report["smoke"] is True
+    assert (out / "step_profile" / "shares.png").stat().st_size > 1000
+
+
+@pytest.mark.xdist_group("benchmark_smoke")
+def test_vs_peer_without_the_peer_venv_says_how_and_still_measures_ours(issue14_smokes):
+    out, runs = issue14_smokes
+    returncode, output = runs["vs_peer"]
+    assert returncode == 0, output[-3000:]
+    skipped = [line for line in output.splitlines() if "PyTorch peer skipped" in line]
+    assert len(skipped) == 1 and "python3.11 -m venv .venv-peer" in skipped[0], output[-2000:]
+    report = json.loads((out / "vs_peer" / "report.json").read_text())
+    (row,) = report["rows"]
+    assert row["ours ex/s"] > 0 and row["PyTorch ex/s"] == "skipped" and row["ours/PyTorch"] == "n/a"
+    assert report["peer"] is False and report["fp32_ours_examples_per_sec"] == row["ours ex/s"]
+
+
+def test_onednn_verbose_summary_counts_primitives_by_isa_and_reorders():
+    from benchmarks.step_profile import onednn_summary
+    log = "\n".join([
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,"
+        "src:bf16::blocked:acdb::f0,,alg:convolution_direct,mb256_ic24oc96_ih31oh31kh3,0.5",
+        "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,"
+        "src:bf16::blocked:acdb::f0,,alg:convolution_direct,mb256_ic24oc96_ih31oh31kh3,0.25",
+        "onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx512_core_bf16,forward_training,src:bf16,,alg,desc,0.1",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:abcd dst:bf16,,,2x3,0.05",
+        "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_f32::blocked:ab:f0,,,2568x12:12x24,2.0",
+        "not a oneDNN line"])
+    summary = onednn_summary(log, steps=2)
+    assert summary["max_isa"].startswith("Intel AVX-512") and summary["reorders"] == 1
+    assert summary["reorders_per_step"] == 0.5 and summary["total_ms"] == pytest.approx(2.9)
+    assert summary["isa_ms"] == pytest.approx({"avx10_1_512_amx": 0.75, "avx512_core_bf16": 0.1, "uni": 0.05,
+                                               "(not named)": 2.0})
+    conv = summary["primitives"][1]
+    assert (conv["kind"], conv["implementation"], conv["count"]) == ("convolution", "brg_conv_fwd", 2)

@@ -73,18 +73,18 @@ def test_the_ladder_applies_only_when_neither_widths_nor_epochs_is_given():
 def test_a_budgeted_run_trains_the_chosen_rung(tmp_path, data_dir, monkeypatch, caplog):
     from trainers import models
     from trainers.experiment import run_experiment
-    # 2 steps per epoch of 16; at a fake 60 ex/s, 0.3 minutes fit 32,128,128 x 12 (0.18 min) but not
-    # 48,192,192 x 14 (0.43 min).
+    # 1 step per epoch of 16; at a fake 60 ex/s, 0.15 minutes fit 32,128,128 x 12 (0.09 min) but not
+    # 48,192,192 x 14 (0.22 min).
     monkeypatch.setattr(time_budget, "measure_examples_per_sec", lambda **kwargs: 60.0)
-    exp, config = recipes.configs("cifar", "fast", smoke=True, train_examples=32, test_examples=32,
-                                  global_batch_size=16, train_steps=0, train_minutes=0.3, steps_per_loop=2,
+    exp, config = recipes.configs("cifar", "fast", smoke=True, train_examples=16, test_examples=32,
+                                  global_batch_size=16, train_steps=0, train_minutes=0.15, steps_per_loop=2,
                                   tta=False, mixed_precision="none", model_dir=str(tmp_path))
     assert exp.budget_ladder and exp.widths == FAST and config.epochs == 1  # the smoke's --epochs: not a cap
     with caplog.at_level(logging.INFO):
         result = run_experiment(exp, config)
     decided = json.loads((tmp_path / time_budget.BUDGET_FILE).read_text())
-    assert decided["widths"] == [32, 128, 128] and decided["train_steps"] == 24 == result["train_steps"]
-    assert "-> rung 32,128,128 x 12 epochs, est. 0.2 min" in caplog.text
+    assert decided["widths"] == [32, 128, 128] and decided["train_steps"] == 12 == result["train_steps"]
+    assert "-> rung 32,128,128 x 12 epochs, est. 0.1 min" in caplog.text
     wide = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=(32, 128, 128), seed=0)
     assert result["trainable_params"] == sum(int(w.shape.num_elements()) for w in wide.trainable_weights)
     assert list(result["config"]["widths"]) == [32, 128, 128]
