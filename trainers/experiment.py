@@ -27,6 +27,8 @@ class ExperimentConfig:
                            "the folder to read for image_folder / tfrecords.")
     on_corrupt: str = option("fail", "image_folder: 'skip' skips (and counts) undecodable images; 'fail' stops.",
                              advanced=True)
+    data_in_memory: str = option("auto", "image_folder / tfrecords: 'yes' decodes all into memory, 'no' streams "
+                                 "from disk while training, 'auto' streams above 2 GB decoded.", advanced=True)
     classes: tuple = option((), "Keep only these class ids, re-indexed 0..N-1, e.g. --classes=3,5.", advanced=True)
     train_examples: int = option(0, "Train on a random subset of N examples (0 = all).")
     test_examples: int = option(0, "Score on a fixed random test subset of N examples, the same for every "
@@ -82,6 +84,10 @@ class ExperimentConfig:
         from trainers import models, optimizers
         _choice("dataset", self.dataset, datasets.DATASETS + FILE_DATASETS)
         _choice("on_corrupt", self.on_corrupt, ("fail", "skip"))
+        _choice("data_in_memory", self.data_in_memory, ("auto", "yes", "no"))
+        if self.data_in_memory == "no" and self.dataset not in FILE_DATASETS:
+            raise ConfigError(f"--data_in_memory=no streams files: it needs --dataset=image_folder or tfrecords, "
+                              f"not --dataset={self.dataset} (a named dataset is held in memory)")
         if self.dataset in FILE_DATASETS and not self.data_dir:
             raise ConfigError(f"--dataset={self.dataset} needs --data_dir=PATH (the folder to read)")
         _choice("model", self.model, models.MODELS)
@@ -155,6 +161,9 @@ def load_data(exp: ExperimentConfig, seed: int):
     """Arrays after the user's subsets, as the engine's `Data`, plus the dataset description."""
     from framework.controller import Data
     from framework.data import datasets
+    streamed = _streamed_files(exp, seed) if exp.dataset in FILE_DATASETS else None
+    if streamed is not None:
+        return streamed
     if exp.dataset == "image_folder":
         from framework.data.image_folder import load_image_folder
         ds = load_image_folder(exp.data_dir, image_size=exp.image_size or None, on_corrupt=exp.on_corrupt,
@@ -179,6 +188,84 @@ def load_data(exp: ExperimentConfig, seed: int):
         from augment.example_ops import alternating_flip
         pipeline["example_fn"] = alternating_flip(len(x_train), seed)
     return Data(train=(x_train, ds.y_train), evals=evals, synthetic=exp.synthetic_data, pipeline=pipeline), ds
+
+
+# What needs the training arrays in memory, by the option that asks for it.
+_NEEDS_ARRAYS = {"classes": lambda e: e.classes, "train_examples": lambda e: e.train_examples,
+                 "test_examples": lambda e: e.test_examples, "validation_split": lambda e: e.validation_split,
+                 "permute_pixels": lambda e: e.permute_pixels >= 0, "synthetic_data": lambda e: e.synthetic_data,
+                 "eval_transforms": lambda e: e.eval_transforms, "train_minutes": lambda e: e.train_minutes,
+                 "alternating_flip": lambda e: e.alternating_flip and e.dataset == "tfrecords"}
+
+
+def _streamed_files(exp: ExperimentConfig, seed: int):
+    """(Data of streamed sources, the listing) for --data_dir's files, or None where they go in memory
+    (--data_in_memory; framework/data/streaming.py logs the choice in one line)."""
+    from framework.controller import Data
+    from framework.data import streaming
+    if exp.dataset == "image_folder":
+        from framework.data.image_folder import list_image_folder
+        listed = list_image_folder(exp.data_dir, image_size=exp.image_size or None, on_corrupt=exp.on_corrupt,
+                                   seed=seed)
+    else:
+        from framework.data.tfrecords import list_tfrecords
+        listed = list_tfrecords(exp.data_dir, image_size=exp.image_size or None)
+    if streaming.choose_in_memory(exp.data_in_memory, listed.decoded_bytes, f"{exp.dataset} {exp.data_dir}"):
+        return None
+    for name, asks in _NEEDS_ARRAYS.items():
+        if asks(exp):
+            raise ConfigError(f"--{name} needs the data in memory, but --dataset={exp.dataset} streams from "
+                              f"--data_dir (--data_in_memory={exp.data_in_memory}): pass --data_in_memory=yes, "
+                              f"or drop --{name}")
+    train = listed.splits["train"]
+    pipeline = {}
+    if exp.alternating_flip:
+        from augment.example_ops import alternating_flip
+        pipeline["example_fn"] = alternating_flip(train.num_examples, seed)
+    evals = {split: source for split, source in listed.splits.items() if split != "train"}
+    return Data(train=train, evals=evals, pipeline=pipeline), listed
+
+
+def first_images(source, n_or_exp) -> np.ndarray | None:
+    """The first images of a source (arrays or streamed); given the ExperimentConfig, airbench's whitening
+    images, or None for other models (nothing is read)."""
+    from framework import input_pipeline
+    if not isinstance(n_or_exp, int):
+        if n_or_exp.model != "airbench":
+            return None
+        from trainers.airbench_net import WHITENING_IMAGES
+        n_or_exp = WHITENING_IMAGES
+    if isinstance(source, input_pipeline.StreamedSource):
+        return source.head(n_or_exp)[0]
+    return source[0][:n_or_exp]
+
+
+def run_reading_files(controller, ds) -> dict:
+    """controller.run(); a corrupt file met while streaming (--on_corrupt=fail) becomes a DataError naming
+    it (one line, exit 2), and result.json gets `skipped_files` where images were skipped (--on_corrupt=skip)."""
+    import tensorflow as tf
+    from framework.data import streaming
+    from framework.data.datasets import DataError
+    try:
+        result = controller.run()
+    except tf.errors.InvalidArgumentError as err:
+        message = streaming.corrupt_file_message(err)
+        if message is None:
+            raise
+        raise DataError(message) from None
+    skipped = skipped_files(ds)
+    if skipped is not None:
+        result["skipped_files"] = skipped
+        controller.writer.write_json("result.json", result)
+    return result
+
+
+def skipped_files(ds) -> int | None:
+    """Corrupt image files skipped (--on_corrupt=skip): at loading, or met while streaming; None if n/a."""
+    skipped = getattr(ds, "skipped", None)
+    if skipped is None:
+        return None
+    return skipped.count if hasattr(skipped, "count") and not isinstance(skipped, tuple) else len(skipped)
 
 
 def permute_pixels(images: np.ndarray, seed: int) -> np.ndarray:
@@ -276,6 +363,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
     from trainers import evaluation
     strategy = strategy or framework.prepare_runtime(config)
     check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
+    ds = None
     if data is None:
         data, ds = load_data(exp, config.seed)
         num_classes, image_shape, class_names = ds.num_classes, ds.image_shape, ds.class_names
@@ -293,7 +381,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))
     run_config = {**config.to_dict(), **exp.to_dict()}
     model_shape = policy.output_shape(image_shape) if policy is not None else image_shape  # crop_to: smaller
-    model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=data.train[0])
+    model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=first_images(data.train, exp))
     if exp.train_minutes and not config.train_steps:
         from trainers.time_budget import LADDERS, steps_for_budget
         budget = steps_for_budget(exp.train_minutes, config=config, data=data, model_fn=model_fn,
@@ -302,7 +390,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         config = config.replace(train_steps=budget["train_steps"])
         if budget.get("widths") and tuple(budget["widths"]) != tuple(exp.widths):  # the ladder's rung
             exp = dataclasses.replace(exp, widths=tuple(budget["widths"]))
-            model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=data.train[0])
+            model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=first_images(data.train, exp))
         run_config = {**run_config, "train_steps": config.train_steps, "widths": exp.widths, "time_budget": budget}
     trainer = framework.build_trainer(config, data, model_fn=model_fn,
                                       optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
@@ -312,7 +400,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         live_curves.append(lambda row: plots.write_curves(config.model_dir, task.metric_names, eval_splits))
     controller = framework.Controller(trainer, data, config, hooks=hooks, eval_hooks=live_curves,
                                       run_config=run_config)
-    result = controller.run()
+    result = run_reading_files(controller, ds)
     if exp.eval_transforms:
         result.update(evaluation.transformed_accuracies(controller, data, exp.eval_transforms))
     if exp.predictions:
@@ -324,7 +412,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         on_trained(controller)
     if exp.plot and config.model_dir:
         from trainers import plots
-        samples = data.evals["test"][0][:8]
+        samples = first_images(data.evals["test"], 8)
         if task.eval_transform is not None:  # crop_to: the model takes the centre crop
             samples = np.asarray(task.eval_transform(samples))
         plots.write_plots(config.model_dir, trainer.model, samples, metrics=task.metric_names, splits=eval_splits)

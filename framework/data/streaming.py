@@ -7,6 +7,7 @@ in parallel), checked first so that a corrupt file is either skipped (counted) o
 `choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
 IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
 """
+import re
 import threading
 
 import tensorflow as tf
@@ -23,7 +24,8 @@ def choose_in_memory(mode: str, estimated_bytes: int, what: str) -> bool:
     """True: decode `what` into memory. Logs the choice, the reason and the estimated decoded size."""
     if mode not in IN_MEMORY_MODES:
         raise ValueError(f"`data_in_memory` ({mode!r}) must be one of {', '.join(IN_MEMORY_MODES)}")
-    size = f"about {estimated_bytes / 1e9:.3g} GB decoded"
+    size = (f"about {estimated_bytes / 1e9:.3g} GB decoded" if estimated_bytes >= 1e8
+            else f"about {estimated_bytes / 1e6:.3g} MB decoded")
     limit = f"{IN_MEMORY_LIMIT_BYTES / 1e9:.3g} GB"
     if mode == "auto":
         in_memory = estimated_bytes < IN_MEMORY_LIMIT_BYTES
@@ -53,6 +55,13 @@ class SkippedFiles:
     def count(self) -> int:
         with self._lock:
             return len(self._paths)
+
+
+def corrupt_file_message(error) -> str | None:
+    """The one-line message of an --on_corrupt=fail error raised by decode_image_file, else None."""
+    text = getattr(error, "message", str(error))
+    match = re.search(r"([^\[\]'\"\n]*: %s: [^\]'\"\n]*)" % re.escape(CORRUPT_MARK), text)
+    return match.group(1).strip() if match else None
 
 
 def _header_pixels(data, is_png, is_jpeg):
@@ -102,6 +111,7 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
     elif skipped is not None:
         readable = tf.cond(readable, lambda: readable,
                            lambda: tf.logical_not(tf.py_function(skipped.add, [path], tf.bool)))
+        readable = tf.ensure_shape(readable, [])  # py_function's output has no static shape
 
     def decode():
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
