@@ -70,7 +70,7 @@ class TrainConfig:
                                     "best checkpoint, early stop, plateau and target act at evaluations.")
     eval_splits: tuple = option((), "Splits evaluated at each evaluation, all logged in history.json: train, "
                                 "val, test, or a half of one (test_a, test_b: the first and second half of the "
-                                "test set); '' = val if there is one, else test.", item=str)
+                                "test set, in its order); '' = val if there is one, else test.", item=str)
     eval_at_start: bool = option(False, "Also evaluate the --eval_splits at step 0, before any training (the "
                                  "history row of epoch 0; the actions do not act on it).")
     # Checkpoints and controls.

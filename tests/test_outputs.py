@@ -67,3 +67,36 @@ def test_curves_are_rewritten_at_each_evaluation(run):
     assert mtimes[2] is not None  # the step-0 evaluation wrote it before the first loop ended
     assert mtimes[10] is not None and mtimes[10] > mtimes[2]  # epoch 1's evaluation rewrote it
     assert os.path.getmtime(os.path.join(model_dir, "curves.png")) > mtimes[10]  # and epoch 2's
+
+
+def test_predictions_and_transforms_of_a_test_set_streamed_from_files(tmp_path):
+    """An image folder streamed from its files: predict, the wrong images' lookup, a half and a flipped copy
+    all go through the split's own tf.data pipeline."""
+    import tensorflow as tf
+
+    import framework
+    from framework.data.image_folder import list_image_folder
+    from tests import engine_helpers as h
+    from trainers import evaluation
+    x, y, xt, yt = h.mnist_arrays()
+    for split, images, labels in (("train", x[:128], y[:128]), ("test", xt[:40], yt[:40])):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            os.makedirs(tmp_path / split / str(label), exist_ok=True)
+            tf.io.write_file(str(tmp_path / split / str(label) / f"{i:03d}.png"), tf.io.encode_png(image))
+    splits = list_image_folder(str(tmp_path)).splits
+    data = evaluation.with_eval_subsets(framework.Data(train=splits["train"], evals={"test": splits["test"]}),
+                                        ("test_b",))
+    cfg = h.config(eval_splits=("test_b",), steps_per_loop=4)
+    controller = framework.Controller(framework.build_trainer(cfg, data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd,
+                                                              task=h.task()), data, cfg)
+    result = controller.run()
+    found = controller.predict("test")
+    assert len(found["logits"]) == 40 and result["test_b_accuracy"] != result["test_accuracy"]
+    np.testing.assert_allclose(np.mean(found["logits"].argmax(-1) == found["labels"]), result["test_accuracy"],
+                               atol=1e-6)
+    images, labels = evaluation.take_examples(data.evals["test"], [7, 0, 39])
+    assert images.shape == (3, 28, 28, 1) and np.array_equal(labels, found["labels"][[7, 0, 39]])
+    flipped = evaluation.transformed_accuracies(controller, data, ["flip_ud"])["test_flip_ud_accuracy"]
+    logits = controller.predict("test_flip_ud")["logits"]
+    np.testing.assert_allclose(np.mean(logits.argmax(-1) == found["labels"]), flipped, atol=1e-6)
+    assert not np.allclose(logits, found["logits"])

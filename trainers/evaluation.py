@@ -79,12 +79,15 @@ def with_eval_subsets(data, splits):
         source = data.train if base == "train" else data.evals.get(base)
         if source is None:
             continue
-        if isinstance(source, input_pipeline.StreamedSource):
-            raise ConfigError(f"--eval_splits={name}: halves of a split streamed from files are not supported; "
+        middle, total = input_pipeline.num_examples(source) // 2, input_pipeline.num_examples(source)
+        rows = np.arange(0, middle) if half == "a" else np.arange(middle, total)
+        if not isinstance(source, input_pipeline.StreamedSource):
+            added[name] = tuple(array[rows] for array in source)
+        elif hasattr(source, "subset"):  # an image folder's files: the listed files of that half
+            added[name] = source.subset(rows)
+        else:
+            raise ConfigError(f"--eval_splits={name}: this streamed {base} split cannot be halved; "
                               f"evaluate {base} whole")
-        middle = input_pipeline.num_examples(source) // 2
-        rows = slice(0, middle) if half == "a" else slice(middle, None)
-        added[name] = tuple(array[rows] for array in source)
     return dataclasses.replace(data, evals={**data.evals, **added}) if added else data
 
 

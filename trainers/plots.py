@@ -38,7 +38,8 @@ def write_curves(model_dir: str, metrics=("loss", "accuracy"), splits=None) -> s
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):  # the triplet trainer: ("loss", "triplet_accuracy")
         lines = [(metric, "train steps (epoch mean)", epochs - 0.5)]
-        lines += [(f"{split}_{metric}", split, epochs) for split in splits]
+        lines += [(f"{split}_{metric}", "train set (evaluated)" if split == "train" else split, epochs)
+                  for split in splits]
         for key, label, x in lines:
             values = np.asarray(history.get(key, []), dtype=float)  # None (no train steps yet) -> NaN
             shown = np.isfinite(values)
