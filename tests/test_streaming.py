@@ -1,0 +1,171 @@
+"""Streamed image folders: the same batches as in memory, exact resume after kill -9, each worker its own
+share, corrupt files skipped (counted) or failing by name, and the in-memory/streaming choice line.
+
+The fixture's images are 16x16 grey PNGs whose pixels all hold the example's id (< 256), so a batch
+says which examples it holds; labels are id % 3 (class folders c0, c1, c2).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from framework import input_pipeline
+from framework.data import streaming
+from framework.data.image_folder import list_image_folder, load_image_folder
+from test_processes import ROOT, _env, _final_variables, _latest_step
+
+
+def make_folder(root, ids, split="train"):
+    """root/split/c{id % 3}/{id:04d}.png, each image filled with its id."""
+    for i in ids:
+        folder = os.path.join(root, split, f"c{i % 3}")
+        os.makedirs(folder, exist_ok=True)
+        image = np.full((16, 16, 1), i, np.uint8)
+        image[0, 0] = (i * 7) % 256  # not every pixel equal: a resize would show
+        tf.io.write_file(os.path.join(folder, f"{i:04d}.png"), tf.io.encode_png(image))
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("streamed"))
+    make_folder(root, range(192))
+    make_folder(root, range(192, 240), "validation")
+    return make_folder(root, range(240, 250), "test")
+
+
+def _ids(images):
+    return images[..., 1, 1, 0].numpy().reshape(-1)
+
+
+def test_streamed_folder_gives_the_in_memory_batches(folder):
+    memory, streamed = load_image_folder(folder), list_image_folder(folder)
+    assert streamed.image_shape == (16, 16, 1) and set(streamed.splits) == {"train", "val", "test"}
+    assert memory.x_val is not None and len(memory.x_val) == streamed.splits["val"].num_examples == 48
+    ctx = tf.distribute.InputContext()
+    kwargs = dict(global_batch_size=32, seed=5, steps_per_fetch=2, start_step=2)
+    a = input_pipeline.train_dataset_fn((memory.x_train, memory.y_train), **kwargs)(ctx)
+    b = input_pipeline.train_dataset_fn(streamed.splits["train"], **kwargs)(ctx)
+    for (xa, ya), (xb, yb) in zip(a.take(5), b.take(5)):  # across an epoch's end (6 steps per epoch)
+        assert xb.dtype == tf.uint8 and xb.shape == (2, 32, 16, 16, 1)
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    # An evaluation streams every example once, in order, with weight 0 on the padding.
+    fn, batches = input_pipeline.eval_dataset_fn(streamed.splits["val"], global_batch_size=20)
+    rows = list(fn(ctx).take(batches))
+    weights = np.concatenate([w for _, _, w in rows])
+    assert batches == 3 and weights.sum() == 48
+    np.testing.assert_array_equal(np.concatenate([_ids(x) for x, _, _ in rows])[weights > 0],
+                                  sorted(range(192, 240), key=lambda i: (i % 3, i)))  # by class folder
+
+
+def test_corrupt_files_while_streaming_are_skipped_and_counted_or_fail_by_name(tmp_path):
+    root = make_folder(str(tmp_path), range(60))
+    make_folder(root, range(60, 70), "test")
+    cut = os.path.join(root, "train", "c1", "0004.png")
+    with open(cut, "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[:40])  # a truncated file: its header reads, its end marker is missing
+    with open(os.path.join(root, "train", "c2", "0999.png"), "w") as f:
+        f.write("not an image")
+    ctx = tf.distribute.InputContext()
+    skipping = list_image_folder(root, on_corrupt="skip")
+    train = skipping.splits["train"]
+    seen = np.concatenate([_ids(x) for x, _ in input_pipeline.train_dataset_fn(
+        train, global_batch_size=20, seed=0)(ctx).take(6)])  # two epochs of 3 steps (61 files)
+    assert skipping.skipped.count == 2 and 4 not in seen and len(seen) == 120
+    # Skipped rows take a copy of another row of their batch: the shapes and the order stay.
+    files = np.array(train.files)
+    order = input_pipeline.epoch_permutation(train.num_examples, 0, 0).numpy()[:60]
+    unreadable = np.isin(files[order], [cut, os.path.join(root, "train", "c2", "0999.png")])
+    readable_ids = np.array([int(os.path.basename(f)[:4]) for f in files[order]])
+    np.testing.assert_array_equal(seen[:60][~unreadable], readable_ids[~unreadable])
+    failing = list_image_folder(root).splits["train"]
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        for _ in input_pipeline.train_dataset_fn(failing, global_batch_size=20, seed=0)(ctx).take(6):
+            pass
+    message = streaming.corrupt_file_message(err.value)
+    assert message.startswith(f"{root}/train/c") and "--on_corrupt=skip" in message
+    assert "not a JPEG or PNG file" in message or "truncated" in message
+
+
+def test_the_in_memory_or_streaming_choice_is_one_line(folder, caplog):
+    from trainers.experiment import ExperimentConfig, load_data
+    caplog.set_level("INFO")
+    data, _ = load_data(ExperimentConfig(dataset="image_folder", data_dir=folder), seed=0)
+    assert isinstance(data.train, tuple)  # 250 images of 256 bytes: in memory
+    data, _ = load_data(ExperimentConfig(dataset="image_folder", data_dir=folder, data_in_memory="no"), seed=0)
+    assert isinstance(data.train, input_pipeline.StreamedSource) and set(data.evals) == {"val", "test"}
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
+    assert lines == [f"data: in memory: image_folder {folder} (--data_in_memory=auto: about 0.064 MB decoded, "
+                     "under the 2.15 GB limit)",
+                     f"data: streaming from disk: image_folder {folder} (--data_in_memory=no: about 0.064 MB "
+                     "decoded)"]
+    assert not streaming.choose_in_memory("auto", 3 << 30, "x")
+
+
+STREAMED = [sys.executable, "-m", "trainers.mnist", "--dataset=image_folder", "--data_in_memory=no", "--model=mlp",
+            "--epochs=4", "--global_batch_size=16", "--steps_per_loop=4", "--checkpoint_every=4",
+            "--deterministic", "--export=false", "--lr_schedule=cosine"]  # 48 steps
+
+
+def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(folder, tmp_path):
+    args = STREAMED + [f"--data_dir={folder}"]
+    full = subprocess.Popen(args + [f"--model_dir={tmp_path / 'full'}"], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "killed"
+    killed = subprocess.Popen(args + [f"--model_dir={run_dir}"], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _latest_step(run_dir) < 16 and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL and 0 < _latest_step(run_dir) < 48
+    resumed = subprocess.run(args + [f"--model_dir={run_dir}"], cwd=ROOT, env=_env(), capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr and "data: streaming from disk" in resumed.stderr
+    _, full_err = full.communicate(timeout=300)
+    assert full.returncode == 0, full_err[-2000:]
+    a, b = _final_variables(tmp_path / "full"), _final_variables(run_dir)
+    assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 48
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert json.loads((run_dir / "result.json").read_text())["skipped_files"] == 0
+
+
+_RECORD_IDS = """
+import json, sys
+import numpy as np, tensorflow as tf
+from framework.data.image_folder import list_image_folder
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+source = list_image_folder(sys.argv[1]).splits["train"]
+fn = source.train_dataset_fn(global_batch_size=32, seed=3, steps_per_fetch=2)
+iterator = iter(strategy.distribute_datasets_from_function(fn))
+seen = []
+for _ in range(3):  # one epoch: 6 steps of 32, in fetches of 2
+    images, _ = next(iterator)
+    for local in strategy.experimental_local_results(images):
+        seen += local[..., 1, 1, 0].numpy().reshape(-1).tolist()
+print("IDS", json.dumps(seen))
+"""
+
+
+def test_two_workers_each_read_their_own_share(folder):
+    from framework.launch import tf_configs
+    workers = [subprocess.Popen([sys.executable, "-c", _RECORD_IDS, folder], cwd=ROOT, text=True,
+                                env={**_env(), "TF_CONFIG": json.dumps(c)}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE) for c in tf_configs(2)]
+    outs = [w.communicate(timeout=180) for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs[0][1][-1500:] + outs[1][1][-1500:]
+    seen = [json.loads(out.split("IDS ", 1)[1]) for out, _ in outs]
+    assert len(seen[0]) == len(seen[1]) == 96 and not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == list(range(192))  # the whole epoch, each example once
