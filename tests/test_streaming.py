@@ -112,8 +112,8 @@ def test_the_in_memory_or_streaming_choice_is_one_line(folder, caplog):
 
 
 STREAMED = [sys.executable, "-m", "trainers.mnist", "--dataset=image_folder", "--data_in_memory=no", "--model=mlp",
-            "--epochs=4", "--global_batch_size=16", "--steps_per_loop=4", "--checkpoint_every=4",
-            "--deterministic", "--export=false", "--lr_schedule=cosine"]  # 48 steps
+            "--epochs=8", "--global_batch_size=16", "--steps_per_loop=4", "--checkpoint_every=4",
+            "--deterministic", "--export=false", "--lr_schedule=cosine"]  # 96 steps
 
 
 def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(folder, tmp_path):
@@ -128,7 +128,7 @@ def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(folder, tm
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
     killed.wait(timeout=60)
-    assert killed.returncode == -signal.SIGKILL and 0 < _latest_step(run_dir) < 48
+    assert killed.returncode == -signal.SIGKILL and 0 < _latest_step(run_dir) < 96
     resumed = subprocess.run(args + [f"--model_dir={run_dir}"], cwd=ROOT, env=_env(), capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -136,7 +136,7 @@ def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(folder, tm
     _, full_err = full.communicate(timeout=300)
     assert full.returncode == 0, full_err[-2000:]
     a, b = _final_variables(tmp_path / "full"), _final_variables(run_dir)
-    assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 48
+    assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 96
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert json.loads((run_dir / "result.json").read_text())["skipped_files"] == 0
