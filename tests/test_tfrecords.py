@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from framework import input_pipeline
 from framework.data import datasets, tfrecords
 from framework.data.datasets import DataError
 from framework.data.image_folder import load_image_folder
@@ -144,3 +145,63 @@ def test_missing_shard_is_named(tmp_path, mnist):
     os.remove(tmp_path / "train-00001-of-00003.tfrecord")
     with pytest.raises(DataError, match=r"shards \['train-00001-of-00003.tfrecord'\] listed in train.json are missing"):
         tfrecords.load_tfrecord_dataset(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Streaming (the guarantees in framework/data/tfrecords.py's docstring).
+
+def _numbered_shards(out, n=400, shards=4):
+    """n 4x4 images whose pixels hold their id (in 2 bytes), in `shards` shards; and a test split."""
+    ids = np.arange(n)
+    x = np.zeros((n, 4, 4, 1), np.uint8)
+    x[:, 0, 0, 0], x[:, 0, 1, 0] = ids // 256, ids % 256
+    tfrecords.write_tfrecords(x, (ids % 3).astype(np.int32), out, "train", shards)
+    tfrecords.write_tfrecords(x[:50], np.zeros(50, np.int32), out, "test", 1)
+    return tfrecords.list_tfrecords(out, shuffle_buffer=64)
+
+
+def _record_ids(images):
+    images = images.numpy().astype(np.int64)
+    return (images[..., 0, 0, 0] * 256 + images[..., 0, 1, 0]).reshape(-1)
+
+
+def test_streamed_shards_resume_exactly_and_split_over_pipelines(tmp_path):
+    listed = _numbered_shards(str(tmp_path))
+    train, ctx = listed.splits["train"], tf.distribute.InputContext()
+    kwargs = dict(global_batch_size=32, seed=7)  # 12 steps per epoch (384 of the 400 records)
+    full = [_record_ids(x) for x, _ in train.train_dataset_fn(**kwargs)(ctx).take(30)]
+    # Resume at step 17 (epoch 1, step 5 of it): the same batches as the uninterrupted stream.
+    resumed = [_record_ids(x) for x, _ in train.train_dataset_fn(start_step=17, **kwargs)(ctx).take(13)]
+    np.testing.assert_array_equal(np.stack(full[17:]), np.stack(resumed))
+    # Each epoch: distinct records, in a shard order that is a function of (seed, epoch).
+    for epoch in (0, 1):
+        ids = np.concatenate(full[12 * epoch:12 * epoch + 12])
+        assert len(set(ids)) == 384
+        # Interleaving 4 shards of 100 consecutive ids: the first 64-record block holds the first 16 of
+        # each shard, shuffled within the block (no record leaves its block).
+        assert sorted(ids[:64]) == sorted(100 * s + k for s in range(4) for k in range(16))
+        assert not np.array_equal(ids[:64], np.sort(ids[:64]))
+    assert not np.array_equal(full[0], full[12])  # epochs differ
+    # One shard at a time: epoch e reads the shards in the order epoch_permutation(4, seed, e).
+    one_by_one = tfrecords.RecordShards(train.files, 400, (4, 4, 1), cycle_length=1, shuffle_buffer=100)
+    stream = [_record_ids(x) for x, _ in one_by_one.train_dataset_fn(**kwargs)(ctx).take(24)]
+    for epoch in (0, 1):
+        ids = np.concatenate(stream[12 * epoch:12 * epoch + 12])
+        shard_order = input_pipeline.epoch_permutation(4, 7, epoch).numpy()
+        np.testing.assert_array_equal([ids[100 * k] // 100 for k in range(3)], shard_order[:3])
+        assert all(len(set(ids[100 * k:100 * k + 100] // 100)) == 1 for k in range(3))
+    # Two input pipelines: each parses its own half of every global batch.
+    halves = [train.train_dataset_fn(**kwargs)(tf.distribute.InputContext(2, i, 2)) for i in range(2)]
+    for whole, (x0, _), (x1, _) in zip(full, *[h.take(12) for h in halves]):
+        np.testing.assert_array_equal(whole, np.concatenate([_record_ids(x0), _record_ids(x1)]))
+    fn, batches = input_pipeline.eval_dataset_fn(listed.splits["test"], global_batch_size=32)
+    rows = list(fn(ctx).take(batches))
+    weights = np.concatenate([w for _, _, w in rows])
+    np.testing.assert_array_equal(np.concatenate([_record_ids(x) for x, _, _ in rows])[weights > 0], np.arange(50))
+
+
+def test_a_file_that_is_not_tfrecord_fails_before_training(tmp_path):
+    _numbered_shards(str(tmp_path))
+    (tmp_path / "train-00002-of-00004.tfrecord").write_bytes(b"this is no TFRecord file at all")
+    with pytest.raises(datasets.DataError, match=r"train-00002-of-00004.tfrecord: not a TFRecord file"):
+        tfrecords.list_tfrecords(str(tmp_path))
