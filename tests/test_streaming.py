@@ -169,3 +169,17 @@ def test_two_workers_each_read_their_own_share(folder):
     seen = [json.loads(out.split("IDS ", 1)[1]) for out, _ in outs]
     assert len(seen[0]) == len(seen[1]) == 96 and not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(192))  # the whole epoch, each example once
+
+
+def test_bad_streamed_input_fails_before_training(tmp_path, folder):
+    from framework import ConfigError
+    from framework.data import DataError
+    from trainers.experiment import ExperimentConfig, load_data
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "empty" / "test" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"empty/train: no .jpg/.jpeg/.png files in the class folders \['cat'\]"):
+        load_data(ExperimentConfig(dataset="image_folder", data_dir=str(tmp_path / "empty"), data_in_memory="no"), 0)
+    with pytest.raises(ConfigError, match=r"--train_examples needs the data in memory, .* --data_in_memory=yes"):
+        load_data(ExperimentConfig(dataset="image_folder", data_dir=folder, data_in_memory="no", train_examples=9), 0)
+    with pytest.raises(ConfigError, match=r"--data_in_memory=no streams files: it needs --dataset=image_folder"):
+        ExperimentConfig(dataset="mnist", data_in_memory="no")
