@@ -17,8 +17,7 @@ stream them while training (bounded memory). What a streamed training run guaran
     - epoch e reads the shards in the order `epoch_permutation(num_shards, seed, e)`, interleaving
       `cycle_length` of them record by record, then permutes each block of `shuffle_buffer` consecutive
       records with a stateless permutation of (seed, e, block) (at most that many records are held); each
-      epoch is its first
-      steps_per_epoch * global_batch_size records (the remainder is dropped, as for arrays);
+      epoch is its first steps_per_epoch * global_batch_size records (the remainder is dropped, as for arrays);
     - so the whole record order is a function of (seed, epoch), and a resume at step S is exact: it starts
       at epoch S // steps_per_epoch and skips the records before S (read again, not parsed), so the batches
       after S are those of an uninterrupted run (tests/test_tfrecords.py checks this);
