@@ -30,7 +30,7 @@ PREVIOUS_DIR = "previous"  # where --fresh_start moves an earlier run's files
 NOT_TRAINING = frozenset({
     "model_dir", "fresh_start", "keep_checkpoints", "checkpoint_every", "export", "plot", "profile_steps",
     "verbose", "steps_per_loop", "steps_per_fetch", "strategy", "num_cpu_devices", "tpu", "jit_compile",
-    "deterministic",
+    "deterministic", "data_service",  # a resume may use another dispatcher
 })
 # Options that change only the evaluations: they count only where evaluations steer the training
 # (STEERING: early stopping and the target end it, reduce-LR-on-plateau changes the LR).
