@@ -30,12 +30,12 @@ PREVIOUS_DIR = "previous"  # where --fresh_start moves an earlier run's files
 NOT_TRAINING = frozenset({
     "model_dir", "fresh_start", "keep_checkpoints", "checkpoint_every", "export", "plot", "profile_steps",
     "verbose", "steps_per_loop", "steps_per_fetch", "strategy", "num_cpu_devices", "tpu", "jit_compile",
-    "deterministic", "data_service",  # a resume may use another dispatcher
+    "deterministic", "data_service", "eval_at_start", "predictions",  # data_service: a resume may use another dispatcher
 })
 # Options that change only the evaluations: they count only where evaluations steer the training
 # (STEERING: early stopping and the target end it, reduce-LR-on-plateau changes the LR).
 EVALUATION = frozenset({"eval_every_epochs", "eval_batch_size", "monitor", "test_examples", "tta",
-                        "tta_translate", "eval_transforms"})
+                        "tta_translate", "eval_transforms", "eval_splits"})
 STEERING = ("early_stopping_patience", "reduce_lr_patience", "target")
 
 
