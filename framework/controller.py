@@ -326,13 +326,19 @@ class Controller:
         self._log_loop(info)
         return info
 
+    def _loop_bound(self, info: LoopInfo) -> str:
+        """This loop's verdict (profiling.classify), for the loop line: input-bound runs say so there."""
+        if not hasattr(self, "_host_cpu"):
+            self._host_cpu = profiling.step_on_host_cpu(self.strategy)
+        return profiling.classify(info.input_seconds / info.seconds, step_on_host_cpu=self._host_cpu)
+
     def _log_loop(self, info: LoopInfo) -> None:
         step, seconds = info.step, info.seconds
         self._rate = info.steps / seconds if self._rate is None else 0.7 * self._rate + 0.3 * info.steps / seconds
         examples_per_sec = info.steps * self.config.global_batch_size / seconds
         self.writer.loop_line(step=step, total=self.total_steps, epoch=info.epoch, metrics=info.metrics,
                               examples_per_sec=examples_per_sec, input_fraction=info.input_seconds / seconds,
-                              eta_seconds=(self.total_steps - step) / self._rate)
+                              eta_seconds=(self.total_steps - step) / self._rate, bound=self._loop_bound(info))
         # At most one train summary a second (and at every epoch end): each write costs memory
         # that the soak benchmark saw grow when loops of a small model ran 20 times a second.
         if time.time() - self._last_summary >= 1.0 or step % self.steps_per_epoch == 0 or \

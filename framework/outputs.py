@@ -81,10 +81,12 @@ class RunWriter:
                 tf.summary.scalar(name, value)
 
     def loop_line(self, *, step: int, total: int, epoch: int, metrics: dict, examples_per_sec: float,
-                  input_fraction: float, eta_seconds: float) -> None:
-        """One fixed-format line per loop; a progress bar on an interactive terminal only."""
+                  input_fraction: float, eta_seconds: float, bound: str = "step-bound") -> None:
+        """One fixed-format line per loop; a progress bar on an interactive terminal only. The input
+        wait carries its verdict when the loop waited for input (`bound`: framework.profiling.classify)."""
+        verdict = "" if bound == "step-bound" else f" ({bound})"
         line = (f"train | step: {step:>7d}/{total} | epoch: {epoch:>3d} | {format_metrics(metrics)} | "
-                f"examples/s: {examples_per_sec:,.0f} | input wait: {input_fraction:.0%} | "
+                f"examples/s: {examples_per_sec:,.0f} | input wait: {input_fraction:.0%}{verdict} | "
                 f"ETA: {format_duration(eta_seconds)}")
         if self._progress:
             self._progress.show(step, total, line)

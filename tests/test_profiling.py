@@ -18,7 +18,10 @@ def _slow_host_fn(batch, step, replica):
     return images + tf.cast(delay, images.dtype), labels
 
 
-def test_slow_pipeline_is_input_bound():
+def test_slow_pipeline_is_input_bound(monkeypatch):
+    from framework import outputs
+    lines = []
+    monkeypatch.setattr(outputs.logging, "info", lambda msg, *args: lines.append(msg % args if args else msg))
     data = h.mnist_data()
     data.host_fn = _slow_host_fn
     data.pipeline = dict(num_parallel_calls=1, prefetch=1)
@@ -26,6 +29,9 @@ def test_slow_pipeline_is_input_bound():
                              task=h.task())
     # 20 ms of sleep in a ~22 ms step: about 0.9, when the loop that traced is left out (0.46 with it).
     assert result["bound"] == "input-bound" and result["input_wait_fraction"] > 0.7, result
+    # ... and the per-loop line says so after the first (tracing) loop.
+    loop_lines = [line for line in lines if line.startswith("train |")]
+    assert loop_lines and "(input-bound)" in loop_lines[-1], loop_lines
 
 
 def test_synthetic_data_is_step_bound():
