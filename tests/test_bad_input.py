@@ -18,7 +18,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ExperimentConfig refuses these when it is built (a notebook cell too), before any data is read.
 BAD_CONFIGS = [
-    (dict(model="cnn", widths=(16, 32, 64)), r"--widths=16,32,64 with --model=cnn: cnn takes 4 positive widths"),
+    (dict(model="mlp", widths=(64, 0)), r"--widths=64,0: widths must be positive \(or 0 alone: no hidden layer\)"),
+    (dict(model="cnn", pool="1,4"), r"--pool=1,4 with --model=cnn: --pool=1,4: 'every', 'none', or distinct conv "
+                                    r"numbers from 1 to 3"),
+    (dict(model="cnn", padding="full"), r"--padding=full with --model=cnn: --padding=full: one of valid, same"),
+    (dict(model="resnet9", dense_widths=(64,)), r"--dense_widths=64 with --model=resnet9: --dense_widths only applies"),
+    (dict(model="mlp", widths=(64,), activation="relu,sigmoid"), r"--model=mlp --widths=64 --activation=relu,sigmoid: "
+                                                                 r"2 activations for 1 hidden layers"),
+    (dict(model="no/such/file.py:build"), r"--model=no/such/file.py:build: no such file no/such/file.py"),
+    (dict(model="trainers.models:no_such_builder"), r"trainers.models has no function 'no_such_builder'"),
+    (dict(model="missing.keras"), r"--model=missing.keras: no such file"),
+    (dict(model="mlp", init_from="/no/such/run"), r"--init_from=/no/such/run: no such run directory or .keras file"),
+    (dict(task="ranking"), r"--task='ranking': unknown; valid choices: classification, binary, regression"),
+    (dict(loss="mae"), r"--loss=mae is for --task=regression"),
+    (dict(task="binary", classes=(1, 2, 3)), r"--task=binary needs two classes, not --classes=1,2,3"),
+    (dict(task="regression", augment="mixup"), r"mixes labels .*not for --task=regression"),
+    (dict(input_range="0,255"), r"--input_range='0,255': unknown; valid choices: 0,1, -0.5,0.5, -1,1"),
+    (dict(input_range="-1,1", augment="normalize"), r"normalizes and --input_range=-1,1 rescales the pixels"),
     (dict(model="resnet9", widths=(8, 8)), r"--widths=8,8 with --model=resnet9: resnet9 takes 4"),
     (dict(model="airbench", widths=(8, 8, 8, 8)), r"airbench takes 3 positive widths"),
     (dict(model="efficientnet_b0", widths=(16,)), r"--widths=16 with --model=efficientnet_b0: .* cannot be set"),
@@ -55,6 +71,8 @@ BAD_FOR_28x28 = [
     (dict(augment="shear:max_degrees=90"), r"shear max_degrees=90: `max_shear` \(90\) must be below 90 degrees"),
     (dict(augment="brightness_scale:factors=(1.2,0.8)"), r"`factors` \(\(1.2, 0.8\)\) must be \(low, high\)"),
     (dict(model="mlp", tta=True, tta_translate=28), r"--tta_translate=28: must be smaller than the 28x28 images"),
+    (dict(model="cnn", widths=(32, 64, 64, 64, 64)), r"--model=cnn --widths=32,64,64,64,64 on 28x28 images: cnn "
+                                                     r"needs images of at least 78x78 pixels"),
 ]
 
 
@@ -127,7 +145,8 @@ def _fec(root, csv):
 
 # (trainer, flags, what the one line says). Commands the notebooks ran; recipe-related ones are elsewhere.
 BAD_COMMANDS = [
-    ("mnist", ["--model=cnn", "--widths=16,32,64"], "--widths=16,32,64 with --model=cnn: cnn takes 4"),
+    ("mnist", ["--model=cnn", "--widths=32,64,64,64,64"], "--widths=32,64,64,64,64 on 28x28 images: cnn needs"),
+    ("mnist", ["--model=tests/no_such_model.py:build"], "--model=tests/no_such_model.py:build: no such file"),
     ("mnist", ["--augment=cutout:sz=8"], "op 'cutout' has no option 'sz'"),
     ("mnist", ["--augment=crop:padding=-1"], "`padding` (-1) must be >= 0"),
     ("mnist", ["--image_size=8"], "cnn needs images of at least 18x18"),

@@ -41,12 +41,26 @@ class ExperimentConfig:
                                  advanced=True)
     # Model.
     model: str = option("cnn", "Model name: mlp, cnn, cnn_bn, cnn_dropout, resnet9, airbench, efficientnet_b0, "
-                        "efficientnetv2_b0 (trainers/models.py).")
-    widths: tuple = option((), "Layer widths, e.g. --widths=64,64 ('' = the model's own).")
-    activation: str = option("", "Keras activation name ('' = the model's own: relu; gelu for airbench).")
+                        "efficientnetv2_b0 (trainers/models.py); or your own: path/to/file.py:function or "
+                        "package.module:function, called as fn(input_shape=(H, W, C), num_classes=N) and returning a "
+                        "Keras model of float logits (batch, N); or path/to/saved.keras to fine-tune (trainers/model_source.py).")
+    widths: tuple = option((), "Layer widths, e.g. --widths=64,64 ('' = the model's own). cnn*: the 3x3 convs' "
+                           "filters, any number (--dense_widths: the Dense layers after them); mlp: the hidden "
+                           "layers, 0 = none (a linear model).")
+    dense_widths: tuple = option((), "cnn*: hidden Dense units after the convs, e.g. --dense_widths=128,64 "
+                                 "('' = 64; 0 = none: the logits follow the convs).")
+    padding: str = option("", "cnn*: the convs' padding, valid or same ('' = valid).")
+    pool: str = option("", "cnn*: 2x2 max-pools after: every conv, none, or the convs numbered, e.g. --pool=1,2 "
+                       "('' = after every conv but the last).")
+    activation: str = option("", "Keras activation name ('' = the model's own: relu; gelu for airbench); mlp and "
+                             "cnn*: also one per layer, e.g. --activation=relu,sigmoid.")
+    init_from: str = option("", "Warm start: a run directory (its model.keras, else its latest checkpoint) or a .keras "
+                            "file; every weight must fit --model's, except a head of another size (new). Staged "
+                            "fine-tuning: run 1 with --freeze_backbone, run 2 --init_from=run 1 at a lower LR.")
     dropout: float = option(0.0, "Dropout rate (cnn_dropout: 0.25 unless given).")
     pretrained: bool = option(False, "efficientnet*: start from ImageNet weights.", advanced=True)
-    freeze_backbone: bool = option(False, "efficientnet*: train only the new head.", advanced=True)
+    freeze_backbone: bool = option(False, "Train only the head (the last layer with weights): linear probing, "
+                                   "or the first stage of fine-tuning (any model, --init_from, .keras).", advanced=True)
     sync_batchnorm: bool = option(False, "BatchNorm statistics over the global batch instead of per replica.",
                                   advanced=True)
     # Optimizer and loss.
@@ -56,6 +70,11 @@ class ExperimentConfig:
     weight_decay: float = option(0.0, "Decoupled weight decay per unit of LR (Keras' AdamW-style, every "
                                  "optimizer, every variable).")
     label_smoothing: float = option(0.0, "Cross-entropy label smoothing in [0, 1).")
+    task: str = option("classification", "classification (softmax over the classes), binary (one sigmoid logit, "
+                       "labels 0/1, e.g. --classes=3,5) or regression (the label as a number, one output; metric mae).")
+    loss: str = option("", "--task=regression: mse or mae ('' = mse).")
+    input_range: str = option("0,1", "The pixels' range the model sees, in training and evaluation alike: 0,1, "
+                              "-0.5,0.5 or -1,1.")
     # Augmentation and evaluation.
     augment: str = option("none", "On-device augmentation: a named policy (none, flip_crop, standard, strong) "
                           "or a spec like 'flip,crop:padding=4' (preview: python -m augment.preview).")
@@ -90,7 +109,8 @@ class ExperimentConfig:
                               f"not --dataset={self.dataset} (a named dataset is held in memory)")
         if self.dataset in FILE_DATASETS and not self.data_dir:
             raise ConfigError(f"--dataset={self.dataset} needs --data_dir=PATH (the folder to read)")
-        _choice("model", self.model, models.MODELS)
+        from trainers import model_source
+        model_source.check(self.model)  # a built-in name, or a file / module function / .keras that exists
         _choice("optimizer", self.optimizer, optimizers.OPTIMIZERS)
         _choice("augment_on", self.augment_on, AUGMENT_WHERE)
         for name in self.eval_transforms:
@@ -101,14 +121,22 @@ class ExperimentConfig:
                 policy = augment.get_policy(self.augment, num_classes=10, image_shape=(32, 32, 3))
             except ValueError as err:
                 raise ConfigError(f"--augment={self.augment!r}: {err}") from err
+            if policy.soft_labels and self.task == "regression":
+                raise ConfigError(f"--augment={self.augment!r} mixes labels (mixup/cutmix): not for --task=regression")
+            if normalize_steps(policy) and self.input_range != "0,1":
+                raise ConfigError(f"--augment={self.augment!r} normalizes and --input_range={self.input_range} rescales "
+                                  "the pixels: give one of them")
             if self.alternating_flip and any(name in ("flip", "random_flip_lr") for name, _ in policy.steps):
                 raise ConfigError(f"--alternating_flip replaces the random flip of --augment={self.augment!r}: "
                                   "give an --augment without it (e.g. crop:padding=2), or --noalternating_flip")
         for name in ("train_examples", "test_examples", "image_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name}={getattr(self, name)}: must be >= 0")
-        if any(w <= 0 for w in self.widths):
-            raise ConfigError(f"--widths={','.join(map(str, self.widths))}: widths must be positive")
+        for name in ("widths", "dense_widths"):
+            widths = getattr(self, name)
+            if any(w < 0 for w in widths) or 0 in widths and tuple(widths) != (0,):
+                raise ConfigError(f"--{name}={','.join(map(str, widths))}: widths must be positive "
+                                  "(or 0 alone: no hidden layer)")
         if self.train_minutes < 0:
             raise ConfigError(f"--train_minutes={self.train_minutes}: must be >= 0 (0: train --epochs)")
         from trainers.time_budget import LADDERS
@@ -126,17 +154,28 @@ class ExperimentConfig:
             raise ConfigError(f"--classes={','.join(map(str, self.classes))}: must be distinct class ids >= 0")
         if self.classes and len(self.classes) < 2:
             raise ConfigError(f"--classes={self.classes[0]}: keep at least two classes")
-        if self.freeze_backbone and not self.model.startswith("efficientnet"):
-            raise ConfigError(f"--freeze_backbone needs a backbone model (efficientnet_b0, "
-                              f"efficientnetv2_b0), not --model={self.model}")
-        # What the model builder would refuse, before anything is built (the image size again once
-        # the data is loaded: run_experiment).
-        for name, value, shown in (("widths", self.widths, ",".join(map(str, self.widths))),
-                                   ("activation", self.activation, self.activation),
-                                   ("pretrained", self.pretrained, ""), ("image_size", self.image_size, self.image_size)):
-            problem = models.options_error(self.model, **{name: value})
+        _check_task(self)
+        model_source.check_init_from(self.init_from)
+        if model_source.is_custom(self.model):
+            for name in ("widths", "dense_widths", "padding", "pool", "activation", "pretrained", "dropout"):
+                if getattr(self, name):
+                    raise ConfigError(f"--{name} applies to the built-in models, not to "
+                                      f"--model={model_source.describe(self.model)} (your model sets its own)")
+        else:
+            # What the model builder would refuse, before anything is built (the image size again once
+            # the data is loaded: run_experiment).
+            for name, value, shown in (("widths", self.widths, ",".join(map(str, self.widths))),
+                                       ("dense_widths", self.dense_widths, ",".join(map(str, self.dense_widths))),
+                                       ("padding", self.padding, self.padding), ("pool", self.pool, self.pool),
+                                       ("activation", self.activation, self.activation),
+                                       ("pretrained", self.pretrained, ""),
+                                       ("image_size", self.image_size, self.image_size)):
+                problem = models.options_error(self.model, **{name: value})
+                if problem:
+                    raise ConfigError(f"--{name}{f'={shown}' if shown != '' else ''} with --model={self.model}: {problem}")
+            problem = models.options_error(self.model, **architecture(self), image_size=self.image_size)
             if problem:
-                raise ConfigError(f"--{name}{f'={shown}' if shown != '' else ''} with --model={self.model}: {problem}")
+                raise ConfigError(f"--model={self.model} {describe_architecture(self)}: {problem}")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"--momentum={self.momentum}: must be in [0, 1)")
         for name, takers in optimizers.TAKES_MOMENTUM.items():  # trainers/recipes.py drops a recipe's
@@ -149,7 +188,42 @@ class ExperimentConfig:
             raise ConfigError(f"--permute_pixels={self.permute_pixels}: a seed >= 0, or -1 for none")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        from trainers import model_source
+        return {**dataclasses.asdict(self), "model": model_source.describe(self.model)}  # a callable: its name
+
+
+TASKS = ("classification", "binary", "regression")
+
+
+def _check_task(exp: ExperimentConfig) -> None:
+    """--task, --loss and --input_range, and what does not go with them."""
+    from framework.tasks import INPUT_RANGES, RegressionTask
+    _choice("task", exp.task, TASKS)
+    _choice("input_range", exp.input_range, tuple(INPUT_RANGES))
+    if exp.loss and exp.task != "regression":
+        raise ConfigError(f"--loss={exp.loss} is for --task=regression (mse, mae); --task={exp.task} has its own")
+    if exp.loss:
+        _choice("loss", exp.loss, RegressionTask.LOSSES)
+    if exp.task == "binary" and exp.classes and len(exp.classes) != 2:
+        raise ConfigError(f"--task=binary needs two classes, not --classes={','.join(map(str, exp.classes))}")
+    if exp.task == "regression":
+        for name in ("label_smoothing", "eval_transforms"):
+            if getattr(exp, name):
+                raise ConfigError(f"--{name} is for classification, not --task=regression")
+    if exp.input_range != "0,1" and isinstance(exp.model, str) and exp.model.startswith("efficientnet"):
+        raise ConfigError(f"--input_range={exp.input_range}: {exp.model} normalises [0, 1] images itself; "
+                          "leave --input_range=0,1")
+
+
+def architecture(exp: ExperimentConfig) -> dict:
+    """The built-in model's options as models.build_model / options_error take them (None: its own)."""
+    return dict(widths=tuple(exp.widths) or None, dense_widths=tuple(exp.dense_widths) or None,
+                padding=exp.padding or None, pool=exp.pool or None, activation=exp.activation or None)
+
+
+def describe_architecture(exp: ExperimentConfig) -> str:
+    return " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                    for k, v in architecture(exp).items() if v)
 
 
 def _choice(name, value, choices):
@@ -276,15 +350,55 @@ def permute_pixels(images: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape):
+    """(the task of --task, the --augment policy or None). The task's `num_outputs` is the model's output
+    width (num_classes; 1 for binary and regression)."""
     import augment
-    from framework.tasks import ClassificationTask
+    from framework import tasks
     policy = None
     if exp.augment != "none":
         policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
-    return ClassificationTask(num_classes, label_smoothing=exp.label_smoothing,
-                              augment=policy if exp.augment_on == "device" else None,
-                              tta=_tta(exp.tta_translate) if exp.tta else None,
-                              eval_transform=policy.eval_transform if policy is not None else None), policy
+    image_options = dict(augment=policy if exp.augment_on == "device" else None,
+                         tta=_tta(exp.tta_translate) if exp.tta else None,
+                         eval_transform=eval_transform_of(policy), input_range=tasks.INPUT_RANGES[exp.input_range])
+    if exp.task == "binary":
+        if num_classes != 2:
+            raise ConfigError(f"--task=binary needs labels 0/1, but --dataset={exp.dataset} has {num_classes} classes: "
+                              "keep two with --classes=A,B (e.g. --classes=3,5)")
+        return tasks.BinaryTask(label_smoothing=exp.label_smoothing, **image_options), policy
+    if exp.task == "regression":
+        return tasks.RegressionTask(loss=exp.loss or "mse", **image_options), policy
+    return tasks.ClassificationTask(num_classes, label_smoothing=exp.label_smoothing, **image_options), policy
+
+
+def normalize_steps(policy) -> list:
+    """The policy's `normalize` ops (functools.partials of augment.ops.normalize, or the op itself)."""
+    import functools
+    from augment import ops
+    found = []
+    for label, fn in policy.steps:
+        base = fn.func if isinstance(fn, functools.partial) else fn
+        if base is ops.sometimes and label.startswith("normalize"):
+            raise ConfigError("--augment: normalize takes no prob= (it must apply to every image, at evaluation too)")
+        if base is ops.normalize:
+            found.append(fn)
+    return found
+
+
+def eval_transform_of(policy):
+    """What evaluation images get from --augment: the centre crop of crop_to, and its `normalize` (training
+    images are normalised in the policy: evaluation must see the same pixel scale), else None."""
+    if policy is None:
+        return None
+    crop, normalizers = policy.eval_transform, normalize_steps(policy)
+    if not normalizers:
+        return crop
+
+    def transform(images):
+        images = crop(images) if crop is not None else images
+        for normalize in normalizers:  # per pixel: commutes with the crop
+            images = normalize(images)
+        return images
+    return transform
 
 
 def check_for_data(exp: ExperimentConfig, image_shape, policy) -> None:
@@ -294,9 +408,11 @@ def check_for_data(exp: ExperimentConfig, image_shape, policy) -> None:
     from augment.policies import check_policy
     from trainers import models
     height, width = int(image_shape[0]), int(image_shape[1])
-    problem = models.options_error(exp.model, image_size=min(height, width))
+    problem = None if not isinstance(exp.model, str) or exp.model not in models.MODELS else \
+        models.options_error(exp.model, image_size=min(height, width), **architecture(exp))
     if problem:
-        raise ConfigError(f"--model={exp.model} on {height}x{width} images"
+        raise ConfigError(f"--model={exp.model}{''.join(' ' + a for a in [describe_architecture(exp)] if a)} "
+                          f"on {height}x{width} images"
                           f"{f' (--image_size={exp.image_size})' if exp.image_size else ''}: {problem}")
     if "rot90" in exp.eval_transforms and height != width:
         raise ConfigError(f"--eval_transforms=rot90 needs square images, not {height}x{width} "
@@ -333,18 +449,42 @@ def _tta(translate: int):
 
 def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape, seed: int,
                  train_images=None):
-    from trainers import airbench_net, models
+    """`model_fn()` for the trainer; `num_classes` is the model's output width (the task's num_outputs).
+    A custom --model (trainers/model_source.py) is built and checked; --init_from's weights are copied in."""
+    from trainers import airbench_net, model_source, models
     whitening = None
     if exp.model == "airbench" and train_images is not None:
         whitening = train_images[:airbench_net.WHITENING_IMAGES]
+        if exp.input_range != "0,1":  # the whitening conv sees the pixels as the model will
+            from framework.tasks import INPUT_RANGES
+            low, high = INPUT_RANGES[exp.input_range]
+            whitening = np.asarray(whitening, np.float32) / (255.0 if whitening.dtype == np.uint8 else 1.0)
+            whitening = whitening * (high - low) + low
+    init_values = model_source.initial_values(exp.init_from) if exp.init_from else None
 
     def model_fn():
-        return models.build_model(exp.model, input_shape=image_shape, num_classes=num_classes,
-                                  widths=tuple(exp.widths) or None, activation=exp.activation or None,
-                                  dropout=exp.dropout, sync_batchnorm=exp.sync_batchnorm,
-                                  pretrained=exp.pretrained, freeze_backbone=exp.freeze_backbone, seed=seed,
-                                  whitening_images=whitening)
+        if model_source.is_custom(exp.model):
+            model = model_source.build(exp.model, input_shape=image_shape, num_outputs=num_classes, seed=seed)
+            if exp.freeze_backbone:
+                model_source.freeze_backbone(model)
+        else:
+            model = models.build_model(exp.model, input_shape=image_shape, num_classes=num_classes,
+                                       dropout=exp.dropout, sync_batchnorm=exp.sync_batchnorm,
+                                       pretrained=exp.pretrained, freeze_backbone=exp.freeze_backbone, seed=seed,
+                                       whitening_images=whitening, **architecture(exp))
+        if init_values is not None:
+            model_source.warm_start(model, init_values, path=exp.init_from,
+                                    what=f"--model={model_source.describe(exp.model)}")
+        return model
     return model_fn
+
+
+def check_model_source(exp: ExperimentConfig, *, num_outputs: int, input_shape, seed: int) -> None:
+    """Builds a custom --model, or the model --init_from starts, once to check it (its output width, the
+    weights' shapes): a ConfigError before anything is recorded or trained. Built-in models are not built."""
+    from trainers import model_source
+    if model_source.is_custom(exp.model) or exp.init_from:
+        model_fn_for(exp, None, num_outputs, input_shape, seed)()
 
 
 def optimizer_fn_for(exp: ExperimentConfig):
@@ -371,6 +511,8 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         num_classes, image_shape, class_names = int(np.max(data.train[1])) + 1, data.train[0].shape[1:], None
     task, policy = make_task(exp, config, num_classes, image_shape)
     check_for_data(exp, image_shape, policy)
+    check_model_source(exp, num_outputs=task.num_outputs, seed=config.seed,
+                       input_shape=policy.output_shape(image_shape) if policy is not None else image_shape)
     data = evaluation.with_eval_subsets(data, config.eval_splits)  # test_a, test_b: the test set's halves
     from framework.controller import eval_split_names
     eval_splits = eval_split_names(config, data)  # an unknown split: refused here, before anything is built
@@ -381,7 +523,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))
     run_config = {**config.to_dict(), **exp.to_dict()}
     model_shape = policy.output_shape(image_shape) if policy is not None else image_shape  # crop_to: smaller
-    model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=first_images(data.train, exp))
+    model_fn = model_fn_for(exp, config, task.num_outputs, model_shape, config.seed, train_images=first_images(data.train, exp))
     if exp.train_minutes and not config.train_steps:
         from trainers.time_budget import LADDERS, steps_for_budget
         budget = steps_for_budget(exp.train_minutes, config=config, data=data, model_fn=model_fn,
@@ -390,7 +532,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         config = config.replace(train_steps=budget["train_steps"])
         if budget.get("widths") and tuple(budget["widths"]) != tuple(exp.widths):  # the ladder's rung
             exp = dataclasses.replace(exp, widths=tuple(budget["widths"]))
-            model_fn = model_fn_for(exp, config, num_classes, model_shape, config.seed, train_images=first_images(data.train, exp))
+            model_fn = model_fn_for(exp, config, task.num_outputs, model_shape, config.seed, train_images=first_images(data.train, exp))
         run_config = {**run_config, "train_steps": config.train_steps, "widths": exp.widths, "time_budget": budget}
     trainer = framework.build_trainer(config, data, model_fn=model_fn,
                                       optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)

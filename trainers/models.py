@@ -3,8 +3,13 @@
 Every model maps float32 NHWC images in [0, 1] (or already normalised) to float32 LOGITS (no softmax).
 
 Models:
-  mlp                Flatten + Dense(widths) with `activation`; optional BatchNorm / Dropout.
-  cnn                The classic small CNN: 3 conv 3x3 (32, 64, 64) with 2 max-pools, Dense 64, logits.
+  mlp                Flatten + Dense(widths) with `activation`; optional BatchNorm / Dropout. Any number of
+                     hidden layers: widths=(0,) (--widths=0) or () is none, a linear model.
+  cnn                A conv stack, then Dense layers: `widths` the 3x3 convs' filters (any number; default
+                     32, 64, 64), `dense_widths` the hidden Dense units after them (default 64; (0,) for
+                     none), `padding` 'valid' (default, the TF tutorial's) or 'same', `pool` where the 2x2
+                     max-pools go: '' after every conv but the last (the default), 'every', 'none' or the
+                     conv numbers '1,3'. The default is the classic small CNN: 3 convs, 2 pools, Dense 64.
   cnn_bn             cnn with BatchNormalization after each conv (conv -> BN -> activation).
   cnn_dropout        cnn with Dropout after each pool and after Dense 64 (rate 0.25 unless given).
   resnet9            The "ResNet-9" of the CIFAR-10 speed records (Page's DAWNBench net, airbench's
@@ -20,6 +25,8 @@ Models:
 Conventions:
   * `widths=None` and `batchnorm=None` take the model's own default (e.g. `widths` is (64, 64) for
     mlp and (64, 128, 256, 512) for resnet9); an argument that does not apply to a model is refused.
+  * `activation` is one Keras activation name, or (mlp, cnn*) one per layer: "relu,sigmoid" (mlp: per
+    hidden layer; cnn: per conv, then per hidden Dense).
   * Mixed precision: set the global policy (`keras.config.set_dtype_policy("mixed_bfloat16")`)
     before building; the logits layer is always float32.
   * `seed` gives every layer its own seeded initializer (derived from the seed and the layer's name),
@@ -27,6 +34,7 @@ Conventions:
   * Models contain no Lambda layers, so `.keras` files load with `safe_mode=True`.
 """
 import contextlib
+import functools
 import math
 import random
 import socket
@@ -42,22 +50,24 @@ MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "airbench", "efficie
 
 _DEFAULT_WIDTHS = {
     "mlp": (64, 64),  # hidden Dense units, any number of layers
-    "cnn": (32, 64, 64, 64),  # conv1, conv2, conv3 filters, then Dense units
+    "cnn": (32, 64, 64),  # the 3x3 convs' filters, any number (the Dense units: _DEFAULT_DENSE_WIDTHS)
     "resnet9": (64, 128, 256, 512),  # prep, layer1, layer2, layer3 channels
     "airbench": airbench_net.DEFAULT_WIDTHS,  # conv group 1, 2, 3 channels
 }
 _DEFAULT_WIDTHS["cnn_bn"] = _DEFAULT_WIDTHS["cnn_dropout"] = _DEFAULT_WIDTHS["cnn"]
 _WIDTHS_MEANING = {
     "mlp": "hidden Dense units, any number of layers",
-    "cnn": "conv1, conv2, conv3 filters, then Dense units",
+    "cnn": "the convs' filters, any number; the Dense units after them are --dense_widths",
     "resnet9": "prep, layer1, layer2, layer3 channels",
     "airbench": "conv group 1, 2, 3 channels",
 }
 _WIDTHS_MEANING["cnn_bn"] = _WIDTHS_MEANING["cnn_dropout"] = _WIDTHS_MEANING["cnn"]
-# The spatial size left before the head, from the input's smaller side: it must stay >= 1.
-_CNN_SIZE = lambda s: ((s - 2) // 2 - 2) // 2 - 2  # noqa: E731  3 'valid' 3x3 convs, 2 max-pools
-_FEATURE_SIZE = {"cnn": _CNN_SIZE, "cnn_bn": _CNN_SIZE, "cnn_dropout": _CNN_SIZE,
-                 "resnet9": lambda s: s // 2 // 2 // 2,  # 3 max-pools
+CNNS = ("cnn", "cnn_bn", "cnn_dropout")  # the conv stacks that take dense_widths, padding and pool
+_DEFAULT_DENSE_WIDTHS = (64,)
+PADDINGS = ("valid", "same")
+# The spatial size left before the head, from the input's smaller side: it must stay >= 1 (the cnns:
+# _cnn_feature_size, which follows their widths, padding and pools).
+_FEATURE_SIZE = {"resnet9": lambda s: s // 2 // 2 // 2,  # 3 max-pools
                  "airbench": lambda s: (s - 1) // 2 // 2 // 2 // 3}  # 2x2 whitening, 3 pools, pool 3
 _CNN_DROPOUT_RATE = 0.25
 # From the speed-record recipes: keeps initial logits small.
@@ -95,7 +105,8 @@ class Scale(keras.layers.Layer):
 
 def build_model(name, *, input_shape, num_classes, widths=None, activation=None, batchnorm=None,
                 dropout=0.0, sync_batchnorm=False, pretrained=False, freeze_backbone=False,
-                seed=None, name_prefix=None, whitening_images=None):
+                seed=None, name_prefix=None, whitening_images=None, dense_widths=None, padding=None,
+                pool=None):
     """Builds model `name` (one of MODELS) returning float32 logits of shape (batch, num_classes).
 
     Args:
@@ -103,11 +114,12 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
       input_shape: shape of one example, e.g. (28, 28, 1) or (32, 32, 3); mlp also takes (features,).
       num_classes: number of logits.
       widths: layer widths, None for the model's default (see _DEFAULT_WIDTHS): mlp any number of
-        hidden units; cnn* 4 numbers (3 conv filters, Dense units); resnet9 4 channel counts;
-        airbench 3 (its conv groups).
+        hidden units ((0,) or (): none, a linear model); cnn* the filters of any number of 3x3 convs;
+        resnet9 4 channel counts; airbench 3 (its conv groups).
       activation: Keras activation name for mlp/cnn*/resnet9/airbench; None for the model's own
-        (relu; gelu for airbench). The efficientnets keep their swish
-        and refuse anything but the default.
+        (relu; gelu for airbench). mlp and cnn* also take one per layer, "relu,sigmoid" or a sequence
+        (mlp: per hidden layer; cnn*: per conv, then per hidden Dense). The efficientnets keep their
+        swish and refuse anything but the default.
       batchnorm: BatchNormalization after each conv/hidden Dense; None means the model's default
         (True for cnn_bn, resnet9 and airbench, which cannot turn it off; False for mlp/cnn/cnn_dropout).
       dropout: rate of the Dropout layers (mlp: after each hidden layer; cnn*: after each pool and
@@ -121,6 +133,11 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
       name_prefix: prefix for the model's and its layers' names (to tell two models apart).
       whitening_images: airbench only: training images (uint8 or float in [0, 1]) whose 2x2 patches
         set the frozen whitening conv; None leaves it random (e.g. before restoring weights).
+      dense_widths: cnn* only: hidden Dense units after the convs, None for (64,); (0,) or (): none
+        (the logits follow the flattened convs).
+      padding: cnn* only: 'valid' (None, the default) or 'same' (keeps the size: deeper stacks fit).
+      pool: cnn* only: where the 2x2 max-pools go: None or '' after every conv but the last, 'every',
+        'none', or the conv numbers ("1,2" or a sequence of ints, counted from 1).
     """
     if name not in MODELS:
         raise ValueError(f"`name` ({name!r}) must be one of {', '.join(MODELS)}")
@@ -153,8 +170,21 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
         return _efficientnet(name, layers, input_shape, num_classes, dropout, pretrained,
                              freeze_backbone, seed)
 
+    for arg, value in (("dense_widths", dense_widths), ("padding", padding), ("pool", pool)):
+        if value not in (None, "") and name not in CNNS:
+            raise ValueError(f"`{arg}` ({value!r}) only applies to {', '.join(CNNS)}, not {name}")
     widths = _check_widths(name, widths)
-    activation = _check_activation(activation or ("gelu" if name == "airbench" else "relu"))
+    if name in CNNS:
+        dense_widths = _DEFAULT_DENSE_WIDTHS if dense_widths is None else _no_layers_if_zero(dense_widths)
+        padding = padding or "valid"
+        if padding not in PADDINGS:
+            raise ValueError(f"`padding` ({padding!r}) must be one of {', '.join(PADDINGS)}")
+        pool = pool_positions(pool, len(widths))
+        activation = _check_activations(activation, len(widths) + len(dense_widths), name)
+    elif name == "mlp":
+        activation = _check_activations(activation, len(widths), name)
+    else:
+        activation = _check_activation(activation or ("gelu" if name == "airbench" else "relu"))
     if batchnorm is None:
         batchnorm = name in ("cnn_bn", "resnet9", "airbench")
     if name == "airbench" and not batchnorm:
@@ -165,13 +195,13 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     initialise = None
     if name == "mlp":
         features = _mlp_body(inputs, layers, widths, activation, batchnorm, dropout)
+    elif name in CNNS:
+        features = _cnn_body(inputs, layers, widths, dense_widths, activation, batchnorm, dropout, padding, pool)
     elif name == "resnet9":
         features = _resnet9_body(inputs, layers, widths, activation, batchnorm, dropout)
     elif name == "airbench":
         features, initialise = airbench_net.build_airbench(inputs, layers, widths, activation, dropout,
                                                            whitening_images)
-    else:
-        features = _cnn_body(inputs, layers, widths, activation, batchnorm, dropout)
 
     # Head. float32 whatever the global policy, so logits (and the loss) stay float32.
     head = [layers.dense(num_classes, "logits", use_bias=name not in _LOGIT_SCALES, dtype="float32")]
@@ -189,12 +219,16 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     return model
 
 
-def options_error(name, *, widths=None, activation=None, pretrained=False, image_size=None) -> str | None:
+def options_error(name, *, widths=None, activation=None, pretrained=False, image_size=None,
+                  dense_widths=None, padding=None, pool=None) -> str | None:
     """Why `name` cannot take these options, in words for a user (None if it can): the checks of
     build_model that need no data, so a configuration can be refused before anything is built.
-    `image_size` is the input's smaller side."""
+    `image_size` is the input's smaller side. Options left None/empty are the model's own."""
     if name not in MODELS:
         return f"unknown model {name!r}; valid models: {', '.join(MODELS)}"
+    for arg, value in (("dense_widths", dense_widths), ("padding", padding), ("pool", pool)):
+        if value not in (None, "", ()) and name not in CNNS:
+            return f"--{arg} only applies to {', '.join(CNNS)}"
     if name in _EFFICIENTNETS:
         if widths:
             return f"{name} is a keras.applications backbone: its widths cannot be set"
@@ -204,19 +238,115 @@ def options_error(name, *, widths=None, activation=None, pretrained=False, image
         if pretrained:
             return f"only {', '.join(_EFFICIENTNETS)} have pretrained weights, not {name}"
         default = _DEFAULT_WIDTHS[name]
-        if widths and (any(int(w) < 1 for w in widths) or name != "mlp" and len(widths) != len(default)):
-            count = "positive widths" if name == "mlp" else f"{len(default)} positive widths"
+        if widths and not _widths_fit(name, widths):
+            if name == "mlp":
+                count = "positive widths, or 0 for no hidden layer (a linear model)"
+            elif name in CNNS:
+                count = "one or more positive widths"
+            else:
+                count = f"{len(default)} positive widths"
             return f"{name} takes {count} ({_WIDTHS_MEANING[name]}), e.g. {','.join(map(str, default))} (the default)"
+        if dense_widths and not _widths_fit("mlp", dense_widths):
+            return "--dense_widths takes positive widths, or 0 for no hidden Dense layer"
+        if padding and padding not in PADDINGS:
+            return f"--padding={padding}: one of {', '.join(PADDINGS)}"
         if activation:
-            try:
-                _check_activation(activation)
-            except ValueError:
-                return f"unknown activation {activation!r}: a Keras activation name, e.g. relu, gelu, silu, tanh"
-    size = _FEATURE_SIZE.get(name)
+            problem = _activations_error(name, activation, widths, dense_widths)
+            if problem:
+                return problem
+    if name in CNNS:
+        convs = len(widths) if widths else len(_DEFAULT_WIDTHS[name])
+        try:
+            positions = pool_positions(pool, convs)
+        except ValueError as err:
+            return str(err)
+        size = functools.partial(_cnn_feature_size, convs=convs, same=padding == "same", pools=positions)
+    else:
+        size = _FEATURE_SIZE.get(name)
     if image_size and size and size(int(image_size)) < 1:
-        smallest = next(s for s in range(1, 1024) if size(s) >= 1)
-        return f"{name} needs images of at least {smallest}x{smallest} pixels"
+        smallest = next((s for s in range(1, 1 << 16) if size(s) >= 1), None)
+        hint = "" if name not in CNNS or padding == "same" else \
+            " (--padding=same keeps the size; fewer --widths or pools shrink it less)"
+        return f"{name} needs images of at least {smallest}x{smallest} pixels{hint}"
     return None
+
+
+def pool_positions(pool, convs: int) -> tuple:
+    """The conv numbers (from 1) followed by a max-pool: `pool` '' or None after every conv but the last,
+    'every', 'none', "1,3" or a sequence of ints."""
+    if pool in (None, ""):
+        return tuple(range(1, convs))
+    if pool == "every":
+        return tuple(range(1, convs + 1))
+    if pool == "none":
+        return ()
+    try:
+        positions = tuple(int(p) for p in (pool.split(",") if isinstance(pool, str) else pool))
+    except (TypeError, ValueError):
+        positions = None
+    if positions is None or any(not 1 <= p <= convs for p in positions) or len(set(positions)) != len(positions):
+        raise ValueError(f"--pool={pool if isinstance(pool, str) else ','.join(map(str, pool))}: "
+                         f"'every', 'none', or distinct conv numbers from 1 to {convs}, e.g. --pool=1,2")
+    return tuple(sorted(positions))
+
+
+def _cnn_feature_size(s, *, convs, same, pools):
+    """The spatial size after the conv stack (< 1: the images are too small for it)."""
+    for i in range(1, convs + 1):
+        s = s if same else s - 2
+        if s < 1:
+            return s
+        if i in pools:
+            s //= 2
+    return s
+
+
+def _no_layers_if_zero(widths):
+    """(0,) stands for no layers (the command line cannot give an empty list: '' is the default)."""
+    widths = tuple(widths)
+    return () if widths == (0,) else widths
+
+
+def _widths_fit(name, widths) -> bool:
+    try:
+        widths = tuple(int(w) for w in widths)
+    except (TypeError, ValueError):
+        return False
+    if name == "mlp" and widths == (0,):
+        return True
+    if any(w < 1 for w in widths):
+        return False
+    if name in CNNS:
+        return len(widths) >= 1
+    return name == "mlp" or len(widths) == len(_DEFAULT_WIDTHS[name])
+
+
+def _activations_error(name, activation, widths, dense_widths) -> str | None:
+    names = _activation_list(activation)
+    for one in names:
+        try:
+            _check_activation(one)
+        except ValueError:
+            return f"unknown activation {one!r}: a Keras activation name, e.g. relu, gelu, silu, tanh"
+    if len(names) == 1:
+        return None
+    if name == "mlp":
+        layers, what = len(_no_layers_if_zero(widths) if widths else _DEFAULT_WIDTHS["mlp"]), "hidden layers"
+    elif name in CNNS:
+        convs = len(widths) if widths else len(_DEFAULT_WIDTHS[name])
+        dense = len(_no_layers_if_zero(dense_widths)) if dense_widths else len(_DEFAULT_DENSE_WIDTHS)
+        layers, what = convs + dense, f"layers ({convs} convs + {dense} Dense)"
+    else:
+        return f"{name} takes one activation, not a list"
+    if len(names) != layers:
+        return f"{len(names)} activations for {layers} {what}: give one, or one per layer"
+    return None
+
+
+def _activation_list(activation) -> list:
+    if isinstance(activation, str):
+        return [a.strip() for a in activation.split(",")]
+    return list(activation)
 
 
 class _Layers:
@@ -270,9 +400,9 @@ class _Layers:
         return keras.layers.Activation(activation, name=self.name(f"{name}_act"))(x)
 
 
-def _mlp_body(x, layers, widths, activation, batchnorm, dropout):
+def _mlp_body(x, layers, widths, activations, batchnorm, dropout):
     x = keras.layers.Flatten(name=layers.name("flatten"))(x)
-    for i, units in enumerate(widths, start=1):
+    for i, (units, activation) in enumerate(zip(widths, activations), start=1):
         x = layers.dense(units, f"dense{i}", use_bias=not batchnorm)(x)
         if batchnorm:
             x = layers.batchnorm(f"dense{i}_bn")(x)
@@ -282,26 +412,29 @@ def _mlp_body(x, layers, widths, activation, batchnorm, dropout):
     return x
 
 
-def _cnn_body(x, layers, widths, activation, batchnorm, dropout):
-    # The TensorFlow tutorial CNN: 'valid' 3x3 convs, 2x2 max-pools after the first two.
-    for i, filters in enumerate(widths[:3], start=1):
-        x = keras.layers.Conv2D(filters, 3, use_bias=not batchnorm,
+def _cnn_body(x, layers, widths, dense_widths, activations, batchnorm, dropout, padding, pools):
+    # The TensorFlow tutorial CNN by default: 'valid' 3x3 convs, 2x2 max-pools after all but the last.
+    # Layer names (and so the seeded initial weights) are the same as before these options existed.
+    for i, filters in enumerate(widths, start=1):
+        x = keras.layers.Conv2D(filters, 3, padding=padding, use_bias=not batchnorm,
                                 kernel_initializer=layers.kernel_init(f"conv{i}"),
                                 name=layers.name(f"conv{i}"))(x)
         if batchnorm:
             x = layers.batchnorm(f"conv{i}_bn")(x)
-        x = keras.layers.Activation(activation, name=layers.name(f"conv{i}_act"))(x)
-        if i < 3:
+        x = keras.layers.Activation(activations[i - 1], name=layers.name(f"conv{i}_act"))(x)
+        if i in pools:
             x = keras.layers.MaxPooling2D(2, name=layers.name(f"pool{i}"))(x)
             if dropout:
                 x = layers.dropout(dropout, f"pool{i}_dropout")(x)
     x = keras.layers.Flatten(name=layers.name("flatten"))(x)
-    x = layers.dense(widths[3], "dense", use_bias=not batchnorm)(x)
-    if batchnorm:
-        x = layers.batchnorm("dense_bn")(x)
-    x = keras.layers.Activation(activation, name=layers.name("dense_act"))(x)
-    if dropout:
-        x = layers.dropout(dropout, "dense_dropout")(x)
+    for j, units in enumerate(dense_widths, start=1):
+        name = "dense" if len(dense_widths) == 1 else f"dense{j}"
+        x = layers.dense(units, name, use_bias=not batchnorm)(x)
+        if batchnorm:
+            x = layers.batchnorm(f"{name}_bn")(x)
+        x = keras.layers.Activation(activations[len(widths) + j - 1], name=layers.name(f"{name}_act"))(x)
+        if dropout:
+            x = layers.dropout(dropout, f"{name}_dropout")(x)
     return x
 
 
@@ -421,15 +554,28 @@ def _check_widths(name, widths):
     if widths is None:
         return _DEFAULT_WIDTHS[name]
     default = _DEFAULT_WIDTHS[name]
-    try:
-        checked = tuple(int(w) for w in widths)
-    except (TypeError, ValueError):
-        checked = None
-    if checked is None or any(w < 1 for w in checked) or (name != "mlp" and len(checked) != len(default)):
-        count = "" if name == "mlp" else f"{len(default)} "
-        raise ValueError(f"`widths` ({widths!r}) must be {count}positive integers for {name} "
-                         f"(default {default})")
-    return checked
+    if not _widths_fit(name, widths) and not (name == "mlp" and tuple(widths) == ()):
+        if name == "mlp":
+            count = "positive integers (or (0,) for none)"
+        elif name in CNNS:
+            count = "one or more positive integers"
+        else:
+            count = f"{len(default)} positive integers"
+        raise ValueError(f"`widths` ({widths!r}) must be {count} for {name} (default {default})")
+    return tuple(int(w) for w in _no_layers_if_zero(widths))
+
+
+def _check_activations(activation, layers, name):
+    """One activation name per layer: None -> relu for all; one name -> it for all."""
+    names = _activation_list(activation or "relu")
+    for one in names:
+        _check_activation(one)
+    if len(names) == 1:
+        return names * layers
+    if len(names) != layers:
+        raise ValueError(f"`activation` ({activation!r}): {len(names)} activations for the {layers} layers "
+                         f"of this {name}: give one, or one per layer")
+    return names
 
 
 def _check_activation(activation):
