@@ -282,3 +282,122 @@ def test_scaled_bias_trains_with_its_learning_rate_times_the_scale():
         loss = tf.reduce_sum(layer(x) * target)  # d loss / d bias = target
     optimizer.apply_gradients(zip(tape.gradient(loss, layer.trainable_variables), layer.trainable_variables))
     np.testing.assert_allclose(layer(x).numpy(), -0.01 * 64 * target.numpy(), rtol=1e-5)
+
+
+# --- issue 17.2: the notebooks' templates ------------------------------------------------------------
+
+def _layer_names(model, kind):
+    return [layer.name for layer in model.layers if isinstance(layer, kind)]
+
+
+def test_cnn_takes_any_conv_stack_padding_pools_and_dense_layers():
+    model = models.build_model("cnn", input_shape=(28, 28, 1), num_classes=10, widths=(8, 8, 8, 8, 8),
+                               padding="same", pool="1,3", dense_widths=(0,))
+    assert len(_layer_names(model, keras.layers.Conv2D)) == 5 and _layer_names(model, keras.layers.Dense) == ["logits"]
+    assert _layer_names(model, keras.layers.MaxPooling2D) == ["pool1", "pool3"]
+    assert model.get_layer("flatten").output.shape[1:] == (7 * 7 * 8,)  # same padding: 28 -> 14 -> 7
+    model = models.build_model("cnn", input_shape=(28, 28, 1), num_classes=10, widths=(4, 6), pool="every",
+                               dense_widths=(16, 12), activation="relu,tanh,sigmoid,gelu")
+    assert _layer_names(model, keras.layers.Dense) == ["dense1", "dense2", "logits"]
+    assert [model.get_layer(f"{n}_act").activation.__name__ for n in ("conv1", "conv2", "dense1", "dense2")] == \
+        ["relu", "tanh", "sigmoid", "gelu"]
+    assert model.get_layer("flatten").output.shape[1:] == (5 * 5 * 6,)  # valid: 28 -> 26 -> 13 -> 11 -> 5
+    assert models.options_error("cnn", widths=(8,) * 5, image_size=28) == \
+        "cnn needs images of at least 78x78 pixels (--padding=same keeps the size; fewer --widths or pools shrink it less)"
+    assert models.options_error("cnn", widths=(8,) * 5, padding="same", pool="1,2,3,4", image_size=28) is None
+    assert "at least 32x32" in models.options_error("cnn", widths=(8,) * 5, padding="same", pool="every", image_size=28)
+
+
+def test_mlp_with_no_hidden_layer_is_linear_and_takes_one_activation_per_layer():
+    linear = models.build_model("mlp", input_shape=(28, 28, 1), num_classes=10, widths=(0,))
+    assert _layer_names(linear, keras.layers.Dense) == ["logits"] and linear.count_params() == 28 * 28 * 10 + 10
+    model = models.build_model("mlp", input_shape=(28, 28, 1), num_classes=10, widths=(16, 8),
+                               activation="relu,sigmoid")
+    assert [model.get_layer(f"dense{i}_act").activation.__name__ for i in (1, 2)] == ["relu", "sigmoid"]
+    with pytest.raises(ValueError, match="3 activations for the 2 layers"):
+        models.build_model("mlp", input_shape=(4,), num_classes=2, activation="relu,relu,relu")
+
+
+# --- issue 17.1 and 17.3: your own model, .keras files, warm starts -------------------------------
+
+MY_MODEL = '''
+import keras
+
+def build(input_shape, num_classes):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(), keras.layers.Dense(num_classes)])
+
+def three_outputs(input_shape, num_classes):
+    return build(input_shape, 3)
+
+def not_a_model(input_shape, num_classes):
+    return "a string"
+
+def seeded(input_shape, num_classes, seed):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
+                             keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed))])
+'''
+
+
+@pytest.fixture
+def my_model_file(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(MY_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path / "my_models.py"
+
+
+def test_model_from_a_file_a_module_or_a_callable_is_built_and_checked(my_model_file):
+    from framework import ConfigError
+    from trainers import model_source
+    for spec in (f"{my_model_file}:build", "my_models:build", f"{my_model_file}:seeded"):
+        model = model_source.build(spec, input_shape=(28, 28, 1), num_outputs=10, seed=1)
+        assert model.output_shape == (None, 10)
+    a, b = (model_source.build(f"{my_model_file}:seeded", input_shape=(4,), num_outputs=2, seed=1) for _ in "ab")
+    np.testing.assert_array_equal(a.get_weights()[0], b.get_weights()[0])  # seed= is passed when taken
+    for spec, message in ((f"{my_model_file}:three_outputs", r"output has shape \(batch, 3\); this task needs \(batch, 10\)"),
+                          (f"{my_model_file}:not_a_model", "returned str, not a Keras model"),
+                          ("my_models:nothing", "has no function 'nothing' .*'build'")):
+        with pytest.raises(ConfigError, match=message):
+            model_source.build(spec, input_shape=(28, 28, 1), num_outputs=10)
+    assert model_source.build(lambda input_shape, num_classes: models.build_model(
+        "mlp", input_shape=input_shape, num_classes=num_classes), input_shape=(4,), num_outputs=3).output_shape == (None, 3)
+
+
+def test_warm_start_copies_every_weight_and_a_new_head_of_another_size(tmp_path):
+    from framework import ConfigError
+    from trainers import model_source
+    source = models.build_model("mlp", input_shape=(28, 28, 1), num_classes=10, widths=(16,), seed=1)
+    source.save(tmp_path / "source.keras")
+    values = model_source.initial_values(str(tmp_path / "source.keras"))
+    binary = models.build_model("mlp", input_shape=(28, 28, 1), num_classes=1, widths=(16,), seed=2)
+    model_source.warm_start(binary, values, path="source.keras", what="--model=mlp")
+    np.testing.assert_array_equal(binary.get_layer("dense1").get_weights()[0], source.get_layer("dense1").get_weights()[0])
+    assert binary.get_layer("logits").get_weights()[0].shape == (16, 1)  # the new head, as built
+    with pytest.raises(ConfigError, match="its weights do not fit --model=mlp"):
+        model_source.warm_start(models.build_model("mlp", input_shape=(28, 28, 1), num_classes=10, widths=(32,)),
+                                values, path="source.keras", what="--model=mlp")
+    model_source.freeze_backbone(binary)
+    assert [w.path for w in binary.trainable_weights] == ["logits/kernel", "logits/bias"]
+
+
+def test_init_from_a_run_starts_at_its_accuracy_and_a_saved_keras_model_fine_tunes(tmp_path, data_dir):
+    import json
+    from trainers import model_source, recipes
+    from trainers.experiment import run_experiment
+
+    def run(name, **options):
+        exp, config = recipes.configs("mnist", None, smoke=True, model_dir=str(tmp_path / name), data_dir=data_dir,
+                                      eval_at_start=True, predictions=False, **options)
+        result = run_experiment(exp, config)
+        with open(tmp_path / name / "history.json") as f:
+            return result, json.load(f)
+
+    first, fresh = run("run1", model="mlp", widths=(32,), train_steps=24, learning_rate=3e-3, lr_schedule="constant")
+    _, warm = run("run2", model="mlp", widths=(32,), init_from=str(tmp_path / "run1"), train_steps=2)
+    assert fresh["test_accuracy"][0] < 0.3 and first["test_accuracy"] > 0.6
+    assert warm["test_accuracy"][0] == pytest.approx(first["test_accuracy"], abs=1e-6)  # step 0 = run 1's end
+    # The same weights as a .keras file, fine-tuned with a frozen backbone (run 1 of staged fine-tuning).
+    model = models.build_model("mlp", input_shape=(28, 28, 1), num_classes=10, widths=(32,))
+    model_source.warm_start(model, model_source.initial_values(str(tmp_path / "run1")), path="run1", what="mlp")
+    model.save(tmp_path / "run1.keras")
+    _, tuned = run("run3", model=str(tmp_path / "run1.keras"), freeze_backbone=True, train_steps=2)
+    assert tuned["test_accuracy"][0] == pytest.approx(first["test_accuracy"], abs=1e-6)

@@ -208,7 +208,8 @@ def _init_file(path: str):
     exported = os.path.join(path, "model.keras")
     if os.path.isfile(exported):
         return "keras", exported
-    checkpoint = tf.train.latest_checkpoint(path)
+    # framework/controller.py's checkpoints (the last state; best/ holds the best evaluation's)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(path, "checkpoints")) or tf.train.latest_checkpoint(path)
     if checkpoint is None:
         raise ConfigError(f"--init_from={path}: the directory holds no model.keras and no checkpoint "
                           "(is it a run's --model_dir? did that run save a checkpoint?)")
