@@ -186,23 +186,15 @@ def run_onednn_verbose(trainer: str, recipe: str, steps: int, mixed_precision: s
 
 def profile_ours(trainer_name: str, recipe: str, *, steps: int, warmup: int, mixed_precision: str, smoke: bool):
     """(our categories, per-op times, examples/s under the profiler, the recipe's exp and config)."""
-    import framework
+    from benchmarks.vs_peer import warmed_loop
     from trainers import recipes
-    from trainers.experiment import load_data, make_task, model_fn_for, optimizer_fn_for
-    from trainers.time_budget import throwaway_loop
     options = {"mixed_precision": mixed_precision} if mixed_precision else {}
     exp, config = recipes.configs(trainer_name, recipe, smoke=smoke, **options)
-    strategy = framework.prepare_runtime(config)
-    data, ds = load_data(exp, config.seed)
-    task, policy = make_task(exp, config, ds.num_classes, ds.image_shape)
-    if task.augment is not None:
-        task.augment = _in_scope("augment", task.augment)
-    model_shape = policy.output_shape(ds.image_shape) if policy is not None else ds.image_shape
-    model_fn = model_fn_for(exp, config, ds.num_classes, model_shape, config.seed, train_images=data.train[0])
-    trainer, iterator = throwaway_loop(config=config, data=data, model_fn=model_fn,
-                                       optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
-    trainer.run_train(iterator, warmup)
-    trainer.train_results()  # waits for the device
+
+    def name_augment_scope(task):
+        if task.augment is not None:
+            task.augment = _in_scope("augment", task.augment)
+    trainer, iterator = warmed_loop(exp, config, warmup=warmup, wrap_task=name_augment_scope)
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         start = time.perf_counter()

@@ -41,22 +41,31 @@ def define_flags():
     flags.DEFINE_bool("smoke", False, "Test size (the recipe's smoke variant, 3 steps): figures meaningless.")
 
 
-def ours_examples_per_sec(net: str, mixed_precision: str, *, steps: int, warmup: int, smoke: bool):
-    """(examples/s of our real train loop over `steps` after `warmup`, exp, config) for recipe `net`."""
+def warmed_loop(exp, config, *, warmup: int, wrap_task=None):
+    """(trainer, iterator) of the experiment's real train loop, compiled and run `warmup` steps, no
+    outputs written; `wrap_task(task)` may change the task first (step_profile names its scopes)."""
     import framework
-    from trainers import recipes
     from trainers.experiment import load_data, make_task, model_fn_for, optimizer_fn_for
     from trainers.time_budget import throwaway_loop
-    exp, config = recipes.configs("cifar", net, smoke=smoke, mixed_precision=mixed_precision)
     strategy = framework.prepare_runtime(config)
     data, ds = load_data(exp, config.seed)
     task, policy = make_task(exp, config, ds.num_classes, ds.image_shape)
+    if wrap_task is not None:
+        wrap_task(task)
     model_shape = policy.output_shape(ds.image_shape) if policy is not None else ds.image_shape
     model_fn = model_fn_for(exp, config, ds.num_classes, model_shape, config.seed, train_images=data.train[0])
     trainer, iterator = throwaway_loop(config=config, data=data, model_fn=model_fn,
                                        optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy)
     trainer.run_train(iterator, warmup)
     trainer.train_results()  # waits for the device
+    return trainer, iterator
+
+
+def ours_examples_per_sec(net: str, mixed_precision: str, *, steps: int, warmup: int, smoke: bool):
+    """(examples/s of our real train loop over `steps` after `warmup`, exp, config) for recipe `net`."""
+    from trainers import recipes
+    exp, config = recipes.configs("cifar", net, smoke=smoke, mixed_precision=mixed_precision)
+    trainer, iterator = warmed_loop(exp, config, warmup=warmup)
     start = time.perf_counter()
     trainer.run_train(iterator, steps)
     trainer.train_results()  # host-device sync point: the timed steps are done
