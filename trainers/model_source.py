@@ -275,5 +275,5 @@ def _run_options(path: str) -> str:
         return ""
     shown = [f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
              for k in ("model", "widths", "dense_widths", "padding", "pool", "activation", "task", "classes")
-             if recorded.get(k) not in (None, "", [], ())]
+             for v in [recorded.get(k)] if v not in (None, "", [], ())]
     return f": {' '.join(shown)}" if shown else ""
