@@ -72,7 +72,8 @@ SMOKE = dict(train_examples=512, test_examples=256, global_batch_size=64, epochs
 # Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out here
 # so that this module imports no Keras).
 OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
-MODEL_OPTIONS = ("widths", "activation", "budget_ladder")  # a recipe's architecture is its model's
+MODEL_OPTIONS = ("widths", "dense_widths", "padding", "pool", "activation", "budget_ladder")  # a recipe's
+# architecture is its model's
 
 
 def trainers() -> tuple:
