@@ -45,7 +45,7 @@ _RULES = (
     ("augmentation", (), r"(^|/)augment(_\d+)?/"),
     ("conv backward-input", ("Conv2DBackpropInput", "Conv3DBackpropInputV2", "DepthwiseConv2dNativeBackpropInput"),
      None),
-    ("conv backward-filter", ("Conv2DBackpropFilter", "Conv3DBackpropFilterV2",
+    ("conv backward-filter", ("Conv2DBackpropFilter", "Conv2DBackpropFilterWithBias", "Conv3DBackpropFilterV2",
                               "DepthwiseConv2dNativeBackpropFilter"), None),
     ("conv forward", ("Conv2D", "_FusedConv2D", "Conv3D", "DepthwiseConv2dNative", "_MklConv2D",
                       "_MklNativeConv2D", "_MklNativeFusedConv2D"), None),
@@ -88,9 +88,11 @@ def define_flags():
 
 
 def categorize(op_type: str, scope: str) -> str:
-    """The category of one TensorFlow op, from its type and its name scope (the loop frames stripped)."""
+    """The category of one TensorFlow op, from its type and its name scope (the loop frames stripped).
+    oneDNN's rewrites of an op (`_MklNativeConv2DBackpropInput`, `_MklConv2D`) count as the op."""
+    plain = re.sub(r"^_Mkl(Native)?", "", op_type)
     for category, types, pattern in _RULES:
-        if op_type in types or (pattern and re.search(pattern, scope, re.IGNORECASE)):
+        if op_type in types or plain in types or (pattern and re.search(pattern, scope, re.IGNORECASE)):
             return category
     return "everything else"
 

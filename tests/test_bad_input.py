@@ -5,7 +5,6 @@ kind as a user does (each process spends its ~8 s importing TensorFlow, so they 
 """
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -167,21 +166,16 @@ BAD_COMMANDS = [
 
 @pytest.fixture(scope="module")
 def bad_command_runs(fec_files, data_dir, tmp_path_factory):
-    """Every BAD_COMMANDS run, started at once, then waited for: (exit code, stderr, model_dir)."""
-    procs = {}
+    """Every BAD_COMMANDS run, at once after one TensorFlow import (tests/cli_runs.py): (exit code, stderr,
+    model_dir)."""
+    from cli_runs import run_commands
+    commands, model_dirs = {}, {}
     for i, (trainer, args, _) in enumerate(BAD_COMMANDS):
         if isinstance(args, str):
             args = _fec(fec_files, args.split(":", 1)[1])
-        model_dir = tmp_path_factory.mktemp("bad") / "run"
-        procs[i] = (subprocess.Popen([sys.executable, "-m", f"trainers.{trainer}", *args, "--train_steps=2",
-                                      f"--model_dir={model_dir}"], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT}),
-                    model_dir)
-    out = {}
-    for i, (proc, model_dir) in procs.items():
-        _, stderr = proc.communicate(timeout=300)
-        out[i] = proc.returncode, stderr, model_dir
-    return out
+        model_dirs[i] = tmp_path_factory.mktemp("bad") / "run"
+        commands[i] = (f"trainers.{trainer}", [*args, "--train_steps=2", f"--model_dir={model_dirs[i]}"])
+    return {i: (code, err, model_dirs[i]) for i, (code, _, err) in run_commands(commands).items()}
 
 
 @pytest.mark.xdist_group("bad_flag_runs")  # one worker starts them all, with tests/test_trainers.py's

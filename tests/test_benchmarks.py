@@ -161,3 +161,14 @@ def test_onednn_verbose_summary_counts_primitives_by_isa_and_reorders():
                                                "(not named)": 2.0})
     conv = summary["primitives"][1]
     assert (conv["kind"], conv["implementation"], conv["count"]) == ("convolution", "brg_conv_fwd", 2)
+
+
+def test_step_profile_counts_onednn_rewrites_as_their_op():
+    """Op types differ by CPU (an AVX2 EPYC ran Conv2DBackpropInput, a Zen 5 _MklNativeConv2DBackpropInput)."""
+    from benchmarks.step_profile import categorize
+    for op, category in (("Conv2DBackpropInput", "conv backward-input"),
+                         ("_MklNativeConv2DBackpropInput", "conv backward-input"),
+                         ("_MklNativeConv2DBackpropFilter", "conv backward-filter"),
+                         ("_MklNativeConv2DBackpropFilterWithBias", "conv backward-filter"),
+                         ("_MklNativeFusedConv2D", "conv forward"), ("_MklMatMul", "everything else")):
+        assert categorize(op, "model/conv_1/") == category, op

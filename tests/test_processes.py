@@ -11,9 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_MLP = [sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=8192", "--epochs=3",
+MNIST_MLP = [sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=4096", "--epochs=3",
              "--global_batch_size=16", "--steps_per_loop=16", "--checkpoint_every=16", "--deterministic",
-             "--export=false", "--lr_schedule=cosine", "--dropout=0.1"]  # 1536 steps
+             "--export=false", "--lr_schedule=cosine", "--dropout=0.1"]  # 768 steps
 
 
 def _env():
@@ -56,11 +56,11 @@ def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
     run_dir = tmp_path / "interrupted"
     killed_at = 0
     for _ in range(3):  # kill -9 at random points, each restart resuming from the last checkpoint
-        code, _ = _start_and_signal(run_dir, signal.SIGKILL, killed_at + rng.randrange(16, 300))
+        code, _ = _start_and_signal(run_dir, signal.SIGKILL, killed_at + rng.randrange(16, 150))
         assert code == -signal.SIGKILL
         assert _latest_step(run_dir) > killed_at
         killed_at = _latest_step(run_dir)
-    code, err = _start_and_signal(run_dir, signal.SIGTERM, killed_at + rng.randrange(16, 300))
+    code, err = _start_and_signal(run_dir, signal.SIGTERM, killed_at + rng.randrange(16, 150))
     assert code == 128 + signal.SIGTERM, err[-2000:]
     assert "run the same command to resume" in err
     finished = _run(MNIST_MLP, run_dir)
@@ -69,7 +69,7 @@ def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
     _, full_err = full.communicate(timeout=300)
     assert full.returncode == 0, full_err[-2000:]
     a, b = _final_variables(tmp_path / "full"), _final_variables(run_dir)
-    assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 1536
+    assert a.keys() == b.keys() and int(b["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 768
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     result_a = json.loads((tmp_path / "full" / "result.json").read_text())
@@ -130,7 +130,7 @@ def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
     collective timeout set); restarting both resumes."""
     from framework.launch import tf_configs
     args = [sys.executable, "-m", "trainers.mnist", "--strategy=multi_worker", "--model=mlp",
-            "--train_examples=8192", "--epochs=3", "--global_batch_size=16", "--steps_per_loop=16",
+            "--train_examples=4096", "--epochs=3", "--global_batch_size=16", "--steps_per_loop=16",
             "--checkpoint_every=32", f"--model_dir={tmp_path}", "--export=false"]
     env = _env()
 
@@ -154,4 +154,4 @@ def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
     assert [w.returncode for w in workers] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     assert "resumed from" in outs[0]
     result = json.loads((tmp_path / "result.json").read_text())
-    assert result["train_steps"] == 1536
+    assert result["train_steps"] == 768

@@ -54,8 +54,8 @@ def _png(path):
 
 
 def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_translate_tta(tmp_path, data_dir):
-    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=4096,
-                           test_examples=2000, augment="crop:padding=2", alternating_flip=True, tta=True,
+    exp = ExperimentConfig(dataset="cifar10", model="airbench", widths=(16, 32, 32), train_examples=2048,
+                           test_examples=1000, augment="crop:padding=2", alternating_flip=True, tta=True,
                            tta_translate=1, optimizer="sgd", nesterov=True, momentum=0.85, weight_decay=0.009,
                            label_smoothing=0.2)
     cfg = _config(tmp_path, epochs=4, global_batch_size=128, lr_schedule="onecycle",
@@ -63,7 +63,7 @@ def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_
                   eval_every_epochs=0)
     result = run_experiment(exp, cfg)
     assert result["num_replicas"] == 2
-    assert result["test_accuracy"] > 0.35  # chance is 0.1
+    assert result["test_accuracy"] > 0.3  # chance is 0.1; 0.373 measured (64 steps)
 
 
 def test_train_minutes_fixes_the_steps_before_training_and_a_resume_reuses_them(tmp_path, data_dir, monkeypatch):
@@ -140,17 +140,11 @@ BAD_FLAGS = [
 
 @pytest.fixture(scope="module")
 def bad_flag_runs(data_dir):
-    """Every BAD_FLAGS command, started at once: each spends its ~8 s importing TensorFlow on one core."""
-    procs = {tuple(args): subprocess.Popen([sys.executable, "-m", "trainers.mnist", *args,
-                                            "--model_dir=/nonexistent/never"], cwd=ROOT, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": ROOT})
-             for args, _ in BAD_FLAGS}
-    return {args: _exit_code_and_stderr(proc) for args, proc in procs.items()}
-
-
-def _exit_code_and_stderr(proc):
-    _, stderr = proc.communicate(timeout=120)
-    return proc.returncode, stderr
+    """Every BAD_FLAGS command, run at once after one TensorFlow import (tests/cli_runs.py)."""
+    from cli_runs import run_commands
+    done = run_commands({tuple(args): ("trainers.mnist", [*args, "--model_dir=/nonexistent/never"])
+                         for args, _ in BAD_FLAGS})
+    return {args: (code, err) for args, (code, _, err) in done.items()}
 
 
 @pytest.mark.xdist_group("bad_flag_runs")  # one worker starts them all (make test runs 2 workers)
