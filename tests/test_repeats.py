@@ -83,3 +83,27 @@ def test_a_series_exports_only_when_asked(tmp_path, data_dir):
     assert 0.0 < summary["ensemble_logits_accuracy"] <= 1.0 and "ensemble_probs_accuracy" in summary
     repeats.run_repeats(exp, config, 1, exports={"export": True})  # asked: the model is exported (resumes repeat_0)
     assert (tmp_path / "repeat_0" / "model.keras").exists() and not (tmp_path / "repeat_1" / "model.keras").exists()
+
+
+def test_ensembles_follow_the_task():
+    """Binary outputs are one logit (an argmax over one column would call every image class 0); regression
+    outputs are averaged and scored by MAE."""
+    import numpy as np
+    labels = np.array([1, 0, 1, 0])
+    outputs = np.array([[[2.0], [-1.0], [-0.5], [0.2]], [[1.0], [-3.0], [1.5], [-2.0]]])  # 2 repeats
+    got = repeats.ensemble_metrics("binary", outputs, labels)
+    assert got == {"ensemble_logits_accuracy": 1.0, "ensemble_probs_accuracy": 1.0}  # means 1.5 -2 0.5 -0.9
+    assert repeats.ensemble_metrics("regression", outputs, np.array([1.5, -2.0, 0.0, 0.0]))["ensemble_mae"] == \
+        pytest.approx((0.5 + 0.9) / 4)
+    logits = np.array([[[3.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    assert repeats.ensemble_metrics("classification", logits, np.array([0, 1]))["ensemble_logits_accuracy"] == 1.0
+
+
+def test_binary_repeats_ensemble_beats_chance(tmp_path, data_dir):
+    from trainers import recipes
+    exp, config = recipes.configs("mnist", None, model_dir=str(tmp_path), task="binary", classes=(3, 5),
+                                  model="mlp", train_examples=2048, test_examples=512, epochs=1, export=False,
+                                  predictions=False)
+    summary = repeats.run_repeats(exp, config, 2)
+    assert min(summary["test_accuracies"]) > 0.8  # 3 against 5: chance 0.5
+    assert summary["ensemble_logits_accuracy"] > 0.8 and summary["ensemble_probs_accuracy"] > 0.8

@@ -448,7 +448,7 @@ def _tta(translate: int):
 
 
 def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape, seed: int,
-                 train_images=None):
+                 train_images=None, log: bool = True):
     """`model_fn()` for the trainer; `num_classes` is the model's output width (the task's num_outputs).
     A custom --model (trainers/model_source.py) is built and checked; --init_from's weights are copied in."""
     from trainers import airbench_net, model_source, models
@@ -474,7 +474,7 @@ def model_fn_for(exp: ExperimentConfig, config: TrainConfig, num_classes: int, i
                                        whitening_images=whitening, **architecture(exp))
         if init_values is not None:
             model_source.warm_start(model, init_values, path=exp.init_from,
-                                    what=f"--model={model_source.describe(exp.model)}")
+                                    what=f"--model={model_source.describe(exp.model)}", log=log)
         return model
     return model_fn
 
@@ -484,7 +484,7 @@ def check_model_source(exp: ExperimentConfig, *, num_outputs: int, input_shape, 
     weights' shapes): a ConfigError before anything is recorded or trained. Built-in models are not built."""
     from trainers import model_source
     if model_source.is_custom(exp.model) or exp.init_from:
-        model_fn_for(exp, None, num_outputs, input_shape, seed)()
+        model_fn_for(exp, None, num_outputs, input_shape, seed, log=False)()
 
 
 def optimizer_fn_for(exp: ExperimentConfig):

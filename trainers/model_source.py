@@ -236,8 +236,9 @@ def initial_values(path: str) -> list[np.ndarray]:
     return [reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(count)]
 
 
-def warm_start(model, values: list[np.ndarray], *, path: str, what: str) -> None:
-    """Assigns `values` to `model.variables`; a head of another size is left as built (logged)."""
+def warm_start(model, values: list[np.ndarray], *, path: str, what: str, log: bool = True) -> None:
+    """Assigns `values` to `model.variables`; a head of another size is left as built (logged unless
+    `log` is False: the check before training builds the model once more)."""
     from absl import logging
     variables = list(model.variables)
     head = head_layer(model)
@@ -250,6 +251,8 @@ def warm_start(model, values: list[np.ndarray], *, path: str, what: str) -> None
     for i, (variable, value) in enumerate(zip(variables, values)):
         if i not in mismatched:
             variable.assign(value)
+    if not log:
+        return
     if mismatched:
         logging.info("--init_from=%s: a new head (%s: another output size), every other weight from there",
                      path, head.name)

@@ -130,10 +130,25 @@ def _classifier_series(runs) -> dict:
                                       on_trained=lambda controller: predictions.append(controller.predict("test"))))
     summary = series_summary(results)
     logits = np.stack([p["logits"].astype(np.float64) for p in predictions])
-    y_test = predictions[0]["labels"]
-    summary.update(ensemble_logits_accuracy=float(np.mean(np.argmax(logits.mean(0), -1) == y_test)),
-                   ensemble_probs_accuracy=float(np.mean(np.argmax(_softmax(logits).mean(0), -1) == y_test)))
+    summary.update(ensemble_metrics(exp.task, logits, predictions[0]["labels"]))
     return summary
+
+
+def ensemble_metrics(task: str, outputs: np.ndarray, labels: np.ndarray) -> dict:
+    """The repeats' test outputs [repeats, examples, outputs] combined, by --task: the accuracy of the mean
+    logit and of the mean probability (softmax or sigmoid), or for regression the MAE of the mean output."""
+    if task == "regression":
+        return {"ensemble_mae": float(np.mean(np.abs(outputs.mean(0)[:, 0] - labels)))}
+    if task == "binary":
+        truth = labels > 0.5
+        return {"ensemble_logits_accuracy": float(np.mean((outputs.mean(0)[:, 0] > 0) == truth)),
+                "ensemble_probs_accuracy": float(np.mean((_sigmoid(outputs).mean(0)[:, 0] > 0.5) == truth))}
+    return {"ensemble_logits_accuracy": float(np.mean(np.argmax(outputs.mean(0), -1) == labels)),
+            "ensemble_probs_accuracy": float(np.mean(np.argmax(_softmax(outputs).mean(0), -1) == labels))}
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def series_summary(results: Sequence[dict]) -> dict:
