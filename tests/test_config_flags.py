@@ -139,6 +139,7 @@ def trainer_help():
     return {name: (_flag_help(done[name, "help"][1]), _flag_help(done[name, "helpfull"][1])) for name in TRAINERS}
 
 
+@pytest.mark.xdist_group("trainer_help")  # one worker runs the fixture
 def test_every_flag_of_every_trainer_has_real_help(trainer_help):
     for name, (short, full) in trainer_help.items():
         ours = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -149,6 +150,7 @@ def test_every_flag_of_every_trainer_has_real_help(trainer_help):
             assert len(full[flag]) > 12, (name, flag, full[flag])
 
 
+@pytest.mark.xdist_group("trainer_help")  # one worker runs the fixture
 def test_help_lists_the_trainers_key_flags_and_helpfull_the_rest(trainer_help):
     short, full = trainer_help["cifar"]
     assert short["augment"].startswith("On-device augmentation: a named policy")
@@ -266,6 +268,7 @@ def cifar_runs(tmp_path_factory, data_dir):
     return root, commands, {**done, "adam": _finish(alone)}
 
 
+@pytest.mark.xdist_group("cifar_runs")  # one worker runs the fixture's 5 commands (not one per worker)
 @pytest.mark.parametrize("key,dropped", [
     ("adam", ["momentum=0.85 does not apply to --optimizer=adam", "nesterov=True does not apply"]),
     ("cnn", ["widths=24,96,96 is for --model=airbench, not --model=cnn", "activation=gelu is for"]),
@@ -295,6 +298,7 @@ def test_cifar_commands_drop_what_does_not_apply_and_train(cifar_runs, key, drop
     assert {k: v for k, v in recorded.items() if k in expected} == expected
 
 
+@pytest.mark.xdist_group("cifar_runs")
 @pytest.mark.parametrize("key,message", [
     ("user_momentum", "error: --momentum=0.9 does not apply to --optimizer=adam (only to sgd and rmsprop)"),
     ("user_translate", "error: --tta_translate=1 needs --tta"),

@@ -29,6 +29,7 @@ def run(tmp_path_factory):
     return result, history, dict(np.load(os.path.join(model_dir, "predictions.npz"))), seen, model_dir
 
 
+@pytest.mark.xdist_group("outputs_run")  # the module fixture trains once, on one worker
 def test_predictions_match_result_and_per_class_accuracy_sums_to_it(run):
     result, _, predictions, _, model_dir = run
     logits, labels = predictions["logits"], predictions["labels"]
@@ -47,6 +48,7 @@ def test_predictions_match_result_and_per_class_accuracy_sums_to_it(run):
         assert os.path.getsize(os.path.join(model_dir, name)) > 1000
 
 
+@pytest.mark.xdist_group("outputs_run")
 def test_two_eval_splits_per_epoch_and_an_untrained_row_at_step_0(run):
     result, history, _, _, _ = run
     assert history["epoch"] == [0, 1, 2] and history["step"] == [0, 8, 16]
@@ -61,6 +63,7 @@ def test_two_eval_splits_per_epoch_and_an_untrained_row_at_step_0(run):
     assert result["test_a_accuracy"] == history["test_a_accuracy"][-1]
 
 
+@pytest.mark.xdist_group("outputs_run")
 def test_curves_are_rewritten_at_each_evaluation(run):
     _, _, _, seen, model_dir = run
     mtimes = dict(seen)
