@@ -59,6 +59,9 @@ flags.DEFINE_integer("memory_epochs", 3, "memory: epochs over the folder.")
 flags.DEFINE_string("stream_model", "tiny", "Streamed cases: the model: tiny (average-pool to 16x16, one hidden "
                     "layer: a fast step at any image size) or a name of trainers/models.py.")
 flags.DEFINE_integer("stream_batch", 128, "Streamed cases: global batch size.")
+flags.DEFINE_float("stream_seconds", 1.5, "Streamed cases: each measurement times at least --steps steps and "
+                   "about this many seconds of raw decode (at most 400 steps), so buffers and autotuning's "
+                   "ramp do not decide the figure.")
 flags.DEFINE_string("stream_augment", "flip", "Streamed cases: the augmentation the sweep runs on the device "
                     "and on the host (the other measurements have none).")
 flags.DEFINE_string("work_dir", "", "Where to generate the image folders (default: a temporary folder, removed).")

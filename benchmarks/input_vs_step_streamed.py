@@ -197,6 +197,9 @@ def decode_case(FLAGS, data_dir, work, out):
     logging.info("case %s: %s; model %s, batch %d", FLAGS.case, what, FLAGS.stream_model, batch)
 
     raw = raw_decode_rate(blobs, image_shape, batch)
+    if not smoke:  # 12 steps of 128 CIFAR JPEGs are 0.1 s: a prefetch buffer's worth (data service: 62k ex/s)
+        steps = max(steps, min(400, int(raw * FLAGS.stream_seconds / batch)))
+    logging.info("raw decode %.0f images/s: %d timed steps per measurement", raw, steps)
     delivered = input_alone(source, config, 2 * steps)
     fake = tuple(np.zeros((steps * batch, *spec.shape), spec.dtype.as_numpy_dtype) for spec in source.example_spec)
     step_alone = trained(Data(train=fake, evals=evals, synthetic=True), config, build, steps)["examples_per_sec"]

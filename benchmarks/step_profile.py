@@ -55,13 +55,16 @@ _RULES = (
     ("BatchNorm", ("FusedBatchNorm", "FusedBatchNormV3", "FusedBatchNormGradV3", "_MklNativeFusedBatchNormV3",
                    "_MklNativeFusedBatchNormGradV3"), r"(^|/)[\w]*(bn|batch_norm|batchnorm|batch_normalization)\w*/"),
     ("activation", ("Relu", "ReluGrad", "Relu6", "Elu", "EluGrad", "Selu", "Sigmoid", "SigmoidGrad", "Tanh",
-                    "TanhGrad", "Gelu", "Erf", "Erfc", "Softplus"), r"(^|/)(\w*_act\d*|gelu|relu|activation\w*)/"),
+                    "TanhGrad", "Gelu", "Erf", "Erfc", "Softplus"), r"(^|/)(\w*_act\d*|gelu|relu|activation\w*)(_\d+)?/"),
     ("optimizer update", ("ResourceApplyGradientDescent", "ResourceApplyKerasMomentum", "ResourceApplyAdam"),
      r"^(sgd|adam\w*|lamb|rmsprop|lion|optimizer|lookahead)(_\d+)?/"),
 )
 # Ops whose time is their callees' (which are counted themselves), not their own.
 _CALLS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If", "StatelessIf", "Case"}
 _OP_EVENT = re.compile(r"^(.*[^:]):([A-Za-z_]\w*)$")  # "scope/name:OpType"; not "ExecutorState::Process"
+# A call compiled by XLA (a jit_compile function such as trainers/activations.py's GELU) runs as one async
+# op whose executable shows no TensorFlow op events: its time goes to the op's own name scope.
+_ASYNC_OP, _XLA_RUN = "ExecutorState::ProcessAsync::Start", "CpuExecutable::ExecuteAsyncOnStream"
 _LOOP_PREFIX = re.compile(r"(while/body/_\d+/|while/)")  # the compiled loop's frames around the step's ops
 _PS_PER_MS = 1e9
 
@@ -115,10 +118,16 @@ def op_times(logdir: str) -> tuple[dict, dict]:
             if not line.name.startswith("tf_Compute"):  # tf_data_*: the input pipeline's own threads
                 continue
             ops = []
+            xla_runs = [(e.offset_ps, e.offset_ps + e.duration_ps) for e in line.events
+                        if plane.event_metadata[e.metadata_id].name == _XLA_RUN]
             for event in line.events:
-                match = _OP_EVENT.match(plane.event_metadata[event.metadata_id].name)
+                name = plane.event_metadata[event.metadata_id].name
+                match = _OP_EVENT.match(name)
                 if match and match.group(2) not in _CALLS:
                     ops.append((event.offset_ps, event.duration_ps, match.group(2), match.group(1)))
+                elif name == _ASYNC_OP and _holds(event, xla_runs):  # a call compiled by XLA: no op events inside
+                    stats = _stats(plane, event)
+                    ops.append((event.offset_ps, event.duration_ps, "XLA function", str(stats.get("name", ""))))
             ops.sort(key=lambda op: (op[0], -op[1]))
             own = [duration for _, duration, _, _ in ops]
             stack = []  # indices of the ops still open at this offset
@@ -133,6 +142,21 @@ def op_times(logdir: str) -> tuple[dict, dict]:
                 by_category[category] += ps / _PS_PER_MS
                 by_op[f"{category} / {op_type}"] += ps / _PS_PER_MS
     return dict(by_category), dict(by_op)
+
+
+def _holds(event, spans) -> bool:
+    end = event.offset_ps + event.duration_ps
+    return any(event.offset_ps <= start and stop <= end for start, stop in spans)
+
+
+def _stats(plane, event) -> dict:
+    """An event's stats by name; a reference stat (an op's name, its kernel) as the string it names."""
+    out = {}
+    for stat in event.stats:
+        kind = stat.WhichOneof("value")
+        value = plane.stat_metadata[stat.ref_value].name if kind == "ref_value" else getattr(stat, kind) if kind else None
+        out[plane.stat_metadata[stat.metadata_id].name] = value
+    return out
 
 
 def onednn_summary(log_text: str, steps: int) -> dict:

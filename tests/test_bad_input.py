@@ -5,7 +5,6 @@ kind as a user does (each process spends its ~8 s importing TensorFlow, so they 
 """
 import os
 import pathlib
-import sys
 
 import numpy as np
 import pytest

@@ -18,6 +18,8 @@ What it takes from the PyTorch original, and how:
 import keras
 import numpy as np
 
+from trainers.activations import layer_activation
+
 DEFAULT_WIDTHS = (64, 256, 256)
 WHITENING_PATCH = 2
 WHITENING_IMAGES = 5000  # training images whose patches set the whitening conv (airbench's number)
@@ -112,7 +114,7 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
     whiten_width = 2 * WHITENING_PATCH * WHITENING_PATCH * channels
     whiten = PatchWhitening(whiten_width, kernel_initializer=layers.kernel_init("whiten"),
                             name=layers.name("whiten"))
-    x = keras.layers.Activation(activation, name=layers.name("whiten_act"))(whiten(inputs))
+    x = keras.layers.Activation(layer_activation(activation), name=layers.name("whiten_act"))(whiten(inputs))
     convs = []
     for g, width in enumerate(widths, start=1):
         for i in (1, 2):
@@ -126,7 +128,7 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
                                                 scale=False, synchronized=layers.sync_batchnorm,
                                                 name=layers.name(f"group{g}_bn{i}"))(x)
             x = ScaledBias(name=layers.name(f"group{g}_bias{i}"))(x)
-            x = keras.layers.Activation(activation, name=layers.name(f"group{g}_act{i}"))(x)
+            x = keras.layers.Activation(layer_activation(activation), name=layers.name(f"group{g}_act{i}"))(x)
     x = keras.layers.MaxPooling2D(3, name=layers.name("final_pool"))(x)
     x = keras.layers.Flatten(name=layers.name("flatten"))(x)
     if dropout:

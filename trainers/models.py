@@ -45,6 +45,7 @@ import numpy as np
 
 from framework.data.datasets import DataError
 from trainers import airbench_net
+from trainers.activations import layer_activation
 
 MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "airbench", "efficientnet_b0", "efficientnetv2_b0")
 
@@ -397,7 +398,7 @@ class _Layers:
             x = keras.layers.MaxPooling2D(2, name=self.name(f"{name}_pool"))(x)
         if batchnorm:
             x = self.batchnorm(f"{name}_bn")(x)
-        return keras.layers.Activation(activation, name=self.name(f"{name}_act"))(x)
+        return keras.layers.Activation(layer_activation(activation), name=self.name(f"{name}_act"))(x)
 
 
 def _mlp_body(x, layers, widths, activations, batchnorm, dropout):
@@ -406,7 +407,7 @@ def _mlp_body(x, layers, widths, activations, batchnorm, dropout):
         x = layers.dense(units, f"dense{i}", use_bias=not batchnorm)(x)
         if batchnorm:
             x = layers.batchnorm(f"dense{i}_bn")(x)
-        x = keras.layers.Activation(activation, name=layers.name(f"dense{i}_act"))(x)
+        x = keras.layers.Activation(layer_activation(activation), name=layers.name(f"dense{i}_act"))(x)
         if dropout:
             x = layers.dropout(dropout, f"dense{i}_dropout")(x)
     return x
@@ -421,7 +422,7 @@ def _cnn_body(x, layers, widths, dense_widths, activations, batchnorm, dropout, 
                                 name=layers.name(f"conv{i}"))(x)
         if batchnorm:
             x = layers.batchnorm(f"conv{i}_bn")(x)
-        x = keras.layers.Activation(activations[i - 1], name=layers.name(f"conv{i}_act"))(x)
+        x = keras.layers.Activation(layer_activation(activations[i - 1]), name=layers.name(f"conv{i}_act"))(x)
         if i in pools:
             x = keras.layers.MaxPooling2D(2, name=layers.name(f"pool{i}"))(x)
             if dropout:
@@ -432,7 +433,8 @@ def _cnn_body(x, layers, widths, dense_widths, activations, batchnorm, dropout, 
         x = layers.dense(units, name, use_bias=not batchnorm)(x)
         if batchnorm:
             x = layers.batchnorm(f"{name}_bn")(x)
-        x = keras.layers.Activation(activations[len(widths) + j - 1], name=layers.name(f"{name}_act"))(x)
+        x = keras.layers.Activation(layer_activation(activations[len(widths) + j - 1]),
+                                    name=layers.name(f"{name}_act"))(x)
         if dropout:
             x = layers.dropout(dropout, f"{name}_dropout")(x)
     return x

@@ -234,27 +234,9 @@ class StreamedImages(IndexedSource):
                               skipped=self.skipped)
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamedFolder:
-    """An image folder listed, not decoded: `splits` {'train', 'test'[, 'val']: StreamedImages}."""
-    name: str
-    class_names: tuple[str, ...]
-    image_shape: tuple[int, int, int]
-    splits: dict
-    skipped: streaming.SkippedFiles
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def decoded_bytes(self) -> int:
-        return sum(s.num_examples for s in self.splits.values()) * int(np.prod(self.image_shape))
-
-
 def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",
                       max_image_pixels: int = MAX_IMAGE_PIXELS, test_split: float = 0.2, seed: int = 0,
-                      name: str | None = None) -> StreamedFolder:
+                      name: str | None = None) -> streaming.StreamedSplits:
     """Lists an image folder (either layout in the module docstring) for streaming; decodes only a few
     images, the first of each class, for the image shape: (image_size, image_size) if given, else the
     first image's size (others are resized to it while streaming); RGB if any of those is colour.
@@ -286,7 +268,7 @@ def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: s
     skipped = streaming.SkippedFiles()
     splits = {split: StreamedImages(f, y, image_shape, on_corrupt=on_corrupt, max_image_pixels=max_image_pixels,
                                     skipped=skipped) for split, (f, y) in listed.items()}
-    return StreamedFolder(name, tuple(class_names), image_shape, splits, skipped)
+    return streaming.StreamedSplits(name, tuple(class_names), image_shape, splits, skipped)
 
 
 def _probe_shape(path, listed, image_size, max_image_pixels) -> tuple[int, int, int]:

@@ -7,9 +7,11 @@ in parallel), checked first so that a corrupt file is either skipped (counted) o
 `choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
 IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
 """
+import dataclasses
 import re
 import threading
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -18,6 +20,26 @@ IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3  # decoded uint8 pixels; above this --data
 CORRUPT_MARK = "unreadable image file"  # in the error of --on_corrupt=fail (trainers map it to one line)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamedSplits:
+    """A dataset listed for streaming, not decoded (an image folder, TFRecord shards): `splits`
+    {'train', 'test'[, 'val']: a StreamedSource each}; `skipped` counts unreadable image files where the
+    source skips them (--on_corrupt=skip), None where it cannot."""
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    splits: dict
+    skipped: "SkippedFiles | None" = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def decoded_bytes(self) -> int:
+        return sum(s.num_examples for s in self.splits.values()) * int(np.prod(self.image_shape))
 
 
 def choose_in_memory(mode: str, estimated_bytes: int, what: str) -> bool:

@@ -26,7 +26,6 @@ stream them while training (bounded memory). What a streamed training run guaran
     - `{split}.json`'s counts are trusted: a shard cut short ends its epochs early without an error (the
       in-memory path checks the counts). Without `{split}.json` the shards are counted once, by reading them.
 """
-import dataclasses
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from absl import flags
 
 from framework.data import datasets
 from framework.data.datasets import ArrayDataset, DataError, tf_error_text
+from framework.data.streaming import StreamedSplits
 from framework.input_pipeline import (AUTOTUNE, DatasetFn, StreamedSource, _eval_indices, _finish,
                                       _split_for_replicas, check_train_stream, epoch_permutation)
 
@@ -337,25 +337,8 @@ class RecordShards(StreamedSource):
             tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamedShards:
-    """The train/test (and val) shards of a directory, listed for streaming: `splits` of RecordShards."""
-    name: str
-    class_names: tuple[str, ...]
-    image_shape: tuple[int, int, int]
-    splits: dict
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def decoded_bytes(self) -> int:
-        return sum(s.num_examples for s in self.splits.values()) * int(np.prod(self.image_shape))
-
-
 def list_tfrecords(directory: str, *, image_size: int | None = None, name: str | None = None,
-                   **shard_options) -> StreamedShards:
+                   **shard_options) -> StreamedSplits:
     """The shards in `directory` for streaming. Checked up front, before any training: every shard
     `{split}.json` lists is there, and the first record of every shard parses as one of ours (a file that
     is not TFRecord fails here, naming it). `shard_options`: RecordShards' cycle_length, shuffle_buffer."""
@@ -388,7 +371,7 @@ def list_tfrecords(directory: str, *, image_size: int | None = None, name: str |
         class_names = [str(i) for i in range(int(max(labels)) + 1)]
     sources = {split: RecordShards(files, count, stored, image_size=image_size, **shard_options)
                for split, (files, count) in splits.items()}
-    return StreamedShards(name or os.path.basename(os.path.normpath(directory)), tuple(class_names),
+    return StreamedSplits(name or os.path.basename(os.path.normpath(directory)), tuple(class_names),
                           sources["train"].image_shape, sources)
 
 
