@@ -126,8 +126,7 @@ def op_times(logdir: str) -> tuple[dict, dict]:
                 if match and match.group(2) not in _CALLS:
                     ops.append((event.offset_ps, event.duration_ps, match.group(2), match.group(1)))
                 elif name == _ASYNC_OP and _holds(event, xla_runs):  # a call compiled by XLA: no op events inside
-                    stats = _stats(plane, event)
-                    ops.append((event.offset_ps, event.duration_ps, "XLA function", str(stats.get("name", ""))))
+                    ops.append((event.offset_ps, event.duration_ps, "XLA function", _op_name(plane, event)))
             ops.sort(key=lambda op: (op[0], -op[1]))
             own = [duration for _, duration, _, _ in ops]
             stack = []  # indices of the ops still open at this offset
@@ -149,14 +148,12 @@ def _holds(event, spans) -> bool:
     return any(event.offset_ps <= start and stop <= end for start, stop in spans)
 
 
-def _stats(plane, event) -> dict:
-    """An event's stats by name; a reference stat (an op's name, its kernel) as the string it names."""
-    out = {}
+def _op_name(plane, event) -> str:
+    """The op an executor event ran: its `name` stat (a string, or a reference to one)."""
     for stat in event.stats:
-        kind = stat.WhichOneof("value")
-        value = plane.stat_metadata[stat.ref_value].name if kind == "ref_value" else getattr(stat, kind) if kind else None
-        out[plane.stat_metadata[stat.metadata_id].name] = value
-    return out
+        if plane.stat_metadata[stat.metadata_id].name == "name":
+            return stat.str_value or plane.stat_metadata[stat.ref_value].name
+    return ""
 
 
 def onednn_summary(log_text: str, steps: int) -> dict:
