@@ -145,9 +145,7 @@ def loop_plan(config: TrainConfig, data: Data, steps_per_epoch: int, total_steps
         return f"{line} (automatic)"
     lengths = loop_lengths(config, steps_per_epoch, total_steps)
     common = math.gcd(*lengths.values())
-    if data.synthetic:
-        why = "synthetic data is made one batch per next()"
-    elif data.host_fn is not None:
+    if data.host_fn is not None:
         why = "host augmentation maps one batch at a time in tf.data"
     elif common == 1:
         why = (f"loops end at multiples of {', '.join(f'{k} {v}' for k, v in lengths.items() if v)}, whose "
@@ -458,7 +456,7 @@ class Controller:
         data, config = self.data, self.config
         if data.synthetic:
             return input_pipeline.synthetic_dataset_fn(data.train, global_batch_size=config.global_batch_size,
-                                                       seed=config.seed)
+                                                       seed=config.seed, steps_per_fetch=self.trainer.steps_per_fetch)
         if config.data_service:  # the same batches, made by the tf.data service's workers (their order is not)
             from framework import data_service
             logging.info("training input: tf.data service at %s, steps %d-%d", config.data_service,

@@ -312,8 +312,12 @@ def _eval_indices(num_examples: int, global_batch_size: int):
     return index, weight.reshape(num_batches, global_batch_size), num_batches
 
 
-def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int = 0) -> DatasetFn:
-    """One fixed batch of random data shaped like `arrays`, repeated: times the step alone."""
+def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int = 0,
+                         steps_per_fetch: int = 1) -> DatasetFn:
+    """One fixed batch of random data shaped like `arrays`, repeated: times the step alone.
+
+    Elements are chunks of `steps_per_fetch` copies of it, like train_dataset_fn's, so a fetch costs
+    what it costs on real data."""
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         per_replica = ctx.get_per_replica_batch_size(global_batch_size)
         rng = np.random.default_rng(seed)
@@ -323,8 +327,8 @@ def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int
             high = int(array.max()) + 1 if array.dtype.kind in "iu" else 1
             batch.append(tf.constant(rng.integers(0, high, shape).astype(array.dtype)
                                      if array.dtype.kind in "iu" else rng.random(shape, np.float32)))
-        # A chunk of one step (steps_per_fetch=1), like train_dataset_fn's elements.
-        return tf.data.Dataset.from_tensors(tuple(tf.expand_dims(t, 0) for t in batch)).repeat().prefetch(AUTOTUNE)
+        chunk = tuple(tf.repeat(tf.expand_dims(t, 0), steps_per_fetch, axis=0) for t in batch)
+        return tf.data.Dataset.from_tensors(chunk).repeat().prefetch(AUTOTUNE)
     return dataset_fn
 
 

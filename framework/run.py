@@ -58,7 +58,7 @@ def steps_per_fetch(config: TrainConfig, data: Data, per_epoch: int, total: int,
     last step, all sums of multiples of their gcd; auto picks its largest divisor such that a
     fetch holds at most `max_steps` batches and `max_bytes` of data.
     """
-    if data.synthetic or data.host_fn is not None:
+    if data.host_fn is not None:  # host augmentation maps one batch at a time
         return 1
     common = math.gcd(*loop_lengths(config, per_epoch, total).values())
     if config.steps_per_fetch:

@@ -247,8 +247,6 @@ def test_loop_plan_says_why_steps_per_fetch_is_1():
     assert "steps_per_loop 49, steps per epoch 48, total steps 480, whose greatest common divisor is 1" in cifar_full
     host = loop_plan(h.config(), framework.Data(train=data.train, evals={}, host_fn=lambda *a: a), 64, 64, 1)
     assert "forced to 1: host augmentation" in host
-    synthetic = loop_plan(h.config(), framework.Data(train=data.train, evals={}, synthetic=True), 64, 64, 1)
-    assert "forced to 1: synthetic data" in synthetic
     assert loop_plan(h.config(), data, 64, 64, 16).endswith("steps_per_fetch: 16 (automatic)")
 
 

@@ -35,13 +35,24 @@ def test_slow_pipeline_is_input_bound(monkeypatch):
 
 
 def test_synthetic_data_is_step_bound():
-    data = h.mnist_data()
+    data = h.mnist_data(train=16384)
     data.synthetic = True
-    # Batch 1024, 4 batches per get_next: each costs a fixed ~1 ms (several on a busy machine), well under
-    # the 2.5% a step on the host CPU allows (one batch per get_next read 'partly input-bound' there).
-    result = framework.train(h.config(train_steps=32, global_batch_size=1024, steps_per_fetch=4), data,
+    # Batch 1024, loops of 16 steps, 4 batches per get_next: a get_next costs a fixed ~1 ms (several on a
+    # busy machine), well under the 2.5% of a step the host CPU allows (one batch per get_next, as synthetic
+    # data once forced, read 'partly input-bound' on a busy CI machine).
+    result = framework.train(h.config(train_steps=48, global_batch_size=1024, steps_per_fetch=4), data,
                              model_fn=h.mlp_fn(widths=(1024, 1024)), optimizer_fn=h.sgd, task=h.task())
     assert result["bound"] == "step-bound" and result["input_wait_fraction"] < 0.05, result
+
+
+def test_synthetic_data_fetches_several_steps(caplog):
+    caplog.set_level("INFO")
+    data = h.mnist_data()
+    data.synthetic = True
+    result = framework.train(h.config(train_steps=32), data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd,
+                             task=h.task())
+    assert result["train_steps"] == 32 and np.isfinite(result["test_loss"]), result
+    assert any(r.getMessage().endswith("steps_per_fetch: 16 (automatic)") for r in caplog.records)
 
 
 def test_profile_steps_write_a_trace(tmp_path):
