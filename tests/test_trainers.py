@@ -24,7 +24,8 @@ def _config(tmp_path, **kw):
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_mnist_cnn_learns(tmp_path, strategy, data_dir):
     cfg = _config(tmp_path, strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0)
-    result = run_experiment(ExperimentConfig(dataset="mnist", model="cnn", train_examples=4096), cfg)
+    result = run_experiment(ExperimentConfig(dataset="mnist", model="cnn", train_examples=4096, test_examples=2000),
+                            cfg)
     assert result["num_replicas"] == (2 if strategy == "mirrored" else 1)
     assert result["test_accuracy"] > 0.6  # chance is 0.1
 
