@@ -119,6 +119,9 @@ class TrainConfig:
         if (self.onecycle_start or self.onecycle_end) and self.lr_schedule != "onecycle":
             raise ConfigError(f"--onecycle_start/--onecycle_end need --lr_schedule=onecycle "
                               f"(got --lr_schedule={self.lr_schedule})")
+        if (self.warmup_steps or self.warmup_fraction) and self.lr_schedule not in ("cosine", "onecycle"):
+            raise ConfigError(f"--warmup_steps/--warmup_fraction need --lr_schedule=cosine or onecycle "
+                              f"(got --lr_schedule={self.lr_schedule}, which has no warm-up)")
         if not 0.0 < self.reduce_lr_factor < 1.0:
             raise ConfigError(f"--reduce_lr_factor={self.reduce_lr_factor}: must be in (0, 1)")
         if not 0.0 < self.decay_rate <= 1.0:

@@ -237,6 +237,15 @@ def test_recipe_values_that_do_not_apply_are_dropped_and_the_users_are_errors():
         recipes.configs("cifar", "fast", optimizer="rmsprop", nesterov=True)
     with pytest.raises(ConfigError, match="--tta_translate=1 needs --tta"):
         recipes.configs("cifar", "fast", tta=False, tta_translate=1)
+    # The recipe's one-cycle shape goes with its schedule: a constant LR drops it (it was an exit 2).
+    _, config = recipes.configs("cifar", "fast", lr_schedule="constant")
+    assert (config.onecycle_start, config.onecycle_end, config.warmup_fraction) == (0.0, 0.0, 0.0)
+    _, config = recipes.configs("cifar", "fast", lr_schedule="cosine")
+    assert config.warmup_fraction == 0.23 and config.onecycle_start == 0.0
+    with pytest.raises(ConfigError, match=r"--onecycle_end=0.1 does not apply to --lr_schedule=constant"):
+        recipes.configs("cifar", "fast", lr_schedule="constant", onecycle_end=0.1)
+    with pytest.raises(ConfigError, match=r"--warmup_steps/--warmup_fraction need --lr_schedule=cosine or onecycle"):
+        TrainConfig(warmup_fraction=0.1)  # a constant LR has no warm-up: it was silently ignored
 
 
 def test_keras_defaults_unless_a_trainer_says_otherwise():

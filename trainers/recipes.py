@@ -72,6 +72,8 @@ SMOKE = dict(train_examples=512, test_examples=256, global_batch_size=64, epochs
 # Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out here
 # so that this module imports no Keras).
 OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
+SCHEDULE_OPTIONS = {"onecycle_start": ("onecycle",), "onecycle_end": ("onecycle",),
+                    "warmup_fraction": ("cosine", "onecycle"), "warmup_steps": ("cosine", "onecycle")}
 MODEL_OPTIONS = ("widths", "dense_widths", "padding", "pool", "activation", "budget_ladder")  # a recipe's
 # architecture is its model's
 
@@ -194,6 +196,11 @@ def _drop_inapplicable(values: dict, planned: dict, *, given: dict, field_defaul
                 drop(name, f"is for --model={planned.get('model')}, not --model={given['model']}")
     if values.get("tta_translate") and not values.get("tta"):
         drop("tta_translate", "needs --tta")
+    schedule = values.get("lr_schedule", "constant")
+    for name, takers in SCHEDULE_OPTIONS.items():
+        if name in field_defaults and schedule not in takers and values.get(name, field_defaults[name]) \
+                != field_defaults[name]:
+            drop(name, f"does not apply to --lr_schedule={schedule} (only to {' and '.join(takers)})")
     return dropped
 
 
