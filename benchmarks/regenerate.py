@@ -43,6 +43,9 @@ REPORTS = {
                                                                  "--onednn_verbose"], ["--smoke", "--nopeer"]),
     "vs_peer/fast": ("benchmarks.vs_peer", ["--net=fast", "--precision=both"], ["--smoke"]),
     "vs_peer/full": ("benchmarks.vs_peer", ["--net=full", "--precision=both"], ["--smoke"]),
+    # Issue 17: the course notebooks' experiments, one command each.
+    "notebook_experiments": ("benchmarks.notebook_experiments", [],
+                             ["--smoke", "--only=variants,transfer_stage1,transfer_head"]),
 }
 
 flags.DEFINE_list("only", [], f"Reports to make (default: all): {', '.join(REPORTS)}.")

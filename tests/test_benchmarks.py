@@ -172,3 +172,23 @@ def test_step_profile_counts_onednn_rewrites_as_their_op():
                          ("_MklNativeConv2DBackpropFilterWithBias", "conv backward-filter"),
                          ("_MklNativeFusedConv2D", "conv forward"), ("_MklMatMul", "everything else")):
         assert categorize(op, "model/conv_1/") == category, op
+
+
+def test_notebook_experiments_run_each_command_and_tabulate_its_figure(tmp_path, data_dir):
+    """Issue 17's table at smoke size: each command runs as typed, in its own process, and its figure is read
+    from the run's result.json (a series' repeats.json, a variant's folder)."""
+    proc = subprocess.run(regenerate.command("notebook_experiments", str(tmp_path), smoke=True), cwd=ROOT,
+                          env=_env(), capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "notebook_experiments" / "report.json").read_text())
+    rows = {row["experiment"]: row for row in report["rows"]}
+    assert list(rows) == ["variants", "transfer_stage1", "transfer_head"] and not report["failed"]
+    assert re.fullmatch(r"baseline: 0\.\d{4}; more_layers: 0\.\d{4}; sigmoid_inside: 0\.\d{4}",
+                        rows["variants"]["figure"]), rows["variants"]
+    # The head trained on the 3-class folder from the CIFAR backbone: above 0, at most 1.
+    accuracy = float(rows["transfer_head"]["figure"].split()[-1])
+    assert 0 < accuracy <= 1 and "--init_from=" in rows["transfer_head"]["command"], rows["transfer_head"]
+    for row in rows.values():
+        assert row["command"].startswith("`python -m trainers.") and "missing" not in row["figure"], row
+    markdown = (tmp_path / "notebook_experiments" / "report.md").read_text()
+    assert "| transfer_head |" in markdown and "SMOKE RUN" in markdown
