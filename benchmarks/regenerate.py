@@ -43,6 +43,7 @@ REPORTS = {
                                                                  "--onednn_verbose"], ["--smoke", "--nopeer"]),
     "vs_peer/fast": ("benchmarks.vs_peer", ["--net=fast", "--precision=both"], ["--smoke"]),
     "vs_peer/full": ("benchmarks.vs_peer", ["--net=full", "--precision=both"], ["--smoke"]),
+    "fidelity/fast": ("benchmarks.fidelity", ["--net=fast", "--seeds=3"], ["--smoke"]),
     # Issue 17: the course notebooks' experiments, one command each.
     "notebook_experiments": ("benchmarks.notebook_experiments", [],
                              ["--smoke", "--only=variants,transfer_stage1,transfer_head"]),

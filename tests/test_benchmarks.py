@@ -192,3 +192,28 @@ def test_notebook_experiments_run_each_command_and_tabulate_its_figure(tmp_path,
         assert row["command"].startswith("`python -m trainers.") and "missing" not in row["figure"], row
     markdown = (tmp_path / "notebook_experiments" / "report.md").read_text()
     assert "| transfer_head |" in markdown and "SMOKE RUN" in markdown
+
+
+def test_fidelity_without_the_peer_venv_says_how(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.fidelity", f"--peer_python={tmp_path}/no_python",
+                           f"--out={tmp_path}/out"], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "PyTorch peer skipped: no python at" in proc.stdout, proc.stdout + proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_fidelity_runs_ours_with_the_peers_settings():
+    from benchmarks import fidelity
+    from framework import config_flags  # noqa: F401  (the flags' parser is the trainers')
+    from trainers import recipes
+    args = fidelity.ours_flags((24, 96, 96), 256, 10.0, seed=2)
+    options = dict(arg[2:].split("=", 1) if "=" in arg else (arg[2:], "true") for arg in args
+                   if not arg.startswith("--no"))
+    exp, config = recipes.configs("cifar", "fast", widths=(24, 96, 96), global_batch_size=256, learning_rate=0.375,
+                                  train_steps=int(options["train_steps"]), train_minutes=0.0, alternating_flip=True,
+                                  augment=options["augment"], lookahead_every=5, tta=True, tta_translate=1,
+                                  mixed_precision="bf16", seed=2)
+    assert options["train_steps"] == "1950" and options["learning_rate"] == "0.375"  # 10 x 195 steps, 1.5 at 1024
+    assert exp.alternating_flip and exp.augment == "crop:padding=2" and config.lookahead_every == 5
+    assert (config.lr_schedule, config.onecycle_start, config.onecycle_end, config.warmup_fraction) == \
+        ("onecycle", 0.2, 0.07, 0.23)  # the peer's triangle
+    assert exp.label_smoothing == 0.2 and exp.tta and exp.tta_translate == 1 and not exp.budget_ladder
