@@ -245,17 +245,18 @@ class IndexedSource(StreamedSource):
 
     def _read(self, batches, index_of, per_element, num_parallel_calls):
         """Elements of [..., b] index tensors -> one element per example: (parts, readable, element row)."""
-        def explode(*element):
+        def flatten(*element):
             element = element if len(element) > 1 else element[0]
-            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(
-                lambda t: tf.reshape(t, [-1]) if t.shape.rank else tf.fill([per_element], t), element))
+            return tf.nest.map_structure(
+                lambda t: tf.reshape(t, [-1]) if t.shape.rank else tf.fill([per_element], t), element)
 
         def read(*element):
             element = element if len(element) > 1 else element[0]
             parts, readable = self.load_example(index_of(element))
             return tuple(parts), readable, element
 
-        return batches.flat_map(explode).map(read, num_parallel_calls=num_parallel_calls, deterministic=True)
+        # unbatch, not flat_map over from_tensor_slices: one dataset fewer per element.
+        return batches.map(flatten).unbatch().map(read, num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
 def _first_tensor(element):

@@ -155,6 +155,7 @@ BAD_COMMANDS = [
      "--variants: variant 'deeper': Unknown command line flag 'nosuch'"),
     ("mnist", ["--data_service=localhost:5050"], "--data_service='localhost:5050': expected grpc://HOST:PORT"),
     ("mnist", ["--target=los<=0.4"], "--target='los<=0.4': 'los' is not a metric of this run"),
+    ("mnist", ["--max_image_pixels=-1"], "--max_image_pixels=-1: give a pixel count, or 0 for no limit"),
     ("triplet", ["--model=resnet1000"], "--model='resnet1000': unknown; valid choices"),
     ("triplet", ["--embedding_dim=0"], "--embedding_dim=0: must be >= 1"),
     ("triplet", "fec:missing.csv", "missing.csv not found"),

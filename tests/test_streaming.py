@@ -96,6 +96,44 @@ def test_corrupt_files_while_streaming_are_skipped_and_counted_or_fail_by_name(t
     assert "not a JPEG or PNG file" in message or "truncated" in message
 
 
+def test_decode_image_file_reads_resizes_and_names_each_kind_of_bad_file(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (24, 20, 3), np.uint8)
+    files = {"right.jpg": tf.io.encode_jpeg(image).numpy(), "other_size.jpg": tf.io.encode_jpeg(image[:12]).numpy(),
+             "right.png": tf.io.encode_png(image).numpy()}
+    files["cut.jpg"] = files["right.jpg"][:300]
+    files["text.jpg"] = b"no image here, only words"
+    files["bomb.png"] = files["right.png"][:16] + (50000).to_bytes(4, "big") * 2 + files["right.png"][24:]
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    def decode(name, on_corrupt="skip", limit=10 ** 6):
+        found, readable = streaming.decode_image_file(tf.constant(str(tmp_path / name)), (24, 20, 3),
+                                                      on_corrupt=on_corrupt, max_image_pixels=limit)
+        return found.numpy(), bool(readable)
+
+    right, ok = decode("right.jpg")
+    assert ok and np.array_equal(right, tf.io.decode_jpeg(files["right.jpg"]).numpy())
+    assert decode("right.png")[1] and np.array_equal(decode("right.png")[0], image)
+    resized, ok = decode("other_size.jpg")  # 12x20 -> 24x20, as the in-memory path resizes
+    expected = streaming._resize(tf.io.decode_jpeg(files["other_size.jpg"]), 24, 20).numpy()
+    assert ok and resized.shape == (24, 20, 3) and np.array_equal(resized, expected) and resized[12:].any()
+    for name, why in (("cut.jpg", "truncated"), ("text.jpg", "not a JPEG or PNG file"),
+                      ("bomb.png", "over max_image_pixels=1000000 pixels")):
+        zeros, ok = decode(name)
+        assert not ok and not zeros.any()
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            decode(name, "fail")
+        assert streaming.corrupt_file_message(err.value).startswith(f"{tmp_path / name}: unreadable image file: {why}")
+    # No pixel limit (no header parse): the same images, and the same names for files that are no image.
+    for name in ("right.jpg", "other_size.jpg", "right.png"):
+        assert np.array_equal(decode(name, limit=0)[0], decode(name)[0]) and decode(name, limit=0)[1]
+    for name, why in (("cut.jpg", "truncated"), ("text.jpg", "not a JPEG or PNG file")):
+        assert not decode(name, limit=0)[1]
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            decode(name, "fail", limit=0)
+        assert streaming.corrupt_file_message(err.value).startswith(f"{tmp_path / name}: unreadable image file: {why}")
+
+
 def test_the_in_memory_or_streaming_choice_is_one_line(folder, caplog):
     from trainers.experiment import ExperimentConfig, load_data
     caplog.set_level("INFO")

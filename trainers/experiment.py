@@ -27,6 +27,8 @@ class ExperimentConfig:
                            "the folder to read for image_folder / tfrecords.")
     on_corrupt: str = option("fail", "image_folder: 'skip' skips (and counts) undecodable images; 'fail' stops.",
                              advanced=True)
+    max_image_pixels: int = option(89_478_485, "image_folder: a file whose header says more pixels is refused "
+                                   "before decoding (Pillow's bomb limit); 0 = no limit.", advanced=True)
     data_in_memory: str = option("auto", "image_folder / tfrecords: 'yes' decodes all into memory, 'no' streams "
                                  "from disk while training, 'auto' streams above 2 GB decoded.", advanced=True)
     classes: tuple = option((), "Keep only these class ids, re-indexed 0..N-1, e.g. --classes=3,5.", advanced=True)
@@ -104,6 +106,8 @@ class ExperimentConfig:
         _choice("dataset", self.dataset, datasets.DATASETS + FILE_DATASETS)
         _choice("on_corrupt", self.on_corrupt, ("fail", "skip"))
         _choice("data_in_memory", self.data_in_memory, ("auto", "yes", "no"))
+        if self.max_image_pixels < 0:
+            raise ConfigError(f"--max_image_pixels={self.max_image_pixels}: give a pixel count, or 0 for no limit")
         if self.data_in_memory == "no" and self.dataset not in FILE_DATASETS:
             raise ConfigError(f"--data_in_memory=no streams files: it needs --dataset=image_folder or tfrecords, "
                               f"not --dataset={self.dataset} (a named dataset is held in memory)")
@@ -241,7 +245,7 @@ def load_data(exp: ExperimentConfig, seed: int):
     if exp.dataset == "image_folder":
         from framework.data.image_folder import load_image_folder
         ds = load_image_folder(exp.data_dir, image_size=exp.image_size or None, on_corrupt=exp.on_corrupt,
-                               seed=seed)
+                               max_image_pixels=exp.max_image_pixels, seed=seed)
     elif exp.dataset == "tfrecords":
         from framework.data.tfrecords import load_tfrecord_dataset
         ds = load_tfrecord_dataset(exp.data_dir)
@@ -280,7 +284,7 @@ def _streamed_files(exp: ExperimentConfig, seed: int):
     if exp.dataset == "image_folder":
         from framework.data.image_folder import list_image_folder
         listed = list_image_folder(exp.data_dir, image_size=exp.image_size or None, on_corrupt=exp.on_corrupt,
-                                   seed=seed)
+                                   max_image_pixels=exp.max_image_pixels, seed=seed)
     else:
         from framework.data.tfrecords import list_tfrecords
         listed = list_tfrecords(exp.data_dir, image_size=exp.image_size or None)

@@ -101,7 +101,7 @@ def _decode(path, max_image_pixels, image_size) -> np.ndarray:
             raise _BadImage(f"JPEG header truncated or corrupt: {tf_error_text(e)}") from e
     else:
         raise _BadImage(f"not a JPEG or PNG file (starts with {data[:8]!r})")
-    if int(height) * int(width) > max_image_pixels:
+    if max_image_pixels and int(height) * int(width) > max_image_pixels:
         raise DataError(f"{path}: image is {width}x{height} = {int(width) * int(height)} pixels, over "
                         f"max_image_pixels={max_image_pixels}; shrink it, remove it, or raise max_image_pixels")
     try:
