@@ -556,8 +556,7 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         controller.writer.write_json("result.json", result)
     if on_trained is not None:
         on_trained(controller)
-    if exp.plot and config.model_dir:
-        from trainers import plots
+    if exp.plot and config.model_dir:  # plots: imported above, for the live curves
         samples = first_images(data.evals["test"], 8)
         if task.eval_transform is not None:  # crop_to: the model takes the centre crop
             samples = np.asarray(task.eval_transform(samples))
