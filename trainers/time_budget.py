@@ -24,6 +24,8 @@ JPEG CIFAR-10 (one run each unless said):
                     of training, 6.9 min for the whole command: half the budget unused, hence the next rung)
   40,160,160 x 12   89.49% (the same machine, --widths=40,160,160 --epochs=12: 9.1 min of training, 10.0 min
                     for the command with .venv made; the rung the budget picks there when it measures >= 2,500 ex/s)
+  (48,192,192 x 10, not a rung: 89.44% in 9.2 min of training on the same machine, no better than 40 x 12;
+   per epoch 55 s against 46 s, so conv FLOPs over-estimate the wider nets' cost there)
   48,192,192 x 14   not measured yet
   64,256,256 x 16   not measured yet (the full recipe, batch 1024 x 10 epochs: 90.6% in 96 min on AVX2)
 """
