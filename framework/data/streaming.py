@@ -86,12 +86,23 @@ def corrupt_file_message(error) -> str | None:
     return match.group(1).strip() if match else None
 
 
+def _starts_png(data):
+    return tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
+
+
+def _ends_png(data):
+    return tf.equal(tf.strings.substr(data, tf.maximum(tf.strings.length(data) - 8, 0), 8), _PNG_END)
+
+
+def _is_whole_png(data):
+    """The PNG signature first and its end marker last (a cut file has no end marker)."""
+    return _starts_png(data) & _ends_png(data)
+
+
 def _png_size(data):
     """[height, width] from a PNG's header, [0, 0] when `data` is no whole PNG file (its checks: signature,
     end marker, a header there)."""
-    size = tf.strings.length(data)
-    whole = (tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC) & (size >= 24)
-             & tf.equal(tf.strings.substr(data, tf.maximum(size - 8, 0), 8), _PNG_END))
+    whole = _is_whole_png(data) & (tf.strings.length(data) >= 24)
 
     def parse():
         wh = tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int32), [2, 4])
@@ -116,8 +127,8 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
     height, width, channels = image_shape
     data = tf.io.read_file(path)
     size = tf.strings.length(data)
-    jpeg = (tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
-            & tf.equal(tf.strings.substr(data, tf.maximum(size - 2, 0), 2), b"\xff\xd9"))
+    starts_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+    jpeg = starts_jpeg & tf.equal(tf.strings.substr(data, tf.maximum(size - 2, 0), 2), b"\xff\xd9")
     if max_image_pixels:
         hw = tf.cond(jpeg, lambda: tf.image.extract_jpeg_shape(data)[:2], lambda: _png_size(data))
         pixels = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64)
@@ -125,8 +136,7 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
         same = tf.reduce_all(tf.equal(hw, [height, width]))
     else:  # no size limit: no header to parse; the size comes from the decoded image
         pixels = tf.constant(1, tf.int64)
-        readable = jpeg | (tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
-                           & tf.equal(tf.strings.substr(data, tf.maximum(size - 8, 0), 8), _PNG_END))
+        readable = jpeg | _is_whole_png(data)
 
     def decoded():
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
@@ -136,9 +146,8 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
     def unreadable():
         zeros = tf.zeros(image_shape, tf.uint8)
         if on_corrupt == "fail":
-            starts = (tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
-                      | tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC))
-            whole = jpeg | tf.equal(tf.strings.substr(data, tf.maximum(size - 8, 0), 8), _PNG_END)
+            starts = starts_jpeg | _starts_png(data)
+            whole = jpeg | _ends_png(data)
             why = tf.where(~starts, "not a JPEG or PNG file",
                            tf.where(~whole, "truncated (no end marker)",
                                     tf.where(pixels > max_image_pixels,
