@@ -1,6 +1,6 @@
 """The course notebooks' experiments, each as the one command that reproduces it (issue 17's table).
 
-    python -m benchmarks.notebook_experiments [--only=NAME,...] [--out=DIR] [--smoke]   # about 25 min
+    python -m benchmarks.notebook_experiments [--only=NAME,...] [--out=DIR] [--smoke]   # about 10 min on 2 cores
 
 Runs every command below one after the other, as a user types it (`python -m trainers.X ...` in a fresh
 process, on the shared data), and writes DIR/report.md + report.json (default
