@@ -39,6 +39,41 @@ def test_a_slow_machine_trains_the_first_rung_as_long_as_fits():
     assert decision["estimated_minutes"] <= 11.0 and "no rung fits" in decision["line"]
 
 
+def test_a_rung_that_may_fit_is_timed_and_the_nets_between_are_interpolated():
+    # Speeds measured on the 2-core Zen 5 EPYC: the wide nets cost far less than their FLOPs say.
+    measured = {(32, 128, 128): 1700.0, (40, 160, 160): 1100.0, (48, 192, 192): 1000.0, (64, 256, 256): 550.0}
+    timed = []
+
+    def measure(widths):
+        timed.append(tuple(widths))
+        return measured[tuple(widths)]
+
+    def choose(rate):
+        timed.clear()
+        return time_budget.choose_rung(11.0, rate, ladder=LADDER, measured_widths=FAST, steps_per_epoch=195,
+                                       global_batch_size=256, measure=measure)
+
+    # 2,059 ex/s: FLOPs alone say 40 x 12 takes 12.0 min (32 x 12 would be chosen); 48 x 14 might fit and
+    # is timed (11.6 min: no), then 40 x 12 is (9.1 min: yes).
+    decision = choose(2059.0)
+    assert timed == [(48, 192, 192), (40, 160, 160)] and decision["widths"] == [40, 160, 160]
+    assert decision["estimated_minutes"] == pytest.approx(12 * 195 * 256 / 1100 / 60, rel=1e-6)
+    assert decision["line"] == ("time budget: 11.0 min, measured 2,059 ex/s at 24,96,96, 1,100 at 40,160,160, "
+                                "1,000 at 48,192,192 -> rung 40,160,160 x 12 epochs, est. 9.1 min")
+    assert decision["timed_rungs"] == {"40,160,160": 1100.0, "48,192,192": 1000.0}
+    # 2,635 ex/s: 48 x 14 is timed and does not fit; 40 x 12 fits by FLOPs from the fast net (9.4 min): not
+    # timed, its estimate interpolated between the two nets timed.
+    decision = choose(2635.0)
+    assert timed == [(48, 192, 192)] and decision["widths"] == [40, 160, 160]
+    assert 12 * 195 * 256 / 1100 / 60 * 0.7 < decision["estimated_minutes"] < 12 * 195 * 256 / 2635 / 60 * 2.476
+    # Nothing worth timing: no wider rung could fit (900 ex/s), or the widest fits by FLOPs alone (1e5).
+    assert choose(900.0)["widths"] == list(FAST) and timed == []
+    assert choose(1e5)["widths"] == [64, 256, 256] and timed == []
+    # A net faster than its FLOPs say is taken on its measured speed (a GPU: width costs little).
+    measured[(64, 256, 256)] = 3500.0
+    assert choose(6000.0)["widths"] == [64, 256, 256] and timed == [(64, 256, 256)]
+
+
 def test_conv_flops_counts_the_airbench_models_convolutions():
     from trainers import models
     widths = (8, 16, 24)
@@ -74,9 +109,13 @@ def test_the_ladder_applies_only_when_neither_widths_nor_epochs_is_given():
 def test_a_budgeted_run_trains_the_chosen_rung(tmp_path, data_dir, monkeypatch, caplog):
     from trainers import models
     from trainers.experiment import run_experiment
-    # 1 step per epoch of 16; at a fake 60 ex/s, 0.11 minutes fit 32,128,128 x 12 (0.09 min) but not
-    # 40,160,160 x 12 (0.14 min).
-    monkeypatch.setattr(time_budget, "measure_examples_per_sec", lambda **kwargs: 60.0)
+    # 1 step per epoch of 16. A fake speed: 60 ex/s for the fast net, 30 for any wider one. In 0.11 minutes
+    # 40,160,160 x 12 may fit (cost as sqrt(FLOPs): 0.08 min) but not surely (by FLOPs: 0.13 min): it is
+    # timed on its own net, and fits (0.107 min); 48,192,192 x 14 would not (0.15 min from it).
+    fast_params = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=FAST,
+                                     seed=0).count_params()
+    monkeypatch.setattr(time_budget, "measure_examples_per_sec",
+                        lambda model_fn, **kwargs: 60.0 if model_fn().count_params() == fast_params else 30.0)
     exp, config = recipes.configs("cifar", "fast", smoke=True, train_examples=16, test_examples=32,
                                   global_batch_size=16, train_steps=0, train_minutes=0.11, steps_per_loop=2,
                                   tta=False, mixed_precision="none", model_dir=str(tmp_path))
@@ -84,8 +123,8 @@ def test_a_budgeted_run_trains_the_chosen_rung(tmp_path, data_dir, monkeypatch, 
     with caplog.at_level(logging.INFO):
         result = run_experiment(exp, config)
     decided = json.loads((tmp_path / time_budget.BUDGET_FILE).read_text())
-    assert decided["widths"] == [32, 128, 128] and decided["train_steps"] == 12 == result["train_steps"]
-    assert "-> rung 32,128,128 x 12 epochs, est. 0.1 min" in caplog.text
-    wide = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=(32, 128, 128), seed=0)
+    assert decided["widths"] == [40, 160, 160] and decided["train_steps"] == 12 == result["train_steps"]
+    assert "at 24,96,96, 30 at 40,160,160 -> rung 40,160,160 x 12 epochs, est. 0.1 min" in caplog.text
+    wide = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=(40, 160, 160), seed=0)
     assert result["trainable_params"] == sum(int(w.shape.num_elements()) for w in wide.trainable_weights)
-    assert list(result["config"]["widths"]) == [32, 128, 128]
+    assert list(result["config"]["widths"]) == [40, 160, 160]

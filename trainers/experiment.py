@@ -532,7 +532,10 @@ def run_experiment(exp: ExperimentConfig, config: TrainConfig, *, hooks=(), stra
         from trainers.time_budget import LADDERS, steps_for_budget
         budget = steps_for_budget(exp.train_minutes, config=config, data=data, model_fn=model_fn,
                                   optimizer_fn=optimizer_fn_for(exp), task=task, strategy=strategy,
-                                  ladder=LADDERS[exp.model] if exp.budget_ladder else None, widths=exp.widths)
+                                  ladder=LADDERS[exp.model] if exp.budget_ladder else None, widths=exp.widths,
+                                  rung_model_fn=lambda widths: model_fn_for(
+                                      dataclasses.replace(exp, widths=tuple(widths)), config, task.num_outputs,
+                                      model_shape, config.seed, train_images=first_images(data.train, exp), log=False))
         config = config.replace(train_steps=budget["train_steps"])
         if budget.get("widths") and tuple(budget["widths"]) != tuple(exp.widths):  # the ladder's rung
             exp = dataclasses.replace(exp, widths=tuple(budget["widths"]))

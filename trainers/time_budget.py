@@ -7,14 +7,14 @@ directory's record, `framework.run_record`, holds the user's configuration: trai
 minutes, not the steps chosen here).
 
 With `--budget_ladder` (the cifar fast recipe's, off as soon as --widths or --epochs is given), the budget
-also picks the net: from the speed measured on the recipe's net, the largest rung of LADDERS[model]
-(widths x epochs) whose estimated training time fits. A rung's cost per example is estimated by its
-convolution FLOPs relative to the measured net's (`conv_flops`): the element-wise ops grow only
-linearly with the width, so wider rungs are, if anything, over-estimated (a fast machine may get one
-rung less than would fit, never a run that overruns). When not even the first rung's epochs fit, the
-first rung trains what fits, as without a ladder. Then train_steps = the rung's epochs, whatever --epochs
-says. The line logged says it all: `time budget: 11.0 min, measured 1,034 ex/s at 24,96,96 -> rung
-32,128,128 x 12 epochs, est. 9.8 min`.
+also picks the net: the largest rung of LADDERS[model] (widths x epochs) whose training fits. The speed
+measured on the recipe's net says how fast the wider nets could be; a candidate that might fit but is not
+sure to is timed too (at most two, ~30 s each with their tracing; choose_rung says how), since conv FLOPs
+alone over-charge the wide nets on a CPU (48,192,192 has 3.5x the fast net's FLOPs and runs 2.0-2.6x
+slower). When not even the first rung's epochs fit, the first rung trains what fits, as without a ladder.
+Then train_steps = the rung's epochs, whatever --epochs says. The line logged says it all: `time budget:
+11.0 min, measured 2,059 ex/s at 24,96,96, 1,000 at 48,192,192, 1,100 at 40,160,160 -> rung 40,160,160 x
+12 epochs, est. 9.1 min`.
 
 The airbench ladder, batch 256 and the fast recipe's schedule throughout, TTA test accuracy on the shared
 JPEG CIFAR-10 (one run each unless said):
@@ -26,7 +26,8 @@ JPEG CIFAR-10 (one run each unless said):
                     for the command with .venv made; the rung the budget picks there when it measures >= 2,500 ex/s)
   (48,192,192 x 10, not a rung: 89.44% in 9.2 min of training on the same machine, no better than 40 x 12;
    per epoch 55 s against 46 s, so conv FLOPs over-estimate the wider nets' cost there)
-  48,192,192 x 14   not measured yet
+  48,192,192 x 14   89.73% (the same machine, --widths=48,192,192 --epochs=14: 886 ex/s, 13.0 min of training,
+                    14.0 min for the command: past an 11-minute budget, and +0.24 points for +4 minutes)
   64,256,256 x 16   not measured yet (the full recipe, batch 1024 x 10 epochs: 90.6% in 96 min on AVX2)
 """
 import json
@@ -50,25 +51,32 @@ _TIMED_STEPS = 5   # timed in chunks of this many steps (whole lookahead cycles)
 _TIMED_SECONDS = 15.0  # ... as many as fill this long: a 2-core machine's speed wanders by +-15% from one
 #                        15 s loop to the next, and 5 steps alone read 328 ex/s for a run that went at 408
 _TIMED_SHARE = 0.05  # ... or this share of the budget, if less
+_MEASURED_RUNGS = 2  # candidate rungs timed besides the recipe's net (each ~15 s + its tracing)
 
 
 def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy,
-                     ladder=None, widths=()) -> dict:
+                     ladder=None, widths=(), rung_model_fn=None) -> dict:
     """{'train_steps', 'examples_per_sec', 'minutes', ...}: the steps that fit, at most epochs * per_epoch;
-    with `ladder` (rungs of (widths, epochs), the model measured at `widths`), also the rung's 'widths'."""
+    with `ladder` (rungs of (widths, epochs), the model measured at `widths`), also the rung's 'widths'.
+    `rung_model_fn(widths)` builds a rung's model, to time a candidate rung (choose_rung)."""
     # Only a resume reuses the decision (framework.run_record has checked that it is the same run);
     # a new run in the directory (nothing to resume) measures again.
     saved = _read(config.model_dir) if run_record.has_checkpoint(config.model_dir) else None
     if saved and saved["minutes"] == minutes and saved["global_batch_size"] == config.global_batch_size:
         logging.info("time budget: reusing %s (%d steps)", BUDGET_FILE, saved["train_steps"])
         return saved
-    rate = measure_examples_per_sec(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
-                                    task=task, strategy=strategy,
-                                    seconds=min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60))
+    seconds = min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60)
+
+    def measure(fn):
+        return measure_examples_per_sec(config=config, data=data, model_fn=fn, optimizer_fn=optimizer_fn,
+                                        task=task, strategy=strategy, seconds=seconds)
+
+    rate = measure(model_fn)
     per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
     if ladder:
         decision = choose_rung(minutes, rate, ladder=ladder, measured_widths=widths, steps_per_epoch=per_epoch,
-                               global_batch_size=config.global_batch_size, image_size=data.train[0].shape[1])
+                               global_batch_size=config.global_batch_size, image_size=data.train[0].shape[1],
+                               measure=(lambda w: measure(rung_model_fn(w))) if rung_model_fn else None)
         logging.info("%s", decision["line"])
     else:
         fit = int(minutes * 60 * rate / config.global_batch_size)
@@ -85,33 +93,65 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
 
 
 def choose_rung(minutes: float, examples_per_sec: float, *, ladder, measured_widths, steps_per_epoch: int,
-                global_batch_size: int, image_size: int = 32) -> dict:
-    """The largest rung of `ladder` whose training fits `minutes` at `examples_per_sec` (measured on
-    `measured_widths`, scaled by conv FLOPs); the first rung cut to what fits when none does. Pure Python."""
-    measured = conv_flops(measured_widths, image_size)
+                global_batch_size: int, image_size: int = 32, measure=None) -> dict:
+    """The largest rung of `ladder` whose training fits `minutes`; the first rung cut to what fits when
+    none does. Pure Python but for `measure(widths) -> ex/s`, which times a rung's net (at most
+    _MEASURED_RUNGS of them).
 
-    def estimate_minutes(widths, steps):
-        return steps * global_batch_size / (examples_per_sec * measured / conv_flops(widths, image_size)) / 60
+    Speeds come from the nets measured (`examples_per_sec` at `measured_widths`, then the rungs timed):
+    between two of them by log-log interpolation over conv FLOPs, past the widest one measured by its
+    FLOPs (cost per example proportional: an over-estimate, since element-wise ops grow only linearly
+    with the width). A rung is timed when an optimistic guess (cost growing as the square root of
+    FLOPs, as measured on 2-core CPUs: 48,192,192 costs 2.0-2.6x the fast net for 3.5x its FLOPs) says it
+    fits and the FLOPs estimate says it does not: the largest such rung first."""
+    speeds = {conv_flops(measured_widths, image_size): examples_per_sec}  # conv FLOPs -> measured ex/s
 
-    chosen = None
-    for widths, epochs in ladder:
-        steps = epochs * steps_per_epoch
-        if estimate_minutes(widths, steps) <= minutes:
-            chosen = (tuple(widths), epochs, steps)
+    def speed(widths, beyond, between=True):
+        flops = conv_flops(widths, image_size)
+        low = max([f for f in speeds if f <= flops] or [min(speeds)])
+        above = [f for f in speeds if f >= flops]
+        if not (above and between):
+            return speeds[low] * (low / flops) ** beyond
+        high = min(above)
+        if high == low:
+            return speeds[low]
+        t = math.log(flops / low) / math.log(high / low)
+        return math.exp((1 - t) * math.log(speeds[low]) + t * math.log(speeds[high]))
+
+    def estimate_minutes(widths, steps, beyond=1.0, between=True):
+        return steps * global_batch_size / speed(widths, beyond, between) / 60
+
+    def largest_fitting(beyond):
+        fits = [(tuple(w), e) for w, e in ladder if estimate_minutes(w, e * steps_per_epoch, beyond) <= minutes]
+        return fits[-1] if fits else None
+
+    for _ in range(_MEASURED_RUNGS if measure else 0):
+        guess = largest_fitting(beyond=0.5)
+        if guess is None or conv_flops(guess[0], image_size) in speeds \
+                or estimate_minutes(guess[0], guess[1] * steps_per_epoch, between=False) <= minutes:
+            break  # nothing to time: no candidate, timed already, or it fits by FLOPs from a net timed below
+        speeds[conv_flops(guess[0], image_size)] = measure(guess[0])
+    chosen = largest_fitting(beyond=1.0)
     if chosen is None:  # even the first rung's epochs do not fit: it trains what does
         widths, epochs = ladder[0]
         fit = int(minutes / estimate_minutes(widths, 1))
-        chosen = (tuple(widths), epochs, max(1, min(fit, epochs * steps_per_epoch)))
-    widths, epochs, steps = chosen
+        steps = max(1, min(fit, epochs * steps_per_epoch))
+    else:
+        (widths, epochs), steps = chosen, chosen[1] * steps_per_epoch
+    widths = tuple(widths)
     estimate = estimate_minutes(widths, steps)
     shown = f"{epochs} epochs" if steps == epochs * steps_per_epoch else \
         f"{steps / steps_per_epoch:.2f} epochs (of {epochs}: no rung fits)"
+    timed = {tuple(w): speeds[conv_flops(w, image_size)] for w, _ in ladder
+             if conv_flops(w, image_size) in speeds and tuple(w) != tuple(measured_widths)}
+    also = "".join(f", {rate:,.0f} at {','.join(map(str, w))}" for w, rate in timed.items())
     line = (f"time budget: {minutes:.1f} min, measured {examples_per_sec:,.0f} ex/s at "
-            f"{','.join(map(str, measured_widths))} -> rung {','.join(map(str, widths))} x {shown}, "
+            f"{','.join(map(str, measured_widths))}{also} -> rung {','.join(map(str, widths))} x {shown}, "
             f"est. {estimate:.1f} min")
     return {"minutes": minutes, "global_batch_size": global_batch_size, "examples_per_sec": examples_per_sec,
             "measured_widths": list(measured_widths), "widths": list(widths), "train_steps": steps,
-            "epochs": steps / steps_per_epoch, "estimated_minutes": estimate, "line": line}
+            "epochs": steps / steps_per_epoch, "estimated_minutes": estimate,
+            "timed_rungs": {",".join(map(str, w)): rate for w, rate in timed.items()}, "line": line}
 
 
 def conv_flops(widths, image_size: int = 32, channels: int = 3) -> int:
