@@ -13,8 +13,9 @@ sure to is timed too (at most two, ~30 s each with their tracing; choose_rung sa
 alone over-charge the wide nets on a CPU (48,192,192 has 3.5x the fast net's FLOPs and runs 2.0-2.6x
 slower). When not even the first rung's epochs fit, the first rung trains what fits, as without a ladder.
 Then train_steps = the rung's epochs, whatever --epochs says. The line logged says it all: `time budget:
-11.0 min, measured 2,059 ex/s at 24,96,96, 1,000 at 48,192,192, 1,100 at 40,160,160 -> rung 40,160,160 x
-12 epochs, est. 9.1 min`.
+11.0 min, measured 2,073 ex/s at 24,96,96, 1,133 at 40,160,160, 909 at 48,192,192 -> rung 40,160,160 x 12
+epochs, est. 8.8 min` (`make train` on a fresh clone, Zen 5 EPYC: 9.3 min of training, 89.49%, 12.2 min
+for the whole command with .venv made).
 
 The airbench ladder, batch 256 and the fast recipe's schedule throughout, TTA test accuracy on the shared
 JPEG CIFAR-10 (one run each unless said):
@@ -23,7 +24,7 @@ JPEG CIFAR-10 (one run each unless said):
   32,128,128 x 12   88.50% (`make train` on a fresh clone, 2-core Zen 5 EPYC measured at 2,635 ex/s: 5.8 min
                     of training, 6.9 min for the whole command: half the budget unused, hence the next rung)
   40,160,160 x 12   89.49% (the same machine, --widths=40,160,160 --epochs=12: 9.1 min of training, 10.0 min
-                    for the command with .venv made; the rung the budget picks there when it measures >= 2,500 ex/s)
+                    for the command with .venv made; the rung `make train` picks there, having timed it)
   (48,192,192 x 10, not a rung: 89.44% in 9.2 min of training on the same machine, no better than 40 x 12;
    per epoch 55 s against 46 s, so conv FLOPs over-estimate the wider nets' cost there)
   48,192,192 x 14   89.73% (the same machine, --widths=48,192,192 --epochs=14: 886 ex/s, 13.0 min of training,
