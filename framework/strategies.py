@@ -98,6 +98,15 @@ def _multi_worker_strategy():
     # sleeping thread per collective): opt-in, for a cluster whose health check cannot see a hang.
     timeout = os.environ.get("TFLOOPS_COLLECTIVE_TIMEOUT")
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout) if timeout else None)
+    # TFLOOPS_HEALTH_CHECK_SECONDS=S: the health check's interval (TF's default 30 s, which is about how
+    # long a dead peer takes to fail the others). TF has no public setting: its class attribute, set
+    # before the strategy starts its check thread.
+    interval = os.environ.get("TFLOOPS_HEALTH_CHECK_SECONDS")
+    if interval:
+        from tensorflow.python.distribute import collective_all_reduce_strategy
+        extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
+        if hasattr(extended, "_check_health_interval"):
+            extended._check_health_interval = float(interval)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 

@@ -126,7 +126,7 @@ def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
     args = [sys.executable, "-m", "trainers.mnist", "--strategy=multi_worker", "--model=mlp",
             "--train_examples=4096", "--epochs=3", "--global_batch_size=16", "--steps_per_loop=16",
             "--checkpoint_every=32", f"--model_dir={tmp_path}", "--export=false"]
-    env = _env()
+    env = {**_env(), "TFLOOPS_HEALTH_CHECK_SECONDS": "3"}  # TF's 30 s default: the survivor waits that long
 
     def start_workers():
         return [subprocess.Popen(args, cwd=ROOT, env={**env, "TF_CONFIG": json.dumps(c)}, stdout=subprocess.PIPE,
@@ -140,7 +140,7 @@ def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
     start = time.time()
     out, _ = workers[0].communicate(timeout=150)
     assert workers[0].returncode != 0, out[-2000:]
-    assert time.time() - start < 150
+    assert time.time() - start < 60  # the health check fails the survivor within a few of its intervals
     killed_at = _latest_step(tmp_path)
     assert killed_at >= 64
     workers = start_workers()
