@@ -169,22 +169,26 @@ class Profile(Action):
 
 
 class Signals(Action):
-    """SIGTERM/SIGINT set `received`; the controller then checkpoints at the loop's end and raises
-    TrainingInterrupted (whatever the other actions decided), so the same command resumes."""
+    """SIGTERM/SIGINT set `received`; at the loop's end `after_loop` turns it into `decided`, on which the
+    controller checkpoints and raises TrainingInterrupted (whatever the other actions decided), so the same
+    command resumes. `decided` is taken at one point per loop: a signal that lands after it (while the
+    checkpoint of that step is saved, say) counts at the next loop's end, on every worker alike."""
 
     def __init__(self, strategy=None):
-        self.received = None
+        self.received = None  # set by the handler, at any moment
+        self.decided = None  # the signal to stop on, fixed once per loop in after_loop
         self.strategy = strategy
 
     def after_loop(self, info) -> None:
         """On several workers a signal may reach one only: all agree (an all-reduce per loop) and take the
         signal the others received, so every worker checkpoints (a collective) and stops at the same step."""
+        received = self.received  # read once: the handler may set it while this runs
         if self.strategy is not None:
             # One all-reduce carries both: 1000 x (workers signalled) + the sum of their signal numbers.
-            count, total = divmod(round(agreed(self.strategy, 1000.0 * bool(self.received) + (self.received or 0),
-                                               tf.distribute.ReduceOp.SUM)), 1000)
-            if count and not self.received:
-                self.received = round(total / count)
+            count, total = divmod(round(agreed(self.strategy, 1000.0 * bool(received) + (received or 0),
+                                            tf.distribute.ReduceOp.SUM)), 1000)
+            received = (received or round(total / count)) if count else None
+        self.decided = received
         return None
 
     @contextlib.contextmanager

@@ -287,9 +287,9 @@ class Controller:
             stop = next((reason for reason in stops if reason), None)
             if stop:
                 self.result["stop_reason"] = stop  # saved with the checkpoint: a resume knows it stopped
-            if self._checkpoint_due(step, epoch_end) or stop or self.signals.received:
+            if self._checkpoint_due(step, epoch_end) or stop or self.signals.decided:
                 self._save(step)
-            if self.signals.received:
+            if self.signals.decided:
                 raise self._interrupted(step)
             if stop:
                 return stop
@@ -503,8 +503,8 @@ class Controller:
 
     def _interrupted(self, step) -> "TrainingInterrupted":
         where = self.checkpointer.directory if self.checkpointer else "(no --model_dir)"
-        return TrainingInterrupted(f"stopped by signal {self.signals.received} at step {step}; checkpoint saved "
-                                   f"in {where}: run the same command to resume", self.signals.received)
+        return TrainingInterrupted(f"stopped by signal {self.signals.decided} at step {step}; checkpoint saved "
+                                   f"in {where}: run the same command to resume", self.signals.decided)
 
     def _save_best(self, step):
         self.best_checkpointer.save(step, self._loop_state())

@@ -256,3 +256,15 @@ def test_loop_plan_is_logged_once_per_run(caplog):
     lines = [r.getMessage() for r in caplog.records if "steps_per_fetch:" in r.getMessage()]
     assert lines == ["loops of up to 16 steps per compiled call (--steps_per_loop=16, 64 steps per epoch, 64 in "
                      "all); steps_per_fetch: 16 (automatic)"]
+
+
+def test_a_signal_after_the_loops_decision_counts_at_the_next_loop():
+    """The stop is decided once per loop (on several workers, by an all-reduce): a signal landing after
+    that point, e.g. while the step's checkpoint is saved, must not stop this worker alone at this step."""
+    from framework import actions
+    signals = actions.Signals(strategy=None)
+    signals.after_loop(None)
+    signals.received = 15  # lands after the decision of this loop
+    assert signals.decided is None
+    signals.after_loop(None)
+    assert signals.decided == 15
