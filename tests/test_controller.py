@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import framework
-from framework import ConfigError, build_trainer, input_pipeline, prepare_runtime
+from framework import ConfigError, actions, build_trainer, input_pipeline, prepare_runtime
 from tests import engine_helpers as h
 
 L2 = 1e-2
@@ -261,7 +261,6 @@ def test_loop_plan_is_logged_once_per_run(caplog):
 def test_a_signal_after_the_loops_decision_counts_at_the_next_loop():
     """The stop is decided once per loop (on several workers, by an all-reduce): a signal landing after
     that point, e.g. while the step's checkpoint is saved, must not stop this worker alone at this step."""
-    from framework import actions
     signals = actions.Signals(strategy=None)
     signals.after_loop(None)
     signals.received = 15  # lands after the decision of this loop
