@@ -49,6 +49,26 @@ def test_cifar_resnet9_learns_with_augmentation_tta_and_plots(tmp_path, data_dir
     assert len(np.unique(activations[..., :3].reshape(-1, 3), axis=0)) > 200  # not blank, not one map
 
 
+def test_a_subclassed_conv_model_trains_and_plots_its_curves_without_feature_maps(tmp_path, data_dir):
+    import keras
+
+    class Net(keras.Model):  # call() is Python: no layer graph to probe for feature maps
+        def __init__(self, num_classes):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(8, 3, activation="relu")
+            self.pool = keras.layers.Flatten()
+            self.head = keras.layers.Dense(num_classes)
+
+        def call(self, x):
+            return self.head(self.pool(self.conv(x)))
+
+    exp = ExperimentConfig(dataset="mnist", model=lambda input_shape, num_classes: Net(num_classes), plot=True,
+                           train_examples=1024, test_examples=500)
+    result = run_experiment(exp, _config(tmp_path, train_steps=16, learning_rate=3e-3))
+    assert result["train_steps"] == 16 and result["test_loss"] < 2.3  # chance: ln 10 = 2.303
+    assert (tmp_path / "curves.png").exists() and not (tmp_path / "activations.png").exists()
+
+
 def _png(path):
     import tensorflow as tf
     return tf.io.decode_png(path.read_bytes()).numpy()

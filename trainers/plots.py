@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+from absl import logging
 
 
 def _pyplot():
@@ -118,10 +119,15 @@ def write_image_grid(model_dir: str, images: np.ndarray, titles, name: str, supt
 
 def write_activations(model_dir: str, model, sample_images: np.ndarray, *, layers: int = 2,
                       images: int = 4, maps: int = 8) -> str | None:
-    """Feature maps of the first `layers` Conv2D layers for `images` test images; None for no convs."""
+    """Feature maps of the first `layers` Conv2D layers for `images` test images; None for no convs, and
+    for a subclassed model (its call() is Python: no graph of layers whose outputs a probe could read)."""
     import keras
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:layers]
     if not convs:
+        return None
+    if not isinstance(model, keras.Sequential) and type(model).call is not keras.Model.call:
+        logging.info("plots: no activations.png: %s is a subclassed model, whose layers' outputs cannot be "
+                     "read without running its call()", type(model).__name__)
         return None
     probe = keras.Model(model.inputs, [layer.output for layer in convs])
     x = sample_images[:images].astype(np.float32)
