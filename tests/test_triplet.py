@@ -363,6 +363,19 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
         triplet.run_triplet(TrainConfig(model_dir=str(tmp_path / "bad")), dataset="fec", fec_csv=csv_path,
                             fec_images=str(tmp_path / "nowhere"))
     assert not (tmp_path / "bad").exists()
+    # A header over --max_image_pixels (the faces are 24x24 = 576 pixels) is refused naming the file, in
+    # memory and streaming alike; a negative limit is a bad flag.
+    for mode in ("yes", "no"):
+        with pytest.raises(ValueError, match=r"f\d\.jpg: unreadable image file: over max_image_pixels=500 pixels"):
+            triplet.run_triplet(TrainConfig(model_dir=str(tmp_path / f"bomb_{mode}"), train_steps=2,
+                                            global_batch_size=8, export=False), dataset="fec", fec_csv=csv_path,
+                                fec_images=image_dir, image_size=16, model="mlp", data_in_memory=mode,
+                                max_image_pixels=500)
+    from framework import ConfigError
+    with pytest.raises(ConfigError, match=r"--max_image_pixels=-1: must be >= 0"):
+        triplet.run_triplet(TrainConfig(model_dir=str(tmp_path / "neg")), dataset="fec", fec_csv=csv_path,
+                            fec_images=image_dir, max_image_pixels=-1)
+    assert not (tmp_path / "neg").exists()
 
 
 def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_path, data_dir):

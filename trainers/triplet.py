@@ -63,6 +63,9 @@ class TripletConfig:
     data_in_memory: str = option("auto", "FEC: decode every image into memory (yes), stream them from disk "
                                  "while training (no), or auto: in memory when they fit (logged in one line).")
     on_corrupt: str = option("fail", "FEC: an unreadable image fails naming the file (fail) or is skipped.")
+    max_image_pixels: int = option(89_478_485, "FEC: an image whose header says more pixels is refused before "
+                                   "it is decoded (a decompression bomb; --on_corrupt says fail or skip); 0: no "
+                                   "limit.")
     plot: bool = option(False, "Write curves.png into --model_dir at each evaluation.")
 
 
@@ -110,7 +113,8 @@ def class_triplets(x, y, num_triplets, seed):
 
 
 def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", fec_images="",
-                  image_size=64, eval_triplets=0, data_in_memory="auto", on_corrupt="fail") -> Data:
+                  image_size=64, eval_triplets=0, data_in_memory="auto", on_corrupt="fail",
+                  max_image_pixels=89_478_485) -> Data:
     """Data(train, evals={"test": ...}): (triplets, shares) arrays, or for FEC streamed sources
     (fec_data.FECTriplets) unless they fit in memory (--data_in_memory). `eval_triplets` > 0 keeps a
     fixed sample of that many test triplets (the same for every seed, so runs compare)."""
@@ -122,7 +126,8 @@ def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", f
         rows["test"] = rows["test"].take(_eval_sample(len(rows["test"]), eval_triplets))
         skipped = streaming.SkippedFiles()
         sources = {subset: fec_data.FECTriplets(r, (image_size, image_size, 3), on_corrupt=on_corrupt,
-                                                skipped=skipped) for subset, r in rows.items()}
+                                                max_image_pixels=max_image_pixels, skipped=skipped)
+                   for subset, r in rows.items()}
         size = sum(source.decoded_bytes for source in sources.values())
         what = f"FEC triplets from {fec_csv} ({len(rows['train'])} train, {len(rows['test'])} test)"
         if streaming.choose_in_memory(data_in_memory, size, what):
@@ -218,7 +223,8 @@ def run_series(triplet_config: TripletConfig, config: TrainConfig, *, sweep: str
 
 def check_options(*, dataset, model, optimizer, embedding_dim, scale, delta, num_train, num_test, image_size,
                   triplet_loss: str, dropout: float, pretrained: bool, eval_triplets: int, steps_per_epoch: int,
-                  data_in_memory: str, on_corrupt: str, fec_csv: str, fec_images: str, **unused) -> None:
+                  data_in_memory: str, on_corrupt: str, fec_csv: str, fec_images: str, max_image_pixels: int,
+                  **unused) -> None:
     """The triplet options' checks that need no data: a ConfigError (one line, exit 2) for a bad one."""
     from framework.data import streaming
     from trainers import models
@@ -236,7 +242,9 @@ def check_options(*, dataset, model, optimizer, embedding_dim, scale, delta, num
                                   ("image_size", image_size, image_size >= 1, ">= 1"),
                                   ("dropout", dropout, 0 <= dropout < 1, "in [0, 1)"),
                                   ("eval_triplets", eval_triplets, eval_triplets >= 0, ">= 0"),
-                                  ("steps_per_epoch", steps_per_epoch, steps_per_epoch >= 0, ">= 0")):
+                                  ("steps_per_epoch", steps_per_epoch, steps_per_epoch >= 0, ">= 0"),
+                                  ("max_image_pixels", max_image_pixels, max_image_pixels >= 0,
+                                   ">= 0 (a pixel count, or 0 for no limit)")):
         if not ok:
             raise ConfigError(f"--{name}={value}: must be {rule}")
     problem = models.options_error(model, pretrained=pretrained)
@@ -264,12 +272,13 @@ def run_triplet(config: framework.TrainConfig, **options) -> dict:
                          num_test=opts["num_test"], seed=config.seed, fec_csv=opts["fec_csv"],
                          fec_images=opts["fec_images"], image_size=opts["image_size"],
                          eval_triplets=opts["eval_triplets"], data_in_memory=opts["data_in_memory"],
-                         on_corrupt=opts["on_corrupt"])
+                         on_corrupt=opts["on_corrupt"], max_image_pixels=opts["max_image_pixels"])
     input_shape = _example_shape(data.train)[1:]
     from trainers import models
     problem = models.options_error(opts["model"], image_size=min(input_shape[:2]))
     if problem:
         raise ConfigError(f"--model={opts['model']} on {input_shape[0]}x{input_shape[1]} images: {problem}")
+    streamed = data.train  # FEC streamed from disk: its skipped files (--on_corrupt=skip) go into result.json
     if opts["steps_per_epoch"]:
         data = dataclasses.replace(data, train=StepsEpoch(data.train, opts["steps_per_epoch"],
                                                           config.global_batch_size))
@@ -287,7 +296,9 @@ def run_triplet(config: framework.TrainConfig, **options) -> dict:
                                       optimizer_fn=lambda lr: optimizers.build_optimizer(opts["optimizer"], lr))
     plot = opts["plot"] and config.model_dir
     hooks = [_CurvesHook(config.model_dir)] if plot else []
-    result = framework.Controller(trainer, data, config, hooks=hooks, run_config=run_config).run()
+    from trainers.experiment import run_reading_files  # a corrupt file met while streaming: one line, exit 2
+    result = run_reading_files(framework.Controller(trainer, data, config, hooks=hooks, run_config=run_config),
+                               streamed)
     if plot:
         hooks[0].write()
     return result
