@@ -15,14 +15,17 @@ Streamed cases, where decoding decides (their code: benchmarks/input_vs_step_str
 
     python -m benchmarks.input_vs_step --case=cifar_jpeg [--examples=50000]   # CIFAR-10's JPEG bytes, decoded per step
     python -m benchmarks.input_vs_step --case=folder [--examples=10000 --folder_size=160]  # generated JPEG folder
+    python -m benchmarks.input_vs_step --case=folder --folder_size=384 --folder_image_size=160  # photos, resized
     python -m benchmarks.input_vs_step --case=memory [--memory_gb=3 --memory_epochs=3]     # RSS over a big folder
 
 Each streamed case measures, in the same process: the machine's raw decode rate (decode [+ resize] of the
-bytes in memory, a tf.data map over all cores, no training), the engine's streamed pipeline alone
-(delivered rate; the ratio to raw), the step alone (synthetic batches), both, the verdict (which is
-slower, and the engine's own per-loop input-wait classification), and the measured effect of each fix:
-num_parallel_calls=1 versus AUTOTUNE, no prefetch, the decoded images cached in memory (when they fit),
-augmentation on the host instead of the device, and 1 or 2 tf.data service workers (in this process).
+bytes in memory, a tf.data map over all cores, no training), for a folder the same decode over the files
+read from disk with no checks (what reading costs), the engine's streamed pipeline alone (delivered
+rate; the ratio to raw; these three alternated --limit_repeats times, medians), the step alone
+(synthetic batches), both, the verdict (which is slower, and the engine's own per-loop input-wait
+classification), and the measured effect of each fix: num_parallel_calls=1 versus AUTOTUNE, no
+prefetch, the decoded images cached in memory (when they fit), augmentation on the host instead of the
+device, and 1 or 2 tf.data service workers (in this process).
 The model is tiny (--stream_model) on purpose: it stands for a fast accelerator,
 where a real net's step is quicker than the host's decode; on a 2-core CPU a real net would be step-bound.
 `--case=memory` streams a generated folder of about --memory_gb decoded gigabytes for --memory_epochs
@@ -54,6 +57,10 @@ flags.DEFINE_enum("case", "recipe", ["recipe", "cifar_jpeg", "folder", "memory"]
                   "per step; memory: RSS over a large streamed folder.")
 flags.DEFINE_integer("examples", 10000, "cifar_jpeg / folder: training examples (JPEGs decoded, images generated).")
 flags.DEFINE_integer("folder_size", 160, "folder / memory: side of the generated JPEGs (CIFAR upscaled).")
+flags.DEFINE_integer("folder_image_size", 0, "folder: side the generated JPEGs are resized to while streaming "
+                     "(the net's input; 0: --folder_size, no resize).")
+flags.DEFINE_integer("limit_repeats", 5, "Streamed cases: alternations of raw decode, read + decode and input "
+                     "alone; their medians are the figures (1 under --smoke).")
 flags.DEFINE_float("memory_gb", 3.0, "memory: decoded size of the generated folder, in GB (1e9 bytes).")
 flags.DEFINE_integer("memory_epochs", 3, "memory: epochs over the folder.")
 flags.DEFINE_string("stream_model", "tiny", "Streamed cases: the model: tiny (average-pool to 16x16, one hidden "
@@ -97,7 +104,22 @@ def trained(exp, config, data, steps, **pipeline) -> dict:
             "input_wait_fraction": sum(i.input_seconds for i in timed) / seconds}
 
 
+def check_flags() -> None:
+    """A bad value fails before anything is measured: exit 2, naming the flag and the rule."""
+    for name, ok, rule in (("steps", FLAGS.steps >= 1, ">= 1"), ("examples", FLAGS.examples >= 1, ">= 1"),
+                           ("folder_size", FLAGS.folder_size >= 1, ">= 1"),
+                           ("folder_image_size", FLAGS.folder_image_size >= 0, ">= 0 (0: --folder_size)"),
+                           ("memory_gb", FLAGS.memory_gb > 0, "> 0"),
+                           ("memory_epochs", FLAGS.memory_epochs >= 1, ">= 1"),
+                           ("stream_batch", FLAGS.stream_batch >= 1, ">= 1"),
+                           ("stream_seconds", FLAGS.stream_seconds > 0, "> 0"),
+                           ("limit_repeats", FLAGS.limit_repeats >= 1, ">= 1")):
+        if not ok:
+            raise app.UsageError(f"--{name}={FLAGS[name].value}: must be {rule}", exitcode=2)
+
+
 def main(_):
+    check_flags()
     if FLAGS.case != "recipe":
         from benchmarks import input_vs_step_streamed
         return input_vs_step_streamed.run(FLAGS)

@@ -76,17 +76,54 @@ def make_folder(root: str, data_dir: str, count: int, size: int, test_count: int
     return root
 
 
-def raw_decode_rate(blobs, image_shape, batch: int) -> float:
-    """Images/s of decode (+ resize) alone over JPEG bytes already in memory, all cores, no training."""
-    dataset = (tf.data.Dataset.from_tensor_slices(tf.constant(blobs)).map(lambda b: decode(b, image_shape),
-                                                                          num_parallel_calls=AUTOTUNE)
-               .batch(batch).prefetch(AUTOTUNE))
+def raw_decode_rate(blobs, image_shape, batch: int, batches: int = 0) -> float:
+    """Images/s of decode (+ resize) alone over JPEG bytes already in memory, all cores, no training: over
+    `batches` batches after two (0: one pass over `blobs`)."""
+    return _decode_rate(tf.data.Dataset.from_tensor_slices(tf.constant(blobs)), lambda b: decode(b, image_shape),
+                        batch, batches)
+
+
+def read_decode_rate(files, image_shape, batch: int, batches: int = 0) -> float:
+    """Images/s of the same decode over the files read from disk, with none of the engine's checks: what
+    reading a file costs on this machine, the ceiling of any pipeline that reads them."""
+    return _decode_rate(tf.data.Dataset.from_tensor_slices(tf.constant(files)),
+                        lambda path: decode(tf.io.read_file(path), image_shape), batch, batches)
+
+
+def _decode_rate(inputs, decode_fn, batch: int, batches: int) -> float:
+    if batches:
+        inputs = inputs.repeat()
+    dataset = inputs.map(decode_fn, num_parallel_calls=AUTOTUNE).batch(batch).prefetch(AUTOTUNE)
     iterator = iter(dataset)
-    next(iterator)  # warm-up: the first batch builds the threads
+    next(iterator)  # warm-up: the first batches build the threads (as input_alone's)
+    if batches:
+        next(iterator)
     start, count = time.perf_counter(), 0
-    for images in iterator:
+    for images in (iterator if not batches else (next(iterator) for _ in range(batches))):
         count += int(images.shape[0])
     return count / (time.perf_counter() - start)
+
+
+def limit_rates(source, blobs, image_shape, config, chunks: int, repeats: int) -> dict:
+    """{'raw', 'read' (image folders only), 'delivered'}: medians of `repeats` alternations of the raw decode
+    rate, the files read and decoded with no checks, and the engine's delivered rate, each timing the same
+    `chunks` batches after two; and {'delivered/raw', 'read/raw', 'delivered/read'}: the medians of the
+    ratios within each alternation. Alternated, and ratios paired, because this machine's speed drifts by
+    20% over a minute: a ratio of two rates taken apart is mostly noise."""
+    batch, files = config.global_batch_size, getattr(source, "files", None)
+    measured = {"raw": [], "read": [], "delivered": []}
+    for _ in range(repeats):
+        measured["raw"].append(raw_decode_rate(blobs, image_shape, batch, chunks))
+        if files:
+            measured["read"].append(read_decode_rate(files, image_shape, batch, chunks))
+        measured["delivered"].append(input_alone(source, config, chunks))
+    logging.info("rates (images/s, %d alternations): %s", repeats,
+                 {k: [round(x) for x in v] for k, v in measured.items() if v})
+    rates = {k: float(np.median(v)) for k, v in measured.items() if v}
+    for top, bottom in (("delivered", "raw"), ("read", "raw"), ("delivered", "read")):
+        if measured[top] and measured[bottom]:
+            rates[f"{top}/{bottom}"] = float(np.median(np.divide(measured[top], measured[bottom])))
+    return rates
 
 
 def input_alone(source, config, chunks: int, **pipeline) -> float:
@@ -161,7 +198,9 @@ def peak_rss_mb() -> float:
 def run(FLAGS):
     data_dir = os.environ.get("DATA_DIR") or os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "..", "shared", "datasets")
-    out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", FLAGS.case)
+    name = (f"folder_{FLAGS.folder_size}to{FLAGS.folder_image_size}"
+            if FLAGS.case == "folder" and FLAGS.folder_image_size else FLAGS.case)
+    out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "input_vs_step", name)
     work = FLAGS.work_dir or tempfile.mkdtemp(prefix="tfloops_input_")
     try:
         if FLAGS.case == "memory":
@@ -179,12 +218,15 @@ def _sources(FLAGS, data_dir, work):
         return JpegBytes(blobs, labels, (32, 32, 3)), blobs, (32, 32, 3), \
             f"CIFAR-10: {len(blobs)} JPEG files (32x32) held in memory, decoded per step"
     root = make_folder(os.path.join(work, "folder"), data_dir, FLAGS.examples, FLAGS.folder_size, 100)
-    folder = image_folder.list_image_folder(root)
+    folder = image_folder.list_image_folder(root, image_size=FLAGS.folder_image_size or None)
     train = folder.splits["train"]
     blobs = [open(f, "rb").read() for f in train.files]
+    size = folder.image_shape[0]
     return train, blobs, folder.image_shape, (f"an image folder of {train.num_examples} JPEGs of "
                                               f"{FLAGS.folder_size}x{FLAGS.folder_size} (CIFAR-10 upscaled), "
-                                              "read and decoded per step")
+                                              "read and decoded per step"
+                                              + (f", resized to {size}x{size}" if size != FLAGS.folder_size
+                                                 else ""))
 
 
 def decode_case(FLAGS, data_dir, work, out):
@@ -200,7 +242,9 @@ def decode_case(FLAGS, data_dir, work, out):
     if not smoke:  # 12 steps of 128 CIFAR JPEGs are 0.1 s: a prefetch buffer's worth (data service: 62k ex/s)
         steps = max(steps, min(400, int(raw * FLAGS.stream_seconds / batch)))
     logging.info("raw decode %.0f images/s: %d timed steps per measurement", raw, steps)
-    delivered = input_alone(source, config, 2 * steps)
+    rates = limit_rates(source, blobs, image_shape, config, 2 * steps, 1 if smoke else FLAGS.limit_repeats)
+    raw, delivered, read = rates["raw"], rates["delivered"], rates.get("read")
+    ratio = rates["delivered/raw"]
     fake = tuple(np.zeros((steps * batch, *spec.shape), spec.dtype.as_numpy_dtype) for spec in source.example_spec)
     step_alone = trained(Data(train=fake, evals=evals, synthetic=True), config, build, steps)["examples_per_sec"]
     both = trained(Data(train=source, evals=evals), config, build, steps)
@@ -239,7 +283,9 @@ def decode_case(FLAGS, data_dir, work, out):
     bound = "input" if delivered < step_alone else "step"
     summary = {"case": FLAGS.case, "source": what, "model": FLAGS.stream_model, "global_batch_size": batch,
                "raw_decode_examples_per_sec": raw, "input_alone_examples_per_sec": delivered,
-               "delivered_to_raw_ratio": delivered / raw, "step_alone_examples_per_sec": step_alone,
+               "delivered_to_raw_ratio": ratio, "step_alone_examples_per_sec": step_alone,
+               **({"read_decode_examples_per_sec": read, "delivered_to_read_decode_ratio": rates["delivered/read"],
+                   "read_decode_to_raw_ratio": rates["read/raw"]} if read else {}),
                "combined_examples_per_sec": both["examples_per_sec"], "bound": bound,
                "efficiency": both["examples_per_sec"] / min(delivered, step_alone),
                "combined_input_wait_fraction": both["input_wait_fraction"],
@@ -248,16 +294,27 @@ def decode_case(FLAGS, data_dir, work, out):
         summary["smoke"] = True
     command = (f"python -m benchmarks.input_vs_step --case={FLAGS.case} --examples={FLAGS.examples}"
                + (f" --folder_size={FLAGS.folder_size}" if FLAGS.case == "folder" else "")
+               + (f" --folder_image_size={FLAGS.folder_image_size}"
+                  if FLAGS.case == "folder" and FLAGS.folder_image_size else "")
                + (" --smoke" if smoke else ""))
     write_report(out, title=f"Input pipeline versus step, streamed: {FLAGS.case}", summary=summary, rows=rows,
                  columns=["setting", "input alone ex/s", "combined ex/s", "input wait", "engine verdict"],
                  setup={**machine_setup(), "command": command, "timed steps": steps,
                         "augment": FLAGS.stream_augment, "raw decode": "tf.io.decode_jpeg (+ resize when the size "
                         "differs) over the bytes in memory, tf.data map with AUTOTUNE, batch, no training",
+                        "read + decode": "the same decode over the files read with tf.io.read_file, none of the "
+                        "engine's checks (image folders)",
+                        "rates": f"raw, read + decode and input alone: medians of {FLAGS.limit_repeats} alternations; "
+                        "the ratios: medians of the ratios within each alternation"
+                        if not smoke else "one measurement each",
                         "step alone": "synthetic batches: one random batch, repeated"},
                  notes=("SMOKE RUN: a few steps on a few examples, the figures mean nothing.\n\n" if smoke else "")
-                 + f"Source: {what}. The pipeline delivers {delivered:,.0f} ex/s, {delivered / raw:.0%} of the "
-                   f"machine's raw decode rate ({raw:,.0f} images/s). Verdict: {bound}-bound (input alone versus "
+                 + f"Source: {what}. The pipeline delivers {delivered:,.0f} ex/s, {ratio:.0%} of the "
+                   f"machine's raw decode rate ({raw:,.0f} images/s)"
+                 + (f"; the same files read and decoded with none of the engine's checks run at {read:,.0f} "
+                    f"images/s ({rates['read/raw']:.0%} of raw: what reading the files leaves), and the engine "
+                    f"delivers {rates['delivered/read']:.0%} of that" if read else "")
+                 + f". Verdict: {bound}-bound (input alone versus "
                    f"step alone); the engine's per-loop input wait says {both['engine_verdict']} "
                    f"({both['input_wait_fraction']:.0%}).",
                  plots={"breakdown.png": bar_plot(["raw decode", "input alone", "step alone", "combined"],
@@ -265,7 +322,7 @@ def decode_case(FLAGS, data_dir, work, out):
                                                   ylabel="examples/s", title=f"{FLAGS.case}: bound by {bound}"),
                         "sweep.png": bar_plot([r["setting"][:32] for r in rows], [r["combined ex/s"] for r in rows],
                                               ylabel="combined examples/s", title="fixes")})
-    print(f"{FLAGS.case}: raw decode {raw:,.0f}/s | input alone {delivered:,.0f} ex/s ({delivered / raw:.0%} of raw) | "
+    print(f"{FLAGS.case}: raw decode {raw:,.0f}/s | input alone {delivered:,.0f} ex/s ({ratio:.0%} of raw) | "
           f"step alone {step_alone:,.0f} ex/s | combined {both['examples_per_sec']:,.0f} ex/s | {bound}-bound | "
           f"engine: {both['engine_verdict']} | report: {out}")
 

@@ -217,3 +217,14 @@ def test_fidelity_runs_ours_with_the_peers_settings():
     assert (config.lr_schedule, config.onecycle_start, config.onecycle_end, config.warmup_fraction) == \
         ("onecycle", 0.2, 0.07, 0.23)  # the peer's triangle
     assert exp.label_smoothing == 0.2 and exp.tta and exp.tta_translate == 1 and not exp.budget_ladder
+
+
+@pytest.mark.parametrize("flag, message", [("--stream_seconds=0", r"--stream_seconds=0.0: must be > 0"),
+                                           ("--limit_repeats=0", r"--limit_repeats=0: must be >= 1"),
+                                           ("--folder_image_size=-1", r"--folder_image_size=-1: must be >= 0")])
+def test_input_vs_step_refuses_a_bad_value_before_measuring(tmp_path, flag, message):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.input_vs_step", "--case=folder", flag,
+                           f"--out={tmp_path}/out", f"--work_dir={tmp_path}/work"], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and re.search(message, proc.stdout + proc.stderr), proc.stdout + proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
