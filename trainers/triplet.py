@@ -30,6 +30,7 @@ from framework import config_flags  # noqa: E402
 from framework.config import TrainConfig, option  # noqa: E402
 from framework import run_record  # noqa: E402
 from framework.controller import Data  # noqa: E402
+from framework.data.image_folder import MAX_IMAGE_PIXELS  # noqa: E402
 from framework import input_pipeline  # noqa: E402
 from trainers import fec_data, optimizers, recipes  # noqa: E402
 from trainers import triplet_loss as triplet_loss_lib  # noqa: E402
@@ -63,7 +64,7 @@ class TripletConfig:
     data_in_memory: str = option("auto", "FEC: decode every image into memory (yes), stream them from disk "
                                  "while training (no), or auto: in memory when they fit (logged in one line).")
     on_corrupt: str = option("fail", "FEC: an unreadable image fails naming the file (fail) or is skipped.")
-    max_image_pixels: int = option(89_478_485, "FEC: an image whose header says more pixels is refused before "
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, "FEC: an image whose header says more pixels is refused before "
                                    "it is decoded (a decompression bomb; --on_corrupt says fail or skip); 0: no "
                                    "limit.")
     plot: bool = option(False, "Write curves.png into --model_dir at each evaluation.")
@@ -114,7 +115,7 @@ def class_triplets(x, y, num_triplets, seed):
 
 def load_triplets(dataset, *, data_dir, num_train, num_test, seed, fec_csv="", fec_images="",
                   image_size=64, eval_triplets=0, data_in_memory="auto", on_corrupt="fail",
-                  max_image_pixels=89_478_485) -> Data:
+                  max_image_pixels=MAX_IMAGE_PIXELS) -> Data:
     """Data(train, evals={"test": ...}): (triplets, shares) arrays, or for FEC streamed sources
     (fec_data.FECTriplets) unless they fit in memory (--data_in_memory). `eval_triplets` > 0 keeps a
     fixed sample of that many test triplets (the same for every seed, so runs compare)."""
