@@ -201,8 +201,13 @@ class IndexedSource(StreamedSource):
         check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
         fetch = steps_per_fetch
 
-        def finish(parts, readable, element):
-            """[K, b] rows -> the chunk the array path gives (example_fn, host_fn as there)."""
+        keep = dict(keep_readable=self.skips_unreadable, keep_element=host_fn is not None or example_fn is not None)
+
+        def finish(parts, *kept):
+            """[K * b] rows -> the [K, b] chunk the array path gives (example_fn, host_fn as there)."""
+            parts, *kept = tf.nest.map_structure(lambda t: tf.reshape(t, [fetch, -1, *t.shape[1:]]), (parts, *kept))
+            readable = kept.pop(0) if keep["keep_readable"] else None
+            element = kept.pop(0) if keep["keep_element"] else None
             if self.skips_unreadable:
                 parts = _fill_unreadable(parts, readable)
             index = element[0] if host_fn is not None else element
@@ -217,8 +222,9 @@ class IndexedSource(StreamedSource):
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = ctx.get_per_replica_batch_size(global_batch_size)
             batches = train_index_batches(ctx, self.num_examples, **kwargs)
-            rows = self._read(batches, lambda e: _first_tensor(e), fetch * per_replica, num_parallel_calls)
-            chunks = rows.batch(per_replica, drop_remainder=True).batch(fetch, drop_remainder=True)
+            rows = self._read(batches, lambda e: _first_tensor(e), fetch * per_replica, num_parallel_calls, **keep)
+            # One batch of K * b rows, reshaped to [K, b] in `finish`: .batch(b).batch(K) copied each chunk twice.
+            chunks = rows.batch(fetch * per_replica, drop_remainder=True)
             return _finish(chunks.map(finish, num_parallel_calls=num_parallel_calls), prefetch)
 
         return dataset_fn
@@ -243,8 +249,9 @@ class IndexedSource(StreamedSource):
                                             deterministic=True).batch(n)
         return tuple(t.numpy() for t in next(iter(rows)))
 
-    def _read(self, batches, index_of, per_element, num_parallel_calls):
-        """Elements of [..., b] index tensors -> one element per example: (parts, readable, element row)."""
+    def _read(self, batches, index_of, per_element, num_parallel_calls, keep_readable=True, keep_element=True):
+        """Elements of [..., b] index tensors -> one element per example: (parts[, readable][, element row]),
+        readable and the row only where asked for (each part of an element costs per example)."""
         def flatten(*element):
             element = element if len(element) > 1 else element[0]
             return tf.nest.map_structure(
@@ -253,7 +260,7 @@ class IndexedSource(StreamedSource):
         def read(*element):
             element = element if len(element) > 1 else element[0]
             parts, readable = self.load_example(index_of(element))
-            return tuple(parts), readable, element
+            return (tuple(parts),) + ((readable,) if keep_readable else ()) + ((element,) if keep_element else ())
 
         # unbatch, not flat_map over from_tensor_slices: one dataset fewer per element.
         return batches.map(flatten).unbatch().map(read, num_parallel_calls=num_parallel_calls, deterministic=True)

@@ -322,12 +322,12 @@ def run_reading_files(controller, ds) -> dict:
     """controller.run(); a corrupt file met while streaming (--on_corrupt=fail) becomes a DataError naming
     it (one line, exit 2), and result.json gets `skipped_files` where images were skipped (--on_corrupt=skip)."""
     import tensorflow as tf
-    from framework.data import streaming
     from framework.data.datasets import DataError
+    from framework.data.image_folder import unreadable_file_message
     try:
         result = controller.run()
     except tf.errors.InvalidArgumentError as err:
-        message = streaming.corrupt_file_message(err)
+        message = unreadable_file_message(err, ds.splits.values() if hasattr(ds, "splits") else [ds])
         if message is None:
             raise
         raise DataError(message) from None

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from framework.data import streaming
+from framework.data.image_folder import unreadable_file_message
 from framework.data.datasets import DataError
 from framework.input_pipeline import IndexedSource
 
@@ -140,6 +141,8 @@ class FECTriplets(IndexedSource):
         self.example_spec = (tf.TensorSpec((3, *self.image_shape), tf.uint8), tf.TensorSpec([3], tf.float32))
         self.skips_unreadable = on_corrupt == "skip"
         self.on_corrupt, self.max_image_pixels = on_corrupt, max_image_pixels
+        self.files = tuple(dict.fromkeys(np.asarray(rows.paths).reshape(-1).tolist()))  # each image once
+        self.checked = streaming.checks_each_file(self.files, on_corrupt, self.image_shape, max_image_pixels)
         self.skipped = skipped if skipped is not None else streaming.SkippedFiles()
         with tf.device("/cpu:0"):
             self._paths, self._shares = tf.constant(rows.paths), tf.constant(rows.shares)
@@ -148,7 +151,7 @@ class FECTriplets(IndexedSource):
         paths = tf.gather(self._paths, index)
         images, readable = zip(*(streaming.decode_image_file(
             paths[k], self.image_shape, on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
-            skipped=self.skipped) for k in range(3)))
+            skipped=self.skipped, checked=self.checked) for k in range(3)))
         return (tf.stack(images), tf.gather(self._shares, index)), tf.reduce_all(tf.stack(readable))
 
     @property
@@ -164,6 +167,9 @@ class FECTriplets(IndexedSource):
             found = re.search(r"([^\s\[]+: " + streaming.CORRUPT_MARK + r": [^.\]]*)", text)
             if found:
                 raise FECDataError(f"{found.group(1)}; replace or remove it") from None
+            found = unreadable_file_message(e, [self])  # a decoder's error (unchecked files) names none
+            if found:
+                raise FECDataError(found.split(". Fix or remove it")[0] + "; replace or remove it") from None
             raise FECDataError(f"an FEC image could not be decoded ({text[:300]}); replace or remove it") from None
 
 

@@ -8,6 +8,8 @@ Class names are the sorted sub-folder names (those of train/ in the first layout
 folders below a class folder; other file types and hidden files are ignored. Every image is checked
 before it is decoded (a header larger than `max_image_pixels` is refused, so a huge file cannot exhaust
 memory); a corrupt image stops loading with its path, or with on_corrupt="skip" is skipped and counted.
+While streaming JPEGs with on_corrupt="fail", files are not checked one by one (streaming.py says why):
+a decode error fails the run, and `find_unreadable` names the file.
 
 `load_image_folder` decodes every image into memory; `stream_image_folder` lists the files only and
 returns sources that read and decode them in tf.data while training (framework/data/streaming.py):
@@ -16,6 +18,7 @@ the same splits, the order and exact resume of the in-memory path, memory bounde
 import concurrent.futures
 import dataclasses
 import os
+import re
 import struct
 
 import numpy as np
@@ -219,19 +222,64 @@ class StreamedImages(IndexedSource):
         self.example_spec = (tf.TensorSpec(self.image_shape, tf.uint8), tf.TensorSpec([], tf.int32))
         self.skips_unreadable = on_corrupt == "skip"
         self.on_corrupt, self.max_image_pixels, self.skipped = on_corrupt, max_image_pixels, skipped
+        self.checked = streaming.checks_each_file(self.files, on_corrupt, self.image_shape, max_image_pixels)
         with tf.device("/cpu:0"):
             self._files, self._labels = tf.constant(self.files), tf.constant(self.labels)
 
     def load_example(self, index):
         image, readable = streaming.decode_image_file(
             tf.gather(self._files, index), self.image_shape, on_corrupt=self.on_corrupt,
-            max_image_pixels=self.max_image_pixels, skipped=self.skipped)
+            max_image_pixels=self.max_image_pixels, skipped=self.skipped, checked=self.checked)
         return (image, tf.gather(self._labels, index)), readable
 
     def subset(self, index) -> "StreamedImages":
         return StreamedImages([self.files[i] for i in index], self.labels[index], self.image_shape,
                               on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
                               skipped=self.skipped)
+
+
+def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
+    """"PATH: unreadable image file: why. ..." for the first of `files` (in order) that does not decode, else
+    None: each file read, checked and decoded as loading does, in threads, 256 at a time. What a streamed
+    pipeline's decode error (TensorFlow's, which names no file) is traced back to."""
+    def why(path):
+        try:
+            _decode(path, max_image_pixels, None)
+        except _BadImage as e:
+            return str(e)
+        except DataError:
+            return f"over max_image_pixels={max_image_pixels} pixels"
+        except OSError as e:
+            return f"cannot be read ({e.strerror or e})"
+        return None
+
+    files = list(files)
+    logging.info("data: a file failed to decode while streaming; checking %d listed files to name it", len(files))
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(files), 256):
+            chunk = files[start:start + 256]
+            for path, reason in zip(chunk, pool.map(why, chunk)):
+                if reason:
+                    return (f"{path}: {streaming.CORRUPT_MARK}: {reason}. Fix or remove it, or pass "
+                            f"--on_corrupt=skip to skip such files")
+    return None
+
+
+_DECODE_ERROR = re.compile(r"jpeg::|Invalid PNG data|Input is empty|Unknown image file format|Decode(Jpeg|Png|Image)")
+
+
+def unreadable_file_message(error, sources) -> str | None:
+    """The one line for a streamed pipeline's error: the file it names (the checked path's error), or, for a
+    decoder's error (which names none), the first file of `sources` (streamed sources with `files` and
+    `max_image_pixels`) that does not decode. None: not an unreadable file."""
+    message = streaming.corrupt_file_message(error)
+    if message or not _DECODE_ERROR.search(getattr(error, "message", str(error))):
+        return message
+    for source in sources:
+        found = find_unreadable(getattr(source, "files", ()), getattr(source, "max_image_pixels", MAX_IMAGE_PIXELS))
+        if found:
+            return found
+    return None
 
 
 def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",

@@ -1,9 +1,19 @@
 """Streaming from files: decode image files inside tf.data, and the in-memory-or-streaming choice.
 
 `decode_image_file` reads and decodes one JPEG/PNG file in the tf.data graph (no Python, so the map runs
-in parallel), checked first so that a corrupt file is either skipped (counted) or fails naming the file:
-    - the first bytes are a JPEG or PNG signature and the last bytes its end marker (a cut file fails here);
-    - the header's size is at most `max_image_pixels` (a decompression bomb is never decoded).
+in parallel). Two paths, chosen per source by `checks_each_file`:
+    - checked (--on_corrupt=skip, or any listed PNG): before the decode, the first bytes must be a JPEG or
+      PNG signature, the last its end marker (a cut file fails here), and the header's size at most
+      `max_image_pixels` (a decompression bomb is never decoded); an unreadable file is skipped (counted)
+      or fails naming the file;
+    - unchecked (--on_corrupt=fail over .jpg/.jpeg files, the common case): read and decode, nothing else
+      per file. TensorFlow's JPEG decoder refuses what is cut, garbled or not a JPEG, and any image over
+      2^29 bytes of pixels (Pillow's hard bomb limit, 2 x 89.5M RGB pixels) before allocating it; the pipeline
+      then fails with TF's error, which names no file, and `image_folder.find_unreadable` names it (the
+      trainers do this, then exit 2 in one line). `max_image_pixels` is checked on the decoded size of a file
+      that needs a resize (one of the target size is under it). The checks cost ~15% of a 160x160 decode
+      on 2 cores: what they buy is skipping; failing needs none of them. Not caught before the decode: a PNG
+      misnamed .jpg (decoded whatever its size, then refused by the pixel limit).
 `choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
 IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
 """
@@ -111,9 +121,20 @@ def _png_size(data):
     return tf.cond(whole, parse, lambda: tf.zeros([2], tf.int32))
 
 
+def checks_each_file(files, on_corrupt: str, image_shape, max_image_pixels: int) -> bool:
+    """Whether `decode_image_file` must check each of `files` before decoding it (module docstring): to skip
+    unreadable files, when any is a PNG (whose decoder has no size limit of its own), or when the target
+    size itself is over `max_image_pixels` (the unchecked path checks only the files it resizes)."""
+    over = max_image_pixels and image_shape[0] * image_shape[1] > max_image_pixels
+    return bool(on_corrupt != "fail" or over or not all(str(f).lower().endswith((".jpg", ".jpeg")) for f in files))
+
+
 def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: int,
-                      skipped: SkippedFiles | None = None):
+                      skipped: SkippedFiles | None = None, checked: bool = True):
     """(uint8 image of `image_shape` (H, W, C), readable) for one file path, in the tf.data graph.
+
+    checked=False (only for JPEG files with on_corrupt='fail'; see `checks_each_file`): read and decode,
+    no check first; an unreadable file fails the pipeline with TensorFlow's error (module docstring).
 
     Images of another size are resized to (H, W) (bilinear with antialiasing, rounded, as
     datasets.resize_images); grey becomes RGB when C is 3. An unreadable file: with on_corrupt='fail'
@@ -125,6 +146,10 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
     only in the branches that need them.
     """
     height, width, channels = image_shape
+    if not checked:
+        if on_corrupt != "fail":
+            raise ValueError("decode_image_file(checked=False) fails on an unreadable file: on_corrupt must be 'fail'")
+        return _decode_jpeg_file(path, image_shape, max_image_pixels), tf.constant(True)
     data = tf.io.read_file(path)
     size = tf.strings.length(data)
     starts_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
@@ -163,6 +188,25 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
 
     image = tf.cond(readable, decoded, unreadable)
     return tf.ensure_shape(image, image_shape), readable
+
+
+def _decode_jpeg_file(path, image_shape, max_image_pixels):
+    """decode_image_file's unchecked path: read, decode, and resize a file of another size (its decoded
+    size checked against `max_image_pixels` first)."""
+    height, width, channels = image_shape
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=channels)
+
+    def resized():
+        if not max_image_pixels:
+            return _resize(image, height, width)
+        pixels = tf.cast(tf.shape(image)[0], tf.int64) * tf.cast(tf.shape(image)[1], tf.int64)
+        message = tf.strings.join([path, f": {CORRUPT_MARK}: over max_image_pixels={max_image_pixels} pixels. "
+                                   "Shrink or remove it, or raise --max_image_pixels"])
+        with tf.control_dependencies([tf.debugging.Assert(pixels <= max_image_pixels, [message])]):
+            return _resize(image, height, width)
+
+    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
+    return tf.ensure_shape(tf.cond(same, lambda: tf.ensure_shape(image, image_shape), resized), image_shape)
 
 
 def _resize(image, height, width):
