@@ -2,7 +2,8 @@
 share, corrupt files skipped (counted) or failing by name, and the in-memory/streaming choice line.
 
 The fixture's images are 16x16 grey PNGs whose pixels all hold the example's id (< 256), so a batch
-says which examples it holds; labels are id % 3 (class folders c0, c1, c2).
+says which examples it holds; labels are id % 3 (class folders c0, c1, c2). `jpeg_folder` holds random
+32x32 RGB JPEGs: with --on_corrupt=fail they take the unchecked path (streaming.checks_each_file).
 """
 import json
 import os
@@ -17,7 +18,8 @@ import tensorflow as tf
 
 from framework import input_pipeline
 from framework.data import streaming
-from framework.data.image_folder import list_image_folder, load_image_folder
+from framework.data.image_folder import (find_unreadable, list_image_folder, load_image_folder,
+                                         unreadable_file_message)
 from test_processes import ROOT, _env, _final_variables, _latest_step
 
 
@@ -38,6 +40,30 @@ def folder(tmp_path_factory):
     make_folder(root, range(192))
     make_folder(root, range(192, 240), "validation")
     return make_folder(root, range(240, 250), "test")
+
+
+def make_jpeg_folder(root, ids, split="train"):
+    """root/split/c{id % 3}/{id:04d}.jpg, random 32x32 RGB (seeded by the id)."""
+    for i in ids:
+        folder = os.path.join(root, split, f"c{i % 3}")
+        os.makedirs(folder, exist_ok=True)
+        image = np.random.default_rng(i).integers(0, 256, (32, 32, 3), np.uint8)
+        tf.io.write_file(os.path.join(folder, f"{i:04d}.jpg"), tf.io.encode_jpeg(image))
+    return root
+
+
+@pytest.fixture(scope="module")
+def jpeg_folder(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("jpegs"))
+    make_jpeg_folder(root, range(96))
+    return make_jpeg_folder(root, range(96, 106), "test")
+
+
+def _garble(path):
+    """0xFF bytes over the middle of a JPEG: its start and end markers stay, its decoder fails."""
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2] + b"\xff" * 64 + data[len(data) // 2 + 64:])
 
 
 def _ids(images):
@@ -96,6 +122,59 @@ def test_corrupt_files_while_streaming_are_skipped_and_counted_or_fail_by_name(t
     assert "not a JPEG or PNG file" in message or "truncated" in message
 
 
+def test_a_jpeg_folder_failing_on_corrupt_files_streams_unchecked_the_same_batches(jpeg_folder, folder):
+    memory = load_image_folder(jpeg_folder)
+    unchecked, checked = (list_image_folder(jpeg_folder, on_corrupt=m).splits["train"] for m in ("fail", "skip"))
+    assert not unchecked.checked and checked.checked and list_image_folder(folder).splits["train"].checked  # PNGs
+    ctx = tf.distribute.InputContext()
+    kwargs = dict(global_batch_size=16, seed=1, steps_per_fetch=2)
+    streams = [input_pipeline.train_dataset_fn(source, **kwargs)(ctx).take(6)  # two epochs
+               for source in ((memory.x_train, memory.y_train), unchecked, checked)]
+    for (xa, ya), (xb, yb), (xc, yc) in zip(*streams):
+        assert xb.shape == (2, 16, 32, 32, 3) and xa.numpy().std() > 50
+        for x, y in ((xb, yb), (xc, yc)):
+            np.testing.assert_array_equal(xa, x)
+            np.testing.assert_array_equal(ya, y)
+
+
+def test_a_decode_error_of_an_unchecked_jpeg_is_traced_to_its_file(tmp_path):
+    root = make_jpeg_folder(str(tmp_path), range(40))
+    make_jpeg_folder(root, range(40, 46), "test")
+    garbled = os.path.join(root, "train", "c1", "0013.jpg")
+    _garble(garbled)
+    listed = list_image_folder(root)
+    source = listed.splits["train"]
+    assert not source.checked  # the checks would pass it too: its markers are right
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        for _ in input_pipeline.train_dataset_fn(source, global_batch_size=8, seed=0)(tf.distribute.InputContext()
+                                                                                       ).take(10):
+            pass
+    assert streaming.corrupt_file_message(err.value) is None  # TensorFlow's error names no file ...
+    message = unreadable_file_message(err.value, listed.splits.values())  # ... this one does
+    assert message.startswith(f"{garbled}: unreadable image file: truncated or corrupt image data")
+    assert message.endswith("Fix or remove it, or pass --on_corrupt=skip to skip such files")
+    assert unreadable_file_message(tf.errors.InvalidArgumentError(None, None, "shapes differ"), [source]) is None
+    cut = os.path.join(root, "test", "c0", "0042.jpg")
+    with open(cut, "rb") as f:
+        data = f.read()
+    with open(cut, "wb") as f:
+        f.write(data[:100])
+    assert find_unreadable(listed.splits["test"].files).startswith(f"{cut}: unreadable image file: JPEG header truncated")
+    assert find_unreadable([f for f in listed.splits["test"].files if f != cut]) is None
+
+
+def test_a_corrupt_jpeg_met_while_streaming_fails_the_command_in_one_line(tmp_path):
+    root = make_jpeg_folder(str(tmp_path), range(48))
+    make_jpeg_folder(root, range(48, 54), "test")
+    garbled = os.path.join(root, "train", "c2", "0029.jpg")
+    _garble(garbled)
+    run = subprocess.run(STREAMED + ["--epochs=1", f"--data_dir={root}", f"--model_dir={tmp_path / 'run'}"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {garbled}: unreadable image file: "), \
+        run.stderr[-1500:]
+
+
 def test_decode_image_file_reads_resizes_and_names_each_kind_of_bad_file(tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (24, 20, 3), np.uint8)
     files = {"right.jpg": tf.io.encode_jpeg(image).numpy(), "other_size.jpg": tf.io.encode_jpeg(image[:12]).numpy(),
@@ -133,6 +212,35 @@ def test_decode_image_file_reads_resizes_and_names_each_kind_of_bad_file(tmp_pat
             decode(name, "fail", limit=0)
         assert streaming.corrupt_file_message(err.value).startswith(f"{tmp_path / name}: unreadable image file: {why}")
 
+    # Unchecked (JPEGs, --on_corrupt=fail): the same images; a resized file over the limit fails by name; the
+    # decoder's own errors name no file (find_unreadable does: the test above).
+    def unchecked(name, limit=10 ** 6):
+        image, readable = streaming.decode_image_file(tf.constant(str(tmp_path / name)), (24, 20, 3),
+                                                      on_corrupt="fail", max_image_pixels=limit, checked=False)
+        assert bool(readable)
+        return image.numpy()
+
+    for name in ("right.jpg", "other_size.jpg"):
+        assert np.array_equal(unchecked(name), decode(name)[0]) and np.array_equal(unchecked(name, 0), decode(name)[0])
+    assert np.array_equal(unchecked("right.jpg", limit=480), right)  # 24x20: the target size is not checked
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        unchecked("other_size.jpg", limit=200)  # 12x20 = 240 pixels, resized
+    assert streaming.corrupt_file_message(err.value).startswith(
+        f"{tmp_path / 'other_size.jpg'}: unreadable image file: over max_image_pixels=200 pixels")
+    for name in ("cut.jpg", "text.jpg"):
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            unchecked(name)
+        assert streaming.corrupt_file_message(err.value) is None
+    with pytest.raises(ValueError, match="on_corrupt must be 'fail'"):
+        streaming.decode_image_file(tf.constant("x.jpg"), (24, 20, 3), on_corrupt="skip", max_image_pixels=0,
+                                    checked=False)
+    jpegs = ["a.jpg", "b.JPEG"]
+    assert not streaming.checks_each_file(jpegs, "fail", (24, 20, 3), 10 ** 6)
+    assert not streaming.checks_each_file(jpegs, "fail", (24, 20, 3), 0)
+    assert streaming.checks_each_file(jpegs, "skip", (24, 20, 3), 10 ** 6)  # skipping needs the checks
+    assert streaming.checks_each_file(jpegs + ["c.png"], "fail", (24, 20, 3), 10 ** 6)  # PNG: no limit of its own
+    assert streaming.checks_each_file(jpegs, "fail", (24, 20, 3), 400)  # the target itself over the limit
+
 
 def test_the_in_memory_or_streaming_choice_is_one_line(folder, caplog):
     from trainers.experiment import ExperimentConfig, load_data
@@ -154,8 +262,8 @@ STREAMED = [sys.executable, "-m", "trainers.mnist", "--dataset=image_folder", "-
             "--deterministic", "--export=false", "--lr_schedule=cosine"]  # 96 steps
 
 
-def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(folder, tmp_path):
-    args = STREAMED + [f"--data_dir={folder}"]
+def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(jpeg_folder, tmp_path):
+    args = STREAMED + [f"--data_dir={jpeg_folder}", "--epochs=16"]  # JPEGs: the unchecked path; 96 steps
     full = subprocess.Popen(args + [f"--model_dir={tmp_path / 'full'}"], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dir = tmp_path / "killed"
