@@ -258,6 +258,11 @@ def decode_case(FLAGS, data_dir, work, out):
         logging.info("%s: %s", name, rows[-1])
 
     if FLAGS.sweep:
+        if getattr(source, "checked", True) is False:  # JPEGs failing on a corrupt file: what skipping costs
+            checked = image_folder.StreamedImages(source.files, source.labels, image_shape, on_corrupt="skip",
+                                                  max_image_pixels=source.max_image_pixels,
+                                                  skipped=streaming.SkippedFiles())
+            variant("--on_corrupt=skip: each file checked before its decode", data=Data(train=checked, evals=evals))
         variant("map num_parallel_calls=1", num_parallel_calls=1)
         variant("no prefetch", prefetch=0)
         decoded = source.num_examples * int(np.prod(image_shape))
@@ -304,6 +309,8 @@ def decode_case(FLAGS, data_dir, work, out):
                         "differs) over the bytes in memory, tf.data map with AUTOTUNE, batch, no training",
                         "read + decode": "the same decode over the files read with tf.io.read_file, none of the "
                         "engine's checks (image folders)",
+                        "corrupt files": "--on_corrupt=fail (the default): JPEGs are decoded unchecked, a decode "
+                        "error names its file afterwards (framework/data/streaming.py)",
                         "rates": f"raw, read + decode and input alone: medians of {FLAGS.limit_repeats} alternations; "
                         "the ratios: medians of the ratios within each alternation"
                         if not smoke else "one measurement each",
