@@ -23,11 +23,16 @@ from framework.data.image_folder import (find_unreadable, list_image_folder, loa
 from test_processes import ROOT, _env, _final_variables, _latest_step
 
 
-def make_folder(root, ids, split="train"):
-    """root/split/c{id % 3}/{id:04d}.png, each image filled with its id."""
+def make_folder(root, ids, split="train", jpeg=False):
+    """root/split/c{id % 3}/{id:04d}.png, each image filled with its id; jpeg: {id:04d}.jpg, random 32x32 RGB
+    seeded by the id."""
     for i in ids:
         folder = os.path.join(root, split, f"c{i % 3}")
         os.makedirs(folder, exist_ok=True)
+        if jpeg:
+            image = np.random.default_rng(i).integers(0, 256, (32, 32, 3), np.uint8)
+            tf.io.write_file(os.path.join(folder, f"{i:04d}.jpg"), tf.io.encode_jpeg(image))
+            continue
         image = np.full((16, 16, 1), i, np.uint8)
         image[0, 0] = (i * 7) % 256  # not every pixel equal: a resize would show
         tf.io.write_file(os.path.join(folder, f"{i:04d}.png"), tf.io.encode_png(image))
@@ -42,21 +47,11 @@ def folder(tmp_path_factory):
     return make_folder(root, range(240, 250), "test")
 
 
-def make_jpeg_folder(root, ids, split="train"):
-    """root/split/c{id % 3}/{id:04d}.jpg, random 32x32 RGB (seeded by the id)."""
-    for i in ids:
-        folder = os.path.join(root, split, f"c{i % 3}")
-        os.makedirs(folder, exist_ok=True)
-        image = np.random.default_rng(i).integers(0, 256, (32, 32, 3), np.uint8)
-        tf.io.write_file(os.path.join(folder, f"{i:04d}.jpg"), tf.io.encode_jpeg(image))
-    return root
-
-
 @pytest.fixture(scope="module")
 def jpeg_folder(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("jpegs"))
-    make_jpeg_folder(root, range(96))
-    return make_jpeg_folder(root, range(96, 106), "test")
+    make_folder(root, range(96), jpeg=True)
+    return make_folder(root, range(96, 106), "test", jpeg=True)
 
 
 def _garble(path):
@@ -138,8 +133,8 @@ def test_a_jpeg_folder_failing_on_corrupt_files_streams_unchecked_the_same_batch
 
 
 def test_a_decode_error_of_an_unchecked_jpeg_is_traced_to_its_file(tmp_path):
-    root = make_jpeg_folder(str(tmp_path), range(40))
-    make_jpeg_folder(root, range(40, 46), "test")
+    root = make_folder(str(tmp_path), range(40), jpeg=True)
+    make_folder(root, range(40, 46), "test", jpeg=True)
     garbled = os.path.join(root, "train", "c1", "0013.jpg")
     _garble(garbled)
     listed = list_image_folder(root)
@@ -164,8 +159,8 @@ def test_a_decode_error_of_an_unchecked_jpeg_is_traced_to_its_file(tmp_path):
 
 
 def test_a_corrupt_jpeg_met_while_streaming_fails_the_command_in_one_line(tmp_path):
-    root = make_jpeg_folder(str(tmp_path), range(48))
-    make_jpeg_folder(root, range(48, 54), "test")
+    root = make_folder(str(tmp_path), range(48), jpeg=True)
+    make_folder(root, range(48, 54), "test", jpeg=True)
     garbled = os.path.join(root, "train", "c2", "0029.jpg")
     _garble(garbled)
     run = subprocess.run(STREAMED + ["--epochs=1", f"--data_dir={root}", f"--model_dir={tmp_path / 'run'}"],
