@@ -125,7 +125,7 @@ def write_activations(model_dir: str, model, sample_images: np.ndarray, *, layer
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:layers]
     if not convs:
         return None
-    if not isinstance(model, keras.Sequential) and type(model).call is not keras.Model.call:
+    if getattr(model, "inputs", None) is None:  # Functional overrides call() too: ask for the graph's inputs
         logging.info("plots: no activations.png: %s is a subclassed model, whose layers' outputs cannot be "
                      "read without running its call()", type(model).__name__)
         return None
