@@ -147,7 +147,7 @@ def test_a_decode_error_of_an_unchecked_jpeg_is_traced_to_its_file(tmp_path):
     assert streaming.corrupt_file_message(err.value) is None  # TensorFlow's error names no file ...
     message = unreadable_file_message(err.value, listed.splits.values())  # ... this one does
     assert message.startswith(f"{garbled}: unreadable image file: truncated or corrupt image data")
-    assert message.endswith("Fix or remove it, or pass --on_corrupt=skip to skip such files")
+    assert message.endswith("crop window. Fix or remove it, or pass --on_corrupt=skip to skip such files")
     assert unreadable_file_message(tf.errors.InvalidArgumentError(None, None, "shapes differ"), [source]) is None
     cut = os.path.join(root, "test", "c0", "0042.jpg")
     with open(cut, "rb") as f:

@@ -260,7 +260,7 @@ def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | No
             chunk = files[start:start + 256]
             for path, reason in zip(chunk, pool.map(why, chunk)):
                 if reason:
-                    return (f"{path}: {streaming.CORRUPT_MARK}: {reason}. Fix or remove it, or pass "
+                    return (f"{path}: {streaming.CORRUPT_MARK}: {reason.rstrip('. ')}. Fix or remove it, or pass "
                             f"--on_corrupt=skip to skip such files")
     return None
 
