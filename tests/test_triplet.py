@@ -1,5 +1,6 @@
 """Tests for trainers.triplet_loss and trainers.fec_data."""
 import csv
+import os
 
 import keras
 import numpy as np
@@ -376,6 +377,16 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
         triplet.run_triplet(TrainConfig(model_dir=str(tmp_path / "neg")), dataset="fec", fec_csv=csv_path,
                             fec_images=image_dir, max_image_pixels=-1)
     assert not (tmp_path / "neg").exists()
+    # A face cut in half met while streaming (unchecked: JPEGs, --on_corrupt=fail): TensorFlow's decode error,
+    # traced to the file.
+    face = os.path.join(image_dir, "f1.jpg")
+    data = open(face, "rb").read()
+    with open(face, "wb") as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=r"f1\.jpg: unreadable image file: (JPEG header )?truncated"):
+        triplet.run_triplet(TrainConfig(model_dir=str(tmp_path / "garbled"), train_steps=2, global_batch_size=8,
+                                        export=False), dataset="fec", fec_csv=csv_path, fec_images=image_dir,
+                            image_size=16, model="mlp", data_in_memory="no")
 
 
 def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_path, data_dir):
