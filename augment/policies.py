@@ -34,6 +34,12 @@ class Policy:
     num_classes: int | None = None
 
     @property
+    def compiles(self) -> bool:
+        """Whether every step is an op of augment.ops (each tested the same eagerly, in graph and under XLA),
+        so the policy can run as one XLA cluster; a callable of your own may not compile."""
+        return all(_is_builtin(fn) for _, fn in self.steps)
+
+    @property
     def soft_labels(self) -> bool:
         """Whether the policy returns soft float32 [B, K] labels (it contains a label-mixing op)."""
         return any(ops.mixes_labels(fn) for _, fn in self.steps)
@@ -126,6 +132,13 @@ def _literal(text: str):
         return ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):
         return text.strip()
+
+
+def _is_builtin(fn) -> bool:
+    """fn is a function of augment.ops, or a functools.partial of one whose callable options are too."""
+    if isinstance(fn, functools.partial):
+        return _is_builtin(fn.func) and all(_is_builtin(v) for v in fn.keywords.values() if callable(v))
+    return getattr(fn, "__module__", None) == ops.__name__
 
 
 def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
