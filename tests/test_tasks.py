@@ -64,3 +64,26 @@ def test_task_kinds_and_output_widths():
     np.testing.assert_allclose(tasks.BinaryTask().loss(tf.constant([[0.0, 1.0], [1.0, 0.0]]), logits).numpy(),
                                [np.log(2.0), np.log1p(np.exp(2.0))], rtol=1e-5)
     np.testing.assert_allclose(tasks.RegressionTask(loss="mae").loss(tf.constant([3, 1]), logits).numpy(), [3.0, 1.0])
+
+
+def test_device_augmentation_compiles_builtin_policies_and_runs_your_own_ops_as_they_are():
+    """Policies of augment.ops run as one XLA cluster in the step; an op of your own (here Python, which XLA
+    cannot compile) runs as it is. Both give the policy's own pixels."""
+    import augment
+    builtin = augment.get_policy("flip,crop:padding=2", num_classes=10, image_shape=(8, 8, 3))
+
+    def mirror(images, seed):  # a Python op: no XLA kernel
+        out = tf.numpy_function(lambda x: np.ascontiguousarray(x[:, :, ::-1]), [images], tf.float32, stateful=False)
+        return tf.ensure_shape(out, images.shape)
+
+    mine = augment.compose([mirror], name="mine")
+    assert builtin.compiles and not mine.compiles
+    x = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)), tf.uint8)
+    y, seed = tf.zeros([4], tf.int32), tf.constant([3, 4])
+    for policy in (builtin, mine):
+        task = tasks.ClassificationTask(10, augment=policy)
+        images, _ = tf.function(lambda: task.prepare((x, y), seed=seed, training=True))()
+        unit = tf.function(lambda: tf.cast(x, tf.float32) / 255.0)()  # as in a step (graph, not eager, division)
+        expected, _ = tf.function(lambda: policy(unit, y, seed))()
+        np.testing.assert_array_equal(images, expected)
+        assert not np.array_equal(images, unit)
