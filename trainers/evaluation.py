@@ -2,7 +2,6 @@
 test set's predictions (predictions.npz, per-class accuracy, confusion matrix, the most confidently wrong
 images), and augmentation moved to the host pipeline."""
 import dataclasses
-import os
 import re
 
 import numpy as np
@@ -187,9 +186,12 @@ def take_examples(source, indices) -> tuple[np.ndarray, ...]:
 
 
 def host_augment_fn(policy, seed: int):
-    """Run `policy` in the tf.data map (CPU) with the same per-(step, replica) seeds as on the device."""
+    """Run `policy` in the tf.data map (CPU) with the same per-(step, replica) seeds as on the device, and
+    compiled as there (`Policy.compiled`): the same pixels."""
+    run = policy.compiled() if hasattr(policy, "compiled") else policy
+
     def host_fn(batch, step, replica_id):
         images, labels = batch[0], batch[1]
         images = tf.cast(images, tf.float32) / 255.0
-        return policy(images, labels, step_seed(seed, step, replica_id))
+        return run(images, labels, step_seed(seed, step, replica_id))
     return host_fn
