@@ -64,3 +64,22 @@ def test_launch_with_two_data_workers_trains(tmp_path, data_dir):
     history = json.loads((tmp_path / "history.json").read_text())
     assert result["config"]["data_service"].startswith("grpc://localhost:")
     assert history["loss"][-1] < history["loss"][0] and result["test_accuracy"] > 0.6, (history, result)
+
+
+def test_a_corrupt_jpeg_met_by_a_data_worker_is_named_by_the_trainer(service, tmp_path):
+    """Decoded unchecked in a data worker (JPEGs, --on_corrupt=fail), a garbled file fails the consumer with
+    TensorFlow's InvalidArgumentError (what the trainers catch), which is traced to the file."""
+    from framework.data.image_folder import list_image_folder, unreadable_file_message
+    from test_streaming import _garble, make_folder
+    root = make_folder(str(tmp_path), range(N), jpeg=True)
+    make_folder(root, range(N, N + 6), "test", jpeg=True)
+    garbled = os.path.join(root, "train", "c0", "0021.jpg")
+    _garble(garbled)
+    listed = list_image_folder(root)
+    fn = data_service.train_dataset_fn(listed.splits["train"], service, global_batch_size=BATCH, seed=0,
+                                       stop_step=12)
+    with pytest.raises(tf.errors.InvalidArgumentError) as err:
+        for _ in fn(tf.distribute.InputContext()):
+            pass
+    assert unreadable_file_message(err.value, listed.splits.values()).startswith(
+        f"{garbled}: unreadable image file: truncated or corrupt image data")
