@@ -69,6 +69,20 @@ def example_nbytes(source) -> int:
     return sum(a[0].nbytes for a in source)
 
 
+def train_indices(num_examples: int, *, global_batch_size: int, seed: int, start_step: int, steps: int
+                  ) -> np.ndarray:
+    """The example indices of global batches [start_step, start_step + steps) in the training stream's order,
+    all input pipelines together: e.g. which files a failed read was among."""
+    per_epoch = steps_per_epoch(num_examples, global_batch_size)
+    orders, rows = {}, []
+    for step in range(start_step, start_step + steps if per_epoch else start_step):
+        epoch, within = divmod(step, per_epoch)
+        if epoch not in orders:
+            orders[epoch] = epoch_permutation(num_examples, seed, epoch).numpy()
+        rows.append(orders[epoch][within * global_batch_size:(within + 1) * global_batch_size])
+    return np.concatenate(rows) if rows else np.zeros([0], np.int64)
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
     """The example order of one epoch: the same for the same (seed, epoch), on every machine."""
     keys = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.cast(seed, tf.int64),

@@ -117,6 +117,16 @@ def test_corrupt_files_while_streaming_are_skipped_and_counted_or_fail_by_name(t
     assert "not a JPEG or PNG file" in message or "truncated" in message
 
 
+def test_train_indices_are_the_examples_the_stream_reads(folder):
+    source = list_image_folder(folder).splits["train"]
+    stream = input_pipeline.train_dataset_fn(source, global_batch_size=32, seed=5, start_step=4)
+    seen = np.concatenate([_ids(x) for x, _ in stream(tf.distribute.InputContext()).take(4)])  # across epochs
+    indices = input_pipeline.train_indices(source.num_examples, global_batch_size=32, seed=5, start_step=4, steps=4)
+    names = [source.example_files(int(i))[0] for i in indices]
+    np.testing.assert_array_equal(seen, [int(os.path.basename(f)[:4]) for f in names])
+    assert len(input_pipeline.train_indices(10, global_batch_size=32, seed=5, start_step=0, steps=4)) == 0
+
+
 def test_a_jpeg_folder_failing_on_corrupt_files_streams_unchecked_the_same_batches(jpeg_folder, folder):
     memory = load_image_folder(jpeg_folder)
     unchecked, checked = (list_image_folder(jpeg_folder, on_corrupt=m).splits["train"] for m in ("fail", "skip"))

@@ -327,7 +327,8 @@ def run_reading_files(controller, ds) -> dict:
     try:
         result = controller.run()
     except tf.errors.InvalidArgumentError as err:
-        message = unreadable_file_message(err, ds.splits.values() if hasattr(ds, "splits") else [ds])
+        sources = list(ds.splits.values()) if hasattr(ds, "splits") else [ds]
+        message = unreadable_file_message(err, sources, first=_files_being_read(controller, sources[0]))
         if message is None:
             raise
         raise DataError(message) from None
@@ -336,6 +337,19 @@ def run_reading_files(controller, ds) -> dict:
         result["skipped_files"] = skipped
         controller.writer.write_json("result.json", result)
     return result
+
+
+def _files_being_read(controller, train, batches: int = 8) -> list[str]:
+    """The files of the training stream's next `batches` fetches from the step it stopped at (prefetching reads
+    a few ahead): where a decode error that names no file was met, unless it was met in an evaluation."""
+    from framework import input_pipeline
+    if not hasattr(train, "example_files"):
+        return []
+    config, fetch = controller.config, controller.trainer.steps_per_fetch
+    step = int(controller.trainer.step.numpy())
+    indices = input_pipeline.train_indices(train.num_examples, global_batch_size=config.global_batch_size,
+                                           seed=config.seed, start_step=step, steps=batches * fetch)
+    return [f for i in indices for f in train.example_files(int(i))]
 
 
 def skipped_files(ds) -> int | None:

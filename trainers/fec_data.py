@@ -154,6 +154,9 @@ class FECTriplets(IndexedSource):
             skipped=self.skipped, checked=self.checked) for k in range(3)))
         return (tf.stack(images), tf.gather(self._shares, index)), tf.reduce_all(tf.stack(readable))
 
+    def example_files(self, index: int) -> list[str]:
+        return [str(p) for p in self.rows.paths[index]]
+
     @property
     def decoded_bytes(self) -> int:
         return self.num_examples * 3 * int(np.prod(self.image_shape))

@@ -232,6 +232,9 @@ class StreamedImages(IndexedSource):
             max_image_pixels=self.max_image_pixels, skipped=self.skipped, checked=self.checked)
         return (image, tf.gather(self._labels, index)), readable
 
+    def example_files(self, index: int) -> list[str]:
+        return [self.files[index]]
+
     def subset(self, index) -> "StreamedImages":
         return StreamedImages([self.files[i] for i in index], self.labels[index], self.image_shape,
                               on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
@@ -241,7 +244,8 @@ class StreamedImages(IndexedSource):
 def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
     """"PATH: unreadable image file: why. ..." for the first of `files` (in order) that does not decode, else
     None: each file read, checked and decoded as loading does, in threads, 256 at a time. What a streamed
-    pipeline's decode error (TensorFlow's, which names no file) is traced back to."""
+    pipeline's decode error (TensorFlow's, which names no file) is traced back to; a file listed twice is
+    checked once."""
     def why(path):
         try:
             _decode(path, max_image_pixels, None)
@@ -253,8 +257,8 @@ def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | No
             return f"cannot be read ({e.strerror or e})"
         return None
 
-    files = list(files)
-    logging.info("data: a file failed to decode while streaming; checking %d listed files to name it", len(files))
+    files = list(dict.fromkeys(files))
+    logging.info("data: a file failed to decode while streaming; checking %d files to name it", len(files))
     with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(files), 256):
             chunk = files[start:start + 256]
@@ -268,18 +272,16 @@ def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | No
 _DECODE_ERROR = re.compile(r"jpeg::|Invalid PNG data|Input is empty|Unknown image file format|Decode(Jpeg|Png|Image)")
 
 
-def unreadable_file_message(error, sources) -> str | None:
+def unreadable_file_message(error, sources, first=()) -> str | None:
     """The one line for a streamed pipeline's error: the file it names (the checked path's error), or, for a
-    decoder's error (which names none), the first file of `sources` (streamed sources with `files` and
-    `max_image_pixels`) that does not decode. None: not an unreadable file."""
+    decoder's error (which names none), the first file that does not decode among `first` (the files the
+    stream was reading: found in seconds on any folder), then all files of `sources` (streamed sources with
+    `files` and `max_image_pixels`). None: not an unreadable file."""
     message = streaming.corrupt_file_message(error)
     if message or not _DECODE_ERROR.search(getattr(error, "message", str(error))):
         return message
-    for source in sources:
-        found = find_unreadable(getattr(source, "files", ()), getattr(source, "max_image_pixels", MAX_IMAGE_PIXELS))
-        if found:
-            return found
-    return None
+    limit = min((getattr(s, "max_image_pixels", MAX_IMAGE_PIXELS) for s in sources), default=MAX_IMAGE_PIXELS)
+    return find_unreadable([*first, *(f for source in sources for f in getattr(source, "files", ()))], limit)
 
 
 def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",
