@@ -72,15 +72,13 @@ def example_nbytes(source) -> int:
 def train_indices(num_examples: int, *, global_batch_size: int, seed: int, start_step: int, steps: int
                   ) -> np.ndarray:
     """The example indices of global batches [start_step, start_step + steps) in the training stream's order,
-    all input pipelines together: e.g. which files a failed read was among."""
-    per_epoch = steps_per_epoch(num_examples, global_batch_size)
-    orders, rows = {}, []
-    for step in range(start_step, start_step + steps if per_epoch else start_step):
-        epoch, within = divmod(step, per_epoch)
-        if epoch not in orders:
-            orders[epoch] = epoch_permutation(num_examples, seed, epoch).numpy()
-        rows.append(orders[epoch][within * global_batch_size:(within + 1) * global_batch_size])
-    return np.concatenate(rows) if rows else np.zeros([0], np.int64)
+    all input pipelines together (`train_index_batches` for one pipeline): e.g. which files a failed read was
+    among."""
+    if not steps_per_epoch(num_examples, global_batch_size):
+        return np.zeros([0], np.int64)
+    batches = train_index_batches(tf.distribute.InputContext(), num_examples, global_batch_size=global_batch_size,
+                                  seed=seed, start_step=start_step)
+    return np.concatenate([b.numpy().ravel() for b in batches.take(steps)])
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
@@ -215,13 +213,13 @@ class IndexedSource(StreamedSource):
         check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
         fetch = steps_per_fetch
 
-        keep = dict(keep_readable=self.skips_unreadable, keep_element=host_fn is not None or example_fn is not None)
+        keep_element = host_fn is not None or example_fn is not None  # else the rows carry the parts alone
 
         def finish(parts, *kept):
             """[K * b] rows -> the [K, b] chunk the array path gives (example_fn, host_fn as there)."""
             parts, *kept = tf.nest.map_structure(lambda t: tf.reshape(t, [fetch, -1, *t.shape[1:]]), (parts, *kept))
-            readable = kept.pop(0) if keep["keep_readable"] else None
-            element = kept.pop(0) if keep["keep_element"] else None
+            readable = kept.pop(0) if self.skips_unreadable else None
+            element = kept.pop(0) if keep_element else None
             if self.skips_unreadable:
                 parts = _fill_unreadable(parts, readable)
             index = element[0] if host_fn is not None else element
@@ -236,7 +234,8 @@ class IndexedSource(StreamedSource):
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = ctx.get_per_replica_batch_size(global_batch_size)
             batches = train_index_batches(ctx, self.num_examples, **kwargs)
-            rows = self._read(batches, lambda e: _first_tensor(e), fetch * per_replica, num_parallel_calls, **keep)
+            rows = self._read(batches, lambda e: _first_tensor(e), fetch * per_replica, num_parallel_calls,
+                              keep_readable=self.skips_unreadable, keep_element=keep_element)
             # One batch of K * b rows, reshaped to [K, b] in `finish`: .batch(b).batch(K) copied each chunk twice.
             chunks = rows.batch(fetch * per_replica, drop_remainder=True)
             return _finish(chunks.map(finish, num_parallel_calls=num_parallel_calls), prefetch)

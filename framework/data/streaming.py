@@ -164,8 +164,7 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
     def decoded():
         image = tf.io.decode_image(data, channels=channels, expand_animations=False)
         image.set_shape([None, None, channels])
-        same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
-        return tf.cond(same, lambda: tf.ensure_shape(image, image_shape), lambda: _resize(image, height, width))
+        return _fit(image, image_shape, lambda: _resize(image, height, width))
 
     def unreadable():
         zeros = tf.zeros(image_shape, tf.uint8)
@@ -205,8 +204,13 @@ def _decode_jpeg_file(path, image_shape, max_image_pixels):
         with tf.control_dependencies([tf.debugging.Assert(pixels <= max_image_pixels, [message])]):
             return _resize(image, height, width)
 
-    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [height, width]))
-    return tf.ensure_shape(tf.cond(same, lambda: tf.ensure_shape(image, image_shape), resized), image_shape)
+    return tf.ensure_shape(_fit(image, image_shape, resized), image_shape)
+
+
+def _fit(image, image_shape, resized):
+    """`image` as it is when it has `image_shape`'s size, else `resized()` (one branch per file)."""
+    same = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_shape[:2]))
+    return tf.cond(same, lambda: tf.ensure_shape(image, image_shape), resized)
 
 
 def _resize(image, height, width):
