@@ -44,9 +44,12 @@ REPORTS = {
                                                                  "--onednn_verbose"], ["--smoke", "--nopeer"]),
     "step_profile/cifar_fast_none": ("benchmarks.step_profile", ["--recipe=fast", "--mixed_precision=none",
                                                                  "--onednn_verbose"], ["--smoke", "--nopeer"]),
+    "step_profile/cifar_full_bf16": ("benchmarks.step_profile", ["--recipe=full", "--mixed_precision=bf16", "--steps=40",
+                                                                 "--onednn_verbose"], ["--smoke", "--nopeer"]),
     "vs_peer/fast": ("benchmarks.vs_peer", ["--net=fast", "--precision=both"], ["--smoke"]),
     "vs_peer/full": ("benchmarks.vs_peer", ["--net=full", "--precision=both"], ["--smoke"]),
     "fidelity/fast": ("benchmarks.fidelity", ["--net=fast", "--seeds=3"], ["--smoke"]),
+    "fidelity/full": ("benchmarks.fidelity", ["--net=full", "--seeds=3"], ["--smoke"]),  # ~1.8 h on 2 Zen 5 cores
     # Issue 17: the course notebooks' experiments, one command each.
     "notebook_experiments": ("benchmarks.notebook_experiments", [],
                              ["--smoke", "--only=variants,transfer_stage1,transfer_head"]),
