@@ -284,6 +284,45 @@ def test_scaled_bias_trains_with_its_learning_rate_times_the_scale():
     np.testing.assert_allclose(layer(x).numpy(), -0.01 * 64 * target.numpy(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_airbench_fused_batchnorm_trains_as_keras_batchnorm(dtype):
+    """Outputs, the input's gradient and the moving statistics of the fused kernel are Keras' (airbench's
+    BN: no scale, no centre); inference is Keras' own call. Real activations: the whitened CIFAR-like
+    statistics matter less than a mean and spread far from 0 and 1."""
+    from trainers.airbench_net import FusedBatchNorm
+    x = tf.random.stateless_normal((8, 7, 7, 16), seed=(1, 2)) * 3.0 + 1.5
+    upstream = tf.random.stateless_normal((8, 7, 7, 16), seed=(3, 4))
+    kwargs = dict(momentum=0.6, epsilon=1e-5, center=False, scale=False, dtype=dtype)
+    fused, plain = FusedBatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        results.append((tf.cast(y, tf.float32).numpy(), tape.gradient(loss, x).numpy(),
+                        layer.moving_mean.numpy(), layer.moving_variance.numpy(),
+                        tf.cast(layer(x, training=False), tf.float32).numpy()))
+        assert y.dtype == (tf.bfloat16 if dtype == "mixed_bfloat16" else tf.float32)
+    tolerance = 2e-2 if dtype == "mixed_bfloat16" else 1e-4  # bf16 outputs: 8 bits of mantissa
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=tolerance, atol=tolerance)
+    assert abs(results[0][3].mean() - (0.6 + 0.4 * 9.0)) < 0.5  # the update moved towards the batch's variance ~9
+
+
+def test_airbench_uses_the_fused_batchnorm_unless_synchronized():
+    from trainers.airbench_net import FusedBatchNorm
+    model = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=(8, 16, 16), seed=0)
+    assert isinstance(model.get_layer("group1_bn1"), FusedBatchNorm)
+    x = tf.random.stateless_uniform((4, 32, 32, 3), seed=(5, 6))
+    assert any(op.type == "FusedBatchNormV3" for op in
+               tf.function(lambda x: model(x, training=True)).get_concrete_function(x).graph.get_operations())
+    synced = models.build_model("airbench", input_shape=(32, 32, 3), num_classes=10, widths=(8, 16, 16), seed=0,
+                                sync_batchnorm=True)
+    assert not any(op.type == "FusedBatchNormV3" for op in
+                   tf.function(lambda x: synced(x, training=True)).get_concrete_function(x).graph.get_operations())
+
+
 # --- issue 17.2: the notebooks' templates ------------------------------------------------------------
 
 def _layer_names(model, kind):

@@ -17,6 +17,7 @@ What it takes from the PyTorch original, and how:
 """
 import keras
 import numpy as np
+import tensorflow as tf
 
 from trainers.activations import layer_activation
 
@@ -85,6 +86,33 @@ class ScaledBias(keras.layers.Layer):
         return {**super().get_config(), "lr_scale": self.lr_scale}
 
 
+@keras.saving.register_keras_serializable(package="tfloops")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization (no scale, no centre), trained through TensorFlow's fused kernel.
+
+    Keras 3 normalises in float32 with separate moments, casts and element-wise ops; FusedBatchNormV3
+    takes the bf16 activations as they are (float32 statistics) in one oneDNN kernel, forward and
+    backward: +13-15% ex/s for the full net at batch 1024 on a 2-core Zen 5 CPU (PyTorch's BatchNorm is
+    fused likewise). Same variables, same moving-average update (the biased batch variance, as Keras);
+    inference, synchronized statistics and anything else go through Keras' own call.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        fused = (training is True and self.trainable and mask is None and not self.synchronized and not self.scale
+                 and not self.center and not self.renorm and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=tf.ones([channels]), offset=tf.zeros([channels]), mean=tf.constant([], tf.float32),
+            variance=tf.constant([], tf.float32), epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        variance = variance * (count - 1.0) / count  # the kernel returns the unbiased variance; Keras keeps the biased
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+
 def whitening_weights(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
     """Kernel (patch, patch, channels, 2 * patch * patch * channels) and bias that whiten image patches.
 
@@ -124,9 +152,8 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
             x = conv(x)
             if i == 1:
                 x = keras.layers.MaxPooling2D(2, name=layers.name(f"group{g}_pool"))(x)
-            x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-5, center=False,
-                                                scale=False, synchronized=layers.sync_batchnorm,
-                                                name=layers.name(f"group{g}_bn{i}"))(x)
+            x = FusedBatchNorm(momentum=BN_MOMENTUM, epsilon=1e-5, center=False, scale=False,
+                               synchronized=layers.sync_batchnorm, name=layers.name(f"group{g}_bn{i}"))(x)
             x = ScaledBias(name=layers.name(f"group{g}_bias{i}"))(x)
             x = keras.layers.Activation(layer_activation(activation), name=layers.name(f"group{g}_act{i}"))(x)
     x = keras.layers.MaxPooling2D(3, name=layers.name("final_pool"))(x)
