@@ -18,7 +18,8 @@ at 256: the same per-example step) and weight decay 0.009 per unit of LR.
         did airbench's alternating flip (`--alternating_flip --augment=crop:padding=2`: 84.85%
         against 85.07% for the random flip, 1,074 steps each).
   full  airbench94 as published: full width, GELU, batch 1024, 10 epochs, lookahead every 5 steps
-        (the default on a GPU/TPU). Measured on the 2-core AVX2 CPU: 90.6% in 96 minutes. The
+        (the default on a GPU/TPU). Measured on the 2-core AVX2 CPU: 90.6% in 96 minutes; on a 2-core
+        Zen 5 EPYC in bf16, 90.70% +- 0.23% over 3 seeds, 18.7 min of training each. The
         shared data is JPEG (quality 75, colour at half resolution), where airbench94 reports 94%
         on the original pixels.
 """
