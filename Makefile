@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 # on 2 cores keep both busy (11.6 min against 13.4 with 2, on a Zen 5). 0 runs in this process.
 TEST_WORKERS ?= 3
 
-.PHONY: setup train test mnist benchmarks clean
+.PHONY: setup train test lint mnist benchmarks clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -35,7 +35,12 @@ mnist: setup
 	$(VENV)/bin/python -m trainers.mnist $(ARGS)
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# ruff (pinned in requirements.txt, configured in pyproject.toml): lint, and the formatter's check.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Every report under benchmarks/reports/, from the current code, stamped with the commit (on an idle
 # machine: the figures are timings). One report: make benchmarks BENCH_ARGS="--only=soak".

@@ -9,12 +9,20 @@ from callables, registry names or a spec string like "flip,crop:padding=4,cutout
 `augment.layers.Augment(policy)` is the same as a Keras layer inside your model (active with
 training=True). The preview CLI is `python -m augment.preview` (not imported here).
 """
+
 import importlib
 
 # Imported on first use (PEP 562), so `python -m augment.preview` can hide TensorFlow's start-up lines.
-_EXPORTS = {"REGISTRY": "augment.ops", "split_seed": "augment.ops", "step_seed": "augment.ops",
-            "POLICIES": "augment.policies", "Policy": "augment.policies", "compose": "augment.policies",
-            "get_policy": "augment.policies", "parse_spec": "augment.policies"}
+_EXPORTS = {
+    "REGISTRY": "augment.ops",
+    "split_seed": "augment.ops",
+    "step_seed": "augment.ops",
+    "POLICIES": "augment.policies",
+    "Policy": "augment.policies",
+    "compose": "augment.policies",
+    "get_policy": "augment.policies",
+    "parse_spec": "augment.policies",
+}
 _MODULES = ("ops", "layers")
 __all__ = [*_MODULES, *_EXPORTS]
 

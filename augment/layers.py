@@ -15,6 +15,7 @@ seed of (run seed, step, replica), so it gives exactly the images `--augment` wo
 elsewhere (Keras `fit`, your own loop) from its own `keras.random.SeedGenerator(seed)`.
 The model saves and loads as .keras (safe mode: no Lambda).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -61,24 +62,36 @@ class Augment(keras.layers.Layer):
     """
 
     def __init__(self, policy: str, *, seed: int | None = None, flip: bool | None = None, **kwargs):
-        kwargs.setdefault("autocast", False)  # our ops compute in float32, under mixed precision too
+        kwargs.setdefault(
+            "autocast", False
+        )  # our ops compute in float32, under mixed precision too
         super().__init__(**kwargs)
         if not isinstance(policy, str):
-            raise TypeError(f"Augment takes a policy name or spec string, got {type(policy).__name__}")
+            raise TypeError(
+                f"Augment takes a policy name or spec string, got {type(policy).__name__}"
+            )
         self.policy, self.seed, self.flip = policy, seed, flip
-        probe = self._policy_for((32, 32, 3))  # a bad name or option fails here, not at the first step
+        probe = self._policy_for(
+            (32, 32, 3)
+        )  # a bad name or option fails here, not at the first step
         if probe.soft_labels:
-            raise ValueError(f"Augment({policy!r}): a layer sees no labels, so it takes no label-mixing op "
-                             "(mixup, cutmix, mixup_or_cutmix, the 'strong' policy): use --augment for those")
+            raise ValueError(
+                f"Augment({policy!r}): a layer sees no labels, so it takes no label-mixing op "
+                "(mixup, cutmix, mixup_or_cutmix, the 'strong' policy): use --augment for those"
+            )
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._built_policy = None
 
     def _policy_for(self, image_shape):
-        return policies.get_policy(self.policy, num_classes=2, image_shape=tuple(image_shape), flip=self.flip)
+        return policies.get_policy(
+            self.policy, num_classes=2, image_shape=tuple(image_shape), flip=self.flip
+        )
 
     def build(self, input_shape):
         self._built_policy = self._policy_for(input_shape[1:])
-        policies.check_policy(self._built_policy, input_shape[1:])  # e.g. a crop larger than the image
+        policies.check_policy(
+            self._built_policy, input_shape[1:]
+        )  # e.g. a crop larger than the image
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self._policy_for(input_shape[1:]).output_shape(input_shape[1:]))

@@ -27,6 +27,7 @@ one crop window for the whole batch; and every geometric layer calls `ImageProje
 has no XLA kernel (tensorflow#55194), so it cannot run in a jit-compiled step or on TPU. Our geometric
 ops sample with gathers instead. `tf.random.stateless_gamma` has no XLA kernel either (hence `_beta`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,10 +44,35 @@ _fold_in = functools.partial(tf.random.experimental.stateless_fold_in, alg=ALG)
 _split = functools.partial(tf.random.experimental.stateless_split, alg=ALG)
 
 __all__ = [
-    "REGISTRY", "step_seed", "split_seed", "mixes_labels", "options", "eval_counterpart", "sometimes",
-    "random_flip_lr", "random_crop", "random_crop_to", "center_crop", "rotate", "shear", "affine_transform",
-    "random_affine", "random_rotation", "random_translation", "random_zoom", "random_shear", "random_cutout",
-    "random_erasing", "random_brightness", "random_brightness_scale", "random_contrast", "random_saturation", "random_hue", "normalize", "mixup", "cutmix",
+    "REGISTRY",
+    "step_seed",
+    "split_seed",
+    "mixes_labels",
+    "options",
+    "eval_counterpart",
+    "sometimes",
+    "random_flip_lr",
+    "random_crop",
+    "random_crop_to",
+    "center_crop",
+    "rotate",
+    "shear",
+    "affine_transform",
+    "random_affine",
+    "random_rotation",
+    "random_translation",
+    "random_zoom",
+    "random_shear",
+    "random_cutout",
+    "random_erasing",
+    "random_brightness",
+    "random_brightness_scale",
+    "random_contrast",
+    "random_saturation",
+    "random_hue",
+    "normalize",
+    "mixup",
+    "cutmix",
     "mixup_or_cutmix",
 ]
 
@@ -56,6 +82,7 @@ _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # the ones tf.image.rgb_to_grayscale u
 
 
 # ----------------------------------------------------------------------------------------------- seeds
+
 
 def step_seed(seed: int, step, replica_id=0) -> tf.Tensor:
     """Stateless seed (int32 [2]) for one step on one replica; `step` and `replica_id` may be tensors.
@@ -89,8 +116,14 @@ def _check_seed(seed) -> tf.Tensor:
     """A stateless seed as int32 [2] (what XLA on TPU wants). An int64 seed [a, b] keeps all its bits in
     play: [lo(a) ^ hi(b), lo(b) ^ hi(a)], so e.g. b = step * 4096 + replica does not repeat after 2**32."""
     seed = tf.convert_to_tensor(seed)
-    if seed.dtype not in (tf.int32, tf.int64) or seed.shape.rank != 1 or seed.shape[0] not in (2, None):
-        raise TypeError(f"`seed` must be an int32/int64 tensor of shape [2], got {seed.dtype} {seed.shape}")
+    if (
+        seed.dtype not in (tf.int32, tf.int64)
+        or seed.shape.rank != 1
+        or seed.shape[0] not in (2, None)
+    ):
+        raise TypeError(
+            f"`seed` must be an int32/int64 tensor of shape [2], got {seed.dtype} {seed.shape}"
+        )
     if seed.dtype == tf.int32:
         return seed
     high = tf.bitwise.right_shift(seed, 32)
@@ -98,6 +131,7 @@ def _check_seed(seed) -> tf.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def mixes_labels(fn: Callable) -> bool:
     """Whether `fn` (possibly a functools.partial) is a label op: fn(images, labels, seed, ...)."""
@@ -110,6 +144,7 @@ def options(fn: Callable) -> tuple[str, ...]:
     """The keyword options an op takes (what a spec may set, e.g. 'padding' of crop); ops that pass
     **kwargs on to `affine_transform` take its options too."""
     import inspect
+
     params = inspect.signature(fn).parameters.values()
     names = [p.name for p in params if p.kind == p.KEYWORD_ONLY and p.name != "num_classes"]
     if any(p.kind == p.VAR_KEYWORD for p in params):
@@ -126,7 +161,9 @@ def _check_images(images, *, float_only: bool = False) -> tf.Tensor:
     images = tf.convert_to_tensor(images)
     allowed = (tf.float32,) if float_only else (tf.float32, tf.uint8)
     if images.dtype not in allowed:
-        raise TypeError(f"images must be {'/'.join(d.name for d in allowed)}, got {images.dtype.name}")
+        raise TypeError(
+            f"images must be {'/'.join(d.name for d in allowed)}, got {images.dtype.name}"
+        )
     if images.shape.rank != 4 or None in images.shape[1:]:
         raise ValueError(f"images must be NHWC with static H, W, C, got shape {images.shape}")
     return images
@@ -148,7 +185,10 @@ def _random01(shape, seed):
 
     Own op: integer draws agree between TF kernels and XLA, float ones don't (different bit tricks).
     """
-    return tf.cast(_uniform_raw(shape, seed, minval=0, maxval=1 << 24, dtype=tf.int32), tf.float32) * 2.0**-24
+    return (
+        tf.cast(_uniform_raw(shape, seed, minval=0, maxval=1 << 24, dtype=tf.int32), tf.float32)
+        * 2.0**-24
+    )
 
 
 class _Draws:
@@ -166,7 +206,7 @@ class _Draws:
         n = 1 if k is None else k
         if self._next + n > self._rows:
             raise AssertionError("internal error: drew more rows than reserved")
-        out = self._u[self._next:self._next + n]
+        out = self._u[self._next : self._next + n]
         self._next += n
         return out[0] if k is None else out
 
@@ -237,6 +277,7 @@ def _box_mask(height: int, width: int, y0, x0, box_h, box_w):
 
 # ---------------------------------------------------------------------------------------- geometric
 
+
 def random_flip_lr(images, seed, *, prob: float = 0.5):
     """Flips each image left-right with probability `prob`. Any dtype.
 
@@ -248,7 +289,9 @@ def random_flip_lr(images, seed, *, prob: float = 0.5):
     return tf.where(_per_sample(flip), tf.reverse(images, axis=[2]), images)
 
 
-def random_crop(images, seed, *, padding: int = 4, fill_mode: str = "reflect", fill_value: float = 0.0):
+def random_crop(
+    images, seed, *, padding: int = 4, fill_mode: str = "reflect", fill_value: float = 0.0
+):
     """Pads by `padding` pixels on each side and crops back to H x W at a per-sample random offset.
 
     The same as `tf.pad(mode=fill_mode)` + a random crop, done as two gathers so each sample gets its own
@@ -276,7 +319,9 @@ def random_crop(images, seed, *, padding: int = 4, fill_mode: str = "reflect", f
 
 def _check_size(size, height: int, width: int, what: str = "image"):
     """(h, w) from an int or (h, w) `size` that fits in a height x width image."""
-    h, w = (size, size) if isinstance(size, int) else tuple(size) if _is_pair(size) else (None, None)
+    h, w = (
+        (size, size) if isinstance(size, int) else tuple(size) if _is_pair(size) else (None, None)
+    )
     if not (isinstance(h, int) and isinstance(w, int)):
         raise ValueError(f"`size` ({size!r}) must be an int or (height, width)")
     if not (1 <= h <= height and 1 <= w <= width):
@@ -308,14 +353,20 @@ def center_crop(images, seed=None, *, size=24):
     _, height, width, _ = images.shape
     h, w = _check_size(size, height, width)
     y0, x0 = (height - h) // 2, (width - w) // 2
-    return images[:, y0:y0 + h, x0:x0 + w]
+    return images[:, y0 : y0 + h, x0 : x0 + w]
 
 
 random_crop_to.eval_op = center_crop
 
 
-def affine_transform(images, matrices, *, interpolation: str = "bilinear", fill_mode: str = "reflect",
-                     fill_value: float = 0.0):
+def affine_transform(
+    images,
+    matrices,
+    *,
+    interpolation: str = "bilinear",
+    fill_mode: str = "reflect",
+    fill_value: float = 0.0,
+):
     """Resamples each image with its own affine map from output to input pixel coordinates.
 
     `matrices` is [B, 2, 3] (or [2, 3] for all): [x_in, y_in] = M @ [x_out, y_out, 1], pixel centres at
@@ -328,9 +379,12 @@ def affine_transform(images, matrices, *, interpolation: str = "bilinear", fill_
     _, height, width, channels = images.shape
     batch = tf.shape(images)[0]
     m = tf.broadcast_to(tf.cast(matrices, tf.float32), tf.stack([batch, 2, 3]))
-    ys, xs = tf.meshgrid(tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32),
-                         indexing="ij")
-    grid = tf.stack([tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones([height * width])])  # [3, HW]
+    ys, xs = tf.meshgrid(
+        tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
+    )
+    grid = tf.stack(
+        [tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones([height * width])]
+    )  # [3, HW]
     src = tf.einsum("bij,jn->bin", m, grid)  # [B, 2, HW]
     x_in, y_in = src[:, 0], src[:, 1]
     flat = tf.reshape(images, tf.stack([batch, height * width, channels]))
@@ -344,7 +398,9 @@ def affine_transform(images, matrices, *, interpolation: str = "bilinear", fill_
         return values
 
     if interpolation == "nearest":
-        out = gather(tf.cast(tf.floor(y_in + 0.5), tf.int32), tf.cast(tf.floor(x_in + 0.5), tf.int32))
+        out = gather(
+            tf.cast(tf.floor(y_in + 0.5), tf.int32), tf.cast(tf.floor(x_in + 0.5), tf.int32)
+        )
     else:
         y0, x0 = tf.floor(y_in), tf.floor(x_in)
         wy, wx = (y_in - y0)[..., None], (x_in - x0)[..., None]
@@ -377,20 +433,34 @@ def _affine_matrices(height, width, angles, tx, ty, zoom, shear_x=None, shear_y=
     return tf.stack([row_x, row_y], axis=1)
 
 
-def rotate(images, angles, *, interpolation: str = "bilinear", fill_mode: str = "reflect",
-           fill_value: float = 0.0):
+def rotate(
+    images,
+    angles,
+    *,
+    interpolation: str = "bilinear",
+    fill_mode: str = "reflect",
+    fill_value: float = 0.0,
+):
     """Rotates each image counter-clockwise (like tf.image.rot90) by `angles` radians, [B] or scalar."""
     images = _check_images(images)
     batch = tf.shape(images)[0]
     angles = tf.broadcast_to(tf.cast(angles, tf.float32), [batch])
     zeros = tf.zeros([batch])
     m = _affine_matrices(images.shape[1], images.shape[2], angles, zeros, zeros, tf.ones([batch]))
-    return affine_transform(images, m, interpolation=interpolation, fill_mode=fill_mode,
-                            fill_value=fill_value)
+    return affine_transform(
+        images, m, interpolation=interpolation, fill_mode=fill_mode, fill_value=fill_value
+    )
 
 
-def shear(images, x_angles, y_angles=0.0, *, interpolation: str = "bilinear", fill_mode: str = "reflect",
-          fill_value: float = 0.0):
+def shear(
+    images,
+    x_angles,
+    y_angles=0.0,
+    *,
+    interpolation: str = "bilinear",
+    fill_mode: str = "reflect",
+    fill_value: float = 0.0,
+):
     """Shears each image about its centre by `x_angles` along x (x_in = x + tan(angle) * y: vertical lines
     slant) and `y_angles` along y, radians, [B] or scalar. Deterministic; see `random_shear`."""
     images = _check_images(images)
@@ -398,23 +468,40 @@ def shear(images, x_angles, y_angles=0.0, *, interpolation: str = "bilinear", fi
     x_angles = tf.broadcast_to(tf.cast(x_angles, tf.float32), [batch])
     y_angles = tf.broadcast_to(tf.cast(y_angles, tf.float32), [batch])
     zeros = tf.zeros([batch])
-    m = _affine_matrices(images.shape[1], images.shape[2], zeros, zeros, zeros, tf.ones([batch]),
-                         x_angles, y_angles)
-    return affine_transform(images, m, interpolation=interpolation, fill_mode=fill_mode,
-                            fill_value=fill_value)
+    m = _affine_matrices(
+        images.shape[1], images.shape[2], zeros, zeros, zeros, tf.ones([batch]), x_angles, y_angles
+    )
+    return affine_transform(
+        images, m, interpolation=interpolation, fill_mode=fill_mode, fill_value=fill_value
+    )
 
 
-def random_affine(images, seed, *, max_degrees: float = 0.0, max_fraction: float = 0.0,
-                  max_zoom: float = 0.0, max_shear: float = 0.0, max_shear_y: float = 0.0,
-                  interpolation: str = "bilinear", fill_mode: str = "reflect", fill_value: float = 0.0):
+def random_affine(
+    images,
+    seed,
+    *,
+    max_degrees: float = 0.0,
+    max_fraction: float = 0.0,
+    max_zoom: float = 0.0,
+    max_shear: float = 0.0,
+    max_shear_y: float = 0.0,
+    interpolation: str = "bilinear",
+    fill_mode: str = "reflect",
+    fill_value: float = 0.0,
+):
     """Per-sample rotation in [-max_degrees, max_degrees], shift in [-max_fraction, max_fraction] of the
     height/width, zoom z in [1 - max_zoom, 1 + max_zoom] (input coordinates scaled by z: z < 1 zooms
     in) and shear angles in [-max_shear, max_shear] along x and [-max_shear_y, max_shear_y] along y
     (degrees, as ImageDataGenerator's shear_range, which shears along x), in one resampling. Identity
     when all are 0."""
     images, seed = _check_images(images), _check_seed(seed)
-    _check_nonnegative(max_degrees=max_degrees, max_fraction=max_fraction, max_zoom=max_zoom,
-                       max_shear=max_shear, max_shear_y=max_shear_y)
+    _check_nonnegative(
+        max_degrees=max_degrees,
+        max_fraction=max_fraction,
+        max_zoom=max_zoom,
+        max_shear=max_shear,
+        max_shear_y=max_shear_y,
+    )
     for name, value in (("max_shear", max_shear), ("max_shear_y", max_shear_y)):
         if value >= 90.0:
             raise ValueError(f"`{name}` ({value}) must be below 90 degrees")
@@ -432,8 +519,9 @@ def random_affine(images, seed, *, max_degrees: float = 0.0, max_fraction: float
         shear_x = draws.uniform(-math.radians(max_shear), math.radians(max_shear))
         shear_y = draws.uniform(-math.radians(max_shear_y), math.radians(max_shear_y))
     m = _affine_matrices(height, width, angles, tx, ty, zoom, shear_x, shear_y)
-    return affine_transform(images, m, interpolation=interpolation, fill_mode=fill_mode,
-                            fill_value=fill_value)
+    return affine_transform(
+        images, m, interpolation=interpolation, fill_mode=fill_mode, fill_value=fill_value
+    )
 
 
 def random_rotation(images, seed, *, max_degrees: float = 15.0, **kwargs):
@@ -461,8 +549,10 @@ def random_shear(images, seed, *, max_degrees: float = 10.0, max_degrees_y: floa
 
 # --------------------------------------------------------------------------------------- occlusion
 
-def random_cutout(images, seed, *, size=8, fill_value: float = 0.0, fully_inside: bool = False,
-                  prob: float = 1.0):
+
+def random_cutout(
+    images, seed, *, size=8, fill_value: float = 0.0, fully_inside: bool = False, prob: float = 1.0
+):
     """Sets a `size` (int or (h, w)) patch of each image to `fill_value`, like tfa.image.random_cutout.
 
     With fully_inside=False (tfa's and the Cutout paper's behaviour) the patch centre is uniform over the
@@ -473,7 +563,9 @@ def random_cutout(images, seed, *, size=8, fill_value: float = 0.0, fully_inside
     images, seed = _check_images(images), _check_seed(seed)
     _check_prob(prob)
     _, height, width, _ = images.shape
-    box_h, box_w = (size, size) if isinstance(size, int) else tuple(size) if _is_pair(size) else (None, None)
+    box_h, box_w = (
+        (size, size) if isinstance(size, int) else tuple(size) if _is_pair(size) else (None, None)
+    )
     if not (isinstance(box_h, int) and isinstance(box_w, int)):
         raise ValueError(f"`size` ({size!r}) must be an int or (height, width)")
     if not (0 <= box_h <= height and 0 <= box_w <= width):
@@ -491,8 +583,15 @@ def random_cutout(images, seed, *, size=8, fill_value: float = 0.0, fully_inside
     return tf.where(mask, tf.cast(fill_value, images.dtype), images)
 
 
-def random_erasing(images, seed, *, prob: float = 0.5, area=(0.02, 0.33), aspect=(0.3, 3.3),
-                   fill_value: float | None = None):
+def random_erasing(
+    images,
+    seed,
+    *,
+    prob: float = 0.5,
+    area=(0.02, 0.33),
+    aspect=(0.3, 3.3),
+    fill_value: float | None = None,
+):
     """Random erasing (Zhong et al. 2017): with probability `prob`, a box of random area fraction (uniform
     in `area`) and aspect ratio (log-uniform in `aspect`), fully inside the image, is filled with uniform
     noise (fill_value=None) or `fill_value` (images' own scale). Any dtype."""
@@ -503,8 +602,12 @@ def random_erasing(images, seed, *, prob: float = 0.5, area=(0.02, 0.33), aspect
     draws = _Draws(seed, 5, batch)
     frac = draws.uniform(area[0], area[1])
     ratio = tf.exp(draws.uniform(math.log(aspect[0]), math.log(aspect[1])))
-    box_h = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(frac * height * width * ratio)), tf.int32), 0, height)
-    box_w = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(frac * height * width / ratio)), tf.int32), 0, width)
+    box_h = tf.clip_by_value(
+        tf.cast(tf.round(tf.sqrt(frac * height * width * ratio)), tf.int32), 0, height
+    )
+    box_w = tf.clip_by_value(
+        tf.cast(tf.round(tf.sqrt(frac * height * width / ratio)), tf.int32), 0, width
+    )
     box_h *= tf.cast(draws.bernoulli(prob), tf.int32)
     y0 = draws.integers(0, height - box_h + 1)
     x0 = draws.integers(0, width - box_w + 1)
@@ -519,6 +622,7 @@ def random_erasing(images, seed, *, prob: float = 0.5, area=(0.02, 0.33), aspect
 
 # ------------------------------------------------------------------------------------------- colour
 # Own ops: tf.image.adjust_* / stateless_random_* take one factor for the whole batch.
+
 
 def random_brightness(images, seed, *, max_delta: float = 0.2):
     """Adds delta ~ U[-max_delta, max_delta] per sample (as tf.image.adjust_brightness), clips to [0, 1]."""
@@ -571,10 +675,15 @@ def _hue_matrices(turns):
     rgb_to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
     yiq_to_rgb = np.linalg.inv(rgb_to_yiq)
     chroma = yiq_to_rgb @ np.diag([0.0, 1.0, 1.0]) @ rgb_to_yiq
-    rotate = yiq_to_rgb @ np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) @ rgb_to_yiq
+    rotate = (
+        yiq_to_rgb @ np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]) @ rgb_to_yiq
+    )
     angle = 2.0 * math.pi * turns[:, None, None]
-    return (tf.eye(3) + (tf.cos(angle) - 1.0) * tf.constant(chroma, tf.float32)
-            + tf.sin(angle) * tf.constant(rotate, tf.float32))
+    return (
+        tf.eye(3)
+        + (tf.cos(angle) - 1.0) * tf.constant(chroma, tf.float32)
+        + tf.sin(angle) * tf.constant(rotate, tf.float32)
+    )
 
 
 def random_hue(images, seed, *, max_delta: float = 0.05):
@@ -597,8 +706,9 @@ def random_hue(images, seed, *, max_delta: float = 0.05):
     return back(tf.clip_by_value(rgb, 0.0, 1.0))
 
 
-def normalize(images, seed=None, *, mean: float | Sequence[float] = 0.5,
-              std: float | Sequence[float] = 0.5):
+def normalize(
+    images, seed=None, *, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5
+):
     """(x - mean) / std per channel, x in [0, 1] (uint8 is divided by 255 first). Returns float32, no
     longer in [0, 1], so put it last. Deterministic: `seed` is ignored (accepted so it composes)."""
     del seed
@@ -609,6 +719,7 @@ def normalize(images, seed=None, *, mean: float | Sequence[float] = 0.5,
 
 
 # ----------------------------------------------------------------------------------- label mixing
+
 
 def _soft_labels(labels, num_classes: int) -> tf.Tensor:
     labels = tf.convert_to_tensor(labels)
@@ -637,7 +748,11 @@ def _gamma_log(u, alpha: float):
     a = alpha + 1.0 if alpha < 1.0 else alpha  # Gamma(a) = Gamma(a + 1) * U**(1/a) for a < 1
     d = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
-    u1, u2, u3 = 1.0 - u[:_TRIES], u[_TRIES:2 * _TRIES], 1.0 - u[2 * _TRIES:3 * _TRIES]  # 1 - u: (0, 1]
+    u1, u2, u3 = (
+        1.0 - u[:_TRIES],
+        u[_TRIES : 2 * _TRIES],
+        1.0 - u[2 * _TRIES : 3 * _TRIES],
+    )  # 1 - u: (0, 1]
     z = tf.sqrt(-2.0 * tf.math.log(u1)) * tf.cos(2.0 * math.pi * u2)  # Box-Muller
     v = (1.0 + c * z) ** 3
     log_v = tf.math.log(tf.maximum(v, 1e-30))
@@ -716,8 +831,17 @@ def cutmix(images, labels, seed, *, num_classes: int, alpha: float = 1.0, prob: 
 
 
 @_label_op
-def mixup_or_cutmix(images, labels, seed, *, num_classes: int, mixup_alpha: float = 0.8,
-                    cutmix_alpha: float = 1.0, cutmix_prob: float = 0.5, prob: float = 1.0):
+def mixup_or_cutmix(
+    images,
+    labels,
+    seed,
+    *,
+    num_classes: int,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    cutmix_prob: float = 0.5,
+    prob: float = 1.0,
+):
     """Per sample, cutmix with probability `cutmix_prob`, otherwise mixup (timm's defaults), each against
     a random other sample. float32 only; returns float32 [B, K] labels."""
     images, seed = _check_images(images, float_only=True), _check_seed(seed)
@@ -738,6 +862,7 @@ def mixup_or_cutmix(images, labels, seed, *, num_classes: int, mixup_alpha: floa
 
 # ------------------------------------------------------------------------------- any op, sometimes
 
+
 def _base_and_keywords(fn):
     keywords = {}
     while isinstance(fn, functools.partial):
@@ -755,7 +880,9 @@ def eval_counterpart(fn: Callable) -> Callable | None:
     counterpart = getattr(base, "eval_op", None)
     if counterpart is None:
         return None
-    return functools.partial(counterpart, **{k: v for k, v in keywords.items() if k in options(counterpart)})
+    return functools.partial(
+        counterpart, **{k: v for k, v in keywords.items() if k in options(counterpart)}
+    )
 
 
 def sometimes(images, seed, *, op: Callable, prob: float):

@@ -11,6 +11,7 @@ The image size is kept unless the policy crops to a smaller size (crop_to): then
 crop) is what evaluation images get. Any op takes `prob=` in a spec ("affine:max_degrees=10,prob=0.7"):
 each sample gets it with that probability (ops with a `prob` of their own use theirs).
 """
+
 from __future__ import annotations
 
 import ast
@@ -29,6 +30,7 @@ OpLike = Callable | str | tuple[str, dict]
 @dataclasses.dataclass(frozen=True)
 class Policy:
     """A callable `policy(images, labels, seed) -> (images, labels)`; build with `compose`/`get_policy`."""
+
     name: str
     steps: tuple[Step, ...]
     num_classes: int | None = None
@@ -91,6 +93,7 @@ class Policy:
             for fn in counterparts:
                 images = fn(images)
             return images
+
         return transform
 
     def __str__(self):
@@ -98,7 +101,7 @@ class Policy:
 
 
 def parse_spec(spec: str) -> list[tuple[str, dict]]:
-    """"flip,crop:padding=4,fill_mode=constant,cutout:size=8" -> [(name, kwargs), ...].
+    """ "flip,crop:padding=4,fill_mode=constant,cutout:size=8" -> [(name, kwargs), ...].
 
     Ops are separated by commas; `name:key=value` starts an op and further `key=value` items belong to
     it. Values are Python literals (ints, floats, tuples, True) or else plain strings. Commas inside
@@ -128,8 +131,9 @@ def parse_spec(spec: str) -> list[tuple[str, dict]]:
         if sep:
             key, eq, value = rest.partition("=")
             if not eq:
-                raise ValueError(f"augmentation spec {spec!r}: expected key=value after '{name}:', "
-                                 f"got {rest!r}")
+                raise ValueError(
+                    f"augmentation spec {spec!r}: expected key=value after '{name}:', got {rest!r}"
+                )
             steps[-1][1][key.strip()] = _literal(value)
     return steps
 
@@ -144,12 +148,15 @@ def _literal(text: str):
 def _is_builtin(fn) -> bool:
     """fn is a function of augment.ops, or a functools.partial of one whose callable options are too."""
     if isinstance(fn, functools.partial):
-        return _is_builtin(fn.func) and all(_is_builtin(v) for v in fn.keywords.values() if callable(v))
+        return _is_builtin(fn.func) and all(
+            _is_builtin(v) for v in fn.keywords.values() if callable(v)
+        )
     return getattr(fn, "__module__", None) == ops.__name__
 
 
-def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
-            name: str = "custom") -> Policy:
+def compose(
+    op_list: Sequence[OpLike] | str, *, num_classes: int | None = None, name: str = "custom"
+) -> Policy:
     """Builds a Policy from ops applied in order: callables (image ops `fn(images, seed)` or label ops
     marked `mixes_labels`, e.g. functools.partial(ops.random_crop, padding=4)), registry names, (name,
     kwargs) pairs, or a spec string for `parse_spec`. Label ops need `num_classes`."""
@@ -162,7 +169,9 @@ def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
         if isinstance(op, tuple):
             op_name, kwargs = op
             if op_name not in ops.REGISTRY:
-                raise ValueError(f"unknown augmentation op {op_name!r}; valid ops: {sorted(ops.REGISTRY)}")
+                raise ValueError(
+                    f"unknown augmentation op {op_name!r}; valid ops: {sorted(ops.REGISTRY)}"
+                )
             label = op_name + "".join(f" {k}={v}" for k, v in kwargs.items())
             steps.append((label, _op_from_registry(op_name, dict(kwargs))))
         elif callable(op):
@@ -172,7 +181,9 @@ def compose(op_list: Sequence[OpLike] | str, *, num_classes: int | None = None,
                 label += "(" + ", ".join(f"{k}={v!r}" for k, v in op.keywords.items()) + ")"
             steps.append((label, op))
         else:
-            raise TypeError(f"augmentation op {op!r} is neither a callable, a name nor (name, kwargs)")
+            raise TypeError(
+                f"augmentation op {op!r} is neither a callable, a name nor (name, kwargs)"
+            )
     policy = Policy(name=name, steps=tuple(steps), num_classes=num_classes)
     if policy.soft_labels and (num_classes is None or num_classes < 1):
         raise ValueError(f"`num_classes` ({num_classes}) must be a positive integer for mixing ops")
@@ -186,8 +197,10 @@ def _op_from_registry(op_name: str, kwargs: dict) -> Callable:
     prob = kwargs.pop("prob") if "prob" in kwargs and "prob" not in takes else None
     unknown = [k for k in kwargs if k not in takes]
     if unknown:
-        raise ValueError(f"op {op_name!r} has no option {', '.join(map(repr, unknown))}; its options: "
-                         f"{', '.join((*takes, 'prob') if 'prob' not in takes else takes)}")
+        raise ValueError(
+            f"op {op_name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join((*takes, 'prob') if 'prob' not in takes else takes)}"
+        )
     fn = functools.partial(op, **kwargs) if kwargs else op
     if prob is None:
         return fn
@@ -208,21 +221,31 @@ def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
         images, labels = tf.zeros([2, height, width, channels]), tf.zeros([2], tf.int32)
         if policy.soft_labels:
             labels = ops._soft_labels(labels, policy.num_classes)
-        for i, (name, fn) in enumerate(policy.steps):  # one op at a time, to name the one that fails
+        for i, (name, fn) in enumerate(
+            policy.steps
+        ):  # one op at a time, to name the one that fails
             try:
                 if ops.mixes_labels(fn):
-                    images, labels = fn(images, labels, tf.constant([1, i]), num_classes=policy.num_classes)
+                    images, labels = fn(
+                        images, labels, tf.constant([1, i]), num_classes=policy.num_classes
+                    )
                 else:
                     images = fn(images, tf.constant([1, i]))
             except ValueError as err:  # our own checks: the message names the option
                 raise ValueError(f"{name}: {' '.join(str(err).split())}") from err
-            except (TypeError, tf.errors.OpError) as err:  # a value of the wrong kind, found deeper down
+            except (
+                TypeError,
+                tf.errors.OpError,
+            ) as err:  # a value of the wrong kind, found deeper down
                 message = " ".join((getattr(err, "message", None) or str(err)).split())
-                raise ValueError(f"{name}: an option value of the wrong type or shape ({message})") from err
+                raise ValueError(
+                    f"{name}: an option value of the wrong type or shape ({message})"
+                ) from err
         return tuple(int(d) for d in images.shape[1:])
 
 
 # ----------------------------------------------------------------------------------- named policies
+
 
 def _flip_crop(height: int, width: int, channels: int, flip: bool):
     padding = max(1, round(min(height, width) / 8))  # 4 px for 32x32 and 28x28
@@ -231,8 +254,12 @@ def _flip_crop(height: int, width: int, channels: int, flip: bool):
 
 
 def _standard(height, width, channels, flip):
-    size = max(1, min(height, width) // 4)  # 8 px for 32x32 (the Cutout paper's CIFAR-100 size), 7 for 28
-    return _flip_crop(height, width, channels, flip) + [functools.partial(ops.random_cutout, size=size)]
+    size = max(
+        1, min(height, width) // 4
+    )  # 8 px for 32x32 (the Cutout paper's CIFAR-100 size), 7 for 28
+    return _flip_crop(height, width, channels, flip) + [
+        functools.partial(ops.random_cutout, size=size)
+    ]
 
 
 def _strong(height, width, channels, flip):
@@ -256,8 +283,9 @@ POLICIES: dict[str, Callable] = {
 }
 
 
-def get_policy(name: str, *, num_classes: int, image_shape: Sequence[int], flip: bool | None = None
-               ) -> Policy:
+def get_policy(
+    name: str, *, num_classes: int, image_shape: Sequence[int], flip: bool | None = None
+) -> Policy:
     """A named policy ('none', 'flip_crop', 'standard', 'strong') for images of `image_shape` (H, W, C),
     or a spec string for `parse_spec` such as "flip,crop:padding=4".
 
@@ -275,6 +303,8 @@ def get_policy(name: str, *, num_classes: int, image_shape: Sequence[int], flip:
         return compose(steps, num_classes=num_classes, name=name)
     is_spec = "," in name or ":" in name or name in ops.REGISTRY
     if not is_spec:
-        raise ValueError(f"unknown augmentation policy {name!r}; valid policies: {sorted(POLICIES)}, "
-                         f"or a spec of ops like 'flip,crop:padding=4' from {sorted(ops.REGISTRY)}")
+        raise ValueError(
+            f"unknown augmentation policy {name!r}; valid policies: {sorted(POLICIES)}, "
+            f"or a spec of ops like 'flip,crop:padding=4' from {sorted(ops.REGISTRY)}"
+        )
     return compose(name, num_classes=num_classes, name=name)

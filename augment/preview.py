@@ -16,13 +16,17 @@ Row r shows one training image: the original in the first column, then the polic
 under augmented cells when the policy mixes samples (the two largest soft-label weights).
 Data comes from `framework.data.datasets.load(dataset, data_dir)`, which looks in $DATA_DIR by default.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import sys
 
-if __name__ == "__main__":  # a command: TensorFlow's start-up lines hidden, as the trainers hide them
+if (
+    __name__ == "__main__"
+):  # a command: TensorFlow's start-up lines hidden, as the trainers hide them
     from framework.tf_startup import import_tensorflow
+
     import_tensorflow(verbose="--verbose" in sys.argv)
 
 import numpy as np  # noqa: E402
@@ -38,21 +42,33 @@ FLAGS = flags.FLAGS
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PreviewConfig:
     dataset: str = option("cifar10", "Dataset name for framework.data.datasets.load.")
-    augment: str = option("standard", "A named policy (none, flip_crop, standard, strong) or a spec like "
-                          "'flip,crop:padding=4'.")
+    augment: str = option(
+        "standard",
+        "A named policy (none, flip_crop, standard, strong) or a spec like 'flip,crop:padding=4'.",
+    )
     out: str = option("augment_preview.png", "Output PNG path.")
     data_dir: str | None = option(None, "Dataset folder (default: $DATA_DIR, then keras' folder).")
     seed: int = option(0, "Run seed: picks the images and the augmentation draws.")
     rows: int = option(8, "Images (rows) to show.")
     cols: int = option(8, "Augmented versions (columns) per image.")
-    image_folder: str = option("", "Draw this class-per-folder image folder instead of --dataset: --per_class "
-                               "images of each class, before and after --augment.")
+    image_folder: str = option(
+        "",
+        "Draw this class-per-folder image folder instead of --dataset: --per_class "
+        "images of each class, before and after --augment.",
+    )
     per_class: int = option(4, "--image_folder: images shown per class.")
-    fec_csv: str = option("", "Draw --rows FEC triplets of this CSV (with --fec_images) and their votes.")
+    fec_csv: str = option(
+        "", "Draw --rows FEC triplets of this CSV (with --fec_images) and their votes."
+    )
     fec_images: str = option("", "The folder of the FEC CSV's {id}.jpg faces.")
-    image_size: int = option(0, "--image_folder/--fec_csv: resize images to this (0: the folder's first "
-                             "image's size; FEC: 96).")
-    verbose: bool = option(False, "Show TensorFlow's start-up and C++ info lines (hidden by default).")
+    image_size: int = option(
+        0,
+        "--image_folder/--fec_csv: resize images to this (0: the folder's first "
+        "image's size; FEC: 96).",
+    )
+    verbose: bool = option(
+        False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."
+    )
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -64,6 +80,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def load_dataset(name: str, data_dir: str | None):
     """framework.data.datasets.load, imported late so this module imports without it (tests replace this)."""
     from framework.data import datasets
+
     return datasets.load(name, data_dir=data_dir)
 
 
@@ -77,7 +94,9 @@ def augmented_columns(images: np.ndarray, labels: np.ndarray, policy, *, seed: i
     return out
 
 
-def make_figure(images: np.ndarray, labels: np.ndarray, class_names, policy, *, seed: int, cols: int):
+def make_figure(
+    images: np.ndarray, labels: np.ndarray, class_names, policy, *, seed: int, cols: int
+):
     """A matplotlib Figure (no pyplot, so no global backend state): rows x (1 + cols) cells."""
     from matplotlib.figure import Figure
 
@@ -90,8 +109,13 @@ def make_figure(images: np.ndarray, labels: np.ndarray, class_names, policy, *, 
         cells = [(images[r] / 255.0, None)] + [(x[r], y[r]) for x, y in columns]
         for c, (img, label) in enumerate(cells):
             ax = axes[r, c]
-            ax.imshow(img[..., 0] if gray else img, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
-                      interpolation="nearest")
+            ax.imshow(
+                img[..., 0] if gray else img,
+                cmap="gray" if gray else None,
+                vmin=0.0,
+                vmax=1.0,
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -106,14 +130,24 @@ def make_figure(images: np.ndarray, labels: np.ndarray, class_names, policy, *, 
     return fig
 
 
-def write_preview(*, dataset: str, augment_name: str, out: str, data_dir: str | None = None, seed: int = 0,
-                  rows: int = 8, cols: int = 8) -> str:
+def write_preview(
+    *,
+    dataset: str,
+    augment_name: str,
+    out: str,
+    data_dir: str | None = None,
+    seed: int = 0,
+    rows: int = 8,
+    cols: int = 8,
+) -> str:
     """Loads `dataset`, augments `rows` random training images `cols` times, writes the grid to `out`."""
     if rows < 1 or cols < 1:
         raise ValueError(f"`rows` ({rows}) and `cols` ({cols}) must be positive")
     ds = load_dataset(dataset, data_dir)
     x, y = ds.x_train, np.asarray(ds.y_train)
-    pick = np.sort(np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False))
+    pick = np.sort(
+        np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False)
+    )
     policy = augment.get_policy(augment_name, num_classes=ds.num_classes, image_shape=x.shape[1:])
     fig = make_figure(x[pick], y[pick], ds.class_names, policy, seed=seed, cols=cols)
     fig.savefig(out, format="png")
@@ -129,16 +163,30 @@ def _show(ax, image):
     """One uint8 or [0, 1] float image in a cell."""
     image = np.asarray(image, np.float32) / (255.0 if np.asarray(image).dtype == np.uint8 else 1.0)
     gray = image.shape[-1] == 1
-    ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0.0, vmax=1.0,
-              interpolation="nearest")
+    ax.imshow(
+        image[..., 0] if gray else image,
+        cmap="gray" if gray else None,
+        vmin=0.0,
+        vmax=1.0,
+        interpolation="nearest",
+    )
     _hide_axes(ax)
 
 
-def write_folder_preview(*, path: str, augment_name: str, out: str, per_class: int = 4, image_size: int = 0,
-                         seed: int = 0) -> str:
+def write_folder_preview(
+    *,
+    path: str,
+    augment_name: str,
+    out: str,
+    per_class: int = 4,
+    image_size: int = 0,
+    seed: int = 0,
+) -> str:
     """Image folder `path`: a row per class, `per_class` images before and after the policy; writes `out`."""
     from matplotlib.figure import Figure
+
     from framework.data import image_folder
+
     if per_class < 1:
         raise ValueError(f"`per_class` ({per_class}) must be positive")
     folder = image_folder.list_image_folder(path, image_size=image_size or None, seed=seed)
@@ -149,8 +197,10 @@ def write_folder_preview(*, path: str, augment_name: str, out: str, per_class: i
         members = np.flatnonzero(train.labels == label)
         pick.extend(np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False)))
     x, y = train.subset(np.asarray(pick)).head(len(pick))
-    policy = augment.get_policy(augment_name, num_classes=folder.num_classes, image_shape=x.shape[1:])
-    (after, _), = augmented_columns(x, y, policy, seed=seed, cols=1)
+    policy = augment.get_policy(
+        augment_name, num_classes=folder.num_classes, image_shape=x.shape[1:]
+    )
+    ((after, _),) = augmented_columns(x, y, policy, seed=seed, cols=1)
     fig = Figure(figsize=(1.2 * 2 * per_class, 1.3 * folder.num_classes + 0.5), dpi=100)
     axes = fig.subplots(folder.num_classes, 2 * per_class, squeeze=False)
     for label, row in enumerate(axes):
@@ -170,15 +220,20 @@ def write_folder_preview(*, path: str, augment_name: str, out: str, per_class: i
     return out
 
 
-def write_fec_preview(*, csv_path: str, image_dir: str, out: str, rows: int = 6, image_size: int = 0,
-                      seed: int = 0) -> str:
+def write_fec_preview(
+    *, csv_path: str, image_dir: str, out: str, rows: int = 6, image_size: int = 0, seed: int = 0
+) -> str:
     """`rows` FEC training triplets: the three faces, each with its odd-one-out vote share; writes `out`."""
     from matplotlib.figure import Figure
+
     from trainers import fec_data
+
     if rows < 1:
         raise ValueError(f"`rows` ({rows}) must be positive")
     table = fec_data.read_fec_rows(csv_path, image_dir, subset=None)
-    pick = np.sort(np.random.default_rng(seed).choice(len(table), size=min(rows, len(table)), replace=False))
+    pick = np.sort(
+        np.random.default_rng(seed).choice(len(table), size=min(rows, len(table)), replace=False)
+    )
     size = image_size or 96
     faces, shares = fec_data.FECTriplets(table.take(pick), (size, size, 3)).arrays()
     fig = Figure(figsize=(4.2, 1.5 * len(pick) + 0.4), dpi=100)
@@ -187,10 +242,15 @@ def write_fec_preview(*, csv_path: str, image_dir: str, out: str, rows: int = 6,
         odd = int(np.argmax(shares[r])) if shares[r].max() > 0.5 else None
         for k, ax in enumerate(row):
             _show(ax, faces[r, k])
-            ax.set_xlabel(f"odd one: {shares[r, k]:.0%}" + (" (majority)" if k == odd else ""), fontsize=6,
-                          color="crimson" if k == odd else "black")
+            ax.set_xlabel(
+                f"odd one: {shares[r, k]:.0%}" + (" (majority)" if k == odd else ""),
+                fontsize=6,
+                color="crimson" if k == odd else "black",
+            )
         row[0].set_ylabel(f"line {table.lines[pick[r]]}", fontsize=6)
-    fig.suptitle("FEC triplets: share of annotators who picked each face as the odd one out", fontsize=7)
+    fig.suptitle(
+        "FEC triplets: share of annotators who picked each face as the odd one out", fontsize=7
+    )
     fig.tight_layout()
     fig.savefig(out, format="png")
     return out
@@ -201,18 +261,38 @@ def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flags.from_flags(PreviewConfig, flag_values=flag_values)
     from framework.data.datasets import DataError
+
     try:
         if config.fec_csv or config.fec_images:
             if not (config.fec_csv and config.fec_images):
                 raise ValueError("--fec_csv and --fec_images go together")
-            path = write_fec_preview(csv_path=config.fec_csv, image_dir=config.fec_images, out=config.out,
-                                     rows=config.rows, image_size=config.image_size, seed=config.seed)
+            path = write_fec_preview(
+                csv_path=config.fec_csv,
+                image_dir=config.fec_images,
+                out=config.out,
+                rows=config.rows,
+                image_size=config.image_size,
+                seed=config.seed,
+            )
         elif config.image_folder:
-            path = write_folder_preview(path=config.image_folder, augment_name=config.augment, out=config.out,
-                                        per_class=config.per_class, image_size=config.image_size, seed=config.seed)
+            path = write_folder_preview(
+                path=config.image_folder,
+                augment_name=config.augment,
+                out=config.out,
+                per_class=config.per_class,
+                image_size=config.image_size,
+                seed=config.seed,
+            )
         else:
-            path = write_preview(dataset=config.dataset, augment_name=config.augment, out=config.out,
-                                 data_dir=config.data_dir, seed=config.seed, rows=config.rows, cols=config.cols)
+            path = write_preview(
+                dataset=config.dataset,
+                augment_name=config.augment,
+                out=config.out,
+                data_dir=config.data_dir,
+                seed=config.seed,
+                rows=config.rows,
+                cols=config.cols,
+            )
     except (DataError, ValueError) as err:  # a bad folder, CSV or option: one line, exit 2
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)

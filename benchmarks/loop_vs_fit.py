@@ -7,6 +7,7 @@ and compiles). Ours runs through the trainers' own code path (`run_experiment`, 
 `fit` runs with default settings and with its best settings (the fastest of steps_per_execution x
 jit_compile). Writes DIR/report.json, report.md and a bar plot.
 """
+
 import os
 import time
 
@@ -37,11 +38,15 @@ FLAGS = flags.FLAGS
 def ours(model_name, widths, dataset, examples, batch):
     """Steps/s of the trainers' code path over epoch 2 (loop times only, host syncs included)."""
     loops = []
-    exp = ExperimentConfig(dataset=dataset, model=model_name, widths=widths, optimizer="adam",
-                           train_examples=examples)
-    config = TrainConfig(global_batch_size=batch, epochs=2, learning_rate=1e-3, export=False,
-                         steps_per_loop=1000)
-    run_experiment(exp, config, hooks=[lambda info: loops.append((info.epoch, info.steps, info.seconds))])
+    exp = ExperimentConfig(
+        dataset=dataset, model=model_name, widths=widths, optimizer="adam", train_examples=examples
+    )
+    config = TrainConfig(
+        global_batch_size=batch, epochs=2, learning_rate=1e-3, export=False, steps_per_loop=1000
+    )
+    run_experiment(
+        exp, config, hooks=[lambda info: loops.append((info.epoch, info.steps, info.seconds))]
+    )
     timed = [(s, t) for epoch, s, t in loops if epoch == 2]
     return sum(s for s, _ in timed) / sum(t for _, t in timed)
 
@@ -56,11 +61,15 @@ class _EpochTimer(keras.callbacks.Callback):
 
 def fit(model_name, widths, x, y, batch, num_classes, **compile_options):
     """Steps/s of `model.fit` over epoch 2, with the given compile options."""
-    model = build_model(model_name, input_shape=x.shape[1:], num_classes=num_classes,
-                        widths=widths or None, seed=0)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"],
-                  **compile_options)
+    model = build_model(
+        model_name, input_shape=x.shape[1:], num_classes=num_classes, widths=widths or None, seed=0
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        **compile_options,
+    )
     timer = _EpochTimer()
     model.fit(x, y, batch_size=batch, epochs=2, verbose=0, callbacks=[timer], shuffle=True)
     return (len(x) // batch + (len(x) % batch > 0)) / timer.seconds
@@ -69,14 +78,20 @@ def fit(model_name, widths, x, y, batch, num_classes, **compile_options):
 def main(_):
     dataset, widths, examples, batch = SETUPS[FLAGS.model]
     examples, batch = FLAGS.examples or examples, FLAGS.batch_size or batch
-    out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "loop_vs_fit", FLAGS.model)
-    data, ds = load_data(ExperimentConfig(dataset=dataset, model=FLAGS.model, train_examples=examples), 0)
+    out = FLAGS.out or os.path.join(
+        os.path.dirname(__file__), "reports", "loop_vs_fit", FLAGS.model
+    )
+    data, ds = load_data(
+        ExperimentConfig(dataset=dataset, model=FLAGS.model, train_examples=examples), 0
+    )
     x = data.train[0].astype(np.float32) / 255.0  # what fit users pass: float arrays in [0, 1]
     y = data.train[1]
-    fit_settings = {"fit default": {},
-                    "fit spe=100": dict(steps_per_execution=100, jit_compile=False),
-                    "fit spe=100 jit": dict(steps_per_execution=100, jit_compile=True),
-                    "fit spe=1000": dict(steps_per_execution=1000, jit_compile=False)}
+    fit_settings = {
+        "fit default": {},
+        "fit spe=100": dict(steps_per_execution=100, jit_compile=False),
+        "fit spe=100 jit": dict(steps_per_execution=100, jit_compile=True),
+        "fit spe=1000": dict(steps_per_execution=1000, jit_compile=False),
+    }
     runs = {"ours": [], **{name: [] for name in fit_settings}}
     for repeat in range(FLAGS.repeats):  # alternate contenders so drift on a noisy machine hits all
         runs["ours"].append(ours(FLAGS.model, widths, dataset, examples, batch))
@@ -86,30 +101,63 @@ def main(_):
     stats = {name: mean_std(values) for name, values in runs.items()}
     best_fit = max((n for n in fit_settings if n != "fit default"), key=lambda n: stats[n][0])
     summary = {
-        "model": FLAGS.model, "batch_size": batch, "examples_per_epoch": len(x),
+        "model": FLAGS.model,
+        "batch_size": batch,
+        "examples_per_epoch": len(x),
         "ours_steps_per_sec": stats["ours"][0],
         "fit_default_steps_per_sec": stats["fit default"][0],
-        "fit_best_steps_per_sec": stats[best_fit][0], "fit_best_setting": best_fit,
+        "fit_best_steps_per_sec": stats[best_fit][0],
+        "fit_best_setting": best_fit,
         "speedup_vs_fit_default": stats["ours"][0] / stats["fit default"][0],
         "speedup_vs_fit_best": stats["ours"][0] / stats[best_fit][0],
     }
-    rows = [{"contender": name, "steps/s mean": m, "steps/s std": s, "runs": len(runs[name]),
-             "vs ours": stats["ours"][0] / m} for name, (m, s) in stats.items()]
+    rows = [
+        {
+            "contender": name,
+            "steps/s mean": m,
+            "steps/s std": s,
+            "runs": len(runs[name]),
+            "vs ours": stats["ours"][0] / m,
+        }
+        for name, (m, s) in stats.items()
+    ]
     names = list(stats)
-    write_report(out, title=f"Our loop vs Keras fit: {FLAGS.model}, batch {batch}", summary=summary, rows=rows,
-                 columns=["contender", "steps/s mean", "steps/s std", "runs", "vs ours"],
-                 setup={**machine_setup(), "dataset": dataset, "widths": widths,
-                        "command": " ".join(["python -m benchmarks.loop_vs_fit", f"--model={FLAGS.model}"] + [
-                            f"--{name}={FLAGS[name].value}" for name in ("examples", "batch_size", "repeats")
-                            if FLAGS[name].present]),
-                        "timing": "second of two epochs; ours: train-loop time (eval/checkpoints excluded)"},
-                 plots={"throughput.png": bar_plot(names, [stats[n][0] for n in names],
-                                                   errors=[stats[n][1] for n in names], ylabel="steps/s",
-                                                   title=f"{FLAGS.model}: steps per second")})
-    print(f"{FLAGS.model}: ours {summary['ours_steps_per_sec']:.0f} steps/s | fit default "
-          f"{summary['fit_default_steps_per_sec']:.0f} | fit best ({best_fit}) {summary['fit_best_steps_per_sec']:.0f}"
-          f" | speedup vs default {summary['speedup_vs_fit_default']:.2f}x, vs best "
-          f"{summary['speedup_vs_fit_best']:.2f}x | report: {out}")
+    write_report(
+        out,
+        title=f"Our loop vs Keras fit: {FLAGS.model}, batch {batch}",
+        summary=summary,
+        rows=rows,
+        columns=["contender", "steps/s mean", "steps/s std", "runs", "vs ours"],
+        setup={
+            **machine_setup(),
+            "dataset": dataset,
+            "widths": widths,
+            "command": " ".join(
+                ["python -m benchmarks.loop_vs_fit", f"--model={FLAGS.model}"]
+                + [
+                    f"--{name}={FLAGS[name].value}"
+                    for name in ("examples", "batch_size", "repeats")
+                    if FLAGS[name].present
+                ]
+            ),
+            "timing": "second of two epochs; ours: train-loop time (eval/checkpoints excluded)",
+        },
+        plots={
+            "throughput.png": bar_plot(
+                names,
+                [stats[n][0] for n in names],
+                errors=[stats[n][1] for n in names],
+                ylabel="steps/s",
+                title=f"{FLAGS.model}: steps per second",
+            )
+        },
+    )
+    print(
+        f"{FLAGS.model}: ours {summary['ours_steps_per_sec']:.0f} steps/s | fit default "
+        f"{summary['fit_default_steps_per_sec']:.0f} | fit best ({best_fit}) {summary['fit_best_steps_per_sec']:.0f}"
+        f" | speedup vs default {summary['speedup_vs_fit_default']:.2f}x, vs best "
+        f"{summary['speedup_vs_fit_best']:.2f}x | report: {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Fashion-MNIST by MNIST (the same command with trainers.fashion_mnist), the beans
 image folder written from CIFAR-10, the FEC faces by MNIST triplets. `--smoke` runs each on a few hundred
 examples (the test's mode: every command still parses, trains and writes its figure).
 """
+
 import json
 import os
 import shlex
@@ -24,10 +25,18 @@ from absl import app, flags
 from benchmarks.report import ROOT, machine_setup, write_report
 
 flags.DEFINE_string("out", "", "Report folder (default benchmarks/reports/notebook_experiments).")
-flags.DEFINE_string("work_dir", "", "Where the runs go (default runs/notebook_experiments, or OUT/runs with --smoke; "
-                    "kept, so each can be inspected).")
+flags.DEFINE_string(
+    "work_dir",
+    "",
+    "Where the runs go (default runs/notebook_experiments, or OUT/runs with --smoke; "
+    "kept, so each can be inspected).",
+)
 flags.DEFINE_list("only", [], "Run only these experiments (names in the table).")
-flags.DEFINE_bool("smoke", False, "A few hundred examples and one epoch each: checks the commands, not the figures.")
+flags.DEFINE_bool(
+    "smoke",
+    False,
+    "A few hundred examples and one epoch each: checks the commands, not the figures.",
+)
 FLAGS = flags.FLAGS
 
 MODEL_WITH_AUGMENT_LAYER = '''\
@@ -45,65 +54,147 @@ def build(input_shape, num_classes):
 
 # The cifar trainer's defaults are airbench's recipe (SGD, label smoothing, TTA, bf16, a time budget); the
 # notebooks' Keras CNNs train with none of it, so their commands say so.
-PLAIN_KERAS = ("--optimizer=adam --learning_rate=1e-3 --lr_schedule=constant --label_smoothing=0 --weight_decay=0 "
-               "--notta --mixed_precision=none --global_batch_size=64 --augment=none --train_minutes=0")
+PLAIN_KERAS = (
+    "--optimizer=adam --learning_rate=1e-3 --lr_schedule=constant --label_smoothing=0 --weight_decay=0 "
+    "--notta --mixed_precision=none --global_batch_size=64 --augment=none --train_minutes=0"
+)
 # name -> (the notebook and what it measures, module, flags, the result.json (or repeats.json) keys to
 # report); {work} is the work folder, {plain} PLAIN_KERAS.
 EXPERIMENTS = [
-    ("mlp", "MNIST intro: an MLP, 1 hidden layer of 128", "trainers.mnist",
-     "--model=mlp --widths=128 --epochs=5", ["test_accuracy"]),
-    ("linear", "gradient descent: a linear model (no hidden layer), plain SGD", "trainers.mnist",
-     "--model=mlp --widths=0 --optimizer=sgd --learning_rate=0.5 --epochs=5", ["test_accuracy"]),
-    ("cnn", "MNIST CNN: two convs, same padding, pool after each, no hidden dense layer", "trainers.mnist",
-     "--model=cnn --widths=32,64 --dense_widths=0 --padding=same --pool=every --epochs=3", ["test_accuracy"]),
-    ("variants", "one factor at a time: more layers, a sigmoid inside (2 repeats each)", "trainers.mnist",
-     "--model=mlp --widths=64,64 --epochs=3 --repeats=2 "
-     "--variants='baseline:;more_layers:widths=64,64,64,64;sigmoid_inside:activation=relu,sigmoid'",
-     ["variants"]),
-    ("flipped_digits", "train upright, test on upside-down digits", "trainers.mnist",
-     "--model=cnn --epochs=3 --eval_transforms=flip_ud --plot", ["test_accuracy", "test_flip_ud_accuracy"]),
-    ("stop_at_loss", "Fashion-MNIST's stop-at-loss callback (MNIST here: no Fashion-MNIST offline)",
-     "trainers.mnist", "--model=mlp --widths=128 --epochs=20 --target='loss<=0.05'",
-     ["stop_reason", "train_steps", "test_accuracy"]),
-    ("binary", "3 vs 5: one sigmoid logit, binary cross-entropy", "trainers.mnist",
-     "--task=binary --classes=3,5 --model=mlp --widths=64 --epochs=3", ["test_accuracy"]),
-    ("regression", "the digit's value by regression, MAE", "trainers.mnist",
-     "--task=regression --loss=mae --model=mlp --widths=128 --epochs=3", ["test_mae"]),
-    ("test_halves", "two evaluation splits (the test set's halves), and before training", "trainers.mnist",
-     "--model=mlp --widths=128 --epochs=3 --eval_splits=test_a,test_b --eval_at_start --plot",
-     ["test_a_accuracy", "test_b_accuracy"]),
-    ("repeats", "repeated runs and their ensembles (5 seeds)", "trainers.mnist",
-     "--model=mlp --widths=64 --epochs=2 --repeats=5", ["test_accuracy_mean", "test_accuracy_std",
-                                                          "ensemble_logits_accuracy"]),
-    ("image_data_generator", "ImageDataGenerator / albumentations: shift-scale-rotate p=0.7, shear, brightness",
-     "trainers.mnist", "--model=cnn --epochs=3 "
-     "--augment='affine:max_degrees=10,prob=0.7,shear:max_degrees=20,brightness_scale:factors=(0.8,1.2)'",
-     ["test_accuracy"]),
-    ("augment_in_model", "augmentation as layers inside the model (crop to 24, shear)", "trainers.mnist",
-     "--model={work}/augmented_model.py:build --epochs=3", ["test_accuracy"]),
-    ("batchnorm_dropout", "CIFAR-10 CNN with BatchNorm and Dropout, against the plain CNN (10,000 images)",
-     "trainers.cifar", "--model=cnn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
-     "--train_examples=10000 --epochs=5 {plain} "
-     "--variants='plain:;batchnorm:model=cnn_bn;batchnorm_dropout:model=cnn_bn dropout=0.3'", ["variants"]),
-    ("transfer_stage1", "transfer learning, stage 0: a backbone trained on CIFAR-10", "trainers.cifar",
-     "--model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every --epochs=3 {plain}",
-     ["test_accuracy"]),
-    ("transfer_head", "stage 1: the frozen backbone, a new head, on a 3-class image folder (beans stand-in)",
-     "trainers.cifar", "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_stage1 "
-     "--freeze_backbone --model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
-     "--epochs=5 {plain}", ["test_accuracy"]),
-    ("transfer_finetune", "stage 2: unfreeze everything, fine-tune at a 10x lower LR", "trainers.cifar",
-     "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_head --model=cnn_bn "
-     "--widths=32,64,128 --dense_widths=128 --padding=same --pool=every --epochs=5 {plain} --learning_rate=1e-4",
-     ["test_accuracy"]),
-    ("triplet", "the vote-weighted triplet loss with AdaBound and dropout (MNIST triplets: no FEC offline)",
-     "trainers.triplet", "--dataset=mnist --optimizer=adabound --dropout=0.2 --steps_per_epoch=200 --epochs=3 "
-     "--plot", ["test_triplet_accuracy"]),
+    (
+        "mlp",
+        "MNIST intro: an MLP, 1 hidden layer of 128",
+        "trainers.mnist",
+        "--model=mlp --widths=128 --epochs=5",
+        ["test_accuracy"],
+    ),
+    (
+        "linear",
+        "gradient descent: a linear model (no hidden layer), plain SGD",
+        "trainers.mnist",
+        "--model=mlp --widths=0 --optimizer=sgd --learning_rate=0.5 --epochs=5",
+        ["test_accuracy"],
+    ),
+    (
+        "cnn",
+        "MNIST CNN: two convs, same padding, pool after each, no hidden dense layer",
+        "trainers.mnist",
+        "--model=cnn --widths=32,64 --dense_widths=0 --padding=same --pool=every --epochs=3",
+        ["test_accuracy"],
+    ),
+    (
+        "variants",
+        "one factor at a time: more layers, a sigmoid inside (2 repeats each)",
+        "trainers.mnist",
+        "--model=mlp --widths=64,64 --epochs=3 --repeats=2 "
+        "--variants='baseline:;more_layers:widths=64,64,64,64;sigmoid_inside:activation=relu,sigmoid'",
+        ["variants"],
+    ),
+    (
+        "flipped_digits",
+        "train upright, test on upside-down digits",
+        "trainers.mnist",
+        "--model=cnn --epochs=3 --eval_transforms=flip_ud --plot",
+        ["test_accuracy", "test_flip_ud_accuracy"],
+    ),
+    (
+        "stop_at_loss",
+        "Fashion-MNIST's stop-at-loss callback (MNIST here: no Fashion-MNIST offline)",
+        "trainers.mnist",
+        "--model=mlp --widths=128 --epochs=20 --target='loss<=0.05'",
+        ["stop_reason", "train_steps", "test_accuracy"],
+    ),
+    (
+        "binary",
+        "3 vs 5: one sigmoid logit, binary cross-entropy",
+        "trainers.mnist",
+        "--task=binary --classes=3,5 --model=mlp --widths=64 --epochs=3",
+        ["test_accuracy"],
+    ),
+    (
+        "regression",
+        "the digit's value by regression, MAE",
+        "trainers.mnist",
+        "--task=regression --loss=mae --model=mlp --widths=128 --epochs=3",
+        ["test_mae"],
+    ),
+    (
+        "test_halves",
+        "two evaluation splits (the test set's halves), and before training",
+        "trainers.mnist",
+        "--model=mlp --widths=128 --epochs=3 --eval_splits=test_a,test_b --eval_at_start --plot",
+        ["test_a_accuracy", "test_b_accuracy"],
+    ),
+    (
+        "repeats",
+        "repeated runs and their ensembles (5 seeds)",
+        "trainers.mnist",
+        "--model=mlp --widths=64 --epochs=2 --repeats=5",
+        ["test_accuracy_mean", "test_accuracy_std", "ensemble_logits_accuracy"],
+    ),
+    (
+        "image_data_generator",
+        "ImageDataGenerator / albumentations: shift-scale-rotate p=0.7, shear, brightness",
+        "trainers.mnist",
+        "--model=cnn --epochs=3 "
+        "--augment='affine:max_degrees=10,prob=0.7,shear:max_degrees=20,brightness_scale:factors=(0.8,1.2)'",
+        ["test_accuracy"],
+    ),
+    (
+        "augment_in_model",
+        "augmentation as layers inside the model (crop to 24, shear)",
+        "trainers.mnist",
+        "--model={work}/augmented_model.py:build --epochs=3",
+        ["test_accuracy"],
+    ),
+    (
+        "batchnorm_dropout",
+        "CIFAR-10 CNN with BatchNorm and Dropout, against the plain CNN (10,000 images)",
+        "trainers.cifar",
+        "--model=cnn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
+        "--train_examples=10000 --epochs=5 {plain} "
+        "--variants='plain:;batchnorm:model=cnn_bn;batchnorm_dropout:model=cnn_bn dropout=0.3'",
+        ["variants"],
+    ),
+    (
+        "transfer_stage1",
+        "transfer learning, stage 0: a backbone trained on CIFAR-10",
+        "trainers.cifar",
+        "--model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every --epochs=3 {plain}",
+        ["test_accuracy"],
+    ),
+    (
+        "transfer_head",
+        "stage 1: the frozen backbone, a new head, on a 3-class image folder (beans stand-in)",
+        "trainers.cifar",
+        "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_stage1 "
+        "--freeze_backbone --model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
+        "--epochs=5 {plain}",
+        ["test_accuracy"],
+    ),
+    (
+        "transfer_finetune",
+        "stage 2: unfreeze everything, fine-tune at a 10x lower LR",
+        "trainers.cifar",
+        "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_head --model=cnn_bn "
+        "--widths=32,64,128 --dense_widths=128 --padding=same --pool=every --epochs=5 {plain} --learning_rate=1e-4",
+        ["test_accuracy"],
+    ),
+    (
+        "triplet",
+        "the vote-weighted triplet loss with AdaBound and dropout (MNIST triplets: no FEC offline)",
+        "trainers.triplet",
+        "--dataset=mnist --optimizer=adabound --dropout=0.2 --steps_per_epoch=200 --epochs=3 "
+        "--plot",
+        ["test_triplet_accuracy"],
+    ),
 ]
-SMOKE = {"trainers.mnist": "--train_examples=512 --test_examples=256 --epochs=1",
-         "trainers.cifar": "--train_examples=512 --test_examples=256 --epochs=1",
-         "image_folder": "--epochs=1",
-         "trainers.triplet": "--num_train=512 --num_test=256 --steps_per_epoch=4 --epochs=1"}
+SMOKE = {
+    "trainers.mnist": "--train_examples=512 --test_examples=256 --epochs=1",
+    "trainers.cifar": "--train_examples=512 --test_examples=256 --epochs=1",
+    "image_folder": "--epochs=1",
+    "trainers.triplet": "--num_train=512 --num_test=256 --steps_per_epoch=4 --epochs=1",
+}
 
 
 def write_inputs(work: str, smoke: bool) -> None:
@@ -116,14 +207,23 @@ def write_inputs(work: str, smoke: bool) -> None:
     if os.path.isdir(folder):
         return
     import tensorflow as tf
+
     from framework.data import datasets
+
     ds = datasets.load("cifar10")
     per_class = {"train": 60 if smoke else 600, "test": 20 if smoke else 200}
-    for split, (images, labels) in (("train", (ds.x_train, ds.y_train)), ("test", (ds.x_test, ds.y_test))):
+    for split, (images, labels) in (
+        ("train", (ds.x_train, ds.y_train)),
+        ("test", (ds.x_test, ds.y_test)),
+    ):
         for name, label in (("airplane", 0), ("cat", 3), ("ship", 8)):
             os.makedirs(os.path.join(folder, split, name), exist_ok=True)
-            for i, image in enumerate(images[np.asarray(labels).reshape(-1) == label][:per_class[split]]):
-                tf.io.write_file(os.path.join(folder, split, name, f"{i}.png"), tf.io.encode_png(image))
+            for i, image in enumerate(
+                images[np.asarray(labels).reshape(-1) == label][: per_class[split]]
+            ):
+                tf.io.write_file(
+                    os.path.join(folder, split, name, f"{i}.png"), tf.io.encode_png(image)
+                )
 
 
 def figure(result: dict, keys) -> str:
@@ -141,8 +241,14 @@ def figure(result: dict, keys) -> str:
 
 def read_result(run_dir: str) -> dict:
     """result.json of a run; for --variants, each variant's mean test accuracy (from its summary or runs)."""
-    path = next((os.path.join(run_dir, f) for f in ("result.json", "repeats.json")
-                 if os.path.exists(os.path.join(run_dir, f))), "")
+    path = next(
+        (
+            os.path.join(run_dir, f)
+            for f in ("result.json", "repeats.json")
+            if os.path.exists(os.path.join(run_dir, f))
+        ),
+        "",
+    )
     if path:
         with open(path) as f:
             result = json.load(f)
@@ -151,8 +257,14 @@ def read_result(run_dir: str) -> dict:
     variants = {}
     for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else ():
         sub = os.path.join(run_dir, name)
-        summary = next((os.path.join(sub, f) for f in ("repeats.json", "result.json")
-                        if os.path.exists(os.path.join(sub, f))), None)
+        summary = next(
+            (
+                os.path.join(sub, f)
+                for f in ("repeats.json", "result.json")
+                if os.path.exists(os.path.join(sub, f))
+            ),
+            None,
+        )
         if os.path.isdir(sub) and summary and not path:
             with open(summary) as f:
                 found = json.load(f)
@@ -167,8 +279,11 @@ def read_result(run_dir: str) -> dict:
 def main(argv):
     del argv
     out = FLAGS.out or os.path.join(ROOT, "benchmarks", "reports", "notebook_experiments")
-    work = FLAGS.work_dir or (os.path.join(out, "runs") if FLAGS.smoke else
-                              os.path.join(ROOT, "runs", "notebook_experiments"))
+    work = FLAGS.work_dir or (
+        os.path.join(out, "runs")
+        if FLAGS.smoke
+        else os.path.join(ROOT, "runs", "notebook_experiments")
+    )
     write_inputs(work, FLAGS.smoke)
     rows, failed = [], []
     chosen = [e for e in EXPERIMENTS if not FLAGS.only or e[0] in FLAGS.only]
@@ -179,29 +294,55 @@ def main(argv):
             args += " " + SMOKE["image_folder" if "image_folder" in args else module]
         command = f"python -m {module} {args} --model_dir={run_dir}"
         start = time.time()
-        proc = subprocess.run([sys.executable, "-m", module, *shlex.split(args), f"--model_dir={run_dir}",
-                               "--fresh_start"], cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": ROOT})
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                module,
+                *shlex.split(args),
+                f"--model_dir={run_dir}",
+                "--fresh_start",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
         seconds = time.time() - start
         if proc.returncode:
             failed.append(name)
             print(f"{name}: exit {proc.returncode}\n{proc.stderr[-2000:]}", file=sys.stderr)
         result = read_result(run_dir)
-        rows.append({"experiment": name, "notebook": notebook, "command": f"`{command}`",
-                     "figure": figure(result, keys) if not proc.returncode else f"exit {proc.returncode}",
-                     "wall s": round(seconds)})
+        rows.append(
+            {
+                "experiment": name,
+                "notebook": notebook,
+                "command": f"`{command}`",
+                "figure": figure(result, keys)
+                if not proc.returncode
+                else f"exit {proc.returncode}",
+                "wall s": round(seconds),
+            }
+        )
         print(f"{name}: {rows[-1]['figure']} ({seconds:.0f} s)", flush=True)
-    notes = ("Each command as a user types it, run one after the other in fresh processes. The notebooks' own "
-             "figures are not in this checkout (issue 17 describes the experiments, not their numbers), so "
-             "there is no column for them. Stand-ins: MNIST for Fashion-MNIST (`trainers.fashion_mnist` takes "
-             "the same flags, with internet), a 3-class CIFAR-10 image folder for beans (no ImageNet "
-             "weights offline: stage 0 is our own CIFAR backbone), MNIST triplets for FEC (`--dataset=fec "
-             "--fec_csv=F --fec_images=DIR` with the faces)." + (" SMOKE RUN: a few hundred examples, figures "
-                                                                  "meaningless." if FLAGS.smoke else ""))
-    write_report(out, title="The course notebooks' experiments, one command each",
-                 summary={"experiments": len(rows), "failed": failed}, rows=rows,
-                 columns=["experiment", "notebook", "command", "figure", "wall s"], setup=machine_setup(),
-                 notes=notes)
+    notes = (
+        "Each command as a user types it, run one after the other in fresh processes. The notebooks' own "
+        "figures are not in this checkout (issue 17 describes the experiments, not their numbers), so "
+        "there is no column for them. Stand-ins: MNIST for Fashion-MNIST (`trainers.fashion_mnist` takes "
+        "the same flags, with internet), a 3-class CIFAR-10 image folder for beans (no ImageNet "
+        "weights offline: stage 0 is our own CIFAR backbone), MNIST triplets for FEC (`--dataset=fec "
+        "--fec_csv=F --fec_images=DIR` with the faces)."
+        + (" SMOKE RUN: a few hundred examples, figures meaningless." if FLAGS.smoke else "")
+    )
+    write_report(
+        out,
+        title="The course notebooks' experiments, one command each",
+        summary={"experiments": len(rows), "failed": failed},
+        rows=rows,
+        columns=["experiment", "notebook", "command", "figure", "wall s"],
+        setup=machine_setup(),
+        notes=notes,
+    )
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")
 

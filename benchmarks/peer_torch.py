@@ -13,6 +13,7 @@ category (the same categories as benchmarks/step_profile.py) and per op ("ops").
 The TensorFlow side (benchmarks.vs_peer, benchmarks.step_profile) imports this module for `find_python`
 and `run_peer` only: torch is imported in the peer's process alone.
 """
+
 import argparse
 import json
 import os
@@ -28,7 +29,9 @@ PEERS_DIR = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 PEER_SCRIPT = os.path.join(PEERS_DIR, "airbench_torch_cpu.py")
 PEER_DATA = os.path.join(os.path.dirname(ROOT), "shared", "datasets", "cifar10_jpeg.npz")
 DEFAULT_VENV = os.path.join(ROOT, ".venv-peer")
-HOW_TO_CREATE = "python3.11 -m venv .venv-peer && .venv-peer/bin/pip install torch==2.13.0 numpy pillow"
+HOW_TO_CREATE = (
+    "python3.11 -m venv .venv-peer && .venv-peer/bin/pip install torch==2.13.0 numpy pillow"
+)
 
 
 def find_python(given: str = "") -> str | None:
@@ -40,26 +43,57 @@ def find_python(given: str = "") -> str | None:
 def skip_line(given: str = "") -> str:
     """The one line said when the peer's python is not there."""
     tried = given or os.environ.get("PEER_PYTHON") or os.path.join(DEFAULT_VENV, "bin", "python")
-    return (f"PyTorch peer skipped: no python at {tried}. Create the peer venv in the repository with "
-            f"`{HOW_TO_CREATE}` (../shared/peers/README.md), or give --peer_python=PATH or $PEER_PYTHON.")
+    return (
+        f"PyTorch peer skipped: no python at {tried}. Create the peer venv in the repository with "
+        f"`{HOW_TO_CREATE}` (../shared/peers/README.md), or give --peer_python=PATH or $PEER_PYTHON."
+    )
 
 
-def run_peer(python: str, *, widths, batch: int, bf16: bool, lookahead: bool, steps: int, warmup: int = 5,
-             profile: bool = False, epochs: float = 10.0, data: str = PEER_DATA) -> dict:
+def run_peer(
+    python: str,
+    *,
+    widths,
+    batch: int,
+    bf16: bool,
+    lookahead: bool,
+    steps: int,
+    warmup: int = 5,
+    profile: bool = False,
+    epochs: float = 10.0,
+    data: str = PEER_DATA,
+) -> dict:
     """The peer script on `widths` / `batch`, `warmup` + `steps` steps of its real loop (the LR schedule of
     `epochs`), in the peer's venv: this module's out.json. Raises RuntimeError with the output's tail."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "peer.json")
-        args = [python, os.path.abspath(__file__), f"--out={out}", f"--steps={steps}", f"--warmup={warmup}",
-                *(["--profile"] if profile else []), "--", PEER_SCRIPT, data,
-                f"--widths={','.join(map(str, widths))}", f"--batch={batch}", f"--epochs={epochs}",
-                f"--bf16={int(bf16)}", f"--lookahead={int(lookahead)}"]
+        args = [
+            python,
+            os.path.abspath(__file__),
+            f"--out={out}",
+            f"--steps={steps}",
+            f"--warmup={warmup}",
+            *(["--profile"] if profile else []),
+            "--",
+            PEER_SCRIPT,
+            data,
+            f"--widths={','.join(map(str, widths))}",
+            f"--batch={batch}",
+            f"--epochs={epochs}",
+            f"--bf16={int(bf16)}",
+            f"--lookahead={int(lookahead)}",
+        ]
         proc = subprocess.run(args, capture_output=True, text=True)
         if proc.returncode or not os.path.exists(out):
-            raise RuntimeError(f"the peer failed (exit {proc.returncode}): {' '.join(args)}\n"
-                               f"{(proc.stdout + proc.stderr)[-2000:]}")
+            raise RuntimeError(
+                f"the peer failed (exit {proc.returncode}): {' '.join(args)}\n"
+                f"{(proc.stdout + proc.stderr)[-2000:]}"
+            )
         with open(out) as f:
-            return {**json.load(f), "command": " ".join([python, "benchmarks/peer_torch.py", *args[3:]])}
+            return {
+                **json.load(f),
+                "command": " ".join([python, "benchmarks/peer_torch.py", *args[3:]]),
+            }
+
 
 # (category, pattern on the aten op name); first match wins. PyTorch computes a convolution's input and
 # filter gradients in one op (aten::convolution_backward), so its backward is not split.
@@ -107,6 +141,7 @@ def profile_summary(prof) -> dict:
 def main():
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=50, help="timed (and profiled) steps")
@@ -118,9 +153,20 @@ def main():
         parser.error("--warmup and --steps must be >= 1")
     script = args.script[1:] if args.script[:1] == ["--"] else args.script
     batch = int(next((a.split("=", 1)[1] for a in script if a.startswith("--batch=")), 256))
-    stamps, result = [], {"steps": args.steps, "batch": batch, "torch": torch.__version__,
-                          "threads": torch.get_num_threads()}
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if args.profile else None
+    stamps, result = (
+        [],
+        {
+            "steps": args.steps,
+            "batch": batch,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+    )
+    prof = (
+        torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+        if args.profile
+        else None
+    )
 
     def after_step(optimizer, *_):
         stamps.append(time.perf_counter())  # CPU tensors: the step is done when step() returns
@@ -135,8 +181,10 @@ def main():
     sys.argv = script
     try:
         runpy.run_path(script[0], run_name="__main__")
-        raise SystemExit(f"peer_torch: the script ended after {len(stamps)} steps, before warmup + steps "
-                         f"({args.warmup + args.steps}): give it more --epochs")
+        raise SystemExit(
+            f"peer_torch: the script ended after {len(stamps)} steps, before warmup + steps "
+            f"({args.warmup + args.steps}): give it more --epochs"
+        )
     except _Done:
         pass
     seconds = stamps[-1] - stamps[args.warmup - 1]
@@ -145,7 +193,10 @@ def main():
         result.update(profile_summary(prof))
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
-    print(f"peer_torch: {result['examples_per_sec']:.0f} ex/s over {args.steps} steps of batch {batch}", flush=True)
+    print(
+        f"peer_torch: {result['examples_per_sec']:.0f} ex/s over {args.steps} steps of batch {batch}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Every report says what made it (`provenance()`): the commit, "dirty" when the wo
 changes outside benchmarks/reports/ (a figure from uncommitted code cannot be reproduced from the
 commit alone), the CPU model and the date. `python -m benchmarks.regenerate` remakes them all.
 """
+
 import datetime
 import os
 import platform
@@ -18,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def provenance() -> dict:
     """{"commit", "dirty", "cpu", "date"} of this run; "unknown" where git or lscpu are missing."""
+
     def run(*args):
         try:
             proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=30)
@@ -28,9 +30,12 @@ def provenance() -> dict:
     commit = (run("git", "rev-parse", "--short", "HEAD") or "unknown").strip()
     # Reports written earlier in the same `make benchmarks` are not changes to the code measured.
     status = run("git", "status", "--porcelain", "--", ".", ":(exclude)benchmarks/reports")
-    return {"commit": commit, "dirty": bool(status.strip()) if status is not None else "unknown",
-            "cpu": _cpu_model(run("lscpu")), "date": datetime.datetime.now(datetime.timezone.utc)
-            .strftime("%Y-%m-%d %H:%M UTC")}
+    return {
+        "commit": commit,
+        "dirty": bool(status.strip()) if status is not None else "unknown",
+        "cpu": _cpu_model(run("lscpu")),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def provenance_line(stamp: dict) -> str:
@@ -43,13 +48,27 @@ def _cpu_model(lscpu: str | None) -> str:
     of machine here: an AVX2-only one and one with AVX512_BF16)."""
     name = platform.processor() or "unknown"
     for text, key in ((lscpu, "Model name:"), (_read("/proc/cpuinfo"), "model name")):
-        found = [line.split(":", 1)[1].strip() for line in (text or "").splitlines() if line.strip().startswith(key)]
+        found = [
+            line.split(":", 1)[1].strip()
+            for line in (text or "").splitlines()
+            if line.strip().startswith(key)
+        ]
         if found:
             name = found[0]
             break
     flags = set((_read("/proc/cpuinfo") or "").split())
-    isa = next((label for flag, label in (("amx_bf16", "AMX + AVX512_BF16"), ("avx512_bf16", "AVX512_BF16, no AMX"),
-                                          ("avx2", "AVX2, no bf16")) if flag in flags), None)
+    isa = next(
+        (
+            label
+            for flag, label in (
+                ("amx_bf16", "AMX + AVX512_BF16"),
+                ("avx512_bf16", "AVX512_BF16, no AMX"),
+                ("avx2", "AVX2, no bf16"),
+            )
+            if flag in flags
+        ),
+        None,
+    )
     return f"{name} ({isa})" if isa else name
 
 
@@ -64,17 +83,27 @@ def _read(path):
 def machine_setup() -> dict:
     import keras
     import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     gpu_names = []
     if gpus:
         try:
-            gpu_names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                       capture_output=True, text=True, timeout=10).stdout.split("\n")
+            gpu_names = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.split("\n")
         except OSError:
             gpu_names = [g.name for g in gpus]
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "cpu_cores": os.cpu_count(), "machine": platform.machine(),
-            "gpus": [g for g in gpu_names if g] or "none"}
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cpu_cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "gpus": [g for g in gpu_names if g] or "none",
+    }
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -82,13 +111,24 @@ def mean_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) if len(values) > 1 else 0.0)
 
 
-def write_report(out_dir: str, *, title: str, summary: dict, rows: list[dict], columns: list[str],
-                 setup: dict, notes: str = "", plots: dict | None = None) -> None:
+def write_report(
+    out_dir: str,
+    *,
+    title: str,
+    summary: dict,
+    rows: list[dict],
+    columns: list[str],
+    setup: dict,
+    notes: str = "",
+    plots: dict | None = None,
+) -> None:
     """`rows` become the table; `summary` the headline figures; both go to report.json too."""
     os.makedirs(out_dir, exist_ok=True)
     stamp = provenance()
-    write_json(os.path.join(out_dir, "report.json"), {**summary, "rows": rows, "setup": setup,
-                                                      "provenance": stamp})
+    write_json(
+        os.path.join(out_dir, "report.json"),
+        {**summary, "rows": rows, "setup": setup, "provenance": stamp},
+    )
     lines = [f"# {title}", "", provenance_line(stamp), ""]
     if notes:
         lines += [notes, ""]
@@ -108,8 +148,10 @@ def write_report(out_dir: str, *, title: str, summary: dict, rows: list[dict], c
 def bar_plot(labels, values, *, ylabel, title, errors=None):
     def draw(path):
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(labels)), 3.5))
         ax.bar(labels, values, yerr=errors, color="tab:blue", capsize=4)
         ax.set_ylabel(ylabel)
@@ -118,15 +160,19 @@ def bar_plot(labels, values, *, ylabel, title, errors=None):
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
+
     return draw
 
 
 def grouped_bar_plot(labels, series: dict, *, ylabel, title):
     """Bars side by side per label, one colour per series ({name: values}; None draws no bar)."""
+
     def draw(path):
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(labels)), 3.8))
         width = 0.8 / max(1, len(series))
         for i, (name, values) in enumerate(series.items()):
@@ -140,6 +186,7 @@ def grouped_bar_plot(labels, series: dict, *, ylabel, title):
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
+
     return draw
 
 

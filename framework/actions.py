@@ -10,6 +10,7 @@ A returned string stops the run with that reason (after a checkpoint). `state` i
 every checkpoint under the action's `name`, and `load` restores it, so a resumed run makes the same
 decisions as one that never stopped. `finish(result)` adds the action's entries to result.json.
 """
+
 import contextlib
 import dataclasses
 import operator
@@ -29,10 +30,13 @@ from framework.strategies import agreed
 @dataclasses.dataclass
 class Row:
     """What after_eval sees: the history row, and where it stands in the run."""
+
     step: int
-    metrics: dict           # the row: train metrics (epoch means, bare names) and eval metrics (<split>_<name>)
+    metrics: (
+        dict  # the row: train metrics (epoch means, bare names) and eval metrics (<split>_<name>)
+    )
     elapsed_seconds: float  # wall time of the run so far, earlier sessions included
-    result: dict            # result.json's contents so far; an action may add its entries
+    result: dict  # result.json's contents so far; an action may add its entries
 
 
 class Action:
@@ -71,6 +75,7 @@ class Hooks(Action):
 
 class _Monitored(Action):
     """An action that decides on one metric's history: its Monitor is its checkpointed state."""
+
     monitor: Monitor
 
     @property
@@ -83,6 +88,7 @@ class _Monitored(Action):
 
 class BestCheckpoint(_Monitored):
     """Save a checkpoint whenever the monitored metric improves; result.json gets its step and value."""
+
     name = "best"
 
     def __init__(self, monitor: str, save: Callable[[int], object] | None):
@@ -97,9 +103,12 @@ class BestCheckpoint(_Monitored):
 
 class ReduceLROnPlateau(_Monitored):
     """Multiply the LR scale by `factor` after `patience` evaluations without improvement."""
+
     name = "plateau"
 
-    def __init__(self, monitor: str, *, patience: int, factor: float, min_lr: float, base_lr: float, lr_scale):
+    def __init__(
+        self, monitor: str, *, patience: int, factor: float, min_lr: float, base_lr: float, lr_scale
+    ):
         self.monitor = Monitor(monitor)
         self.patience, self.factor, self.base_lr = patience, factor, base_lr
         self.floor = min_lr / base_lr if base_lr > 0 else 0.0  # min_lr as a scale of the base LR
@@ -112,8 +121,13 @@ class ReduceLROnPlateau(_Monitored):
         scale = float(self.lr_scale.numpy())
         new = max(scale * self.factor, self.floor)
         if new != scale:
-            logging.info("reduce LR on plateau: %s did not improve for %d evaluations; LR scale %.4g -> %.4g",
-                         self.monitor.name, self.patience, scale, new)
+            logging.info(
+                "reduce LR on plateau: %s did not improve for %d evaluations; LR scale %.4g -> %.4g",
+                self.monitor.name,
+                self.patience,
+                scale,
+                new,
+            )
             self.lr_scale.assign(new)
         return None
 
@@ -143,8 +157,12 @@ class EarlyStopping(_Monitored):
     def after_eval(self, row: Row) -> str | None:
         if self.monitor.update(row.metrics) or self.monitor.wait < self.patience:
             return None
-        logging.info("early stopping: %s did not improve for %d evaluations (best %.4f)",
-                     self.monitor.name, self.monitor.wait, self.monitor.best)
+        logging.info(
+            "early stopping: %s did not improve for %d evaluations (best %.4f)",
+            self.monitor.name,
+            self.monitor.wait,
+            self.monitor.best,
+        )
         return "early_stopping"
 
 
@@ -185,8 +203,16 @@ class Signals(Action):
         received = self.received  # read once: the handler may set it while this runs
         if self.strategy is not None:
             # One all-reduce carries both: 1000 x (workers signalled) + the sum of their signal numbers.
-            count, total = divmod(round(agreed(self.strategy, 1000.0 * bool(received) + (received or 0),
-                                            tf.distribute.ReduceOp.SUM)), 1000)
+            count, total = divmod(
+                round(
+                    agreed(
+                        self.strategy,
+                        1000.0 * bool(received) + (received or 0),
+                        tf.distribute.ReduceOp.SUM,
+                    )
+                ),
+                1000,
+            )
             received = (received or round(total / count)) if count else None
         self.decided = received
         return None
@@ -201,7 +227,9 @@ class Signals(Action):
 
         previous = {}
         if threading.current_thread() is threading.main_thread():  # only it may catch signals
-            previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+            previous = {
+                signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)
+            }
         try:
             yield
         finally:
@@ -222,7 +250,9 @@ class Export(Action):
         logging.set_verbosity(logging.WARNING)  # the SavedModel writer logs a page of INFO lines
         try:
             self.model.export(saved_model, verbose=False)
-        except Exception as err:  # serving export is a bonus; the .keras file is the model of record
+        except (
+            Exception
+        ) as err:  # serving export is a bonus; the .keras file is the model of record
             logging.warning("SavedModel export failed (%s); the .keras file was written", err)
             saved_model = None
         finally:

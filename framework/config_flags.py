@@ -18,6 +18,7 @@ what the command line gave (trainers/cli.py puts it over a recipe's values).
 
 This module imports no TensorFlow, so `--help` answers without loading it.
 """
+
 import dataclasses
 import sys
 
@@ -26,8 +27,13 @@ from absl import flags
 from framework.config import ConfigError
 
 
-def define_flags(config_cls, *, defaults: dict | None = None, flag_values: flags.FlagValues = flags.FLAGS,
-                 key_module: str | None = None) -> None:
+def define_flags(
+    config_cls,
+    *,
+    defaults: dict | None = None,
+    flag_values: flags.FlagValues = flags.FLAGS,
+    key_module: str | None = None,
+) -> None:
     """Defines a flag per field of `config_cls`, with `defaults` replacing the fields' defaults.
 
     May be called again (a notebook re-running a cell, or two trainers in one process): a flag that
@@ -55,7 +61,9 @@ def from_flags(config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, **ove
     return config_cls(**{**flag_dict(config_cls, flag_values=flag_values), **overrides})
 
 
-def flag_dict(config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, given_only: bool = False) -> dict:
+def flag_dict(
+    config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, given_only: bool = False
+) -> dict:
     """{field: value} from parsed flags, tuples converted; `given_only`: the command line's flags only."""
     values = {}
     for field in dataclasses.fields(config_cls):
@@ -75,19 +83,30 @@ def help_text(field: dataclasses.Field) -> str:
 
 def _define(field, default, flag_values, module_name):
     kind = _kind(field)
-    define = {"bool": flags.DEFINE_bool, "int": flags.DEFINE_integer, "float": flags.DEFINE_float,
-              "str": flags.DEFINE_string, "tuple": flags.DEFINE_list}[kind]
+    define = {
+        "bool": flags.DEFINE_bool,
+        "int": flags.DEFINE_integer,
+        "float": flags.DEFINE_float,
+        "str": flags.DEFINE_string,
+        "tuple": flags.DEFINE_list,
+    }[kind]
     define(field.name, default, help_text(field), flag_values=flag_values, module_name=module_name)
 
 
 def _kind(field) -> str:
     """The field's type as one of bool, int, float, str, tuple (annotations may be strings)."""
-    name = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    name = (
+        field.type
+        if isinstance(field.type, str)
+        else getattr(field.type, "__name__", str(field.type))
+    )
     name = name.replace(" ", "")
     if name in ("str|None", "Optional[str]", "typing.Optional[str]"):
         return "str"
     if name not in ("bool", "int", "float", "str", "tuple"):
-        raise ValueError(f"field {field.name!r}: type {field.type!r} has no flag (bool, int, float, str, tuple)")
+        raise ValueError(
+            f"field {field.name!r}: type {field.type!r} has no flag (bool, int, float, str, tuple)"
+        )
     return name
 
 
@@ -101,5 +120,7 @@ def _to_tuple(field, value) -> tuple:
     try:
         return tuple(item(v) for v in value or ())
     except ValueError as err:
-        raise ConfigError(f"--{field.name}={','.join(map(str, value))}: expected integers, "
-                          f"e.g. --{field.name}=64,64") from err
+        raise ConfigError(
+            f"--{field.name}={','.join(map(str, value))}: expected integers, "
+            f"e.g. --{field.name}=64,64"
+        ) from err

@@ -4,6 +4,7 @@ best-checkpoint, early-stopping and plateau actions (framework/actions.py) are b
 Its `state` is JSON saved with the checkpoint, so a resumed run makes the same decisions as one
 that never stopped.
 """
+
 import math
 
 
@@ -12,7 +13,9 @@ class Monitor:
 
     def __init__(self, name: str, mode: str = "auto", min_delta: float = 0.0):
         self.name = name
-        self.mode = mode if mode != "auto" else ("min" if "loss" in name or "error" in name else "max")
+        self.mode = (
+            mode if mode != "auto" else ("min" if "loss" in name or "error" in name else "max")
+        )
         self.min_delta = min_delta
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
@@ -22,8 +25,11 @@ class Monitor:
         if self.name not in metrics:
             raise KeyError(f"{self.name!r} is not in the history row; it has: {sorted(metrics)}")
         value = metrics[self.name]
-        better = (value < self.best - self.min_delta if self.mode == "min"
-                  else value > self.best + self.min_delta)
+        better = (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
         if better:
             self.best, self.wait = value, 0
         else:

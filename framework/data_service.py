@@ -33,6 +33,7 @@ is the source's own.
 Host-side Python does not travel to the data workers: a pipeline that runs tf.py_function (e.g. the
 skipped-file count of --on_corrupt=skip) is refused with --data_service.
 """
+
 import re
 import sys
 
@@ -46,8 +47,10 @@ def parse_address(text: str) -> tuple[str, int]:
     """'grpc://host:port' -> (host, port); anything else is a ConfigError naming the flag."""
     match = _ADDRESS.match(text or "")
     if not match or not 0 < int(match["port"]) < 65536:
-        raise ConfigError(f"--data_service={text!r}: expected grpc://HOST:PORT, the tf.data service "
-                          "dispatcher's address (e.g. grpc://localhost:5050)")
+        raise ConfigError(
+            f"--data_service={text!r}: expected grpc://HOST:PORT, the tf.data service "
+            "dispatcher's address (e.g. grpc://localhost:5050)"
+        )
     return match["host"], int(match["port"])
 
 
@@ -55,27 +58,50 @@ def can_split(source) -> bool:
     """True when the service can split `source`'s stream by chunk numbers (distributed_epoch): arrays,
     and streamed sources whose examples are indexed (input_pipeline.IndexedSource)."""
     from framework import input_pipeline
-    return (not isinstance(source, input_pipeline.StreamedSource)
-            or isinstance(source, input_pipeline.IndexedSource))
+
+    return not isinstance(source, input_pipeline.StreamedSource) or isinstance(
+        source, input_pipeline.IndexedSource
+    )
 
 
-def train_dataset_fn(source, address: str, *, global_batch_size: int, seed: int, start_step: int = 0,
-                     stop_step: int, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
-                     **pipeline):
+def train_dataset_fn(
+    source,
+    address: str,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    stop_step: int,
+    steps_per_fetch: int = 1,
+    host_fn=None,
+    example_fn=None,
+    **pipeline,
+):
     """The stream of `input_pipeline.train_dataset_fn(source, ...)` for steps [start_step, stop_step),
     made by the data workers of the dispatcher at `address` (see the module docstring for its order)."""
     import tensorflow as tf
+
     from framework import input_pipeline
+
     parse_address(address)
     if getattr(source, "skips_unreadable", False):
-        raise ConfigError("--data_service with --on_corrupt=skip: counting skipped files runs Python inside "
-                          "the input pipeline, which data workers cannot run; use --on_corrupt=fail, or no "
-                          "--data_service")
+        raise ConfigError(
+            "--data_service with --on_corrupt=skip: counting skipped files runs Python inside "
+            "the input pipeline, which data workers cannot run; use --on_corrupt=fail, or no "
+            "--data_service"
+        )
     splittable = can_split(source)
     local_fn = input_pipeline.train_dataset_fn(
-        source, global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-        steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn,
-        **({"stop_step": stop_step} if splittable else {}), **pipeline)
+        source,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        steps_per_fetch=steps_per_fetch,
+        host_fn=host_fn,
+        example_fn=example_fn,
+        **({"stop_step": stop_step} if splittable else {}),
+        **pipeline,
+    )
 
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         # Each input pipeline registers its own stream (its slice of every global batch) as its own
@@ -88,6 +114,7 @@ def train_dataset_fn(source, address: str, *, global_batch_size: int, seed: int,
 def distribute(dataset, address: str, *, splittable: bool):
     """`dataset`, made by the service's data workers: distributed_epoch when its source can be split."""
     import tensorflow as tf
+
     mode = "distributed_epoch" if splittable else "parallel_epochs"
     # No compression: uint8 image batches barely shrink, and on one machine it only costs CPU.
     return dataset.apply(tf.data.experimental.service.distribute(mode, address, compression=None))
@@ -98,6 +125,7 @@ def start_servers(num_workers: int, *, port: int = 0, dispatcher: str = ""):
     `num_workers` data workers of it, in this process. Returns (address, servers); keep the servers
     referenced: they stop when collected."""
     import tensorflow as tf
+
     service = tf.data.experimental.service
     servers = []
     if dispatcher:
@@ -107,13 +135,17 @@ def start_servers(num_workers: int, *, port: int = 0, dispatcher: str = ""):
         address = servers[0].target
     parse_address(address)
     for _ in range(num_workers):
-        servers.append(service.WorkerServer(service.WorkerConfig(dispatcher_address=address[len("grpc://"):])))
+        servers.append(
+            service.WorkerServer(service.WorkerConfig(dispatcher_address=address[len("grpc://") :]))
+        )
     return address, servers
 
 
 def main(argv):
     from absl import flags
+
     from framework.tf_startup import import_tensorflow
+
     args = flags.FLAGS
     import_tensorflow(verbose=False)
     try:
@@ -127,12 +159,16 @@ def main(argv):
 
 def _define_flags():
     from absl import flags
+
     flags.DEFINE_integer("port", 0, "Dispatcher port (0: any free port; the address is printed).")
     flags.DEFINE_integer("workers", 1, "Data workers to start in this process.")
-    flags.DEFINE_string("dispatcher", "", "HOST:PORT of a dispatcher elsewhere: start only data workers for it.")
+    flags.DEFINE_string(
+        "dispatcher", "", "HOST:PORT of a dispatcher elsewhere: start only data workers for it."
+    )
 
 
 if __name__ == "__main__":
     from absl import app
+
     _define_flags()
     app.run(main)

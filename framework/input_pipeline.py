@@ -14,6 +14,7 @@ its own tf.data pipeline (read from files while training, bounded memory): `Inde
 indexable list of examples (an image folder's files) through the same index stream, so its order and
 exact resume are the arrays' (`framework/data/streaming.py` chooses between the two).
 """
+
 import abc
 from typing import Callable, Sequence
 
@@ -31,14 +32,26 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 class StreamedSource(abc.ABC):
     """Examples the tf.data pipeline reads itself instead of arrays in memory: the engine asks only for
     `num_examples`, `example_spec` (one example's parts, e.g. image and label) and the dataset functions."""
+
     num_examples: int
     example_spec: tuple  # of tf.TensorSpec, one per part of an example
-    skips_unreadable: bool = False  # an example that cannot be read is skipped (see _fill_unreadable)
+    skips_unreadable: bool = (
+        False  # an example that cannot be read is skipped (see _fill_unreadable)
+    )
 
     @abc.abstractmethod
-    def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
-                         host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
-                         prefetch=AUTOTUNE) -> DatasetFn:
+    def train_dataset_fn(
+        self,
+        *,
+        global_batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        steps_per_fetch: int = 1,
+        host_fn=None,
+        example_fn=None,
+        num_parallel_calls=AUTOTUNE,
+        prefetch=AUTOTUNE,
+    ) -> DatasetFn:
         """As `train_dataset_fn` for arrays: per-replica chunks [K, b, ...], data order f(seed, epoch)."""
 
     @abc.abstractmethod
@@ -69,28 +82,45 @@ def example_nbytes(source) -> int:
     return sum(a[0].nbytes for a in source)
 
 
-def train_indices(num_examples: int, *, global_batch_size: int, seed: int, start_step: int, steps: int
-                  ) -> np.ndarray:
+def train_indices(
+    num_examples: int, *, global_batch_size: int, seed: int, start_step: int, steps: int
+) -> np.ndarray:
     """The example indices of global batches [start_step, start_step + steps) in the training stream's order,
     all input pipelines together (`train_index_batches` for one pipeline): e.g. which files a failed read was
     among."""
     if not steps_per_epoch(num_examples, global_batch_size):
         return np.zeros([0], np.int64)
-    batches = train_index_batches(tf.distribute.InputContext(), num_examples, global_batch_size=global_batch_size,
-                                  seed=seed, start_step=start_step)
+    batches = train_index_batches(
+        tf.distribute.InputContext(),
+        num_examples,
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+    )
     return np.concatenate([b.numpy().ravel() for b in batches.take(steps)])
 
 
 def epoch_permutation(num_examples: int, seed: int, epoch) -> tf.Tensor:
     """The example order of one epoch: the same for the same (seed, epoch), on every machine."""
-    keys = tf.random.stateless_uniform([num_examples], seed=tf.stack([tf.cast(seed, tf.int64),
-                                                                       tf.cast(epoch, tf.int64)]))
+    keys = tf.random.stateless_uniform(
+        [num_examples], seed=tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    )
     return tf.argsort(keys, stable=True)
 
 
-def train_dataset_fn(arrays, *, global_batch_size: int, seed: int,
-                     start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
-                     num_parallel_calls=AUTOTUNE, prefetch=AUTOTUNE, stop_step: int | None = None) -> DatasetFn:
+def train_dataset_fn(
+    arrays,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    steps_per_fetch: int = 1,
+    host_fn=None,
+    example_fn=None,
+    num_parallel_calls=AUTOTUNE,
+    prefetch=AUTOTUNE,
+    stop_step: int | None = None,
+) -> DatasetFn:
     """Endless stream of per-replica chunks `(array_0[idx], ...)` of `steps_per_fetch` batches each.
 
     Each element holds the batches of K = `steps_per_fetch` consecutive steps, shaped [K, b, ...]:
@@ -106,10 +136,17 @@ def train_dataset_fn(arrays, *, global_batch_size: int, seed: int,
     `stop_step`: the same batches, but a finite stream of steps [start_step, stop_step) whose source is
     the chunk numbers, which the tf.data service can split over its workers (framework/data_service.py).
     """
-    kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                  steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn,
-                  num_parallel_calls=num_parallel_calls, prefetch=prefetch,
-                  **({} if stop_step is None else {"stop_step": stop_step}))
+    kwargs = dict(
+        global_batch_size=global_batch_size,
+        seed=seed,
+        start_step=start_step,
+        steps_per_fetch=steps_per_fetch,
+        host_fn=host_fn,
+        example_fn=example_fn,
+        num_parallel_calls=num_parallel_calls,
+        prefetch=prefetch,
+        **({} if stop_step is None else {"stop_step": stop_step}),
+    )
     if isinstance(arrays, StreamedSource):
         return arrays.train_dataset_fn(**kwargs)
     check_train_stream(len(arrays[0]), global_batch_size, steps_per_fetch, start_step, host_fn)
@@ -128,30 +165,48 @@ def train_dataset_fn(arrays, *, global_batch_size: int, seed: int,
             load = lambda *index: gather(tensors, index if len(index) > 1 else index[0])  # noqa: E731
         else:  # host augmentation needs each batch's step and replica id for its seed
             load = lambda index, step, replica: tuple(  # noqa: E731
-                tf.expand_dims(t, 0) for t in host_fn(gather(tensors, tf.nest.map_structure(lambda i: i[0], index)),
-                                                      step, replica))
+                tf.expand_dims(t, 0)
+                for t in host_fn(
+                    gather(tensors, tf.nest.map_structure(lambda i: i[0], index)), step, replica
+                )
+            )
         return _finish(batches.map(load, num_parallel_calls=num_parallel_calls), prefetch)
 
     return dataset_fn
 
 
-def check_train_stream(num_examples: int, global_batch_size: int, steps_per_fetch: int, start_step: int,
-                       host_fn) -> int:
+def check_train_stream(
+    num_examples: int, global_batch_size: int, steps_per_fetch: int, start_step: int, host_fn
+) -> int:
     """The epoch length in steps, after checking that the batch and the fetch fit it."""
     per_epoch = steps_per_epoch(num_examples, global_batch_size)
     if per_epoch == 0:
-        raise ValueError(f"global batch {global_batch_size} is larger than the {num_examples} training "
-                         "examples: lower --global_batch_size")
+        raise ValueError(
+            f"global batch {global_batch_size} is larger than the {num_examples} training "
+            "examples: lower --global_batch_size"
+        )
     fetch = steps_per_fetch
     if per_epoch % fetch or start_step % fetch or (host_fn and fetch != 1):
-        raise ValueError(f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
-                         f"step ({start_step}), and be 1 with host augmentation")
+        raise ValueError(
+            f"steps_per_fetch={fetch} must divide the epoch ({per_epoch} steps) and the start "
+            f"step ({start_step}), and be 1 with host augmentation"
+        )
     return per_epoch
 
 
-def train_index_batches(ctx: tf.distribute.InputContext, num_examples: int, *, global_batch_size: int, seed: int,
-                        start_step: int = 0, steps_per_fetch: int = 1, host_fn=None, example_fn=None,
-                        stop_step: int | None = None, **unused) -> tf.data.Dataset:
+def train_index_batches(
+    ctx: tf.distribute.InputContext,
+    num_examples: int,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    steps_per_fetch: int = 1,
+    host_fn=None,
+    example_fn=None,
+    stop_step: int | None = None,
+    **unused,
+) -> tf.data.Dataset:
     """This input pipeline's per-replica index chunks, from `start_step` on: elements `index` [K, b]
     (with example_fn: `(index, epoch)`), or with host_fn `(index, step, replica_id)` (K = 1).
     With `stop_step`, the same elements up to that step, made from the chunk numbers (one element
@@ -168,29 +223,60 @@ def train_index_batches(ctx: tf.distribute.InputContext, num_examples: int, *, g
         return tf.data.Dataset.from_tensor_slices((tf.reshape(order, shape), tf.fill(shape, epoch)))
 
     if stop_step is not None:
-        return _split_for_replicas(_chunk_indices(num_examples, global_batch_size, seed, fetch, start_step,
-                                                  stop_step, per_epoch, example_fn is not None, host_fn is not None),
-                                   ctx, global_batch_size, tagged=host_fn is not None)
-    indices = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
-               .flat_map(epoch_batches).skip(skip // fetch))
+        return _split_for_replicas(
+            _chunk_indices(
+                num_examples,
+                global_batch_size,
+                seed,
+                fetch,
+                start_step,
+                stop_step,
+                per_epoch,
+                example_fn is not None,
+                host_fn is not None,
+            ),
+            ctx,
+            global_batch_size,
+            tagged=host_fn is not None,
+        )
+    indices = (
+        tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+        .flat_map(epoch_batches)
+        .skip(skip // fetch)
+    )
     if host_fn is None:
         return _split_for_replicas(indices, ctx, global_batch_size)
     steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
-    return _split_for_replicas(tf.data.Dataset.zip(indices, steps), ctx, global_batch_size, tagged=True)
+    return _split_for_replicas(
+        tf.data.Dataset.zip(indices, steps), ctx, global_batch_size, tagged=True
+    )
 
 
-def _chunk_indices(num_examples, global_batch_size, seed, fetch, start_step, stop_step, per_epoch, with_epoch,
-                   with_step) -> tf.data.Dataset:
+def _chunk_indices(
+    num_examples,
+    global_batch_size,
+    seed,
+    fetch,
+    start_step,
+    stop_step,
+    per_epoch,
+    with_epoch,
+    with_step,
+) -> tf.data.Dataset:
     """train_index_batches' global elements for steps [start_step, stop_step), one per chunk of `fetch` steps,
     computed from the chunk number alone (one epoch permutation per chunk: the price of a splittable source)."""
+
     def chunk(number):
         first = number * fetch
         epoch, within = first // per_epoch, first % per_epoch
         order = epoch_permutation(num_examples, seed, epoch)
-        index = tf.reshape(order[within * global_batch_size:(within + fetch) * global_batch_size],
-                           [fetch, global_batch_size])
+        index = tf.reshape(
+            order[within * global_batch_size : (within + fetch) * global_batch_size],
+            [fetch, global_batch_size],
+        )
         element = (index, tf.fill(tf.shape(index), epoch)) if with_epoch else index
         return (element, first) if with_step else element
+
     return tf.data.Dataset.range(start_step // fetch, -(-stop_step // fetch)).map(chunk)
 
 
@@ -205,37 +291,71 @@ class IndexedSource(StreamedSource):
         """(parts, readable) for example `index` (an int64 scalar), run in the tf.data map. An
         unreadable example (readable False) has parts of the right shape (e.g. zeros)."""
 
-    def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
-                         host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
-                         prefetch=AUTOTUNE, stop_step: int | None = None) -> DatasetFn:
-        kwargs = dict(global_batch_size=global_batch_size, seed=seed, start_step=start_step,
-                      steps_per_fetch=steps_per_fetch, host_fn=host_fn, example_fn=example_fn, stop_step=stop_step)
-        check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
+    def train_dataset_fn(
+        self,
+        *,
+        global_batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        steps_per_fetch: int = 1,
+        host_fn=None,
+        example_fn=None,
+        num_parallel_calls=AUTOTUNE,
+        prefetch=AUTOTUNE,
+        stop_step: int | None = None,
+    ) -> DatasetFn:
+        kwargs = dict(
+            global_batch_size=global_batch_size,
+            seed=seed,
+            start_step=start_step,
+            steps_per_fetch=steps_per_fetch,
+            host_fn=host_fn,
+            example_fn=example_fn,
+            stop_step=stop_step,
+        )
+        check_train_stream(
+            self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn
+        )
         fetch = steps_per_fetch
 
-        keep_element = host_fn is not None or example_fn is not None  # else the rows carry the parts alone
+        keep_element = (
+            host_fn is not None or example_fn is not None
+        )  # else the rows carry the parts alone
 
         def finish(parts, *kept):
             """[K * b] rows -> the [K, b] chunk the array path gives (example_fn, host_fn as there)."""
-            parts, *kept = tf.nest.map_structure(lambda t: tf.reshape(t, [fetch, -1, *t.shape[1:]]), (parts, *kept))
+            parts, *kept = tf.nest.map_structure(
+                lambda t: tf.reshape(t, [fetch, -1, *t.shape[1:]]), (parts, *kept)
+            )
             readable = kept.pop(0) if self.skips_unreadable else None
             element = kept.pop(0) if keep_element else None
             if self.skips_unreadable:
                 parts = _fill_unreadable(parts, readable)
             index = element[0] if host_fn is not None else element
             if host_fn is not None:
-                parts, index = tuple(p[0] for p in parts), tf.nest.map_structure(lambda t: t[0], index)
+                parts, index = (
+                    tuple(p[0] for p in parts),
+                    tf.nest.map_structure(lambda t: t[0], index),
+                )
             if example_fn is not None:
                 parts = tuple(example_fn(parts, *index))
             if host_fn is not None:
-                parts = tuple(tf.expand_dims(t, 0) for t in host_fn(parts, element[1][0, 0], element[2][0, 0]))
+                parts = tuple(
+                    tf.expand_dims(t, 0) for t in host_fn(parts, element[1][0, 0], element[2][0, 0])
+                )
             return parts
 
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             per_replica = ctx.get_per_replica_batch_size(global_batch_size)
             batches = train_index_batches(ctx, self.num_examples, **kwargs)
-            rows = self._read(batches, lambda e: _first_tensor(e), fetch * per_replica, num_parallel_calls,
-                              keep_readable=self.skips_unreadable, keep_element=keep_element)
+            rows = self._read(
+                batches,
+                lambda e: _first_tensor(e),
+                fetch * per_replica,
+                num_parallel_calls,
+                keep_readable=self.skips_unreadable,
+                keep_element=keep_element,
+            )
             # One batch of K * b rows, reshaped to [K, b] in `finish`: .batch(b).batch(K) copied each chunk twice.
             chunks = rows.batch(fetch * per_replica, drop_remainder=True)
             return _finish(chunks.map(finish, num_parallel_calls=num_parallel_calls), prefetch)
@@ -251,32 +371,57 @@ class IndexedSource(StreamedSource):
             batches = _split_for_replicas(pairs.repeat(), ctx, global_batch_size)
             rows = self._read(batches, lambda e: e[0], per_replica, AUTOTUNE)
             # An unreadable example in an evaluation counts for nothing (weight 0).
-            return _finish(rows.batch(per_replica, drop_remainder=True).map(
-                lambda parts, readable, e: parts + (e[1] * tf.cast(readable, tf.float32),)))
+            return _finish(
+                rows.batch(per_replica, drop_remainder=True).map(
+                    lambda parts, readable, e: parts + (e[1] * tf.cast(readable, tf.float32),)
+                )
+            )
 
         return dataset_fn, num_batches
 
     def head(self, n: int) -> tuple[np.ndarray, ...]:
         n = min(n, self.num_examples)
-        rows = tf.data.Dataset.range(n).map(lambda i: self.load_example(i)[0], num_parallel_calls=AUTOTUNE,
-                                            deterministic=True).batch(n)
+        rows = (
+            tf.data.Dataset.range(n)
+            .map(lambda i: self.load_example(i)[0], num_parallel_calls=AUTOTUNE, deterministic=True)
+            .batch(n)
+        )
         return tuple(t.numpy() for t in next(iter(rows)))
 
-    def _read(self, batches, index_of, per_element, num_parallel_calls, keep_readable=True, keep_element=True):
+    def _read(
+        self,
+        batches,
+        index_of,
+        per_element,
+        num_parallel_calls,
+        keep_readable=True,
+        keep_element=True,
+    ):
         """Elements of [..., b] index tensors -> one element per example: (parts[, readable][, element row]),
         readable and the row only where asked for (each part of an element costs per example)."""
+
         def flatten(*element):
             element = element if len(element) > 1 else element[0]
             return tf.nest.map_structure(
-                lambda t: tf.reshape(t, [-1]) if t.shape.rank else tf.fill([per_element], t), element)
+                lambda t: tf.reshape(t, [-1]) if t.shape.rank else tf.fill([per_element], t),
+                element,
+            )
 
         def read(*element):
             element = element if len(element) > 1 else element[0]
             parts, readable = self.load_example(index_of(element))
-            return (tuple(parts),) + ((readable,) if keep_readable else ()) + ((element,) if keep_element else ())
+            return (
+                (tuple(parts),)
+                + ((readable,) if keep_readable else ())
+                + ((element,) if keep_element else ())
+            )
 
         # unbatch, not flat_map over from_tensor_slices: one dataset fewer per element.
-        return batches.map(flatten).unbatch().map(read, num_parallel_calls=num_parallel_calls, deterministic=True)
+        return (
+            batches.map(flatten)
+            .unbatch()
+            .map(read, num_parallel_calls=num_parallel_calls, deterministic=True)
+        )
 
 
 def _first_tensor(element):
@@ -290,8 +435,10 @@ def _fill_unreadable(parts, readable):
     """Rows [K, b, ...] whose example could not be read take a copy of the first readable row of the
     same batch: batch shapes and the data order stay as they are (so resume stays exact), and the
     unreadable example contributes nothing of its own. A batch with no readable row fails."""
-    check = tf.debugging.Assert(tf.reduce_all(tf.reduce_any(readable, axis=-1)),
-                                ["every example of a batch is unreadable (corrupt files)"])
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.reduce_any(readable, axis=-1)),
+        ["every example of a batch is unreadable (corrupt files)"],
+    )
     with tf.control_dependencies([check]):
         first = tf.argmax(tf.cast(readable, tf.int32), axis=-1, output_type=tf.int32)
     position = tf.broadcast_to(tf.range(tf.shape(readable)[-1]), tf.shape(readable))
@@ -333,12 +480,14 @@ def _eval_indices(num_examples: int, global_batch_size: int):
     return index, weight.reshape(num_batches, global_batch_size), num_batches
 
 
-def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int = 0,
-                         steps_per_fetch: int = 1) -> DatasetFn:
+def synthetic_dataset_fn(
+    arrays: Sequence[np.ndarray], *, global_batch_size: int, seed: int = 0, steps_per_fetch: int = 1
+) -> DatasetFn:
     """One fixed batch of random data shaped like `arrays`, repeated: times the step alone.
 
     Elements are chunks of `steps_per_fetch` copies of it, like train_dataset_fn's, so a fetch costs
     what it costs on real data."""
+
     def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         per_replica = ctx.get_per_replica_batch_size(global_batch_size)
         rng = np.random.default_rng(seed)
@@ -346,10 +495,16 @@ def synthetic_dataset_fn(arrays: Sequence[np.ndarray], *, global_batch_size: int
         for array in arrays:
             shape = (per_replica,) + array.shape[1:]
             high = int(array.max()) + 1 if array.dtype.kind in "iu" else 1
-            batch.append(tf.constant(rng.integers(0, high, shape).astype(array.dtype)
-                                     if array.dtype.kind in "iu" else rng.random(shape, np.float32)))
+            batch.append(
+                tf.constant(
+                    rng.integers(0, high, shape).astype(array.dtype)
+                    if array.dtype.kind in "iu"
+                    else rng.random(shape, np.float32)
+                )
+            )
         chunk = tuple(tf.repeat(tf.expand_dims(t, 0), steps_per_fetch, axis=0) for t in batch)
         return tf.data.Dataset.from_tensors(chunk).repeat().prefetch(AUTOTUNE)
+
     return dataset_fn
 
 
@@ -358,8 +513,13 @@ def _host_tensors(arrays):
         return [tf.constant(a) for a in arrays]
 
 
-def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContext, global_batch_size, *,
-                        tagged: bool = False):
+def _split_for_replicas(
+    batches: tf.data.Dataset,
+    ctx: tf.distribute.InputContext,
+    global_batch_size,
+    *,
+    tagged: bool = False,
+):
     """Global batches of indices -> this pipeline's per-replica slices (of the last, batch axis).
 
     Elements are index tensors [..., B] (or tuples of them); `tagged` elements are (index, step)
@@ -377,24 +537,39 @@ def _split_for_replicas(batches: tf.data.Dataset, ctx: tf.distribute.InputContex
 
     def rows(index, split: bool):
         def one(t):
-            t = t[..., first:first + per_pipeline]
+            t = t[..., first : first + per_pipeline]
             if not split:
                 return t
             t = tf.reshape(t, tf.concat([tf.shape(t)[:-1], [replicas_here, per_replica]], 0))
             return tf.experimental.numpy.moveaxis(t, -2, 0)  # [replicas, ..., per_replica]
+
         return tf.nest.map_structure(one, index)
 
     if replicas_here == 1:  # one replica per pipeline: a map (or nothing), cheaper than flat_map
         if not tagged:
-            return batches if ctx.num_input_pipelines == 1 else batches.map(
-                lambda *i: rows(i if len(i) > 1 else i[0], False))
-        return batches.map(lambda index, step: (rows(index, False), step, tf.constant(first_replica, tf.int32)))
+            return (
+                batches
+                if ctx.num_input_pipelines == 1
+                else batches.map(lambda *i: rows(i if len(i) > 1 else i[0], False))
+            )
+        return batches.map(
+            lambda index, step: (rows(index, False), step, tf.constant(first_replica, tf.int32))
+        )
     if not tagged:
-        return batches.flat_map(lambda *index: tf.data.Dataset.from_tensor_slices(
-            rows(index if len(index) > 1 else index[0], True)))
-    return batches.flat_map(lambda index, step: tf.data.Dataset.from_tensor_slices(
-        (rows(index, True), tf.fill([replicas_here], step),
-         tf.range(replicas_here, dtype=tf.int32) + first_replica)))
+        return batches.flat_map(
+            lambda *index: tf.data.Dataset.from_tensor_slices(
+                rows(index if len(index) > 1 else index[0], True)
+            )
+        )
+    return batches.flat_map(
+        lambda index, step: tf.data.Dataset.from_tensor_slices(
+            (
+                rows(index, True),
+                tf.fill([replicas_here], step),
+                tf.range(replicas_here, dtype=tf.int32) + first_replica,
+            )
+        )
+    )
 
 
 def _finish(dataset: tf.data.Dataset, prefetch=AUTOTUNE) -> tf.data.Dataset:

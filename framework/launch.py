@@ -15,6 +15,7 @@ child process of their own (`python -m framework.data_service`, output prefixed 
 appends `--data_service=grpc://localhost:PORT` to the command: the trainers' input is made there
 (framework/data_service.py says what that changes in the data order). It stops with the trainers.
 """
+
 import json
 import os
 import signal
@@ -28,10 +29,18 @@ from absl import app, flags
 
 flags.DEFINE_integer("workers", 2, "Number of worker processes.")
 flags.DEFINE_integer("grace_seconds", 10, "After a worker fails, how long the others get to exit.")
-flags.DEFINE_integer("gpus_per_worker", -1, "GPUs each worker sees (CUDA_VISIBLE_DEVICES); -1: the visible "
-                     "GPUs split evenly over the workers; 0: none (CPU workers).")
-flags.DEFINE_integer("data_workers", 0, "Also start a tf.data service here: a dispatcher and N data workers "
-                     "(one child process), and pass --data_service=grpc://localhost:PORT to the command; 0: none.")
+flags.DEFINE_integer(
+    "gpus_per_worker",
+    -1,
+    "GPUs each worker sees (CUDA_VISIBLE_DEVICES); -1: the visible "
+    "GPUs split evenly over the workers; 0: none (CPU workers).",
+)
+flags.DEFINE_integer(
+    "data_workers",
+    0,
+    "Also start a tf.data service here: a dispatcher and N data workers "
+    "(one child process), and pass --data_service=grpc://localhost:PORT to the command; 0: none.",
+)
 flags.DEFINE_integer("data_service_timeout", 120, "Seconds to wait for the data service to start.")
 FLAGS = flags.FLAGS
 
@@ -48,7 +57,9 @@ def free_ports(count: int) -> list[int]:
 
 def tf_configs(num_workers: int) -> list[dict]:
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(num_workers)]}
-    return [{"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(num_workers)]
+    return [
+        {"cluster": cluster, "task": {"type": "worker", "index": i}} for i in range(num_workers)
+    ]
 
 
 def visible_gpus() -> list[str]:
@@ -56,7 +67,9 @@ def visible_gpus() -> list[str]:
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
     try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(listing.splitlines()) if line.startswith("GPU ")]
@@ -71,12 +84,16 @@ def gpu_assignments(num_workers: int, gpus: list[str], per_worker: int = -1) -> 
             return [None] * num_workers
         per_worker = len(gpus) // num_workers
         if per_worker == 0:
-            raise ValueError(f"{len(gpus)} GPU(s) for {num_workers} workers: use --workers<={len(gpus)}, or "
-                             "--gpus_per_worker=0 for CPU workers")
+            raise ValueError(
+                f"{len(gpus)} GPU(s) for {num_workers} workers: use --workers<={len(gpus)}, or "
+                "--gpus_per_worker=0 for CPU workers"
+            )
     if per_worker * num_workers > len(gpus):
-        raise ValueError(f"--gpus_per_worker={per_worker} x --workers={num_workers} needs "
-                         f"{per_worker * num_workers} GPUs; {len(gpus)} visible ({','.join(gpus) or 'none'})")
-    return [",".join(gpus[i * per_worker:(i + 1) * per_worker]) for i in range(num_workers)]
+        raise ValueError(
+            f"--gpus_per_worker={per_worker} x --workers={num_workers} needs "
+            f"{per_worker * num_workers} GPUs; {len(gpus)} visible ({','.join(gpus) or 'none'})"
+        )
+    return [",".join(gpus[i * per_worker : (i + 1) * per_worker]) for i in range(num_workers)]
 
 
 def _pump(stream, prefix):
@@ -85,8 +102,12 @@ def _pump(stream, prefix):
         sys.stdout.flush()
 
 
-def launch(command: list[str], num_workers: int, grace_seconds: float = 10.0,
-           gpus: list[str | None] | None = None) -> int:
+def launch(
+    command: list[str],
+    num_workers: int,
+    grace_seconds: float = 10.0,
+    gpus: list[str | None] | None = None,
+) -> int:
     """Run `command` once per worker; returns 0 if all succeed, else the first failing exit status.
 
     `gpus[i]`, if given and not None, is worker i's CUDA_VISIBLE_DEVICES (see gpu_assignments)."""
@@ -96,9 +117,16 @@ def launch(command: list[str], num_workers: int, grace_seconds: float = 10.0,
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
         if gpus[i] is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[worker {i}] ".encode()), daemon=True)
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        pump = threading.Thread(
+            target=_pump, args=(proc.stdout, f"[worker {i}] ".encode()), daemon=True
+        )
         pump.start()
         procs.append(proc)
         pumps.append(pump)
@@ -108,8 +136,11 @@ def launch(command: list[str], num_workers: int, grace_seconds: float = 10.0,
             failed = [p for p in procs if p.poll() not in (None, 0)]
             if failed:
                 status = failed[0].returncode
-                print(f"[launch] worker {procs.index(failed[0])} exited with status {status}; stopping "
-                      "the others", file=sys.stderr)
+                print(
+                    f"[launch] worker {procs.index(failed[0])} exited with status {status}; stopping "
+                    "the others",
+                    file=sys.stderr,
+                )
                 _stop(procs, grace_seconds)
                 break
             time.sleep(0.2)
@@ -139,15 +170,20 @@ def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Pop
     """`python -m framework.data_service` with `num_workers` data workers; returns (process, address) once
     it serves. Its later output is prefixed `[data service]`. Raises RuntimeError if it does not start."""
     from framework.data_service import READY
-    proc = subprocess.Popen([sys.executable, "-m", "framework.data_service", f"--workers={num_workers}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "framework.data_service", f"--workers={num_workers}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     found = {}
 
     def read_until_ready():
         for line in iter(proc.stdout.readline, b""):
             text = line.decode(errors="replace")
             if text.startswith(READY):
-                found["address"] = text[len(READY):].split()[0]
+                found["address"] = text[len(READY) :].split()[0]
                 break
             found.setdefault("lines", []).append(text)
 
@@ -157,7 +193,9 @@ def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Pop
     if "address" not in found:
         _stop([proc], 5)
         said = "".join(found.get("lines", [])[-5:]).strip()
-        raise RuntimeError(f"the data service did not start within {timeout:.0f} s" + (f": {said}" if said else ""))
+        raise RuntimeError(
+            f"the data service did not start within {timeout:.0f} s" + (f": {said}" if said else "")
+        )
     threading.Thread(target=_pump, args=(proc.stdout, b"[data service] "), daemon=True).start()
     return proc, found["address"]
 
@@ -167,33 +205,48 @@ def main(argv):
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        print("error: no command: python -m framework.launch --workers=2 -- python -m trainers.mnist "
-              "--strategy=multi_worker", file=sys.stderr)
+        print(
+            "error: no command: python -m framework.launch --workers=2 -- python -m trainers.mnist "
+            "--strategy=multi_worker",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if FLAGS.workers < 1 or FLAGS.data_workers < 0:
-        print(f"error: --workers={FLAGS.workers} (must be >= 1), --data_workers={FLAGS.data_workers} "
-              "(must be >= 0)", file=sys.stderr)
+        print(
+            f"error: --workers={FLAGS.workers} (must be >= 1), --data_workers={FLAGS.data_workers} "
+            "(must be >= 0)",
+            file=sys.stderr,
+        )
         sys.exit(2)
     try:
-        gpus = gpu_assignments(FLAGS.workers, visible_gpus() if FLAGS.gpus_per_worker else [],
-                               FLAGS.gpus_per_worker)
+        gpus = gpu_assignments(
+            FLAGS.workers, visible_gpus() if FLAGS.gpus_per_worker else [], FLAGS.gpus_per_worker
+        )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if any(gpus):
-        print("[launch] " + "; ".join(f"worker {i}: GPUs {g}" for i, g in enumerate(gpus)), file=sys.stderr)
+        print(
+            "[launch] " + "; ".join(f"worker {i}: GPUs {g}" for i, g in enumerate(gpus)),
+            file=sys.stderr,
+        )
     service = None
     if FLAGS.data_workers:
         if any(arg.startswith("--data_service") for arg in command):
-            print("error: --data_workers starts a data service, and the command names one (--data_service): "
-                  "drop one of them", file=sys.stderr)
+            print(
+                "error: --data_workers starts a data service, and the command names one (--data_service): "
+                "drop one of them",
+                file=sys.stderr,
+            )
             sys.exit(2)
         try:
             service, address = start_data_service(FLAGS.data_workers, FLAGS.data_service_timeout)
         except RuntimeError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
-        print(f"[launch] data service {address}: {FLAGS.data_workers} data workers", file=sys.stderr)
+        print(
+            f"[launch] data service {address}: {FLAGS.data_workers} data workers", file=sys.stderr
+        )
         command = [*command, f"--data_service={address}"]
     try:
         status = launch(command, FLAGS.workers, FLAGS.grace_seconds, gpus)

@@ -9,6 +9,7 @@ and over trainable weights only; this is the ramped version airbench measured.
 The update runs at the end of the replicated step, in a merge_call (cross-replica context inside the
 step's program), so on a TPU it is no separate program between steps.
 """
+
 import tensorflow as tf
 
 RAMP_POWER = 3.0
@@ -17,15 +18,21 @@ RAMP_POWER = 3.0
 class Lookahead:
     def __init__(self, model, *, every: int, decay: float, total_steps: int):
         """Build under `strategy.scope()`: the averages are mirrored like the weights."""
-        self.every, self.decay, self.total_steps = int(every), float(decay), max(int(total_steps), 1)
+        self.every, self.decay, self.total_steps = (
+            int(every),
+            float(decay),
+            max(int(total_steps), 1),
+        )
         variables = [v.value if hasattr(v, "value") else v for v in model.variables]  # Keras -> tf
         self.weights = [v for v in variables if v.dtype.is_floating]
-        self.averages = [tf.Variable(w.read_value(), trainable=False, name=f"lookahead_{i}")
-                         for i, w in enumerate(self.weights)]
+        self.averages = [
+            tf.Variable(w.read_value(), trainable=False, name=f"lookahead_{i}")
+            for i, w in enumerate(self.weights)
+        ]
 
     def rho(self, step):
         frac = tf.cast(step, tf.float32) / float(self.total_steps)
-        return self.decay ** self.every * tf.minimum(frac, 1.0) ** RAMP_POWER
+        return self.decay**self.every * tf.minimum(frac, 1.0) ** RAMP_POWER
 
     def maybe_update(self, step):
         """After step number `step` (1-based): update when it is a multiple of `every`."""

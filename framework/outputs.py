@@ -1,4 +1,5 @@
 """What a run leaves behind: TensorBoard scalars, history.json, result.json, and the console lines."""
+
 import json
 import math
 import os
@@ -26,16 +27,23 @@ def _jsonable(value):
 
 def parameter_counts(model) -> dict[str, int]:
     count = lambda weights: int(sum(np.prod(w.shape) for w in weights))  # noqa: E731
-    return {"trainable_params": count(model.trainable_weights),
-            "non_trainable_params": count(model.non_trainable_weights)}
+    return {
+        "trainable_params": count(model.trainable_weights),
+        "non_trainable_params": count(model.non_trainable_weights),
+    }
 
 
 def log_model_summary(model) -> None:
     lines = []
     model.summary(print_fn=lambda line, *a, **k: lines.append(line))
     counts = parameter_counts(model)
-    logging.info("model %s\n%s\ntrainable params: %s | non-trainable params: %s", model.name,
-                 "\n".join(lines), f"{counts['trainable_params']:,}", f"{counts['non_trainable_params']:,}")
+    logging.info(
+        "model %s\n%s\ntrainable params: %s | non-trainable params: %s",
+        model.name,
+        "\n".join(lines),
+        f"{counts['trainable_params']:,}",
+        f"{counts['non_trainable_params']:,}",
+    )
 
 
 def format_duration(seconds: float) -> str:
@@ -53,7 +61,9 @@ def format_metrics(metrics: dict[str, float]) -> str:
 def _format_value(value) -> str:
     if isinstance(value, int):  # counts (skipped_steps)
         return str(value)
-    if value != 0 and abs(value) < 1e-3 or abs(value) >= 1e5:  # small LRs, loss scales: digits, not 0.0000
+    if (
+        value != 0 and abs(value) < 1e-3 or abs(value) >= 1e5
+    ):  # small LRs, loss scales: digits, not 0.0000
         return f"{value:.3e}"
     return f"{value:.4f}"
 
@@ -75,19 +85,33 @@ class RunWriter:
         if not self.model_dir:
             return
         if split not in self._writers:
-            self._writers[split] = tf.summary.create_file_writer(os.path.join(self.model_dir, split))
+            self._writers[split] = tf.summary.create_file_writer(
+                os.path.join(self.model_dir, split)
+            )
         with self._writers[split].as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
 
-    def loop_line(self, *, step: int, total: int, epoch: int, metrics: dict, examples_per_sec: float,
-                  input_fraction: float, eta_seconds: float, bound: str = "step-bound") -> None:
+    def loop_line(
+        self,
+        *,
+        step: int,
+        total: int,
+        epoch: int,
+        metrics: dict,
+        examples_per_sec: float,
+        input_fraction: float,
+        eta_seconds: float,
+        bound: str = "step-bound",
+    ) -> None:
         """One fixed-format line per loop; a progress bar on an interactive terminal only. The input
         wait carries its verdict when the loop waited for input (`bound`: framework.profiling.classify)."""
         verdict = "" if bound == "step-bound" else f" ({bound})"
-        line = (f"train | step: {step:>7d}/{total} | epoch: {epoch:>3d} | {format_metrics(metrics)} | "
-                f"examples/s: {examples_per_sec:,.0f} | input wait: {input_fraction:.0%}{verdict} | "
-                f"ETA: {format_duration(eta_seconds)}")
+        line = (
+            f"train | step: {step:>7d}/{total} | epoch: {epoch:>3d} | {format_metrics(metrics)} | "
+            f"examples/s: {examples_per_sec:,.0f} | input wait: {input_fraction:.0%}{verdict} | "
+            f"ETA: {format_duration(eta_seconds)}"
+        )
         if self._progress:
             self._progress.show(step, total, line)
         else:

@@ -1,4 +1,5 @@
 """Mixed precision: Keras 3 dtype policies for the model, dynamic loss scaling for fp16."""
+
 import contextlib
 
 import keras
@@ -27,11 +28,14 @@ def wrap_optimizer(optimizer, mixed_precision: str):
 def bf16_is_fast() -> bool:
     """bf16 pays off on TPUs, GPUs from Ampere on, and CPUs with AVX512_BF16 or AMX (oneDNN kernels)."""
     import tensorflow as tf
+
     if tf.config.list_physical_devices("TPU"):
         return True
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        capability = tf.config.experimental.get_device_details(gpus[0]).get(
+            "compute_capability", (0, 0)
+        )
         return tuple(capability) >= (8, 0)
     try:
         with open("/proc/cpuinfo") as f:

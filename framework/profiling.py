@@ -1,12 +1,13 @@
 """Input-pipeline versus step: classify a run like the TF Profiler's input-pipeline analyzer does,
 and capture a trace of chosen steps with tf.profiler for TensorBoard's profile plugin."""
+
 import os
 
 import tensorflow as tf
 from absl import logging
 
-HIGHLY_INPUT_BOUND = 0.20   # the TF Profiler calls a run "highly input-bound" above 20% input wait
-NOT_INPUT_BOUND = 0.05      # ... and "not input-bound" below 5%
+HIGHLY_INPUT_BOUND = 0.20  # the TF Profiler calls a run "highly input-bound" above 20% input wait
+NOT_INPUT_BOUND = 0.05  # ... and "not input-bound" below 5%
 # When the step runs on the host's CPU, tf.data's decode threads take the step's cores while it computes,
 # so the wait in next() shows only part of what the input costs: on the streamed image folder of
 # benchmarks.input_vs_step (2 cores) input alone gave 4,113 ex/s, step alone 6,675, both 2,924 (the step
@@ -28,7 +29,9 @@ def step_on_host_cpu(strategy) -> bool:
     """Whether every replica of `strategy` computes on a CPU (the one tf.data runs on)."""
     try:
         devices = strategy.extended.worker_devices
-    except RuntimeError:  # the default strategy: TensorFlow places the step on a GPU if there is one
+    except (
+        RuntimeError
+    ):  # the default strategy: TensorFlow places the step on a GPU if there is one
         return not (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
     return all("CPU" in device.upper() for device in devices)
 
@@ -41,7 +44,9 @@ def parse_profile_steps(text: str) -> tuple[int, int] | None:
     except ValueError:
         start = end = -1
     if not 0 <= start < end:
-        raise ValueError(f"--profile_steps={text!r}: expected START,END with 0 <= START < END, e.g. 10,20")
+        raise ValueError(
+            f"--profile_steps={text!r}: expected START,END with 0 <= START < END, e.g. 10,20"
+        )
     return start, end
 
 
@@ -65,8 +70,12 @@ class ProfileWindow:
         if self.active and step >= self.steps[1]:
             tf.profiler.experimental.stop()
             self.active = False
-            logging.info("profile of steps %d-%d written to %s (TensorBoard > Profile)", self.steps[0] + 1,
-                         self.steps[1], self.logdir)
+            logging.info(
+                "profile of steps %d-%d written to %s (TensorBoard > Profile)",
+                self.steps[0] + 1,
+                self.steps[1],
+                self.logdir,
+            )
 
     def close(self) -> None:
         if self.active:

@@ -14,6 +14,7 @@
 Only the chief worker reads and writes the directory; on several workers they agree on the verdict
 (an all-reduce, which also keeps any worker from restoring before the chief moved files aside).
 """
+
 import json
 import os
 import time
@@ -27,15 +28,42 @@ PREVIOUS_DIR = "previous"  # where --fresh_start moves an earlier run's files
 
 # Options that never change what is trained: where and how often outputs are written, how the same
 # steps are grouped into compiled calls, and where they run (a preempted run may resume elsewhere).
-NOT_TRAINING = frozenset({
-    "model_dir", "fresh_start", "keep_checkpoints", "checkpoint_every", "export", "plot", "profile_steps",
-    "verbose", "steps_per_loop", "steps_per_fetch", "strategy", "num_cpu_devices", "tpu", "jit_compile",
-    "deterministic", "data_service", "eval_at_start", "predictions",  # data_service: a resume may use another dispatcher
-})
+NOT_TRAINING = frozenset(
+    {
+        "model_dir",
+        "fresh_start",
+        "keep_checkpoints",
+        "checkpoint_every",
+        "export",
+        "plot",
+        "profile_steps",
+        "verbose",
+        "steps_per_loop",
+        "steps_per_fetch",
+        "strategy",
+        "num_cpu_devices",
+        "tpu",
+        "jit_compile",
+        "deterministic",
+        "data_service",
+        "eval_at_start",
+        "predictions",  # data_service: a resume may use another dispatcher
+    }
+)
 # Options that change only the evaluations: they count only where evaluations steer the training
 # (STEERING: early stopping and the target end it, reduce-LR-on-plateau changes the LR).
-EVALUATION = frozenset({"eval_every_epochs", "eval_batch_size", "monitor", "test_examples", "tta",
-                        "tta_translate", "eval_transforms", "eval_splits"})
+EVALUATION = frozenset(
+    {
+        "eval_every_epochs",
+        "eval_batch_size",
+        "monitor",
+        "test_examples",
+        "tta",
+        "tta_translate",
+        "eval_transforms",
+        "eval_splits",
+    }
+)
 STEERING = ("early_stopping_patience", "reduce_lr_patience", "target")
 
 
@@ -43,8 +71,9 @@ class RunDirectoryError(ConfigError):
     """A run directory holds a run with another configuration (or cannot be written)."""
 
 
-def prepare(model_dir: str | None, record: dict, *, fresh_start: bool = False, strategy=None,
-            ignore=()) -> None:
+def prepare(
+    model_dir: str | None, record: dict, *, fresh_start: bool = False, strategy=None, ignore=()
+) -> None:
     """Refuse, move aside (fresh_start) or accept `model_dir` for a run configured as `record`,
     then write the record. `ignore`: more option names that do not change this run's training."""
     if not model_dir:
@@ -62,8 +91,10 @@ def prepare(model_dir: str | None, record: dict, *, fresh_start: bool = False, s
         except RunDirectoryError as err:
             error = err
     if not _all_agree(strategy, error is None) and error is None:
-        error = RunDirectoryError(f"--model_dir={model_dir}: the chief worker refused this run directory "
-                                  "(its error says why)")
+        error = RunDirectoryError(
+            f"--model_dir={model_dir}: the chief worker refused this run directory "
+            "(its error says why)"
+        )
     if error:
         raise error
 
@@ -75,17 +106,24 @@ def check(model_dir: str, record: dict, *, ignore=()) -> None:
         return  # nothing to resume: a new run (an earlier attempt's record is overwritten)
     old = read(model_dir)
     if old is None:
-        logging.warning("%s has checkpoints but no %s (a run from before it was recorded): resuming "
-                        "without comparing configurations", model_dir, RECORD_FILE)
+        logging.warning(
+            "%s has checkpoints but no %s (a run from before it was recorded): resuming "
+            "without comparing configurations",
+            model_dir,
+            RECORD_FILE,
+        )
         return
     changed = differences(old, record, ignore=ignore)
     if changed:
-        listed = ", ".join(f"--{name}={_show(was)} (now {_show(now)})" for name, was, now in changed)
+        listed = ", ".join(
+            f"--{name}={_show(was)} (now {_show(now)})" for name, was, now in changed
+        )
         raise RunDirectoryError(
             f"--model_dir={model_dir} holds a run trained with other settings: {listed}. Resuming it "
             f"would continue that run, not train a new one: give a new --model_dir, or add --fresh_start "
             f"to start afresh there (the old run's files are moved to {os.path.join(model_dir, PREVIOUS_DIR)}/"
-            f"<time>/, nothing is deleted)")
+            f"<time>/, nothing is deleted)"
+        )
 
 
 def differences(old: dict, new: dict, *, ignore=()) -> list[tuple[str, object, object]]:
@@ -95,8 +133,11 @@ def differences(old: dict, new: dict, *, ignore=()) -> list[tuple[str, object, o
     skip = set(NOT_TRAINING) | set(ignore)
     if not any(side.get(name) for side in (old, new) for name in STEERING):
         skip |= EVALUATION
-    return [(name, old[name], new[name]) for name in new
-            if name in old and name not in skip and old[name] != new[name]]
+    return [
+        (name, old[name], new[name])
+        for name in new
+        if name in old and name not in skip and old[name] != new[name]
+    ]
 
 
 def has_checkpoint(model_dir: str | None) -> bool:
@@ -117,7 +158,9 @@ def read(model_dir: str) -> dict | None:
         if not config:
             return None
         if config.pop("time_budget", None) is not None:
-            config["train_steps"] = 0  # result.json held the budget's steps; the user asked for none
+            config["train_steps"] = (
+                0  # result.json held the budget's steps; the user asked for none
+            )
         return config
     return None
 
@@ -128,8 +171,12 @@ def write(model_dir: str, record: dict) -> None:
         path = os.path.join(model_dir, RECORD_FILE)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump({"config": _jsonable(record), "written": time.strftime("%Y-%m-%d %H:%M:%S")}, f,
-                      indent=1, sort_keys=True)
+            json.dump(
+                {"config": _jsonable(record), "written": time.strftime("%Y-%m-%d %H:%M:%S")},
+                f,
+                indent=1,
+                sort_keys=True,
+            )
         os.replace(tmp, path)
     except OSError as err:
         raise RunDirectoryError(f"--model_dir={model_dir}: cannot write there ({err})") from err
@@ -144,9 +191,11 @@ def move_aside(model_dir: str) -> str | None:
     if not entries:
         return None
     if not _holds_a_run(model_dir):  # e.g. --model_dir=. by mistake: never move a user's own files
-        raise RunDirectoryError(f"--fresh_start: {model_dir} holds files but no run (no {RECORD_FILE} or "
-                                f"checkpoints/ in it or its sub-folders), so nothing was moved: give each run "
-                                f"a --model_dir of its own")
+        raise RunDirectoryError(
+            f"--fresh_start: {model_dir} holds files but no run (no {RECORD_FILE} or "
+            f"checkpoints/ in it or its sub-folders), so nothing was moved: give each run "
+            f"a --model_dir of its own"
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target, n = os.path.join(model_dir, PREVIOUS_DIR, stamp), 1
     while os.path.exists(target):
@@ -156,18 +205,24 @@ def move_aside(model_dir: str) -> str | None:
         for entry in entries:
             os.rename(os.path.join(model_dir, entry), os.path.join(target, entry))
     except OSError as err:
-        raise RunDirectoryError(f"--fresh_start: cannot move the files of {model_dir} to {target} ({err})") \
-            from err
+        raise RunDirectoryError(
+            f"--fresh_start: cannot move the files of {model_dir} to {target} ({err})"
+        ) from err
     return target
 
 
 def _holds_a_run(model_dir: str, depth: int = 2) -> bool:
     """Whether `model_dir` or a sub-folder down to `depth` levels (a sweep's cell/repeat_<i>) holds a
     run's record or checkpoints."""
-    if os.path.exists(os.path.join(model_dir, RECORD_FILE)) or os.path.isdir(os.path.join(model_dir, "checkpoints")):
+    if os.path.exists(os.path.join(model_dir, RECORD_FILE)) or os.path.isdir(
+        os.path.join(model_dir, "checkpoints")
+    ):
         return True
-    return depth > 0 and any(_holds_a_run(entry.path, depth - 1) for entry in os.scandir(model_dir)
-                             if entry.is_dir() and entry.name != PREVIOUS_DIR)
+    return depth > 0 and any(
+        _holds_a_run(entry.path, depth - 1)
+        for entry in os.scandir(model_dir)
+        if entry.is_dir() and entry.name != PREVIOUS_DIR
+    )
 
 
 def _jsonable(record: dict) -> dict:
@@ -190,14 +245,18 @@ def chief_from_env() -> bool:
         return True
     task = tf_config.get("task") or {}
     kind = task.get("type")
-    return kind in (None, "chief") or (kind == "worker" and int(task.get("index", 0)) == 0
-                                       and "chief" not in (tf_config.get("cluster") or {}))
+    return kind in (None, "chief") or (
+        kind == "worker"
+        and int(task.get("index", 0)) == 0
+        and "chief" not in (tf_config.get("cluster") or {})
+    )
 
 
 def _is_chief(strategy) -> bool:
     if strategy is None:
         return True
     from framework.strategies import is_chief
+
     return is_chief(strategy)
 
 
@@ -205,4 +264,5 @@ def _all_agree(strategy, ok: bool) -> bool:
     """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief here);
     a lone process agrees with itself."""
     from framework.strategies import agreed
+
     return strategy is None or agreed(strategy, 1.0 if ok else 0.0) > 1.0 - 1e-9

@@ -1,4 +1,5 @@
 """Learning-rate schedules by name, each scaled by a variable that reduce-on-plateau lowers."""
+
 import math
 
 import keras
@@ -25,8 +26,13 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < warmup, up, down)
 
     def get_config(self):
-        return dict(peak=self.peak, total_steps=self.total_steps, warmup_steps=self.warmup_steps,
-                    final=self.final, start=self.start)
+        return dict(
+            peak=self.peak,
+            total_steps=self.total_steps,
+            warmup_steps=self.warmup_steps,
+            final=self.final,
+            start=self.start,
+        )
 
 
 @keras.saving.register_keras_serializable(package="tfloops")
@@ -41,7 +47,9 @@ class Scaled(keras.optimizers.schedules.LearningRateSchedule):
         return tf.cast(base, tf.float32) * self.scale
 
     def get_config(self):
-        return dict(base=keras.saving.serialize_keras_object(self.base), scale=float(self.scale.numpy()))
+        return dict(
+            base=keras.saving.serialize_keras_object(self.base), scale=float(self.scale.numpy())
+        )
 
 
 def build_schedule(config: TrainConfig, total_steps: int):
@@ -52,13 +60,20 @@ def build_schedule(config: TrainConfig, total_steps: int):
         return lr
     if config.lr_schedule == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=config.decay_steps or total_steps, decay_rate=config.decay_rate)
+            lr, decay_steps=config.decay_steps or total_steps, decay_rate=config.decay_rate
+        )
     if config.lr_schedule == "cosine":
         if warmup:
             return keras.optimizers.schedules.CosineDecay(
-                0.0, decay_steps=max(total_steps - warmup, 1), warmup_target=lr, warmup_steps=warmup)
+                0.0, decay_steps=max(total_steps - warmup, 1), warmup_target=lr, warmup_steps=warmup
+            )
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(total_steps, 1))
     if config.lr_schedule == "onecycle":
-        return OneCycle(lr, total_steps, warmup or max(1, total_steps // 4), final=config.onecycle_end,
-                        start=config.onecycle_start)
+        return OneCycle(
+            lr,
+            total_steps,
+            warmup or max(1, total_steps // 4),
+            final=config.onecycle_end,
+            start=config.onecycle_start,
+        )
     raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")

@@ -1,4 +1,5 @@
 """Build the tf.distribute strategy named by `--strategy`, or fail at once with what to do instead."""
+
 import glob
 import json
 import os
@@ -26,10 +27,12 @@ def check_gpus_seen(strategy: str) -> None:
     global _warned_unseen_gpus
     if strategy == "tpu" or tf.config.list_physical_devices("GPU") or not nvidia_gpus():
         return
-    cause = (f"this machine has {len(nvidia_gpus())} NVIDIA GPU(s) but TensorFlow sees none (installed "
-             "without CUDA libraries, or CUDA_VISIBLE_DEVICES hides them): run `make setup` again on this "
-             "machine (it installs tensorflow[and-cuda] when nvidia-smi works) or pip install "
-             f"'tensorflow[and-cuda]=={tf.__version__}'")
+    cause = (
+        f"this machine has {len(nvidia_gpus())} NVIDIA GPU(s) but TensorFlow sees none (installed "
+        "without CUDA libraries, or CUDA_VISIBLE_DEVICES hides them): run `make setup` again on this "
+        "machine (it installs tensorflow[and-cuda] when nvidia-smi works) or pip install "
+        f"'tensorflow[and-cuda]=={tf.__version__}'"
+    )
     if strategy in ("mirrored", "one_device"):
         raise ConfigError(f"--strategy={strategy}: {cause}; --strategy=default trains on the CPU")
     if not _warned_unseen_gpus:
@@ -48,17 +51,21 @@ def configure_cpu_devices(num_devices: int) -> None:
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
+        )
     except RuntimeError as err:  # runtime already initialised (second run in a notebook)
         have = len(tf.config.list_logical_devices("CPU"))
         if have < num_devices:
             raise ConfigError(
                 f"--num_cpu_devices={num_devices}: TensorFlow is already initialised with {have} CPU "
                 "device(s); restart the Python process (notebook: restart the runtime) and build the "
-                "trainer before running any other TensorFlow code") from err
+                "trainer before running any other TensorFlow code"
+            ) from err
 
 
-def make_strategy(name: str, *, num_cpu_devices: int = 0, tpu: str = "local") -> tf.distribute.Strategy:
+def make_strategy(
+    name: str, *, num_cpu_devices: int = 0, tpu: str = "local"
+) -> tf.distribute.Strategy:
     check_gpus_seen(name)
     if name == "default":
         return tf.distribute.get_strategy()
@@ -75,8 +82,9 @@ def make_strategy(name: str, *, num_cpu_devices: int = 0, tpu: str = "local") ->
             cpus = cpus[:num_cpu_devices]
         # Reduce through one device: CPU collectives can pair up sync-BatchNorm's all-reduce with the
         # gradients' one in a different order on each replica ("Shape mismatch in the collective").
-        return tf.distribute.MirroredStrategy(devices=cpus,
-                                              cross_device_ops=tf.distribute.ReductionToOneDevice())
+        return tf.distribute.MirroredStrategy(
+            devices=cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     if name == "multi_worker":
         return _multi_worker_strategy()
     if name == "tpu":
@@ -86,9 +94,11 @@ def make_strategy(name: str, *, num_cpu_devices: int = 0, tpu: str = "local") ->
 
 def _multi_worker_strategy():
     if "TF_CONFIG" not in os.environ:
-        raise ConfigError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and "
-                          "task); on one machine start the workers with "
-                          "`python -m framework.launch --workers=2 -- python -m trainers.mnist ...`")
+        raise ConfigError(
+            "--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and "
+            "task); on one machine start the workers with "
+            "`python -m framework.launch --workers=2 -- python -m trainers.mnist ...`"
+        )
     try:
         json.loads(os.environ["TF_CONFIG"])
     except json.JSONDecodeError as err:
@@ -97,13 +107,16 @@ def _multi_worker_strategy():
     # workers that aborts the collectives). A timeout on every collective is TF's debug option (a
     # sleeping thread per collective): opt-in, for a cluster whose health check cannot see a hang.
     timeout = os.environ.get("TFLOOPS_COLLECTIVE_TIMEOUT")
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(timeout) if timeout else None)
+    options = tf.distribute.experimental.CommunicationOptions(
+        timeout_seconds=float(timeout) if timeout else None
+    )
     # TFLOOPS_HEALTH_CHECK_SECONDS=S: the health check's interval (TF's default 30 s, which is about how
     # long a dead peer takes to fail the others). TF has no public setting: its class attribute, set
     # before the strategy starts its check thread.
     interval = os.environ.get("TFLOOPS_HEALTH_CHECK_SECONDS")
     if interval:
         from tensorflow.python.distribute import collective_all_reduce_strategy
+
         extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
         if hasattr(extended, "_check_health_interval"):
             extended._check_health_interval = float(interval)
@@ -117,23 +130,28 @@ def _tpu_strategy(tpu_name: str):
         raise ConfigError(
             "--strategy=tpu: no TPU found on this machine (no /dev/accel* or /dev/vfio devices, TPU_NAME "
             "unset). On Colab choose Runtime > Change runtime type > TPU; on Kaggle choose the "
-            "'TPU VM v5e-8' accelerator; elsewhere pass --tpu=NAME, or use --strategy=default")
+            "'TPU VM v5e-8' accelerator; elsewhere pass --tpu=NAME, or use --strategy=default"
+        )
     try:
         # tpu="local" is what TPU VMs need; the default resolver fails there (tensorflow#70827).
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu=os.environ.get("TPU_NAME", tpu_name))
+            tpu=os.environ.get("TPU_NAME", tpu_name)
+        )
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as err:
-        raise ConfigError(f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). Likely causes: "
-                          f"tensorflow-cpu instead of tensorflow-tpu (Kaggle's image; this is {_tf_package()}), "
-                          "a libtpu newer than TF 2.20 was built for (pip install libtpu==0.0.14), or PJRT "
-                          "variables set after TensorFlow was imported: see WORKSPACE.md's TPU cells") from err
+        raise ConfigError(
+            f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). Likely causes: "
+            f"tensorflow-cpu instead of tensorflow-tpu (Kaggle's image; this is {_tf_package()}), "
+            "a libtpu newer than TF 2.20 was built for (pip install libtpu==0.0.14), or PJRT "
+            "variables set after TensorFlow was imported: see WORKSPACE.md's TPU cells"
+        ) from err
     return tf.distribute.TPUStrategy(resolver)
 
 
 def _tf_package() -> str:
     from importlib import metadata
+
     for name in ("tensorflow-tpu", "tensorflow-cpu", "tensorflow"):
         try:
             return f"{name} {metadata.version(name)}"
@@ -149,7 +167,9 @@ def agreed(strategy: tf.distribute.Strategy, value: float, op=tf.distribute.Redu
         return value
     reducers = _reducers.setdefault(strategy, {})
     if op not in reducers:  # compiled once: an eager collective warns of its overhead at every call
-        reducers[op] = tf.function(lambda v: strategy.reduce(op, strategy.run(lambda: v), axis=None))
+        reducers[op] = tf.function(
+            lambda v: strategy.reduce(op, strategy.run(lambda: v), axis=None)
+        )
     return float(reducers[op](tf.constant(value, tf.float64)))
 
 
@@ -162,8 +182,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True
     return resolver.task_type in (None, "chief") or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 def worker_id(strategy: tf.distribute.Strategy) -> int:

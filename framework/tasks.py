@@ -10,6 +10,7 @@ list of metric names. Three image tasks share `prepare` and `forward` and differ
 `task.kind` says which (code that reads per-class outputs skips the others), and `task.num_outputs` is
 the width of the model's last layer. The triplet trainer has its own task with the same four methods.
 """
+
 import keras
 import tensorflow as tf
 
@@ -34,7 +35,9 @@ class _ImageTask:
 
     def __init__(self, *, augment=None, tta=None, eval_transform=None, input_range=(0.0, 1.0)):
         self.augment = augment
-        self._augment = None  # the augmentation as it runs, made at the first trace (cast_and_augment)
+        self._augment = (
+            None  # the augmentation as it runs, made at the first trace (cast_and_augment)
+        )
         self.tta = tta
         self.eval_transform = eval_transform
         self.input_range = tuple(float(v) for v in input_range)
@@ -102,11 +105,17 @@ class ClassificationTask(_ImageTask):
         if labels.shape.rank == 1:
             labels = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
         return keras.losses.categorical_crossentropy(
-            tf.cast(labels, tf.float32), logits, from_logits=True, label_smoothing=self.label_smoothing)
+            tf.cast(labels, tf.float32),
+            logits,
+            from_logits=True,
+            label_smoothing=self.label_smoothing,
+        )
 
     def update_metrics(self, metrics, labels, logits, per_example_loss, sample_weight=None):
         true_class = labels if labels.shape.rank == 1 else tf.argmax(labels, axis=-1)
-        correct = tf.cast(tf.equal(tf.cast(true_class, tf.int64), tf.argmax(logits, axis=-1)), tf.float32)
+        correct = tf.cast(
+            tf.equal(tf.cast(true_class, tf.int64), tf.argmax(logits, axis=-1)), tf.float32
+        )
         metrics["loss"].update_state(per_example_loss, sample_weight=sample_weight)
         metrics["accuracy"].update_state(correct, sample_weight=sample_weight)
 
@@ -131,8 +140,9 @@ class BinaryTask(_ImageTask):
 
     def loss(self, labels, logits):
         target = self._positive_probability(labels)[:, None]
-        return keras.losses.binary_crossentropy(target, logits, from_logits=True,
-                                                label_smoothing=self.label_smoothing)
+        return keras.losses.binary_crossentropy(
+            target, logits, from_logits=True, label_smoothing=self.label_smoothing
+        )
 
     def update_metrics(self, metrics, labels, logits, per_example_loss, sample_weight=None):
         truth = self._positive_probability(labels) > 0.5
@@ -162,5 +172,6 @@ class RegressionTask(_ImageTask):
 
     def update_metrics(self, metrics, labels, outputs, per_example_loss, sample_weight=None):
         metrics["loss"].update_state(per_example_loss, sample_weight=sample_weight)
-        metrics["mae"].update_state(tf.abs(outputs[:, 0] - tf.cast(labels, tf.float32)),
-                                    sample_weight=sample_weight)
+        metrics["mae"].update_state(
+            tf.abs(outputs[:, 0] - tf.cast(labels, tf.float32)), sample_weight=sample_weight
+        )

@@ -1,4 +1,5 @@
 """Import TensorFlow without its start-up lines, for our commands (`--verbose` shows them)."""
+
 import contextlib
 import os
 import sys
@@ -15,10 +16,12 @@ def import_tensorflow(verbose: bool = False):
     """
     if "tensorflow" in sys.modules or verbose:
         import tensorflow as tf
+
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the INFO/WARNING lines after the import
     with _stderr_captured():
         import tensorflow as tf
+
         tf.config.list_physical_devices()
     return tf
 

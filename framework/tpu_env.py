@@ -1,5 +1,6 @@
 """TensorFlow 2.20 reaches a TPU VM's chips through PJRT; its variables must be set before TensorFlow is
 imported (as Keras' TF-on-TPU example does). No TensorFlow import here, on purpose."""
+
 import importlib.util
 import os
 
@@ -11,7 +12,10 @@ def configure_pjrt() -> str | None:
     if spec is None or not spec.origin:
         return None
     library = os.path.join(os.path.dirname(spec.origin), "libtpu.so")
-    for name, value in (("PJRT_DEVICE", "TPU"), ("NEXT_PLUGGABLE_DEVICE_USE_C_API", "true"),
-                        ("TF_PLUGGABLE_DEVICE_LIBRARY_PATH", library)):
+    for name, value in (
+        ("PJRT_DEVICE", "TPU"),
+        ("NEXT_PLUGGABLE_DEVICE_USE_C_API", "true"),
+        ("TF_PLUGGABLE_DEVICE_LIBRARY_PATH", library),
+    ):
         os.environ.setdefault(name, value)
     return os.environ["TF_PLUGGABLE_DEVICE_LIBRARY_PATH"]

@@ -5,6 +5,7 @@ inside one `tf.function` call (so Python never sits between steps), `eval_loop` 
 padded, weighted evaluation stream. Everything around the loop (checkpoints, evaluation schedule,
 early stop, logs) is in controller.py.
 """
+
 import keras
 import tensorflow as tf
 from absl import logging
@@ -23,8 +24,17 @@ LOSS_SCALE_METRICS = ("loss_scale", "skipped_steps")  # the scale after the loop
 
 
 class Trainer:
-    def __init__(self, *, config: TrainConfig, strategy: tf.distribute.Strategy, model_fn, optimizer_fn,
-                 task, total_steps: int, steps_per_fetch: int = 1):
+    def __init__(
+        self,
+        *,
+        config: TrainConfig,
+        strategy: tf.distribute.Strategy,
+        model_fn,
+        optimizer_fn,
+        task,
+        total_steps: int,
+        steps_per_fetch: int = 1,
+    ):
         """`model_fn()` builds the Keras model; `optimizer_fn(learning_rate)` the optimizer.
 
         Both are called under `strategy.scope()` so their variables are mirrored across replicas.
@@ -36,21 +46,37 @@ class Trainer:
         with strategy.scope():
             with precision.dtype_policy(config.mixed_precision):
                 self.model = model_fn()
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step", aggregation=_ONLY_FIRST)
-            self.lr_scale = tf.Variable(1.0, trainable=False, name="lr_scale", aggregation=_ONLY_FIRST)
-            self.learning_rate = schedules.Scaled(schedules.build_schedule(config, total_steps), self.lr_scale)
-            self.optimizer = precision.wrap_optimizer(optimizer_fn(self.learning_rate),
-                                                      config.mixed_precision)
+            self.step = tf.Variable(
+                0, dtype=tf.int64, trainable=False, name="step", aggregation=_ONLY_FIRST
+            )
+            self.lr_scale = tf.Variable(
+                1.0, trainable=False, name="lr_scale", aggregation=_ONLY_FIRST
+            )
+            self.learning_rate = schedules.Scaled(
+                schedules.build_schedule(config, total_steps), self.lr_scale
+            )
+            self.optimizer = precision.wrap_optimizer(
+                optimizer_fn(self.learning_rate), config.mixed_precision
+            )
             # Create the slots now, eagerly: avoids "You must feed a value for placeholder" on the
             # first traced distributed step (keras#23085) and lets a checkpoint restore at once.
             self.optimizer.build(self.model.trainable_variables)
-            self.lookahead = lookahead.Lookahead(self.model, every=config.lookahead_every,
-                                                 decay=config.lookahead_decay, total_steps=total_steps) \
-                if config.lookahead_every else None
+            self.lookahead = (
+                lookahead.Lookahead(
+                    self.model,
+                    every=config.lookahead_every,
+                    decay=config.lookahead_decay,
+                    total_steps=total_steps,
+                )
+                if config.lookahead_every
+                else None
+            )
             _sum_gradients_in_the_step(self.optimizer)
             self.train_metrics = task.make_metrics()
             self.step_metrics = {name: keras.metrics.Mean(name=name) for name in STEP_METRICS}
-            self.skipped_share = keras.metrics.Mean(name="skipped_share")  # fp16: of the steps since reset
+            self.skipped_share = keras.metrics.Mean(
+                name="skipped_share"
+            )  # fp16: of the steps since reset
             self.eval_metrics = task.make_metrics()
         self.scales_loss = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
         self._steps_since_reset = 0
@@ -62,26 +88,41 @@ class Trainer:
         if jit and isinstance(strategy, tf.distribute.TPUStrategy):
             jit = False  # a TPU compiles every step with XLA anyway; jit_compile=True would nest it
             logging.info("--jit_compile: off on a TPU, which always compiles the step with XLA")
-        self._replica_train_step = tf.function(self._train_step_in_chunk, jit_compile=True) if jit else \
-            self._train_step_in_chunk
-        self._replica_eval_step = tf.function(self.eval_step, jit_compile=True) if jit else self.eval_step
+        self._replica_train_step = (
+            tf.function(self._train_step_in_chunk, jit_compile=True)
+            if jit
+            else self._train_step_in_chunk
+        )
+        self._replica_eval_step = (
+            tf.function(self.eval_step, jit_compile=True) if jit else self.eval_step
+        )
 
     # ---------------------------------------------------------------- per replica
     def train_step(self, batch, step):
         """One optimisation step (number `step`) on this replica's share of the global batch."""
         seed = self._augment_seed(step)  # for --augment, and for augment.layers inside the model
-        inputs, labels = self.task.prepare(batch, seed=seed if self.task.uses_seed else None, training=True)
+        inputs, labels = self.task.prepare(
+            batch, seed=seed if self.task.uses_seed else None, training=True
+        )
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
         # the global mean gradient. (Keras losses with their default reduction already divide by the
         # replica count inside a strategy since Keras 3.8: we take per-example losses and do it once.)
         with tf.GradientTape() as tape:
-            with seed_scope(seed, start=int(self.task.uses_seed)):  # unused (pruned) without such layers
+            with seed_scope(
+                seed, start=int(self.task.uses_seed)
+            ):  # unused (pruned) without such layers
                 logits = self.task.forward(self.model, inputs, training=True)
             per_example_loss = self.task.loss(labels, logits)
-            data_loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
-            reg_loss = self._regularization_loss()  # weight decay etc.: counted once per step, not per replica
-            scaled_loss = self.optimizer.scale_loss(data_loss + tf.nn.scale_regularization_loss(reg_loss))
+            data_loss = tf.nn.compute_average_loss(
+                per_example_loss, global_batch_size=self.global_batch_size
+            )
+            reg_loss = (
+                self._regularization_loss()
+            )  # weight decay etc.: counted once per step, not per replica
+            scaled_loss = self.optimizer.scale_loss(
+                data_loss + tf.nn.scale_regularization_loss(reg_loss)
+            )
 
         # Compute gradients, and sum them over replicas here rather than inside Keras (see
         # _sum_gradients_in_the_step): the norm is then the global gradient's, on every replica.
@@ -96,10 +137,16 @@ class Trainer:
         self._update_step_metrics(reg_loss=reg_loss, grad_norm=grad_norm, grads=grads)
 
     def _after_update(self, steps_done):
-        if self.scales_loss:  # a skipped fp16 step still counts: the LR schedule follows the step count
+        if (
+            self.scales_loss
+        ):  # a skipped fp16 step still counts: the LR schedule follows the step count
             self.optimizer.iterations.assign(tf.cast(steps_done, self.optimizer.iterations.dtype))
-        if self.lookahead is not None:  # inside the replicated step (one program on a TPU), see lookahead.py
-            tf.distribute.get_replica_context().merge_call(lambda _: self.lookahead.maybe_update(steps_done))
+        if (
+            self.lookahead is not None
+        ):  # inside the replicated step (one program on a TPU), see lookahead.py
+            tf.distribute.get_replica_context().merge_call(
+                lambda _: self.lookahead.maybe_update(steps_done)
+            )
 
     def _regularization_loss(self):
         # In float32 before summing: under mixed precision a layer's loss may be bf16 or fp16.
@@ -107,24 +154,33 @@ class Trainer:
         return tf.add_n(losses) if losses else tf.constant(0.0)
 
     def _loss_scale(self):
-        return tf.cast(self.optimizer.dynamic_scale, tf.float32) if self.scales_loss else tf.constant(1.0)
+        return (
+            tf.cast(self.optimizer.dynamic_scale, tf.float32)
+            if self.scales_loss
+            else tf.constant(1.0)
+        )
 
     def _update_step_metrics(self, *, reg_loss, grad_norm, grads):
         # Every replica adds the same global values, so the sync-on-read mean is that value. A skipped
         # fp16 step (non-finite gradient) is left out of the mean norm, and counted.
         finite = tf.math.is_finite(grad_norm)
-        self.step_metrics["grad_norm"].update_state(tf.where(finite, grad_norm, 0.0),
-                                                    sample_weight=tf.cast(finite, tf.float32))
+        self.step_metrics["grad_norm"].update_state(
+            tf.where(finite, grad_norm, 0.0), sample_weight=tf.cast(finite, tf.float32)
+        )
         self.step_metrics["reg_loss"].update_state(reg_loss)
         if self.scales_loss:  # the LossScaleOptimizer's own verdict, on the same summed gradients
-            self.skipped_share.update_state(1.0 - tf.cast(self.optimizer.check_finite(grads), tf.float32))
+            self.skipped_share.update_state(
+                1.0 - tf.cast(self.optimizer.check_finite(grads), tf.float32)
+            )
 
     def _train_step_in_chunk(self, chunk, j, step):
         return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
 
     def _augment_seed(self, step):
         # One seed function for the step and the host pipeline: reproducible, and replicas differ.
-        return step_seed(self.config.seed, step, tf.distribute.get_replica_context().replica_id_in_sync_group)
+        return step_seed(
+            self.config.seed, step, tf.distribute.get_replica_context().replica_id_in_sync_group
+        )
 
     def eval_step(self, batch):
         """Metrics on one padded batch; `weight` is 0 on padding rows."""
@@ -132,7 +188,9 @@ class Trainer:
         inputs, labels = self.task.prepare(data, seed=None, training=False)
         logits = self.task.forward(self.model, inputs, training=False)
         per_example_loss = self.task.loss(labels, logits)
-        self.task.update_metrics(self.eval_metrics, labels, logits, per_example_loss, sample_weight=weight)
+        self.task.update_metrics(
+            self.eval_metrics, labels, logits, per_example_loss, sample_weight=weight
+        )
 
     # ---------------------------------------------------------------- compiled loops
     @tf.function
@@ -143,7 +201,9 @@ class Trainer:
         for i in tf.range(num_steps // fetch):
             chunk = self._timed_next(iterator)  # the batches of `fetch` steps
             for j in tf.range(fetch, dtype=tf.int64):
-                self.strategy.run(self._replica_train_step, args=(chunk, j, first_step + i * fetch + j))
+                self.strategy.run(
+                    self._replica_train_step, args=(chunk, j, first_step + i * fetch + j)
+                )
         self.step.assign_add(num_steps)  # once per loop, not once per step
 
     def _timed_next(self, iterator):
@@ -153,7 +213,11 @@ class Trainer:
         start = tf.timestamp()
         with tf.control_dependencies([start]):
             batch = next(iterator)
-        arrived = [t for value in tf.nest.flatten(batch) for t in self.strategy.experimental_local_results(value)]
+        arrived = [
+            t
+            for value in tf.nest.flatten(batch)
+            for t in self.strategy.experimental_local_results(value)
+        ]
         with tf.control_dependencies(arrived):
             self.input_wait_seconds.assign_add(tf.timestamp() - start)
         return batch
@@ -166,9 +230,13 @@ class Trainer:
     # ---------------------------------------------------------------- host side
     def run_train(self, iterator, num_steps: int) -> None:
         if num_steps % self.steps_per_fetch:
-            raise ValueError(f"num_steps={num_steps} is not a multiple of steps_per_fetch={self.steps_per_fetch}")
+            raise ValueError(
+                f"num_steps={num_steps} is not a multiple of steps_per_fetch={self.steps_per_fetch}"
+            )
         first_step = int(self.step.numpy())  # once per loop (a checkpoint restore may have set it)
-        self.train_loop(iterator, tf.constant(num_steps, tf.int64), tf.constant(first_step, tf.int64))
+        self.train_loop(
+            iterator, tf.constant(num_steps, tf.int64), tf.constant(first_step, tf.int64)
+        )
         self._steps_since_reset += num_steps
 
     def evaluate(self, iterator, num_batches: int) -> dict[str, float]:
@@ -189,7 +257,11 @@ class Trainer:
         return {**read_metrics(self.train_metrics), **read_metrics(self.step_metrics)}
 
     def reset_train_metrics(self) -> None:
-        for metric in (*self.train_metrics.values(), *self.step_metrics.values(), self.skipped_share):
+        for metric in (
+            *self.train_metrics.values(),
+            *self.step_metrics.values(),
+            self.skipped_share,
+        ):
             metric.reset_state()
         self._steps_since_reset = 0
 
@@ -202,12 +274,18 @@ class Trainer:
         results = {**self.train_results(), "learning_rate": self.last_learning_rate()}
         if self.scales_loss:
             results["loss_scale"] = float(self.optimizer.dynamic_scale.numpy())
-            results["skipped_steps"] = round(float(self.skipped_share.result()) * self._steps_since_reset)
+            results["skipped_steps"] = round(
+                float(self.skipped_share.result()) * self._steps_since_reset
+            )
         return results
 
     def train_metric_names(self) -> tuple[str, ...]:
-        return (*self.task.metric_names, *STEP_METRICS, "learning_rate",
-                *(LOSS_SCALE_METRICS if self.scales_loss else ()))
+        return (
+            *self.task.metric_names,
+            *STEP_METRICS,
+            "learning_rate",
+            *(LOSS_SCALE_METRICS if self.scales_loss else ()),
+        )
 
     def current_learning_rate(self) -> float:
         """The LR of the next step."""
@@ -218,28 +296,40 @@ class Trainer:
         return float(self.learning_rate(tf.maximum(self.optimizer.iterations - 1, 0)))
 
     def trace_counts(self) -> dict[str, int]:
-        return {"train_loop": self.train_loop.experimental_get_tracing_count(),
-                "eval_loop": self.eval_loop.experimental_get_tracing_count()}
+        return {
+            "train_loop": self.train_loop.experimental_get_tracing_count(),
+            "eval_loop": self.eval_loop.experimental_get_tracing_count(),
+        }
 
 
 def _sum_gradients_in_the_step(optimizer) -> None:
     """Keras all-reduces the gradients inside apply_gradients; the step does it instead (to report the
     global gradient norm without a second all-reduce), so Keras' own sum must become the identity.
     Only on this instance, which optimizer_fn made for this trainer: do not hand it to Model.fit."""
-    for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):  # fp16: the LossScaleOptimizer's
+    for opt in (
+        optimizer,
+        getattr(optimizer, "inner_optimizer", None),
+    ):  # fp16: the LossScaleOptimizer's
         if opt is None:
             continue
-        if not hasattr(opt, "_all_reduce_sum_gradients"):  # a private Keras method: fail loudly if it goes
-            raise RuntimeError(f"{type(opt).__name__} has no _all_reduce_sum_gradients (Keras changed?): "
-                               "Trainer cannot sum the gradients itself; pin keras==3.15.1")
+        if not hasattr(
+            opt, "_all_reduce_sum_gradients"
+        ):  # a private Keras method: fail loudly if it goes
+            raise RuntimeError(
+                f"{type(opt).__name__} has no _all_reduce_sum_gradients (Keras changed?): "
+                "Trainer cannot sum the gradients itself; pin keras==3.15.1"
+            )
         opt._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
 
 
 def _all_reduce_sum(grads):
     """Sum over replicas (identity on one); None gradients (unused variables) stay None."""
     present = [g for g in grads if g is not None]
-    summed = iter(tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present)
-                  if present else [])
+    summed = iter(
+        tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present)
+        if present
+        else []
+    )
     return [None if g is None else next(summed) for g in grads]
 
 
@@ -250,6 +340,7 @@ def _global_norm(grads):
 def _op_determinism_enabled() -> bool:
     # Process-wide once enabled (by any earlier run in this process); no public getter exists.
     from tensorflow.python.framework import config as tf_config
+
     return tf_config.is_op_determinism_enabled()
 
 

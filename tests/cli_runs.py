@@ -6,6 +6,7 @@ a child per command that runs the module as `python -m` does (`runpy`, `__main__
 stderr to files), so exit codes and output are the commands' own. A few tests still start real processes
 (test_run_record, test_trainers' image folder runs) so the import path itself stays covered.
 """
+
 import json
 import os
 import subprocess
@@ -57,12 +58,24 @@ def run_commands(commands: dict, env: dict | None = None, timeout: float = 600) 
         keys, specs = list(commands), []
         for i, key in enumerate(keys):
             module, args = commands[key]
-            specs.append({"module": module, "args": list(args),
-                          "stdout": os.path.join(tmp, f"{i}.out"), "stderr": os.path.join(tmp, f"{i}.err")})
+            specs.append(
+                {
+                    "module": module,
+                    "args": list(args),
+                    "stdout": os.path.join(tmp, f"{i}.out"),
+                    "stderr": os.path.join(tmp, f"{i}.err"),
+                }
+            )
         with open(os.path.join(tmp, "commands.json"), "w") as f:
             json.dump(specs, f)
-        driver = subprocess.run([sys.executable, "-c", _DRIVER, os.path.join(tmp, "commands.json")], cwd=ROOT,
-                                env=base, capture_output=True, text=True, timeout=timeout)
+        driver = subprocess.run(
+            [sys.executable, "-c", _DRIVER, os.path.join(tmp, "commands.json")],
+            cwd=ROOT,
+            env=base,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert driver.returncode == 0, driver.stderr[-3000:]
         codes = json.loads(driver.stdout.strip().splitlines()[-1])
         out = {}

@@ -1,4 +1,5 @@
 """Test setup: two logical CPU devices (for 2-vs-1 replica tests) and the shared datasets."""
+
 import os
 import pathlib
 
@@ -12,8 +13,7 @@ import tensorflow as tf  # noqa: E402
 
 # Logical devices must be set before TensorFlow initialises its runtime, so once per test process.
 _cpus = tf.config.list_physical_devices("CPU")
-tf.config.set_logical_device_configuration(
-    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +26,17 @@ def data_dir():
 @pytest.fixture(scope="session")
 def mnist(data_dir):
     from framework.data import datasets
+
     return datasets.load("mnist", data_dir)
 
 
 @pytest.fixture(scope="session")
 def cifar(data_dir):
     from framework.data import datasets
-    return datasets.load("cifar10", data_dir)  # the first run decodes (~2 s); later runs read the disk cache
+
+    return datasets.load(
+        "cifar10", data_dir
+    )  # the first run decodes (~2 s); later runs read the disk cache
 
 
 @pytest.fixture(autouse=True)
@@ -40,4 +44,5 @@ def _op_determinism_off_after_test():
     """`--deterministic` is process-wide once enabled; later tests must not inherit it."""
     yield
     from tensorflow.python.framework import config as tf_config
+
     tf_config.disable_op_determinism()

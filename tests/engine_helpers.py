@@ -1,4 +1,5 @@
 """Small real-data fixtures for the engine tests: MNIST subsets and seeded Keras models."""
+
 import functools
 import os
 
@@ -12,8 +13,12 @@ from framework import ClassificationTask, Data, TrainConfig
 @functools.lru_cache(maxsize=1)
 def mnist_arrays():
     with np.load(os.path.join(os.environ["DATA_DIR"], "mnist.npz"), allow_pickle=False) as f:
-        return (f["x_train"][..., None], f["y_train"].astype(np.int32),
-                f["x_test"][..., None], f["y_test"].astype(np.int32))
+        return (
+            f["x_train"][..., None],
+            f["y_train"].astype(np.int32),
+            f["x_test"][..., None],
+            f["y_test"].astype(np.int32),
+        )
 
 
 def mnist_data(train=2048, test=512) -> Data:
@@ -25,29 +30,41 @@ def mlp_fn(widths=(64, 64), seed=1, extra_layers=list):
     def build():
         layers = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
         for i, w in enumerate(widths):
-            layers.append(keras.layers.Dense(w, activation="relu",
-                                             kernel_initializer=keras.initializers.GlorotUniform(seed + i)))
+            layers.append(
+                keras.layers.Dense(
+                    w,
+                    activation="relu",
+                    kernel_initializer=keras.initializers.GlorotUniform(seed + i),
+                )
+            )
         layers += extra_layers()  # a factory: each model gets its own layers
-        layers.append(keras.layers.Dense(10, dtype="float32",
-                                         kernel_initializer=keras.initializers.GlorotUniform(seed + 99)))
+        layers.append(
+            keras.layers.Dense(
+                10, dtype="float32", kernel_initializer=keras.initializers.GlorotUniform(seed + 99)
+            )
+        )
         return keras.Sequential(layers)
+
     return build
 
 
 def bn_cnn_fn(sync: bool, seed=1):
     def build():
         init = lambda i: keras.initializers.GlorotUniform(seed + i)  # noqa: E731
-        return keras.Sequential([
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(8, 3, strides=2, kernel_initializer=init(0)),
-            keras.layers.BatchNormalization(synchronized=sync),
-            keras.layers.ReLU(),
-            keras.layers.Conv2D(16, 3, strides=2, kernel_initializer=init(1)),
-            keras.layers.BatchNormalization(synchronized=sync),
-            keras.layers.ReLU(),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(10, dtype="float32", kernel_initializer=init(2)),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Conv2D(8, 3, strides=2, kernel_initializer=init(0)),
+                keras.layers.BatchNormalization(synchronized=sync),
+                keras.layers.ReLU(),
+                keras.layers.Conv2D(16, 3, strides=2, kernel_initializer=init(1)),
+                keras.layers.BatchNormalization(synchronized=sync),
+                keras.layers.ReLU(),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(10, dtype="float32", kernel_initializer=init(2)),
+            ]
+        )
+
     return build
 
 
@@ -80,8 +97,14 @@ class PoisonAfter(keras.layers.Layer):
     def __init__(self, at, **kwargs):
         super().__init__(**kwargs)
         self.at = at
-        self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="int64",
-                                     aggregation="only_first_replica", name="calls")
+        self.calls = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="int64",
+            aggregation="only_first_replica",
+            name="calls",
+        )
 
     def call(self, x, training=False):
         if not training:

@@ -1,5 +1,6 @@
 """augment/: every op eagerly, in tf.function and under XLA on real CIFAR-10 and MNIST images; named
 policies under XLA and across replicas; the preview CLI with a stand-in loader."""
+
 import functools
 import os
 import types
@@ -15,7 +16,9 @@ from augment import ops, preview
 from augment.example_ops import alternating_flip
 from framework import input_pipeline
 
-DATA = os.environ.get("DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets"))
+DATA = os.environ.get(
+    "DATA_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets")
+)
 B = 8
 SEED = tf.constant([1, 2])
 
@@ -23,12 +26,25 @@ SEED = tf.constant([1, 2])
 OPS = {
     "flip": ("flip", {}, {"prob": 0.0}),
     "crop": ("crop", {"padding": 4}, {"padding": 0}),
-    "crop_zero": ("crop", {"padding": 4, "fill_mode": "constant"}, {"padding": 0, "fill_mode": "constant"}),
+    "crop_zero": (
+        "crop",
+        {"padding": 4, "fill_mode": "constant"},
+        {"padding": 0, "fill_mode": "constant"},
+    ),
     "rotate": ("rotate", {"max_degrees": 20.0}, {"max_degrees": 0.0}),
     "translate": ("translate", {"max_fraction": 0.2}, {"max_fraction": 0.0}),
     "zoom": ("zoom", {"max_fraction": 0.2}, {"max_fraction": 0.0}),
-    "affine_nearest_constant": ("affine", {"max_degrees": 30.0, "max_fraction": 0.1, "max_zoom": 0.2,
-                                           "interpolation": "nearest", "fill_mode": "constant"}, {}),
+    "affine_nearest_constant": (
+        "affine",
+        {
+            "max_degrees": 30.0,
+            "max_fraction": 0.1,
+            "max_zoom": 0.2,
+            "interpolation": "nearest",
+            "fill_mode": "constant",
+        },
+        {},
+    ),
     "cutout": ("cutout", {"size": 8}, {"size": 0}),
     "erase": ("erase", {"prob": 1.0}, {"prob": 0.0}),
     "brightness": ("brightness", {"max_delta": 0.3}, {"max_delta": 0.0}),
@@ -41,8 +57,11 @@ OPS = {
     "shear": ("shear", {"max_degrees": 20.0, "max_degrees_y": 10.0}, {"max_degrees": 0.0}),
     "brightness_scale": ("brightness_scale", {"factors": (0.6, 1.4)}, {"factors": (1.0, 1.0)}),
     "crop_to": ("crop_to", {"size": 24}, {"size": 32}),
-    "affine_prob": ("affine", {"max_degrees": 30.0, "max_shear": 10.0, "prob": 0.7},
-                    {"max_degrees": 30.0, "prob": 0.0}),  # prob= on an op without one of its own
+    "affine_prob": (
+        "affine",
+        {"max_degrees": 30.0, "max_shear": 10.0, "prob": 0.7},
+        {"max_degrees": 30.0, "prob": 0.0},
+    ),  # prob= on an op without one of its own
 }
 CROPPED = {"crop_to": 24}  # cases whose output is smaller: the side they crop to
 MIXING = ("mixup", "cutmix", "mixup_or_cutmix")
@@ -60,7 +79,7 @@ def cifar():
     """B CIFAR-10 test images, float32 [0, 1], and int32 labels (decodes only these few JPEGs)."""
     with np.load(_needs(os.path.join(DATA, "cifar10_jpeg.npz"))) as f:
         blob, offsets, labels = f["test_jpeg"], f["test_offsets"], f["y_test"][:B]
-    images = [tf.io.decode_jpeg(blob[offsets[i]:offsets[i + 1]].tobytes()) for i in range(B)]
+    images = [tf.io.decode_jpeg(blob[offsets[i] : offsets[i + 1]].tobytes()) for i in range(B)]
     return tf.cast(tf.stack(images), tf.float32) / 255.0, tf.constant(labels, tf.int32)
 
 
@@ -105,7 +124,9 @@ def test_op_contract(case, cifar):
         np.testing.assert_array_equal(eager[1], y)
     assert case in CROPPED or not np.allclose(eager[0], x), "the op left the batch unchanged"
     np.testing.assert_array_equal(policy(x, y, SEED)[0], eager[0])
-    assert not np.allclose(jit(x, y, tf.constant([3, 4]))[0], eager[0]), "another seed gave the same batch"
+    assert not np.allclose(jit(x, y, tf.constant([3, 4]))[0], eager[0]), (
+        "another seed gave the same batch"
+    )
     if case not in MIXING:  # mixing identical images gives identical images; see test_mixing_*
         same = jit(tf.repeat(x[:1], B, axis=0), y, SEED)[0].numpy()
         assert len({s.tobytes() for s in same}) > 1, "every sample got the same parameters"
@@ -144,8 +165,17 @@ def test_uint8(case, cifar):
         return
     out = policy(x8, y, SEED)[0]
     assert out.dtype == tf.uint8 and out.shape[1:3] == (CROPPED.get(case, 32),) * 2
-    if case in ("flip", "crop", "crop_zero", "crop_to", "cutout", "cutmix"):  # they only move pixels
-        np.testing.assert_array_equal(out, tf.cast(tf.round(policy(x, y, SEED)[0] * 255.0), tf.uint8))
+    if case in (
+        "flip",
+        "crop",
+        "crop_zero",
+        "crop_to",
+        "cutout",
+        "cutmix",
+    ):  # they only move pixels
+        np.testing.assert_array_equal(
+            out, tf.cast(tf.round(policy(x, y, SEED)[0] * 255.0), tf.uint8)
+        )
 
 
 def _window_offsets(x, out, pad, np_mode):
@@ -154,8 +184,12 @@ def _window_offsets(x, out, pad, np_mode):
     h, w = x.shape[1:3]
     offsets = []
     for i in range(len(x)):
-        hits = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
-                if np.array_equal(padded[i, dy:dy + h, dx:dx + w], out[i])]
+        hits = [
+            (dy, dx)
+            for dy in range(2 * pad + 1)
+            for dx in range(2 * pad + 1)
+            if np.array_equal(padded[i, dy : dy + h, dx : dx + w], out[i])
+        ]
         assert hits, f"sample {i} is no {h}x{w} window of the {np_mode}-padded image"
         offsets.append(hits[0])
     assert len(set(offsets)) > 1, "every sample got the same window"
@@ -170,21 +204,36 @@ def test_crop_to_is_a_window_inside_and_evaluation_takes_the_centre(cifar):
     assert out.shape == (B, 24, 20, 3)
     offsets = set()
     for i in range(B):
-        hits = [(dy, dx) for dy in range(9) for dx in range(13) if np.array_equal(x[i, dy:dy + 24, dx:dx + 20], out[i])]
+        hits = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(13)
+            if np.array_equal(x[i, dy : dy + 24, dx : dx + 20], out[i])
+        ]
         assert hits, f"sample {i} is no window of its image"
         offsets.add(hits[0])
     assert len(offsets) > 1, "every sample got the same window"
-    policy = augment.get_policy("crop_to:size=(24,20),prob=0.5", num_classes=10, image_shape=(32, 32, 3))
+    policy = augment.get_policy(
+        "crop_to:size=(24,20),prob=0.5", num_classes=10, image_shape=(32, 32, 3)
+    )
     assert policy.output_shape((32, 32, 3)) == (24, 20, 3)
     np.testing.assert_array_equal(policy.eval_transform(x), x[:, 4:28, 6:26])
     picked = policy(x, cifar[1], SEED)[0].numpy()
     centred = [np.array_equal(p, c) for p, c in zip(picked, x[:, 4:28, 6:26])]
     assert 0 < sum(centred) < B, "prob=0.5 should crop some samples at random and centre the others"
-    assert augment.get_policy("flip,shear", num_classes=10, image_shape=(32, 32, 3)).eval_transform is None
+    assert (
+        augment.get_policy("flip,shear", num_classes=10, image_shape=(32, 32, 3)).eval_transform
+        is None
+    )
 
 
-@pytest.mark.parametrize("spec,own", [("affine:max_degrees=30,max_shear=10,prob=0.7", "affine:max_degrees=30,max_shear=10"),
-                                      ("brightness_scale:prob=0.3", "brightness_scale")])
+@pytest.mark.parametrize(
+    "spec,own",
+    [
+        ("affine:max_degrees=30,max_shear=10,prob=0.7", "affine:max_degrees=30,max_shear=10"),
+        ("brightness_scale:prob=0.3", "brightness_scale"),
+    ],
+)
 def test_prob_applies_the_op_to_a_masked_share_of_samples(cifar, spec, own):
     """prob= on any op: each sample is either exactly the op's output (the op draws as it would alone)
     or exactly the input, in about that share of 64 samples (XLA: test_op_contract[affine_prob])."""
@@ -197,7 +246,9 @@ def test_prob_applies_the_op_to_a_masked_share_of_samples(cifar, spec, own):
     kept = np.array([np.array_equal(o, i) for o, i in zip(out, x.numpy())])
     assert (applied ^ kept).all(), "a sample is neither the op's output nor the input"
     prob = float(spec.rsplit("=", 1)[1])
-    assert abs(applied.mean() - prob) < 0.15, f"{applied.mean():.2f} of the samples got the op, not ~{prob}"
+    assert abs(applied.mean() - prob) < 0.15, (
+        f"{applied.mean():.2f} of the samples got the op, not ~{prob}"
+    )
 
 
 @pytest.mark.parametrize("axis", ["x", "y"])
@@ -215,7 +266,10 @@ def test_shear_matches_a_pixel_shift_per_row(axis):
             if 0 <= src[0] < 9 and 0 <= src[1] < 9:
                 want[:, r, c] = x[:, src[0], src[1]]
     np.testing.assert_array_equal(out, want)
-    jit = tf.function(functools.partial(ops.shear, interpolation="nearest", fill_mode="constant"), jit_compile=True)
+    jit = tf.function(
+        functools.partial(ops.shear, interpolation="nearest", fill_mode="constant"),
+        jit_compile=True,
+    )
     np.testing.assert_array_equal(jit(x, *angles), want)
 
 
@@ -233,8 +287,15 @@ def test_brightness_scale_multiplies_each_image_by_one_factor(cifar):
     assert 0.8 <= min(factors) and max(factors) <= 1.2 and np.ptp(factors) > 0.1
 
 
-@pytest.mark.parametrize("fill_mode,np_mode", [("reflect", "reflect"), ("constant", "constant"),
-                                               ("symmetric", "symmetric"), ("wrap", "wrap")])
+@pytest.mark.parametrize(
+    "fill_mode,np_mode",
+    [
+        ("reflect", "reflect"),
+        ("constant", "constant"),
+        ("symmetric", "symmetric"),
+        ("wrap", "wrap"),
+    ],
+)
 def test_crop_is_a_window_of_the_padded_image(cifar, fill_mode, np_mode):
     x = cifar[0].numpy()
     _window_offsets(x, ops.random_crop(x, SEED, padding=4, fill_mode=fill_mode).numpy(), 4, np_mode)
@@ -249,8 +310,12 @@ def test_translation_moves_content(cifar):
     for interpolation in ("nearest", "bilinear"):
         out = ops.affine_transform(x, m, interpolation=interpolation, fill_mode="constant").numpy()
         offsets = _window_offsets(x, out, 8, "constant")
-        assert [(8 - dy, 8 - dx) for dy, dx in offsets] == [(int(ty), int(tx)) for tx, ty in shifts.numpy()]
-    out = ops.random_translation(x, SEED, max_fraction=0.2, interpolation="nearest", fill_mode="constant")
+        assert [(8 - dy, 8 - dx) for dy, dx in offsets] == [
+            (int(ty), int(tx)) for tx, ty in shifts.numpy()
+        ]
+    out = ops.random_translation(
+        x, SEED, max_fraction=0.2, interpolation="nearest", fill_mode="constant"
+    )
     _window_offsets(x, out.numpy(), 7, "constant")
 
 
@@ -260,13 +325,17 @@ def test_rotate_by_quarter_turns_matches_rot90(cifar, mnist, k):
         want = tf.image.rot90(x, k)
         got = ops.rotate(x, k * np.pi / 2, interpolation="nearest", fill_mode="constant")
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_allclose(ops.rotate(x, k * np.pi / 2, fill_mode="constant"), want, atol=2e-5)
+        np.testing.assert_allclose(
+            ops.rotate(x, k * np.pi / 2, fill_mode="constant"), want, atol=2e-5
+        )
 
 
 def test_rotate_under_xla_and_per_sample_angles(cifar):
     x = cifar[0]
     angles = tf.constant([0.0, np.pi / 2, np.pi, -np.pi / 2] * 2)
-    out = tf.function(functools.partial(ops.rotate, fill_mode="constant"), jit_compile=True)(x, angles)
+    out = tf.function(functools.partial(ops.rotate, fill_mode="constant"), jit_compile=True)(
+        x, angles
+    )
     for i, k in enumerate([0, 1, 2, 3] * 2):
         np.testing.assert_allclose(out[i], tf.image.rot90(x[i], k), atol=2e-5)
 
@@ -278,7 +347,9 @@ def test_cutout_patch_size(cifar, fully_inside):
     h, w = 12, 16
     x = cifar[0]
     ones = tf.ones_like(x)
-    zeroed = (ops.random_cutout(ones, SEED, size=(h, w), fully_inside=fully_inside).numpy() == 0).all(-1)
+    zeroed = (
+        ops.random_cutout(ones, SEED, size=(h, w), fully_inside=fully_inside).numpy() == 0
+    ).all(-1)
     clipped = 0
     for i in range(B):
         rows, cols = np.nonzero(zeroed[i])
@@ -299,10 +370,13 @@ def test_cutout_patch_size(cifar, fully_inside):
 def test_mixing_label_weights_match_pixels(case):
     """Constant images c_i = (i + 1) / (B + 1) with class i: each output pixel is w c_i + (1 - w) c_j, and
     the label weight of sample i must equal mean(w) (cutmix: the kept area fraction exactly)."""
-    coded = tf.broadcast_to(tf.reshape(tf.range(1, B + 1, dtype=tf.float32) / (B + 1), [B, 1, 1, 1]),
-                            [B, 32, 32, 3])
+    coded = tf.broadcast_to(
+        tf.reshape(tf.range(1, B + 1, dtype=tf.float32) / (B + 1), [B, 1, 1, 1]), [B, 32, 32, 3]
+    )
     labels = tf.range(B, dtype=tf.int32)
-    out, soft = (t.numpy() for t in compiled(case)[2](coded, labels, SEED))  # shares the XLA compile
+    out, soft = (
+        t.numpy() for t in compiled(case)[2](coded, labels, SEED)
+    )  # shares the XLA compile
     np.testing.assert_allclose(soft.sum(-1), 1.0, atol=1e-6)
     own = []
     for i in range(B):
@@ -314,9 +388,13 @@ def test_mixing_label_weights_match_pixels(case):
         c_i, c_j = (i + 1) / (B + 1), (others[0] + 1) / (B + 1)
         w = (out[i, ..., 0] - c_j) / (c_i - c_j)
         if case == "cutmix":
-            assert np.isin(np.round(w, 5), [0.0, 1.0]).all(), "cutmix pixels must come from one image"
+            assert np.isin(np.round(w, 5), [0.0, 1.0]).all(), (
+                "cutmix pixels must come from one image"
+            )
             rows, cols = np.nonzero(w < 0.5)
-            assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1), "pasted region is not a box"
+            assert len(rows) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1), (
+                "pasted region is not a box"
+            )
         np.testing.assert_allclose(soft[i, i], w.mean(), atol=1e-5)
         own.append(soft[i, i])
     assert len(own) >= B // 2 and np.ptp(own) > 0.05, "mixing weights are not drawn per sample"
@@ -343,7 +421,11 @@ def test_normalize(cifar):
 
 def test_step_seed():
     fn = tf.function(augment.step_seed, jit_compile=True)
-    seeds = {tuple(fn(7, tf.constant(s, tf.int64), tf.constant(r)).numpy()) for s in range(3) for r in range(2)}
+    seeds = {
+        tuple(fn(7, tf.constant(s, tf.int64), tf.constant(r)).numpy())
+        for s in range(3)
+        for r in range(2)
+    }
     assert len(seeds) == 6, "steps and replicas must get different seeds"
     got = fn(7, tf.constant(5, tf.int64), tf.constant(1))
     assert got.dtype == tf.int32 and got.shape == (2,)
@@ -389,7 +471,9 @@ def test_named_policies_under_xla(name, cifar, mnist):
         else:
             np.testing.assert_array_equal(labels, y)
         names = str(policy)
-        assert ("random_flip_lr" in names) == (name != "none" and x.shape[-1] == 3)  # no flips for digits
+        assert ("random_flip_lr" in names) == (
+            name != "none" and x.shape[-1] == 3
+        )  # no flips for digits
         assert ("random_hue" in names) == (name == "strong" and x.shape[-1] == 3)
 
 
@@ -408,13 +492,25 @@ def test_get_policy_errors_and_specs():
         augment.get_policy("flop,crop", num_classes=10, image_shape=(32, 32, 3))
     with pytest.raises(ValueError, match="num_classes"):
         augment.compose(["flip", "mixup"])
-    assert augment.parse_spec("flip,crop:padding=4,fill_mode=constant,normalize:mean=(0.4,0.5,0.6),std=0.2") == [
-        ("flip", {}), ("crop", {"padding": 4, "fill_mode": "constant"}),
-        ("normalize", {"mean": (0.4, 0.5, 0.6), "std": 0.2})]
-    policy = augment.get_policy("flip,crop:padding=2,cutmix:alpha=0.5", num_classes=10, image_shape=(32, 32, 3))
+    assert augment.parse_spec(
+        "flip,crop:padding=4,fill_mode=constant,normalize:mean=(0.4,0.5,0.6),std=0.2"
+    ) == [
+        ("flip", {}),
+        ("crop", {"padding": 4, "fill_mode": "constant"}),
+        ("normalize", {"mean": (0.4, 0.5, 0.6), "std": 0.2}),
+    ]
+    policy = augment.get_policy(
+        "flip,crop:padding=2,cutmix:alpha=0.5", num_classes=10, image_shape=(32, 32, 3)
+    )
     assert policy.soft_labels and len(policy.steps) == 3
-    by_hand = augment.compose([ops.random_flip_lr, functools.partial(ops.random_crop, padding=2),
-                               functools.partial(ops.cutmix, alpha=0.5)], num_classes=10)
+    by_hand = augment.compose(
+        [
+            ops.random_flip_lr,
+            functools.partial(ops.random_crop, padding=2),
+            functools.partial(ops.cutmix, alpha=0.5),
+        ],
+        num_classes=10,
+    )
     x = tf.random.stateless_uniform([B, 32, 32, 3], [5, 6])
     for a, b in zip(policy(x, tf.range(B), SEED), by_hand(x, tf.range(B), SEED)):
         np.testing.assert_array_equal(a, b)
@@ -424,26 +520,45 @@ def test_get_policy_errors_and_specs():
 @pytest.mark.parametrize("data,policy_name", [("cifar", "standard"), ("mnist", "strong")])
 def test_preview_writes_png(tmp_path, monkeypatch, request, data, policy_name):
     x, y = request.getfixturevalue(data)
-    fake = types.SimpleNamespace(x_train=np.round(x.numpy() * 255).astype(np.uint8), y_train=y.numpy(),
-                                 class_names=tuple("abcdefghij"), num_classes=10)
+    fake = types.SimpleNamespace(
+        x_train=np.round(x.numpy() * 255).astype(np.uint8),
+        y_train=y.numpy(),
+        class_names=tuple("abcdefghij"),
+        num_classes=10,
+    )
     monkeypatch.setattr(preview, "load_dataset", lambda name, data_dir: fake)
     out = str(tmp_path / "grid.png")
     fv = flags.FlagValues()
     preview.define_flags(fv)
-    fv(["preview", f"--dataset={data}", f"--augment={policy_name}", f"--out={out}", "--rows=3", "--cols=2"])
+    fv(
+        [
+            "preview",
+            f"--dataset={data}",
+            f"--augment={policy_name}",
+            f"--out={out}",
+            "--rows=3",
+            "--cols=2",
+        ]
+    )
     preview.main(["preview"], fv)
     with open(out, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(out).shape[0] > 100
 
+
 def _stream(arrays, steps, **kwargs):
     fn = input_pipeline.train_dataset_fn(arrays, global_batch_size=16, seed=3, **kwargs)
-    return [tuple(t.numpy() for t in element) for element in fn(tf.distribute.InputContext()).take(steps)]
+    return [
+        tuple(t.numpy() for t in element)
+        for element in fn(tf.distribute.InputContext()).take(steps)
+    ]
 
 
 def test_alternating_flip_mirrors_each_image_every_other_epoch():
     """Epoch 0 mirrors a random half; each later epoch mirrors exactly the images the one before did not."""
-    images = np.random.default_rng(0).integers(0, 256, (64, 5, 6, 1), dtype=np.uint8)  # 4 steps an epoch
+    images = np.random.default_rng(0).integers(
+        0, 256, (64, 5, 6, 1), dtype=np.uint8
+    )  # 4 steps an epoch
     arrays = (images, np.arange(64))
     flip = alternating_flip(64, seed=3)
     stream = _stream(arrays, 16, example_fn=flip)
@@ -461,5 +576,6 @@ def test_alternating_flip_mirrors_each_image_every_other_epoch():
     for a, b in zip(stream[6:] + stream, resumed + host):
         np.testing.assert_array_equal(a[0], b[0])
     with pytest.raises(ValueError, match="alternating_flip mirrors images"):
-        input_pipeline.train_dataset_fn((np.zeros((64, 784)),), global_batch_size=16, seed=3,
-                                        example_fn=flip)(tf.distribute.InputContext())
+        input_pipeline.train_dataset_fn(
+            (np.zeros((64, 784)),), global_batch_size=16, seed=3, example_fn=flip
+        )(tf.distribute.InputContext())

@@ -2,6 +2,7 @@
 Trainer it gives the same images as --augment for the same seed (so the same training); identity
 (or the centre crop) with training=False; its own SeedGenerator elsewhere, under XLA too; saves as
 .keras. Also crop_to end to end: the model is built for the cropped size, evaluation is centre-cropped."""
+
 import keras
 import numpy as np
 import pytest
@@ -12,38 +13,67 @@ import framework
 from augment import layers
 from framework import ClassificationTask, Data, TrainConfig
 
-SPEC = "crop_to:size=24,prob=0.8,brightness_scale:factors=(0.6,1.4)"  # cheap to compile, draws 3 ways
+SPEC = (
+    "crop_to:size=24,prob=0.8,brightness_scale:factors=(0.6,1.4)"  # cheap to compile, draws 3 ways
+)
 
 
 @pytest.fixture(scope="module")
 def digits(mnist):
     """256 training and 128 test MNIST digits, uint8 [N, 28, 28, 1]."""
-    return Data(train=(mnist.x_train[:256], mnist.y_train[:256].astype(np.int32)),
-                evals={"test": (mnist.x_test[:128], mnist.y_test[:128].astype(np.int32))})
+    return Data(
+        train=(mnist.x_train[:256], mnist.y_train[:256].astype(np.int32)),
+        evals={"test": (mnist.x_test[:128], mnist.y_test[:128].astype(np.int32))},
+    )
 
 
 def _model(input_side, *front):
-    return keras.Sequential([keras.Input((input_side, input_side, 1)), *front, keras.layers.Flatten(),
-                             keras.layers.Dense(10, kernel_initializer=keras.initializers.GlorotUniform(3))])
+    return keras.Sequential(
+        [
+            keras.Input((input_side, input_side, 1)),
+            *front,
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, kernel_initializer=keras.initializers.GlorotUniform(3)),
+        ]
+    )
 
 
 def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
     """The same policy as --augment (the task) or as a layer in the model, same run seed, 2 replicas:
     the same augmented images at every step and replica (seed_scope, per replica thread), hence the
     same weights; evaluation centre-crops in the task as in the layer, hence the same test loss."""
-    config = TrainConfig(global_batch_size=32, train_steps=4, steps_per_loop=2, learning_rate=0.05,
-                         export=False, seed=5, strategy="mirrored", num_cpu_devices=2)
+    config = TrainConfig(
+        global_batch_size=32,
+        train_steps=4,
+        steps_per_loop=2,
+        learning_rate=0.05,
+        export=False,
+        seed=5,
+        strategy="mirrored",
+        num_cpu_devices=2,
+    )
     policy = augment.get_policy(SPEC, num_classes=10, image_shape=(28, 28, 1))
     runs = []
     for task, model_fn in (
-            (ClassificationTask(10, augment=policy, eval_transform=policy.eval_transform), lambda: _model(24)),
-            (ClassificationTask(10), lambda: _model(28, layers.Augment(SPEC)))):
+        (
+            ClassificationTask(10, augment=policy, eval_transform=policy.eval_transform),
+            lambda: _model(24),
+        ),
+        (ClassificationTask(10), lambda: _model(28, layers.Augment(SPEC))),
+    ):
         models = []
-        result = framework.train(config, digits, model_fn=lambda: models.append(model_fn()) or models[-1],
-                                 optimizer_fn=lambda lr: keras.optimizers.SGD(lr), task=task)
+        result = framework.train(
+            config,
+            digits,
+            model_fn=lambda: models.append(model_fn()) or models[-1],
+            optimizer_fn=lambda lr: keras.optimizers.SGD(lr),
+            task=task,
+        )
         runs.append((result, [w.numpy() for w in models[0].trainable_weights]))
     (with_task, weights_task), (with_layer, weights_layer) = runs
-    assert not np.allclose(weights_task[0], _model(24).trainable_weights[0].numpy()), "the model did not train"
+    assert not np.allclose(weights_task[0], _model(24).trainable_weights[0].numpy()), (
+        "the model did not train"
+    )
     for a, b in zip(weights_task, weights_layer):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert with_task["test_loss"] == pytest.approx(with_layer["test_loss"], rel=1e-5)
@@ -99,10 +129,19 @@ def test_crop_to_end_to_end(data_dir, tmp_path):
     and the reported test loss is the model's on the centre-cropped test images (not another window)."""
     from trainers import recipes
     from trainers.experiment import load_data, run_experiment
-    exp, config = recipes.configs("mnist", None, smoke=True, augment="crop_to:size=24,shear:max_degrees=10,prob=0.5",
-                                  model_dir=str(tmp_path), data_dir=data_dir)
+
+    exp, config = recipes.configs(
+        "mnist",
+        None,
+        smoke=True,
+        augment="crop_to:size=24,shear:max_degrees=10,prob=0.5",
+        model_dir=str(tmp_path),
+        data_dir=data_dir,
+    )
     seen = []
-    result = run_experiment(exp, config, hooks=[lambda info: seen.append(info.controller.trainer.model)])
+    result = run_experiment(
+        exp, config, hooks=[lambda info: seen.append(info.controller.trainer.model)]
+    )
     model = seen[-1]
     assert model.input_shape == (None, 24, 24, 1)
     x, y = load_data(exp, config.seed)[0].evals["test"]
@@ -110,6 +149,9 @@ def test_crop_to_end_to_end(data_dir, tmp_path):
 
     def loss(window):
         logits = model.predict(np.ascontiguousarray(window), batch_size=256, verbose=0)
-        return float(np.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
+        return float(
+            np.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+        )
+
     assert result["test_loss"] == pytest.approx(loss(x[:, 2:26, 2:26]), rel=1e-4)
     assert result["test_loss"] != pytest.approx(loss(x[:, :24, :24]), rel=1e-3)

@@ -1,4 +1,5 @@
 """The engine's invariants on real MNIST: compiled loops, replicas, scaling, precision, controls."""
+
 import json
 import os
 import time
@@ -9,20 +10,36 @@ import pytest
 import tensorflow as tf
 
 import framework
-from framework import ConfigError, NonFiniteLossError, TrainConfig, build_trainer, prepare_runtime
-from framework import input_pipeline, schedules
+from framework import (
+    ConfigError,
+    NonFiniteLossError,
+    TrainConfig,
+    build_trainer,
+    input_pipeline,
+    prepare_runtime,
+    schedules,
+)
 from tests import engine_helpers as h
 
 
 def make_trainer(cfg, data, model_fn=None, optimizer_fn=h.sgd):
-    cfg = cfg.replace(steps_per_fetch=cfg.steps_per_fetch or 1)  # these tests drive run_train by hand
-    return build_trainer(cfg, data, model_fn=model_fn or h.mlp_fn(), optimizer_fn=optimizer_fn,
-                         task=h.task(), strategy=prepare_runtime(cfg))
+    cfg = cfg.replace(
+        steps_per_fetch=cfg.steps_per_fetch or 1
+    )  # these tests drive run_train by hand
+    return build_trainer(
+        cfg,
+        data,
+        model_fn=model_fn or h.mlp_fn(),
+        optimizer_fn=optimizer_fn,
+        task=h.task(),
+        strategy=prepare_runtime(cfg),
+    )
 
 
 def train_iterator(trainer, data, cfg, start_step=0):
-    fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=cfg.global_batch_size, seed=cfg.seed,
-                                         start_step=start_step)
+    fn = input_pipeline.train_dataset_fn(
+        data.train, global_batch_size=cfg.global_batch_size, seed=cfg.seed, start_step=start_step
+    )
     return iter(trainer.strategy.distribute_datasets_from_function(fn))
 
 
@@ -43,12 +60,17 @@ def test_loops_trace_once_over_many_calls():
 
 def test_n_steps_per_call_equals_one_step_per_call():
     cfg, data = h.config(), h.mnist_data()
-    one_call, many_calls = make_trainer(cfg, data, optimizer_fn=h.adam), make_trainer(cfg, data, optimizer_fn=h.adam)
+    one_call, many_calls = (
+        make_trainer(cfg, data, optimizer_fn=h.adam),
+        make_trainer(cfg, data, optimizer_fn=h.adam),
+    )
     it1, it2 = train_iterator(one_call, data, cfg), train_iterator(many_calls, data, cfg)
     one_call.run_train(it1, 40)
     for _ in range(40):
         many_calls.run_train(it2, 1)
-    np.testing.assert_allclose(one_call.train_results()["loss"], many_calls.train_results()["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        one_call.train_results()["loss"], many_calls.train_results()["loss"], rtol=1e-6
+    )
     for a, b in zip(h.weights(one_call.model), h.weights(many_calls.model)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -57,34 +79,59 @@ def test_several_steps_per_fetch_change_nothing():
     """K batches per next(iterator) (chunks split per replica) train exactly like one per next()."""
     data, found = h.mnist_data(), {}
     for strategy, fetch in (("default", 1), ("default", 8), ("mirrored", 1), ("mirrored", 4)):
-        cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0,
-                       steps_per_fetch=fetch, epochs=2, steps_per_loop=16)
-        trainer = build_trainer(cfg, data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
-                                strategy=prepare_runtime(cfg))
+        cfg = h.config(
+            strategy=strategy,
+            num_cpu_devices=2 if strategy == "mirrored" else 0,
+            steps_per_fetch=fetch,
+            epochs=2,
+            steps_per_loop=16,
+        )
+        trainer = build_trainer(
+            cfg,
+            data,
+            model_fn=h.mlp_fn(),
+            optimizer_fn=h.sgd,
+            task=h.task(),
+            strategy=prepare_runtime(cfg),
+        )
         assert trainer.steps_per_fetch == fetch
         framework.Controller(trainer, data, cfg).run()
         assert trainer.trace_counts()["train_loop"] == 1
         found[(strategy, fetch)] = h.weights(trainer.model)
-    for one, key in [(("default", 1), ("default", 8)), (("mirrored", 1), ("mirrored", 4)),
-                     (("default", 1), ("mirrored", 4))]:
+    for one, key in [
+        (("default", 1), ("default", 8)),
+        (("mirrored", 1), ("mirrored", 4)),
+        (("default", 1), ("mirrored", 4)),
+    ]:
         for a, b in zip(found[one], found[key]):
             np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"{one} vs {key}")
 
 
 def test_automatic_steps_per_fetch_divides_every_loop():
     from framework.run import steps_per_fetch
+
     data = h.mnist_data()
     assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 1875, 3750) == 125
-    assert steps_per_fetch(TrainConfig(steps_per_loop=500, checkpoint_every=100), data, 1875, 3750) == 25
-    assert steps_per_fetch(TrainConfig(steps_per_loop=500, global_batch_size=8192), data, 1875, 3750) == 1
+    assert (
+        steps_per_fetch(TrainConfig(steps_per_loop=500, checkpoint_every=100), data, 1875, 3750)
+        == 25
+    )
+    assert (
+        steps_per_fetch(TrainConfig(steps_per_loop=500, global_batch_size=8192), data, 1875, 3750)
+        == 1
+    )
     assert steps_per_fetch(TrainConfig(steps_per_loop=500), data, 97, 679) == 1
     with pytest.raises(ConfigError, match="--steps_per_fetch=16 must divide"):
         steps_per_fetch(TrainConfig(steps_per_fetch=16), data, 1875, 3750)
 
 
 def _train_weights(strategy, model_fn, steps=30, batch=32, optimizer_fn=h.sgd, **cfg_overrides):
-    cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0,
-                   global_batch_size=batch, **cfg_overrides)
+    cfg = h.config(
+        strategy=strategy,
+        num_cpu_devices=2 if strategy == "mirrored" else 0,
+        global_batch_size=batch,
+        **cfg_overrides,
+    )
     data = h.mnist_data()
     trainer = make_trainer(cfg, data, model_fn=model_fn, optimizer_fn=optimizer_fn)
     trainer.run_train(train_iterator(trainer, data, cfg), steps)
@@ -114,6 +161,7 @@ def test_two_replicas_equal_one_with_sync_batchnorm_only():
 def test_lookahead_averages_the_weights_at_its_steps():
     # By hand: after step 4 (every=2, 8 steps in all) rho = 0.9**2 * (4/8)**3; weights become the average.
     from framework.lookahead import Lookahead
+
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
     look = Lookahead(model, every=2, decay=0.9, total_steps=8)
     model.layers[0].kernel.assign([[3.0], [5.0]])
@@ -148,9 +196,18 @@ def test_one_device_strategy_equals_default():
 
 def test_regularization_loss_counted_once_across_replicas():
     def model_fn():
-        return keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(
-            10, kernel_regularizer=keras.regularizers.L2(1e-2),
-            kernel_initializer=keras.initializers.GlorotUniform(3))])
+        return keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(
+                    10,
+                    kernel_regularizer=keras.regularizers.L2(1e-2),
+                    kernel_initializer=keras.initializers.GlorotUniform(3),
+                ),
+            ]
+        )
+
     _, w1 = _train_weights("default", model_fn, steps=15)
     _, w2 = _train_weights("mirrored", model_fn, steps=15)
     for a, b in zip(w1, w2):
@@ -165,14 +222,30 @@ def test_regularization_enters_the_step_exactly_once(strategy):
     c, lr = 0.05, 0.1
 
     def model_fn(regularizer):
-        return lambda: keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(
-            10, kernel_regularizer=regularizer, kernel_initializer=keras.initializers.GlorotUniform(3))])
+        return lambda: keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                keras.layers.Flatten(),
+                keras.layers.Dense(
+                    10,
+                    kernel_regularizer=regularizer,
+                    kernel_initializer=keras.initializers.GlorotUniform(3),
+                ),
+            ]
+        )
+
     plain_sgd = lambda learning_rate: keras.optimizers.SGD(learning_rate)  # noqa: E731
     w0_kernel = h.weights(model_fn(None)())[0]
-    _, (plain_kernel, plain_bias) = _train_weights(strategy, model_fn(None), steps=1, learning_rate=lr,
-                                                   optimizer_fn=plain_sgd)
-    _, (l2_kernel, l2_bias) = _train_weights(strategy, model_fn(keras.regularizers.L2(c)), steps=1,
-                                             learning_rate=lr, optimizer_fn=plain_sgd)
+    _, (plain_kernel, plain_bias) = _train_weights(
+        strategy, model_fn(None), steps=1, learning_rate=lr, optimizer_fn=plain_sgd
+    )
+    _, (l2_kernel, l2_bias) = _train_weights(
+        strategy,
+        model_fn(keras.regularizers.L2(c)),
+        steps=1,
+        learning_rate=lr,
+        optimizer_fn=plain_sgd,
+    )
     np.testing.assert_allclose(l2_kernel - plain_kernel, -lr * 2 * c * w0_kernel, atol=2e-6)
     np.testing.assert_allclose(l2_bias, plain_bias, atol=1e-7)  # the bias is not regularized
 
@@ -186,8 +259,12 @@ def test_global_batch_must_divide_by_replicas():
 def test_mixed_precision_trains_with_float32_logits(precision):
     cfg, data = h.config(mixed_precision=precision, learning_rate=0.05), h.mnist_data()
     trainer = make_trainer(cfg, data)
-    assert trainer.model.layers[0].compute_dtype == {"bf16": "bfloat16", "fp16": "float16"}[precision]
-    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "fp16")
+    assert (
+        trainer.model.layers[0].compute_dtype == {"bf16": "bfloat16", "fp16": "float16"}[precision]
+    )
+    assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer) == (
+        precision == "fp16"
+    )
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     iterator = train_iterator(trainer, data, cfg)
     trainer.run_train(iterator, 10)
@@ -215,19 +292,28 @@ def test_tpu_strategy_fails_fast_without_tpu():
 def test_schedule_values_at_known_steps():
     def values(sched, steps):
         return [float(sched(tf.constant(s))) for s in steps]
+
     cfg = lambda **kw: TrainConfig(learning_rate=0.1, **kw)  # noqa: E731
     assert schedules.build_schedule(cfg(lr_schedule="constant"), 100) == 0.1
-    exp = schedules.build_schedule(cfg(lr_schedule="exponential", decay_rate=0.5, decay_steps=10), 100)
+    exp = schedules.build_schedule(
+        cfg(lr_schedule="exponential", decay_rate=0.5, decay_steps=10), 100
+    )
     np.testing.assert_allclose(values(exp, [0, 10, 20]), [0.1, 0.05, 0.025], rtol=1e-6)
     cos = schedules.build_schedule(cfg(lr_schedule="cosine", warmup_steps=10), 110)
-    np.testing.assert_allclose(values(cos, [0, 5, 10, 60, 110]), [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        values(cos, [0, 5, 10, 60, 110]), [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-6
+    )
     one = schedules.build_schedule(cfg(lr_schedule="onecycle", warmup_steps=25), 100)
-    np.testing.assert_allclose(values(one, [0, 25, 50, 100, 200]), [0.0, 0.1, 0.1 * 50 / 75, 0.0, 0.0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        values(one, [0, 25, 50, 100, 200]), [0.0, 0.1, 0.1 * 50 / 75, 0.0, 0.0], atol=1e-6
+    )
     # airbench's triangle: from 0.2 x peak up to the peak, down to 0.07 x peak.
-    tri = schedules.build_schedule(cfg(lr_schedule="onecycle", warmup_steps=25, onecycle_start=0.2,
-                                       onecycle_end=0.07), 100)
-    np.testing.assert_allclose(values(tri, [0, 10, 25, 100, 200]), [0.02, 0.052, 0.1, 0.007, 0.007], atol=1e-6)
+    tri = schedules.build_schedule(
+        cfg(lr_schedule="onecycle", warmup_steps=25, onecycle_start=0.2, onecycle_end=0.07), 100
+    )
+    np.testing.assert_allclose(
+        values(tri, [0, 10, 25, 100, 200]), [0.02, 0.052, 0.1, 0.007, 0.007], atol=1e-6
+    )
     scale = tf.Variable(0.5)
     np.testing.assert_allclose(values(schedules.Scaled(one, scale), [25]), [0.05], rtol=1e-6)
 
@@ -241,7 +327,9 @@ def test_bad_config_values_name_the_flag():
         TrainConfig(target="acc=0.9")
     with pytest.raises(ConfigError, match="--eval_every_epochs=-1"):
         TrainConfig(eval_every_epochs=-1)
-    with pytest.raises(ConfigError, match="--onecycle_start/--onecycle_end need --lr_schedule=onecycle"):
+    with pytest.raises(
+        ConfigError, match="--onecycle_start/--onecycle_end need --lr_schedule=onecycle"
+    ):
         TrainConfig(lr_schedule="cosine", onecycle_end=0.1)
     with pytest.raises(ConfigError, match="--lookahead_every=-5"):
         TrainConfig(lookahead_every=-5)
@@ -258,28 +346,50 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
         framework.train(cfg, h.mnist_data(), model_fn=model_fn, optimizer_fn=h.sgd, task=h.task())
     latest = tf.train.latest_checkpoint(tmp_path / "checkpoints")
     assert latest.endswith("ckpt-32")
-    kernel = [n for n, _ in tf.train.list_variables(latest) if n.startswith("model_variables/0/")][0]
+    kernel = [n for n, _ in tf.train.list_variables(latest) if n.startswith("model_variables/0/")][
+        0
+    ]
     assert np.all(np.isfinite(tf.train.load_variable(latest, kernel)))
     assert not (tmp_path / "result.json").exists()
 
 
 def test_outputs_history_result_tensorboard_and_export(tmp_path):
-    cfg = h.config(model_dir=str(tmp_path), epochs=2, export=True, lr_schedule="cosine", warmup_steps=8)
-    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.adam, task=h.task())
+    cfg = h.config(
+        model_dir=str(tmp_path), epochs=2, export=True, lr_schedule="cosine", warmup_steps=8
+    )
+    result = framework.train(
+        cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.adam, task=h.task()
+    )
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["epoch"] == [1, 2] and len(history["test_accuracy"]) == 2
     assert history["loss"][1] < history["loss"][0]
     saved = json.loads((tmp_path / "result.json").read_text())
-    for key in ("test_loss", "test_accuracy", "train_steps", "examples_per_sec", "wall_seconds", "strategy",
-                "num_replicas", "config", "trainable_params", "non_trainable_params"):
+    for key in (
+        "test_loss",
+        "test_accuracy",
+        "train_steps",
+        "examples_per_sec",
+        "wall_seconds",
+        "strategy",
+        "num_replicas",
+        "config",
+        "trainable_params",
+        "non_trainable_params",
+    ):
         assert key in saved, key
-    assert saved["train_steps"] == 128 and saved["test_accuracy"] > 0.7 and result["num_replicas"] == 1
+    assert (
+        saved["train_steps"] == 128 and saved["test_accuracy"] > 0.7 and result["num_replicas"] == 1
+    )
     assert saved["trainable_params"] == 784 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
     # TensorBoard holds what history.json holds: the same evaluations at the same steps.
     scalars = {split: _tensorboard_scalars(tmp_path / split) for split in ("train", "eval")}
     assert [s for s, _ in scalars["eval"]["test_accuracy"]] == history["step"] == [64, 128]
-    np.testing.assert_allclose([v for _, v in scalars["eval"]["test_accuracy"]], history["test_accuracy"], rtol=1e-6)
-    np.testing.assert_allclose([v for _, v in scalars["eval"]["test_loss"]], history["test_loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [v for _, v in scalars["eval"]["test_accuracy"]], history["test_accuracy"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        [v for _, v in scalars["eval"]["test_loss"]], history["test_loss"], rtol=1e-6
+    )
     train_steps = [s for s, _ in scalars["train"]["loss"]]
     assert train_steps[-1] == 128 and {64, 128} <= set(train_steps)
     learning_rates = dict(scalars["train"]["learning_rate"])
@@ -290,7 +400,9 @@ def test_outputs_history_result_tensorboard_and_export(tmp_path):
     accuracy = np.mean(np.argmax(logits, -1) == h.mnist_data().evals["test"][1][:64])
     assert accuracy > 0.6
     # The SavedModel serves the same function as the .keras model.
-    saved_model = tf.saved_model.load(str(tmp_path / "saved_model"))  # held: serve() needs its variables
+    saved_model = tf.saved_model.load(
+        str(tmp_path / "saved_model")
+    )  # held: serve() needs its variables
     served = saved_model.serve(tf.constant(x))
     np.testing.assert_allclose(served.numpy(), logits, rtol=1e-5, atol=1e-5)
 
@@ -301,29 +413,48 @@ def _tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     for name in sorted(os.listdir(log_dir)):
         for event in tf.compat.v1.train.summary_iterator(str(log_dir / name)):
             for value in event.summary.value:
-                found.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+                found.setdefault(value.tag, []).append(
+                    (event.step, float(tf.make_ndarray(value.tensor)))
+                )
     return found
 
 
 @pytest.mark.parametrize("lookahead_every", [0, 3])
 def test_resume_after_stop_equals_uninterrupted(tmp_path, lookahead_every):
-    cfg = lambda d: h.config(model_dir=str(d), epochs=3, checkpoint_every=16, deterministic=True,  # noqa: E731
-                             lookahead_every=lookahead_every)
+    def cfg(d):
+        return h.config(
+            model_dir=str(d),
+            epochs=3,
+            checkpoint_every=16,
+            deterministic=True,
+            lookahead_every=lookahead_every,
+        )
+
     model_fn = h.mlp_fn(extra_layers=lambda: [keras.layers.Dropout(0.2, seed=5)])
-    full = framework.train(cfg(tmp_path / "a"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
-                           task=h.task())
+    full = framework.train(
+        cfg(tmp_path / "a"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam, task=h.task()
+    )
     stop_at_80 = lambda info: info.step >= 80  # noqa: E731  (a hook asking to stop)
-    framework.train(cfg(tmp_path / "b"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
-                    task=h.task(), hooks=[stop_at_80])
-    resumed = framework.train(cfg(tmp_path / "b"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam,
-                              task=h.task())
+    framework.train(
+        cfg(tmp_path / "b"),
+        h.mnist_data(),
+        model_fn=model_fn,
+        optimizer_fn=h.adam,
+        task=h.task(),
+        hooks=[stop_at_80],
+    )
+    resumed = framework.train(
+        cfg(tmp_path / "b"), h.mnist_data(), model_fn=model_fn, optimizer_fn=h.adam, task=h.task()
+    )
     assert resumed["train_steps"] == full["train_steps"] == 192
     assert resumed["test_accuracy"] == full["test_accuracy"]
     a = tf.train.latest_checkpoint(tmp_path / "a" / "checkpoints")
     b = tf.train.latest_checkpoint(tmp_path / "b" / "checkpoints")
     for name, _ in tf.train.list_variables(a):
         if name.startswith(("model_variables", "optimizer", "lookahead")):
-            np.testing.assert_array_equal(tf.train.load_variable(a, name), tf.train.load_variable(b, name))
+            np.testing.assert_array_equal(
+                tf.train.load_variable(a, name), tf.train.load_variable(b, name)
+            )
     history_a = json.loads((tmp_path / "a" / "history.json").read_text())
     history_b = json.loads((tmp_path / "b" / "history.json").read_text())
     assert history_a["test_accuracy"] == history_b["test_accuracy"]
@@ -334,28 +465,46 @@ def test_resume_refuses_a_different_model(tmp_path):
     framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
     with pytest.raises(framework.checkpointing.CheckpointError, match="different configuration"):
         # The same configuration (framework.run_record refuses another one first), another model_fn.
-        framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(widths=(32,)),
-                        optimizer_fn=h.sgd, task=h.task())
+        framework.train(
+            cfg, h.mnist_data(), model_fn=h.mlp_fn(widths=(32,)), optimizer_fn=h.sgd, task=h.task()
+        )
 
 
 def test_early_stopping_plateau_and_best_checkpoint(tmp_path):
     # A learning rate this small cannot move the test accuracy: every evaluation is "no improvement".
-    cfg = h.config(model_dir=str(tmp_path), epochs=10, learning_rate=1e-12, early_stopping_patience=3,
-                   reduce_lr_patience=1, reduce_lr_factor=0.5, global_batch_size=256)
-    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    cfg = h.config(
+        model_dir=str(tmp_path),
+        epochs=10,
+        learning_rate=1e-12,
+        early_stopping_patience=3,
+        reduce_lr_patience=1,
+        reduce_lr_factor=0.5,
+        global_batch_size=256,
+    )
+    result = framework.train(
+        cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task()
+    )
     assert result["stop_reason"] == "early_stopping"
     assert result["train_steps"] == 4 * 8  # epoch 1 sets the best, epochs 2-4 wait
     history = json.loads((tmp_path / "history.json").read_text())
-    np.testing.assert_allclose(np.array(history["learning_rate"]) / 1e-12, [1, 1, 0.5, 0.25], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.array(history["learning_rate"]) / 1e-12, [1, 1, 0.5, 0.25], rtol=1e-5
+    )
     assert tf.train.latest_checkpoint(tmp_path / "best").endswith("ckpt-8")
     # A resumed early-stopped run stays stopped.
-    again = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    again = framework.train(
+        cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task()
+    )
     assert again["train_steps"] == 32 and again["stop_reason"] == "early_stopping"
 
 
 def test_target_stops_and_records_time_to_target(tmp_path):
-    cfg = h.config(model_dir=str(tmp_path), epochs=20, target="test_accuracy>=0.7", learning_rate=0.05)
-    result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+    cfg = h.config(
+        model_dir=str(tmp_path), epochs=20, target="test_accuracy>=0.7", learning_rate=0.05
+    )
+    result = framework.train(
+        cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task()
+    )
     assert result["stop_reason"] == "target"
     assert result["target_step"] < 20 * 64 and result["test_accuracy"] >= 0.7
     assert 0 < result["time_to_target_seconds"] <= result["wall_seconds"]
@@ -365,17 +514,30 @@ def test_hooks_see_every_loop_and_a_second_run_in_one_process_works():
     seen = []
     for _ in range(2):  # a notebook re-running its cell
         cfg = h.config(epochs=1, steps_per_loop=16)
-        framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
-                        hooks=[lambda info: seen.append((info.step, info.metrics["loss"]))])
+        framework.train(
+            cfg,
+            h.mnist_data(),
+            model_fn=h.mlp_fn(),
+            optimizer_fn=h.sgd,
+            task=h.task(),
+            hooks=[lambda info: seen.append((info.step, info.metrics["loss"]))],
+        )
     assert [s for s, _ in seen] == [16, 32, 48, 64] * 2
     assert seen[3][1] < seen[0][1]
 
 
 def test_full_disk_while_saving_is_reported_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     import errno
+
     cfg = h.config(model_dir=str(tmp_path), epochs=2, checkpoint_every=16)
-    trainer = build_trainer(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task(),
-                            strategy=prepare_runtime(cfg))
+    trainer = build_trainer(
+        cfg,
+        h.mnist_data(),
+        model_fn=h.mlp_fn(),
+        optimizer_fn=h.sgd,
+        task=h.task(),
+        strategy=prepare_runtime(cfg),
+    )
     controller = framework.Controller(trainer, h.mnist_data(), cfg)
     real_save = controller.checkpointer.manager.save
 
@@ -393,12 +555,17 @@ def test_full_disk_while_saving_is_reported_and_keeps_the_last_checkpoint(tmp_pa
 def test_eval_every_epochs_and_the_last_evaluation_is_reused(tmp_path, monkeypatch):
     calls = []
     real_evaluate = framework.Controller.evaluate
-    monkeypatch.setattr(framework.Controller, "evaluate",
-                        lambda self, split: calls.append(split) or real_evaluate(self, split))
+    monkeypatch.setattr(
+        framework.Controller,
+        "evaluate",
+        lambda self, split: calls.append(split) or real_evaluate(self, split),
+    )
     for every, evaluated_epochs in ((2, [2, 4, 5]), (0, [5])):
         calls.clear()
         cfg = h.config(model_dir=str(tmp_path / str(every)), epochs=5, eval_every_epochs=every)
-        result = framework.train(cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task())
+        result = framework.train(
+            cfg, h.mnist_data(), model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task()
+        )
         history = json.loads((tmp_path / str(every) / "history.json").read_text())
         assert history["epoch"] == evaluated_epochs
         assert calls == ["test"] * len(evaluated_epochs)  # the final result reuses the last epoch's

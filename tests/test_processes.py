@@ -1,4 +1,5 @@
 """Real processes: kill -9 and SIGTERM with exact resume, and a 2-worker MultiWorkerMirrored run."""
+
 import json
 import os
 import random
@@ -11,9 +12,21 @@ import numpy as np
 import tensorflow as tf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MNIST_MLP = [sys.executable, "-m", "trainers.mnist", "--model=mlp", "--train_examples=4096", "--epochs=3",
-             "--global_batch_size=16", "--steps_per_loop=16", "--checkpoint_every=16", "--deterministic",
-             "--export=false", "--lr_schedule=cosine", "--dropout=0.1"]  # 768 steps
+MNIST_MLP = [
+    sys.executable,
+    "-m",
+    "trainers.mnist",
+    "--model=mlp",
+    "--train_examples=4096",
+    "--epochs=3",
+    "--global_batch_size=16",
+    "--steps_per_loop=16",
+    "--checkpoint_every=16",
+    "--deterministic",
+    "--export=false",
+    "--lr_schedule=cosine",
+    "--dropout=0.1",
+]  # 768 steps
 
 
 def _env():
@@ -21,8 +34,15 @@ def _env():
 
 
 def _run(args, model_dir, **kw):
-    return subprocess.run(args + [f"--model_dir={model_dir}"], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=300, **kw)
+    return subprocess.run(
+        args + [f"--model_dir={model_dir}"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
+    )
 
 
 def _latest_step(model_dir):
@@ -32,8 +52,14 @@ def _latest_step(model_dir):
 
 def _start_and_signal(model_dir, sig, after_step):
     """Start a run, send `sig` once a checkpoint at or after `after_step` exists; returns the process."""
-    proc = subprocess.Popen(MNIST_MLP + [f"--model_dir={model_dir}"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        MNIST_MLP + [f"--model_dir={model_dir}"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while _latest_step(model_dir) < after_step and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -44,14 +70,23 @@ def _start_and_signal(model_dir, sig, after_step):
 
 def _final_variables(model_dir):
     path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
-            if name.startswith(("model_variables", "optimizer", "step"))}
+    return {
+        name: tf.train.load_variable(path, name)
+        for name, _ in tf.train.list_variables(path)
+        if name.startswith(("model_variables", "optimizer", "step"))
+    }
 
 
 def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
     # The uninterrupted run goes on beside the interrupted ones (--deterministic: same numbers either way).
-    full = subprocess.Popen(MNIST_MLP + [f"--model_dir={tmp_path / 'full'}"], cwd=ROOT, env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    full = subprocess.Popen(
+        MNIST_MLP + [f"--model_dir={tmp_path / 'full'}"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rng = random.Random()
     run_dir = tmp_path / "interrupted"
     killed_at = 0
@@ -84,10 +119,24 @@ def test_two_workers_on_localhost_agree_on_the_weights_and_the_time_budget(tmp_p
     """One launch of 2 MultiWorkerMirrored workers: the same final weights on both, and one train_steps from
     --train_minutes (each worker times the steps itself, 3588 and 3593 ex/s in one run: they must agree on
     the number of timed chunks, each step being a collective, and on the length)."""
-    args = [sys.executable, "-m", "framework.launch", "--workers=2", "--", sys.executable, "-m",
-            "trainers.mnist", "--strategy=multi_worker", "--model=mlp", "--train_examples=4096",
-            "--epochs=3", "--global_batch_size=64", "--train_minutes=0.1", f"--model_dir={tmp_path}",
-            "--export=false"]
+    args = [
+        sys.executable,
+        "-m",
+        "framework.launch",
+        "--workers=2",
+        "--",
+        sys.executable,
+        "-m",
+        "trainers.mnist",
+        "--strategy=multi_worker",
+        "--model=mlp",
+        "--train_examples=4096",
+        "--epochs=3",
+        "--global_batch_size=64",
+        "--train_minutes=0.1",
+        f"--model_dir={tmp_path}",
+        "--export=false",
+    ]
     proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
     fingerprints = {}
@@ -96,8 +145,11 @@ def test_two_workers_on_localhost_agree_on_the_weights_and_the_time_budget(tmp_p
             worker = line.split("]")[0]
             fingerprints[worker] = float(line.split(":")[1].strip().rstrip(","))
     assert len(fingerprints) == 2 and len(set(fingerprints.values())) == 1, fingerprints
-    decisions = {line.split("]")[0]: line.split("time budget: ")[1]
-                 for line in (proc.stdout + proc.stderr).splitlines() if "time budget: " in line}
+    decisions = {
+        line.split("]")[0]: line.split("time budget: ")[1]
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if "time budget: " in line
+    }
     assert len(decisions) == 2 and len(set(decisions.values())) == 1, decisions
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["num_replicas"] == 2 and result["test_accuracy"] > 0.7, result["train_steps"]
@@ -106,12 +158,27 @@ def test_two_workers_on_localhost_agree_on_the_weights_and_the_time_budget(tmp_p
 
 def test_a_dead_worker_stops_the_other(tmp_path):
     # Worker 1 gets an unknown flag and exits at once; worker 0 must not wait forever for it.
-    script = ("import os,sys,json; t=json.loads(os.environ['TF_CONFIG'])['task']['index']; "
-              "sys.argv += ['--bogus_flag=1'] if t == 1 else []; "
-              "from trainers import mnist, cli; cli.main('mnist', mnist.DEFAULTS)")
-    args = [sys.executable, "-m", "framework.launch", "--workers=2", "--grace_seconds=5", "--",
-            sys.executable, "-c", script, "--strategy=multi_worker", "--model=mlp", "--train_examples=2048",
-            "--epochs=50", f"--model_dir={tmp_path}"]
+    script = (
+        "import os,sys,json; t=json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+        "sys.argv += ['--bogus_flag=1'] if t == 1 else []; "
+        "from trainers import mnist, cli; cli.main('mnist', mnist.DEFAULTS)"
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "framework.launch",
+        "--workers=2",
+        "--grace_seconds=5",
+        "--",
+        sys.executable,
+        "-c",
+        script,
+        "--strategy=multi_worker",
+        "--model=mlp",
+        "--train_examples=2048",
+        "--epochs=50",
+        f"--model_dir={tmp_path}",
+    ]
     start = time.time()
     proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 2, proc.stdout[-2000:]
@@ -123,14 +190,38 @@ def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
     """kill -9 one of two workers: the survivor errors out (no hang: the strategy's health check, with no
     collective timeout set); restarting both resumes."""
     from framework.launch import tf_configs
-    args = [sys.executable, "-m", "trainers.mnist", "--strategy=multi_worker", "--model=mlp",
-            "--train_examples=4096", "--epochs=3", "--global_batch_size=16", "--steps_per_loop=16",
-            "--checkpoint_every=32", f"--model_dir={tmp_path}", "--export=false"]
-    env = {**_env(), "TFLOOPS_HEALTH_CHECK_SECONDS": "3"}  # TF's 30 s default: the survivor waits that long
+
+    args = [
+        sys.executable,
+        "-m",
+        "trainers.mnist",
+        "--strategy=multi_worker",
+        "--model=mlp",
+        "--train_examples=4096",
+        "--epochs=3",
+        "--global_batch_size=16",
+        "--steps_per_loop=16",
+        "--checkpoint_every=32",
+        f"--model_dir={tmp_path}",
+        "--export=false",
+    ]
+    env = {
+        **_env(),
+        "TFLOOPS_HEALTH_CHECK_SECONDS": "3",
+    }  # TF's 30 s default: the survivor waits that long
 
     def start_workers():
-        return [subprocess.Popen(args, cwd=ROOT, env={**env, "TF_CONFIG": json.dumps(c)}, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True) for c in tf_configs(2)]
+        return [
+            subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**env, "TF_CONFIG": json.dumps(c)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for c in tf_configs(2)
+        ]
 
     workers = start_workers()
     deadline = time.time() + 120
@@ -140,7 +231,9 @@ def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
     start = time.time()
     out, _ = workers[0].communicate(timeout=150)
     assert workers[0].returncode != 0, out[-2000:]
-    assert time.time() - start < 60  # the health check fails the survivor within a few of its intervals
+    assert (
+        time.time() - start < 60
+    )  # the health check fails the survivor within a few of its intervals
     killed_at = _latest_step(tmp_path)
     assert killed_at >= 64
     workers = start_workers()

@@ -1,4 +1,5 @@
 """Several real workers on localhost: a SIGTERM that reaches one of them saves and stops all of them."""
+
 import json
 import os
 import signal
@@ -8,14 +9,35 @@ import time
 
 from test_processes import ROOT, _env, _latest_step
 
-ARGS = [sys.executable, "-m", "trainers.mnist", "--strategy=multi_worker", "--model=mlp", "--train_examples=8192",
-        "--epochs=2", "--global_batch_size=64", "--steps_per_loop=8", "--checkpoint_every=32", "--export=false"]
+ARGS = [
+    sys.executable,
+    "-m",
+    "trainers.mnist",
+    "--strategy=multi_worker",
+    "--model=mlp",
+    "--train_examples=8192",
+    "--epochs=2",
+    "--global_batch_size=64",
+    "--steps_per_loop=8",
+    "--checkpoint_every=32",
+    "--export=false",
+]
 
 
 def _start_workers(model_dir):
     from framework.launch import tf_configs
-    return [subprocess.Popen(ARGS + [f"--model_dir={model_dir}"], cwd=ROOT, env={**_env(), "TF_CONFIG": json.dumps(c)},
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in tf_configs(2)]
+
+    return [
+        subprocess.Popen(
+            ARGS + [f"--model_dir={model_dir}"],
+            cwd=ROOT,
+            env={**_env(), "TF_CONFIG": json.dumps(c)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for c in tf_configs(2)
+    ]
 
 
 def test_sigterm_to_one_worker_checkpoints_and_stops_both_then_both_resume(tmp_path):
@@ -27,7 +49,9 @@ def test_sigterm_to_one_worker_checkpoints_and_stops_both_then_both_resume(tmp_p
     assert signalled_after >= 32
     workers[1].send_signal(signal.SIGTERM)  # the chief (worker 0) gets no signal
     outs = [w.communicate(timeout=120)[0] for w in workers]
-    assert [w.returncode for w in workers] == [128 + signal.SIGTERM] * 2, outs[0][-1500:] + outs[1][-1500:]
+    assert [w.returncode for w in workers] == [128 + signal.SIGTERM] * 2, (
+        outs[0][-1500:] + outs[1][-1500:]
+    )
     stopped_at = _latest_step(tmp_path)
     assert stopped_at > signalled_after and stopped_at % 8 == 0  # saved at a loop end
     assert f"stopped by signal {int(signal.SIGTERM)} at step {stopped_at}" in outs[0]

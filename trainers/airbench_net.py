@@ -15,6 +15,7 @@ What it takes from the PyTorch original, and how:
   * BatchNorm has no scale, a bias that moves 64x faster than the other weights (airbench's
     `bias_scaler`) and momentum 0.6 (airbench's value, in Keras' convention; PyTorch's 0.4).
 """
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -34,20 +35,30 @@ BN_MOMENTUM = 0.6  # Keras convention: running = 0.6 * running + 0.4 * batch (to
 class PatchWhitening(keras.layers.Layer):
     """A 'valid' conv whose kernel is frozen (set from the data by `build_airbench`) and whose bias trains."""
 
-    def __init__(self, filters, patch_size=WHITENING_PATCH, kernel_initializer="glorot_uniform", **kwargs):
+    def __init__(
+        self, filters, patch_size=WHITENING_PATCH, kernel_initializer="glorot_uniform", **kwargs
+    ):
         super().__init__(**kwargs)
         self.filters, self.patch_size = int(filters), int(patch_size)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)  # until the data sets it
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer
+        )  # until the data sets it
 
     def build(self, input_shape):
         size = self.patch_size
-        self.kernel = self.add_weight(shape=(size, size, input_shape[-1], self.filters), name="kernel",
-                                      initializer=self.kernel_initializer, trainable=False)
+        self.kernel = self.add_weight(
+            shape=(size, size, input_shape[-1], self.filters),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            trainable=False,
+        )
         self.bias = self.add_weight(shape=(self.filters,), name="bias", initializer="zeros")
 
     def call(self, inputs):
         kernel = keras.ops.cast(self.kernel, inputs.dtype)
-        return keras.ops.conv(inputs, kernel, padding="valid") + keras.ops.cast(self.bias, inputs.dtype)
+        return keras.ops.conv(inputs, kernel, padding="valid") + keras.ops.cast(
+            self.bias, inputs.dtype
+        )
 
     def compute_output_shape(self, input_shape):
         n, h, w, _ = input_shape
@@ -55,8 +66,12 @@ class PatchWhitening(keras.layers.Layer):
         return (n, None if h is None else h - p, None if w is None else w - p, self.filters)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "patch_size": self.patch_size,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "patch_size": self.patch_size,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfloops")
@@ -98,18 +113,38 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     """
 
     def call(self, inputs, training=None, mask=None):
-        fused = (training is True and self.trainable and mask is None and not self.synchronized and not self.scale
-                 and not self.center and not self.renorm and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        fused = (
+            training is True
+            and self.trainable
+            and mask is None
+            and not self.synchronized
+            and not self.scale
+            and not self.center
+            and not self.renorm
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+        )
         if not fused:
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
         outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
-            x=inputs, scale=tf.ones([channels]), offset=tf.zeros([channels]), mean=tf.constant([], tf.float32),
-            variance=tf.constant([], tf.float32), epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            x=inputs,
+            scale=tf.ones([channels]),
+            offset=tf.zeros([channels]),
+            mean=tf.constant([], tf.float32),
+            variance=tf.constant([], tf.float32),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
-        variance = variance * (count - 1.0) / count  # the kernel returns the unbiased variance; Keras keeps the biased
+        variance = (
+            variance * (count - 1.0) / count
+        )  # the kernel returns the unbiased variance; Keras keeps the biased
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+        )
         return outputs
 
 
@@ -123,15 +158,17 @@ def whitening_weights(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
     n, h, w, c = images.shape
     p = patch_size
     # Every p x p patch, flattened in the kernel's (row, col, channel) order.
-    patches = np.stack([images[:, i:h - p + 1 + i, j:w - p + 1 + j, :]
-                        for i in range(p) for j in range(p)], axis=3).reshape(-1, p * p * c)
+    patches = np.stack(
+        [images[:, i : h - p + 1 + i, j : w - p + 1 + j, :] for i in range(p) for j in range(p)],
+        axis=3,
+    ).reshape(-1, p * p * c)
     mean = patches.mean(axis=0)
     patches = patches - mean
     covariance = (patches.T @ patches).astype(np.float64) / len(patches)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
-    filters = eigenvectors / np.sqrt(eigenvalues + eps)          # columns whiten one direction each
-    filters = filters[:, ::-1]                                    # largest eigenvalue first
-    filters = np.concatenate([filters, -filters], axis=1)         # both signs survive the GELU
+    filters = eigenvectors / np.sqrt(eigenvalues + eps)  # columns whiten one direction each
+    filters = filters[:, ::-1]  # largest eigenvalue first
+    filters = np.concatenate([filters, -filters], axis=1)  # both signs survive the GELU
     kernel = filters.reshape(p, p, c, 2 * p * p * c).astype(np.float32)
     return kernel, (-mean @ filters).astype(np.float32)
 
@@ -140,9 +177,12 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
     """The body from `inputs` to the pooled features; `layers` is models._Layers (names, seeds)."""
     channels = inputs.shape[-1]
     whiten_width = 2 * WHITENING_PATCH * WHITENING_PATCH * channels
-    whiten = PatchWhitening(whiten_width, kernel_initializer=layers.kernel_init("whiten"),
-                            name=layers.name("whiten"))
-    x = keras.layers.Activation(layer_activation(activation), name=layers.name("whiten_act"))(whiten(inputs))
+    whiten = PatchWhitening(
+        whiten_width, kernel_initializer=layers.kernel_init("whiten"), name=layers.name("whiten")
+    )
+    x = keras.layers.Activation(layer_activation(activation), name=layers.name("whiten_act"))(
+        whiten(inputs)
+    )
     convs = []
     for g, width in enumerate(widths, start=1):
         for i in (1, 2):
@@ -152,10 +192,18 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
             x = conv(x)
             if i == 1:
                 x = keras.layers.MaxPooling2D(2, name=layers.name(f"group{g}_pool"))(x)
-            x = FusedBatchNorm(momentum=BN_MOMENTUM, epsilon=1e-5, center=False, scale=False,
-                               synchronized=layers.sync_batchnorm, name=layers.name(f"group{g}_bn{i}"))(x)
+            x = FusedBatchNorm(
+                momentum=BN_MOMENTUM,
+                epsilon=1e-5,
+                center=False,
+                scale=False,
+                synchronized=layers.sync_batchnorm,
+                name=layers.name(f"group{g}_bn{i}"),
+            )(x)
             x = ScaledBias(name=layers.name(f"group{g}_bias{i}"))(x)
-            x = keras.layers.Activation(layer_activation(activation), name=layers.name(f"group{g}_act{i}"))(x)
+            x = keras.layers.Activation(
+                layer_activation(activation), name=layers.name(f"group{g}_act{i}")
+            )(x)
     x = keras.layers.MaxPooling2D(3, name=layers.name("final_pool"))(x)
     x = keras.layers.Flatten(name=layers.name("flatten"))(x)
     if dropout:
@@ -176,4 +224,5 @@ def build_airbench(inputs, layers, widths, activation, dropout, whitening_images
             kernel[..., :n] = 0.0
             kernel[k // 2, k // 2, np.arange(n), np.arange(n)] = 1.0
             conv.kernel.assign(kernel)
+
     return x, initialise

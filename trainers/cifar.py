@@ -23,6 +23,7 @@ at 256: the same per-example step) and weight decay 0.009 per unit of LR.
         shared data is JPEG (quality 75, colour at half resolution), where airbench94 reports 94%
         on the original pixels.
 """
+
 from trainers import cli, recipes
 
 # The values live in trainers/recipes.py (recipes.get("cifar", "fast")); RECIPES and DEFAULTS stay
@@ -34,6 +35,7 @@ def __getattr__(name):
     if name == "DEFAULTS":
         return recipes.defaults("cifar")
     raise AttributeError(f"module 'trainers.cifar' has no attribute {name!r}")
+
 
 if __name__ == "__main__":
     cli.main("cifar")

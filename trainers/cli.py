@@ -7,6 +7,7 @@ the flags given on the command line over them, exactly as `recipes.configs(train
 gives them to a notebook. Nothing here imports TensorFlow before the flags are parsed, so `--help`
 answers at once, and TensorFlow's start-up lines are hidden unless `--verbose`.
 """
+
 import contextlib
 import dataclasses
 import json
@@ -15,17 +16,29 @@ import sys
 from absl import app, flags, logging
 
 from framework import config_flags
-from framework.tf_startup import import_tensorflow  # noqa: F401 (trainers call cli.import_tensorflow)
 from framework.config import ConfigError, TrainConfig
+from framework.tf_startup import import_tensorflow  # noqa: F401 (trainers call cli.import_tensorflow)
 from trainers import recipes as recipes_lib
 from trainers.experiment import ExperimentConfig
 
 FLAGS = flags.FLAGS
 
 # TrainConfig's options that a trainer's --help lists (the rest: --helpfull).
-KEY_TRAIN_OPTIONS = ("model_dir", "strategy", "global_batch_size", "epochs", "train_steps", "learning_rate",
-                     "lr_schedule", "warmup_fraction", "mixed_precision", "jit_compile", "seed", "target",
-                     "fresh_start")
+KEY_TRAIN_OPTIONS = (
+    "model_dir",
+    "strategy",
+    "global_batch_size",
+    "epochs",
+    "train_steps",
+    "learning_rate",
+    "lr_schedule",
+    "warmup_fraction",
+    "mixed_precision",
+    "jit_compile",
+    "seed",
+    "target",
+    "fresh_start",
+)
 
 
 def define_flags(name: str, key_module: str | None = "__main__") -> None:
@@ -34,31 +47,56 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
     defaults = recipes_lib.defaults(name, resolve=False)
     exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     # Values computed at run time (e.g. bf16 where it is fast) are shown as the fields' defaults.
-    static = {k: v for k, v in defaults.items() if not (isinstance(v, str) and v in recipes_lib.AT_RUN_TIME)}
-    config_flags.define_flags(ExperimentConfig, defaults={k: v for k, v in static.items() if k in exp_fields},
-                              key_module=key_module)
-    config_flags.define_flags(TrainConfig, defaults={k: v for k, v in static.items() if k not in exp_fields})
-    module = sys.argv[0] if key_module == "__main__" else key_module  # absl's name for the main module
+    static = {
+        k: v
+        for k, v in defaults.items()
+        if not (isinstance(v, str) and v in recipes_lib.AT_RUN_TIME)
+    }
+    config_flags.define_flags(
+        ExperimentConfig,
+        defaults={k: v for k, v in static.items() if k in exp_fields},
+        key_module=key_module,
+    )
+    config_flags.define_flags(
+        TrainConfig, defaults={k: v for k, v in static.items() if k not in exp_fields}
+    )
+    module = (
+        sys.argv[0] if key_module == "__main__" else key_module
+    )  # absl's name for the main module
     own = {
         "repeats": lambda: flags.DEFINE_integer(
-            "repeats", 1, "Train N fresh models (seeds seed..seed+N-1); report mean/std of test accuracy "
-            "and the logit- and probability-averaging ensembles."),
+            "repeats",
+            1,
+            "Train N fresh models (seeds seed..seed+N-1); report mean/std of test accuracy "
+            "and the logit- and probability-averaging ensembles.",
+        ),
         "sweep": lambda: flags.DEFINE_string(
-            "sweep", "", "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' (each value as its "
+            "sweep",
+            "",
+            "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' (each value as its "
             "flag takes it); each cell --repeats times in model_dir/<cell>/repeat_<i>; writes sweep.md, "
-            "sweep.json and compare.md/json/png."),
+            "sweep.json and compare.md/json/png.",
+        ),
         "variants": lambda: flags.DEFINE_string(
-            "variants", "", "Named variants over this command line's flags, one factor at a time, e.g. "
+            "variants",
+            "",
+            "Named variants over this command line's flags, one factor at a time, e.g. "
             "'baseline:;deeper:widths=64,64,64;slow:learning_rate=1e-4 epochs=5' (a variant's flags "
             "separated by spaces, each value as the flag takes it); each --repeats times in "
-            "model_dir/<variant>/repeat_<i>; writes sweep.md, sweep.json and compare.md/json/png."),
+            "model_dir/<variant>/repeat_<i>; writes sweep.md, sweep.json and compare.md/json/png.",
+        ),
         "verbose": lambda: flags.DEFINE_bool(
-            "verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."),
+            "verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."
+        ),
     }
     if recipes_lib.names(name):
         own["recipe"] = lambda: flags.DEFINE_enum(
-            "recipe", "auto", ["auto", *recipes_lib.names(name)], "Training recipe (trainers/recipes.py): "
-            f"{', '.join(recipes_lib.names(name))}; auto picks full on a GPU/TPU, else fast.")
+            "recipe",
+            "auto",
+            ["auto", *recipes_lib.names(name)],
+            "Training recipe (trainers/recipes.py): "
+            f"{', '.join(recipes_lib.names(name))}; auto picks full on a GPU/TPU, else fast.",
+        )
     for flag_name, define in own.items():
         if flag_name not in FLAGS:
             define()
@@ -82,8 +120,11 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
     def _main(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
-        if FLAGS.strategy == "tpu":  # TensorFlow finds a TPU VM's chips only if told before its import
+        if (
+            FLAGS.strategy == "tpu"
+        ):  # TensorFlow finds a TPU VM's chips only if told before its import
             from framework.tpu_env import configure_pjrt
+
             configure_pjrt()
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
@@ -93,16 +134,31 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
             logging.info("%s", describe(exp, config))
             if FLAGS.sweep or FLAGS.variants:
                 from trainers.repeats import sweep
-                sweep(name, FLAGS.recipe if "recipe" in FLAGS else None, grid=FLAGS.sweep,
-                      variants=FLAGS.variants, repeats=FLAGS.repeats, **given_options())
+
+                sweep(
+                    name,
+                    FLAGS.recipe if "recipe" in FLAGS else None,
+                    grid=FLAGS.sweep,
+                    variants=FLAGS.variants,
+                    repeats=FLAGS.repeats,
+                    **given_options(),
+                )
                 return
             if FLAGS.repeats != 1:
                 from trainers.repeats import exports_given, run_repeats
-                print(json.dumps(run_repeats(exp, config, FLAGS.repeats, exports=exports_given(given_options())),
-                                 indent=1))
+
+                print(
+                    json.dumps(
+                        run_repeats(
+                            exp, config, FLAGS.repeats, exports=exports_given(given_options())
+                        ),
+                        indent=1,
+                    )
+                )
                 return
             if run is None:
                 from trainers.experiment import run_experiment
+
                 result = run_experiment(exp, config)
             else:
                 result = run(exp, config)
@@ -120,6 +176,7 @@ def exit_codes():
     from framework import NonFiniteLossError, TrainingInterrupted
     from framework.checkpointing import CheckpointError
     from framework.data.datasets import DataError
+
     try:
         yield
     except (ConfigError, DataError, CheckpointError) as err:
@@ -143,8 +200,10 @@ def configs_from_flags(name: str):
 
 def given_options() -> dict:
     """The options the command line gave (ExperimentConfig's and TrainConfig's flags), parsed."""
-    return {**config_flags.flag_dict(ExperimentConfig, given_only=True),
-            **config_flags.flag_dict(TrainConfig, given_only=True)}
+    return {
+        **config_flags.flag_dict(ExperimentConfig, given_only=True),
+        **config_flags.flag_dict(TrainConfig, given_only=True),
+    }
 
 
 def describe(*configs) -> str:

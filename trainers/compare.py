@@ -14,6 +14,7 @@ and compare.png (a bar per group: the mean, with the std as its error bar).
 
 A RUN_DIR without any result.json is one line and exit 2. `--help` imports no TensorFlow.
 """
+
 import json
 import os
 import re
@@ -22,8 +23,16 @@ import sys
 import numpy as np
 
 # result.json numbers that describe the run's set-up or bookkeeping, not how well or fast it did.
-NOT_METRICS = ("best_step", "train_steps", "num_replicas", "trainable_params", "non_trainable_params",
-               "weights_fingerprint", "input_wait_seconds", "train_loop_seconds")
+NOT_METRICS = (
+    "best_step",
+    "train_steps",
+    "num_replicas",
+    "trainable_params",
+    "non_trainable_params",
+    "weights_fingerprint",
+    "input_wait_seconds",
+    "train_loop_seconds",
+)
 REPEAT_FOLDER = re.compile(r"repeat_\d+$")
 OUTPUTS = ("compare.md", "compare.json", "compare.png")
 
@@ -45,12 +54,16 @@ def find_groups(run_dirs) -> dict[str, list[str]]:
             if "result.json" in files:
                 found.append(os.path.join(folder, "result.json"))
         if not found:
-            raise CompareError(f"{run_dir}: no result.json under it (not a finished run, series or sweep)")
+            raise CompareError(
+                f"{run_dir}: no result.json under it (not a finished run, series or sweep)"
+            )
         for path in found:
             group_dir = os.path.dirname(path)
             if REPEAT_FOLDER.match(os.path.basename(group_dir)):
                 group_dir = os.path.dirname(group_dir)
-            groups.setdefault(_label(group_dir, run_dir, several=len(run_dirs) > 1), []).append(path)
+            groups.setdefault(_label(group_dir, run_dir, several=len(run_dirs) > 1), []).append(
+                path
+            )
     return groups
 
 
@@ -64,15 +77,24 @@ def _label(group_dir: str, run_dir: str, *, several: bool) -> str:
 
 def final_metrics(result: dict) -> dict[str, float]:
     """The numeric final values of one result.json (nested values and bookkeeping left out)."""
-    return {k: float(v) for k, v in result.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS
+    }
 
 
 def statistics(values) -> dict[str, float]:
     """n, mean, std (ddof=1; 0 for one run), median, min, max of `values`."""
     x = np.asarray(values, dtype=np.float64)
-    return {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
-            "median": float(np.median(x)), "min": float(x.min()), "max": float(x.max())}
+    return {
+        "n": int(x.size),
+        "mean": float(x.mean()),
+        "std": float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        "median": float(np.median(x)),
+        "min": float(x.min()),
+        "max": float(x.max()),
+    }
 
 
 def compare(run_dirs) -> dict:
@@ -88,8 +110,10 @@ def compare(run_dirs) -> dict:
                     per_metric.setdefault(name, []).append(value)
                     if name not in order:
                         order.append(name)
-        groups[label] = {"runs": [os.path.dirname(p) for p in paths],
-                         "metrics": {name: statistics(v) for name, v in per_metric.items()}}
+        groups[label] = {
+            "runs": [os.path.dirname(p) for p in paths],
+            "metrics": {name: statistics(v) for name, v in per_metric.items()},
+        }
     # Quality first, cost last: accuracies and losses as found, then the time and throughput.
     cost = [m for m in ("wall_seconds", "examples_per_sec") if m in order]
     return {"groups": groups, "metrics": [m for m in order if m not in cost] + cost}
@@ -103,18 +127,30 @@ def markdown(table: dict) -> str:
         cells = [_mean_std(group["metrics"].get(m)) for m in metrics]
         lines.append(f"| {label} | {len(group['runs'])} | " + " | ".join(cells) + " |")
     for metric in metrics:
-        lines += ["", f"### {metric}", "", "| group | n | mean | std | median | min | max |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {metric}",
+            "",
+            "| group | n | mean | std | median | min | max |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for label, group in groups.items():
             s = group["metrics"].get(metric)
             if s:
-                lines.append(f"| {label} | {s['n']} | " + " | ".join(
-                    _number(s[k]) for k in ("mean", "std", "median", "min", "max")) + " |")
+                lines.append(
+                    f"| {label} | {s['n']} | "
+                    + " | ".join(_number(s[k]) for k in ("mean", "std", "median", "min", "max"))
+                    + " |"
+                )
     return "\n".join(lines) + "\n"
 
 
 def _mean_std(stats) -> str:
-    return "" if not stats else f"{_number(stats['mean'])} ± {_number(stats['std'], like=stats['mean'])}"
+    return (
+        ""
+        if not stats
+        else f"{_number(stats['mean'])} ± {_number(stats['std'], like=stats['mean'])}"
+    )
 
 
 def _number(value: float, like: float | None = None) -> str:
@@ -125,8 +161,10 @@ def _number(value: float, like: float | None = None) -> str:
 def bar_chart(table: dict, path: str) -> str:
     """compare.png: one panel per metric, a bar per group (its mean; the error bar is the std)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     labels, metrics = list(table["groups"]), table["metrics"]
     cols = min(3, max(len(metrics), 1))
     rows = -(-max(len(metrics), 1) // cols)
@@ -139,7 +177,7 @@ def bar_chart(table: dict, path: str) -> str:
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_title(metric, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -164,13 +202,21 @@ def write(run_dirs, out_dir: str) -> dict:
 
 def main(argv=None) -> int:
     import argparse
+
     parser = argparse.ArgumentParser(
-        prog="python -m trainers.compare", description="Mean, std, median, min and max of every final "
+        prog="python -m trainers.compare",
+        description="Mean, std, median, min and max of every final "
         "metric of any runs (single runs, repeat series, sweeps), grouped by series; writes compare.md, "
-        "compare.json and compare.png.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run, a series of repeats or a sweep")
-    parser.add_argument("--out", default="", help="where to write (default: the RUN_DIR when one is given, "
-                        "else the current folder)")
+        "compare.json and compare.png.",
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="a run, a series of repeats or a sweep"
+    )
+    parser.add_argument(
+        "--out",
+        default="",
+        help="where to write (default: the RUN_DIR when one is given, else the current folder)",
+    )
     args = parser.parse_args(argv)
     out = args.out or (args.run_dirs[0] if len(args.run_dirs) == 1 else ".")
     try:
@@ -178,7 +224,9 @@ def main(argv=None) -> int:
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(markdown(table).split("\n\n")[0])  # the summary table; each metric's full table is in the file
+    print(
+        markdown(table).split("\n\n")[0]
+    )  # the summary table; each metric's full table is in the file
     print(f"wrote {', '.join(os.path.join(out, name) for name in OUTPUTS)}")
     return 0
 

@@ -1,6 +1,7 @@
 """Evaluation extras: accuracy on transformed test sets, named subsets of the evaluation splits, the
 test set's predictions (predictions.npz, per-class accuracy, confusion matrix, the most confidently wrong
 images), and augmentation moved to the host pipeline."""
+
 import dataclasses
 import re
 
@@ -39,8 +40,10 @@ def transformed(source, name: str):
     images = source[0]
     x = TRANSFORMS[name](tf.constant(images)).numpy()
     if x.shape != images.shape:  # rot90 of a non-square image (check_for_data refuses it first)
-        raise ConfigError(f"--eval_transforms={name}: changes the image shape {images.shape[1:]} -> "
-                          f"{x.shape[1:]}; use square images")
+        raise ConfigError(
+            f"--eval_transforms={name}: changes the image shape {images.shape[1:]} -> "
+            f"{x.shape[1:]}; use square images"
+        )
     return (x, *source[1:])
 
 
@@ -59,6 +62,7 @@ class _TransformedStream(input_pipeline.StreamedSource):
 
         def dataset_fn(ctx):
             return fn(ctx).map(lambda images, *rest: (self.transform(images), *rest))
+
         return dataset_fn, num_batches
 
     def head(self, n: int):
@@ -78,21 +82,27 @@ def with_eval_subsets(data, splits):
         source = data.train if base == "train" else data.evals.get(base)
         if source is None:
             continue
-        middle, total = input_pipeline.num_examples(source) // 2, input_pipeline.num_examples(source)
+        middle, total = (
+            input_pipeline.num_examples(source) // 2,
+            input_pipeline.num_examples(source),
+        )
         rows = np.arange(0, middle) if half == "a" else np.arange(middle, total)
         if not isinstance(source, input_pipeline.StreamedSource):
             added[name] = tuple(array[rows] for array in source)
         elif hasattr(source, "subset"):  # an image folder's files: the listed files of that half
             added[name] = source.subset(rows)
         else:
-            raise ConfigError(f"--eval_splits={name}: this streamed {base} split cannot be halved; "
-                              f"evaluate {base} whole")
+            raise ConfigError(
+                f"--eval_splits={name}: this streamed {base} split cannot be halved; "
+                f"evaluate {base} whole"
+            )
     return dataclasses.replace(data, evals={**data.evals, **added}) if added else data
 
 
 # ---------------------------------------------------------------- predictions
-def write_predictions(controller, task, transforms=(), *, class_names=None, plot: bool = False,
-                      wrong_images: int = 24) -> dict:
+def write_predictions(
+    controller, task, transforms=(), *, class_names=None, plot: bool = False, wrong_images: int = 24
+) -> dict:
     """The test set's predictions, on every worker (the chief writes): model_dir/predictions.npz with
     `logits`, `labels`, `indices` (the row's position in the test set) and `logits_<transform>` for each
     --eval_transforms; for a classification task, result entries `per_class_accuracy` (a list by class id,
@@ -115,12 +125,15 @@ def write_predictions(controller, task, transforms=(), *, class_names=None, plot
     entries.update(per_class_accuracy=accuracy, per_class_examples=counts)
     for name in transforms:
         entries[f"per_class_accuracy_{name}"] = per_class_accuracy(
-            labels, arrays[f"logits_{name}"].argmax(-1), num_classes)[0]
+            labels, arrays[f"logits_{name}"].argmax(-1), num_classes
+        )[0]
     if plot and writer.model_dir:
         from trainers import plots
+
         predicted = arrays["logits"].argmax(-1)
-        plots.write_confusion_matrix(writer.model_dir, confusion_matrix(labels, predicted, num_classes),
-                                     class_names)
+        plots.write_confusion_matrix(
+            writer.model_dir, confusion_matrix(labels, predicted, num_classes), class_names
+        )
         entries["confusion_matrix_file"] = writer.path("confusion_matrix.png")
         wrong = most_confidently_wrong(arrays["logits"], labels, wrong_images)
         if len(wrong):
@@ -129,11 +142,18 @@ def write_predictions(controller, task, transforms=(), *, class_names=None, plot
                 images = np.asarray(task.eval_transform(tf.constant(images)))
             name = (lambda c: class_names[c]) if class_names is not None else str
             probs = softmax(arrays["logits"][wrong])
-            titles = [f"true {name(labels[i])}\npred {name(predicted[i])} ({p.max():.2f})"
-                      for i, p in zip(wrong, probs)]
-            plots.write_image_grid(writer.model_dir, images, titles, "wrong_predictions.png",
-                                   f"the {len(wrong)} most confidently wrong test images (of "
-                                   f"{int((predicted != labels).sum())} wrong)")
+            titles = [
+                f"true {name(labels[i])}\npred {name(predicted[i])} ({p.max():.2f})"
+                for i, p in zip(wrong, probs)
+            ]
+            plots.write_image_grid(
+                writer.model_dir,
+                images,
+                titles,
+                "wrong_predictions.png",
+                f"the {len(wrong)} most confidently wrong test images (of "
+                f"{int((predicted != labels).sum())} wrong)",
+            )
             entries["wrong_predictions_file"] = writer.path("wrong_predictions.png")
     return entries
 
@@ -152,7 +172,9 @@ def per_class_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: i
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
     """[true, predicted] counts."""
-    return np.bincount(labels * num_classes + predicted, minlength=num_classes ** 2).reshape(num_classes, -1)
+    return np.bincount(labels * num_classes + predicted, minlength=num_classes**2).reshape(
+        num_classes, -1
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -194,4 +216,5 @@ def host_augment_fn(policy, seed: int):
         images, labels = batch[0], batch[1]
         images = tf.cast(images, tf.float32) / 255.0
         return run(images, labels, step_seed(seed, step, replica_id))
+
     return host_fn

@@ -2,6 +2,7 @@
 
 Its defaults (trainers/recipes.py): the MNIST trainer's, with cnn_bn, 5 epochs and flip + 3-pixel crop.
 """
+
 from trainers import cli, recipes
 
 DEFAULTS = recipes.DEFAULTS["fashion_mnist"]

@@ -18,6 +18,7 @@ over the rows, a resume at step S is exact, and memory is bounded whatever the C
 `load_fec` decodes a split into memory in the (I1, I2, I3) order: (I1, I2) the most similar pair, I3
 the odd one out (the face with the most votes, the first of them on a tie), weight max(votes) / sum(votes).
 """
+
 import csv
 import dataclasses
 import os
@@ -27,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from framework.data import streaming
-from framework.data.image_folder import unreadable_file_message
 from framework.data.datasets import DataError
+from framework.data.image_folder import unreadable_file_message
 from framework.input_pipeline import IndexedSource
 
 FEC_COLUMNS = ("face1", "face2", "face3", "votes1", "votes2", "votes3", "subset")
@@ -56,8 +57,11 @@ def make_class_triplets(x, y, num_triplets, seed):
         raise ValueError(f"`y` must be a 1-D array of class labels, got shape {y.shape}")
     if len(x) != len(y):
         raise ValueError(f"`x` and `y` must have the same length, got {len(x)} and {len(y)}")
-    if isinstance(num_triplets, bool) or not isinstance(num_triplets, (int, np.integer)) \
-            or num_triplets < 0:
+    if (
+        isinstance(num_triplets, bool)
+        or not isinstance(num_triplets, (int, np.integer))
+        or num_triplets < 0
+    ):
         raise ValueError(f"`num_triplets` ({num_triplets!r}) must be a non-negative integer")
     _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     if len(counts) < 2:
@@ -91,6 +95,7 @@ def make_class_triplets(x, y, num_triplets, seed):
 class FECRows:
     """The rows of one split: image paths (n, 3) str, odd-one-out vote shares (n, 3) float32 (summing to
     1), and each row's line in the CSV (for messages)."""
+
     paths: np.ndarray
     shares: np.ndarray
     lines: tuple
@@ -110,7 +115,9 @@ def read_fec_rows(csv_path, image_dir, *, subset="train") -> FECRows:
     FECFileNotFoundError (also a FileNotFoundError) for a missing CSV, folder or image.
     """
     if not os.path.isdir(image_dir):
-        raise FECFileNotFoundError(f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)")
+        raise FECFileNotFoundError(
+            f"FEC image folder {image_dir} not found (expected {{id}}.jpg files)"
+        )
     faces, votes, lines = _read_fec_csv(csv_path, subset)
     ids, index = np.unique(faces, return_inverse=True)
     index = index.reshape(faces.shape)
@@ -124,7 +131,8 @@ def read_fec_rows(csv_path, image_dir, *, subset="train") -> FECRows:
         raise FECFileNotFoundError(
             f"{len(missing)} FEC image file(s) not found: {'; '.join(where)}"
             f"{' ...' if len(missing) > 5 else ''}. Put the {{id}}.jpg files in {image_dir} or "
-            f"remove those rows from the CSV.")
+            f"remove those rows from the CSV."
+        )
     shares = (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
     return FECRows(paths[index], shares, tuple(lines))
 
@@ -133,25 +141,49 @@ class FECTriplets(IndexedSource):
     """FEC rows as a streamed source: example i is (uint8 images [3, H, W, C] of row i's faces, in column
     order, and its vote shares [3]), read and decoded in the tf.data map (framework/data/streaming.py)."""
 
-    def __init__(self, rows: FECRows, image_shape, *, on_corrupt: str = "fail",
-                 max_image_pixels: int = 89_478_485, skipped: streaming.SkippedFiles | None = None):
+    def __init__(
+        self,
+        rows: FECRows,
+        image_shape,
+        *,
+        on_corrupt: str = "fail",
+        max_image_pixels: int = 89_478_485,
+        skipped: streaming.SkippedFiles | None = None,
+    ):
         self.rows = rows
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_examples = len(rows)
-        self.example_spec = (tf.TensorSpec((3, *self.image_shape), tf.uint8), tf.TensorSpec([3], tf.float32))
+        self.example_spec = (
+            tf.TensorSpec((3, *self.image_shape), tf.uint8),
+            tf.TensorSpec([3], tf.float32),
+        )
         self.skips_unreadable = on_corrupt == "skip"
         self.on_corrupt, self.max_image_pixels = on_corrupt, max_image_pixels
-        self.files = tuple(dict.fromkeys(np.asarray(rows.paths).reshape(-1).tolist()))  # each image once
-        self.checked = streaming.checks_each_file(self.files, on_corrupt, self.image_shape, max_image_pixels)
+        self.files = tuple(
+            dict.fromkeys(np.asarray(rows.paths).reshape(-1).tolist())
+        )  # each image once
+        self.checked = streaming.checks_each_file(
+            self.files, on_corrupt, self.image_shape, max_image_pixels
+        )
         self.skipped = skipped if skipped is not None else streaming.SkippedFiles()
         with tf.device("/cpu:0"):
             self._paths, self._shares = tf.constant(rows.paths), tf.constant(rows.shares)
 
     def load_example(self, index):
         paths = tf.gather(self._paths, index)
-        images, readable = zip(*(streaming.decode_image_file(
-            paths[k], self.image_shape, on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
-            skipped=self.skipped, checked=self.checked) for k in range(3)))
+        images, readable = zip(
+            *(
+                streaming.decode_image_file(
+                    paths[k],
+                    self.image_shape,
+                    on_corrupt=self.on_corrupt,
+                    max_image_pixels=self.max_image_pixels,
+                    skipped=self.skipped,
+                    checked=self.checked,
+                )
+                for k in range(3)
+            )
+        )
         return (tf.stack(images), tf.gather(self._shares, index)), tf.reduce_all(tf.stack(readable))
 
     def example_files(self, index: int) -> list[str]:
@@ -170,10 +202,16 @@ class FECTriplets(IndexedSource):
             found = re.search(r"([^\s\[]+: " + streaming.CORRUPT_MARK + r": [^.\]]*)", text)
             if found:
                 raise FECDataError(f"{found.group(1)}; replace or remove it") from None
-            found = unreadable_file_message(e, [self])  # a decoder's error (unchecked files) names none
+            found = unreadable_file_message(
+                e, [self]
+            )  # a decoder's error (unchecked files) names none
             if found:
-                raise FECDataError(found.split(". Fix or remove it")[0] + "; replace or remove it") from None
-            raise FECDataError(f"an FEC image could not be decoded ({text[:300]}); replace or remove it") from None
+                raise FECDataError(
+                    found.split(". Fix or remove it")[0] + "; replace or remove it"
+                ) from None
+            raise FECDataError(
+                f"an FEC image could not be decoded ({text[:300]}); replace or remove it"
+            ) from None
 
 
 def load_fec(csv_path, image_dir, *, image_size=(64, 64), subset="train", channels=3):
@@ -220,8 +258,10 @@ def _read_fec_csv(csv_path, subset):
         header = [c.strip() for c in reader.fieldnames or []]
         missing = [c for c in FEC_COLUMNS if c not in header]
         if missing:
-            raise FECDataError(f"{csv_path}: missing column(s) {', '.join(missing)}; the header must "
-                             f"name {','.join(FEC_COLUMNS)} (found: {','.join(header) or 'none'})")
+            raise FECDataError(
+                f"{csv_path}: missing column(s) {', '.join(missing)}; the header must "
+                f"name {','.join(FEC_COLUMNS)} (found: {','.join(header) or 'none'})"
+            )
         reader.fieldnames = header
         faces, votes, lines, subsets = [], [], [], set()
         for row in reader:
@@ -231,8 +271,10 @@ def _read_fec_csv(csv_path, subset):
             line = reader.line_num
             face_ids = [(row[f"face{k}"] or "").strip() for k in (1, 2, 3)]
             if not all(face_ids):
-                raise FECDataError(f"{csv_path}, line {line}: face1, face2 and face3 must all be "
-                                 f"non-empty ids, got {face_ids}")
+                raise FECDataError(
+                    f"{csv_path}, line {line}: face1, face2 and face3 must all be "
+                    f"non-empty ids, got {face_ids}"
+                )
             try:
                 row_votes = [float(row[f"votes{k}"]) for k in (1, 2, 3)]
             except (TypeError, ValueError):
@@ -240,11 +282,14 @@ def _read_fec_csv(csv_path, subset):
             if row_votes is None or min(row_votes) < 0 or not sum(row_votes) > 0:
                 raise FECDataError(
                     f"{csv_path}, line {line}: votes1, votes2, votes3 must be non-negative numbers "
-                    f"with a positive sum, got {[row[f'votes{k}'] for k in (1, 2, 3)]}")
+                    f"with a positive sum, got {[row[f'votes{k}'] for k in (1, 2, 3)]}"
+                )
             faces.append(face_ids)
             votes.append(row_votes)
             lines.append(line)
     if not faces:
-        raise FECDataError(f"{csv_path}: no rows with subset {subset!r} (subsets present: "
-                         f"{', '.join(sorted(s for s in subsets if s is not None)) or 'none'})")
+        raise FECDataError(
+            f"{csv_path}: no rows with subset {subset!r} (subsets present: "
+            f"{', '.join(sorted(s for s in subsets if s is not None)) or 'none'})"
+        )
     return np.array(faces, dtype=str), np.array(votes, dtype=np.float64), lines

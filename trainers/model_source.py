@@ -17,6 +17,7 @@ run's model.keras (its export), else from its latest checkpoint. Every weight mu
 the head (the last layer with weights), which stays freshly initialised when its size differs: a new
 head for another number of classes. `--freeze_backbone` trains only that head, for any model.
 """
+
 import dataclasses
 import importlib
 import importlib.util
@@ -32,10 +33,10 @@ from framework import ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    kind: str            # "builtin", "file", "module", "keras" or "callable"
-    spec: object         # what --model said (a str, or the callable)
-    path: str = ""       # file, module or .keras path
-    function: str = ""   # the function's name (file, module)
+    kind: str  # "builtin", "file", "module", "keras" or "callable"
+    spec: object  # what --model said (a str, or the callable)
+    path: str = ""  # file, module or .keras path
+    function: str = ""  # the function's name (file, module)
 
 
 def parse(model) -> Source:
@@ -43,6 +44,7 @@ def parse(model) -> Source:
     if callable(model):
         return Source("callable", model)
     from trainers import models
+
     if model in models.MODELS:
         return Source("builtin", model)
     if model.endswith(".keras"):
@@ -73,21 +75,28 @@ def check(model) -> None:
         return
     if source.kind == "unknown":
         from trainers import models
-        raise ConfigError(f"--model={model!r}: unknown; valid choices: {', '.join(models.MODELS)}, "
-                          "path/to/file.py:function, package.module:function or path/to/saved.keras")
+
+        raise ConfigError(
+            f"--model={model!r}: unknown; valid choices: {', '.join(models.MODELS)}, "
+            "path/to/file.py:function, package.module:function or path/to/saved.keras"
+        )
     if source.kind == "keras":
         if not os.path.isfile(source.path):
             raise ConfigError(f"--model={model}: no such file")
         if not zipfile.is_zipfile(source.path):
-            raise ConfigError(f"--model={model}: not a Keras .keras file (a zip archive): corrupt or another format")
+            raise ConfigError(
+                f"--model={model}: not a Keras .keras file (a zip archive): corrupt or another format"
+            )
         return
     _function(source)
 
 
 def _function(source: Source):
     if not source.function.isidentifier():
-        raise ConfigError(f"--model={source.spec}: {source.function!r} is not a function name "
-                          "(write path/to/file.py:function or package.module:function)")
+        raise ConfigError(
+            f"--model={source.spec}: {source.function!r} is not a function name "
+            "(write path/to/file.py:function or package.module:function)"
+        )
     if source.kind == "file":
         if not os.path.isfile(source.path):
             raise ConfigError(f"--model={source.spec}: no such file {source.path}")
@@ -96,17 +105,25 @@ def _function(source: Source):
         try:
             module = importlib.import_module(source.path)
         except ImportError as err:
-            raise ConfigError(f"--model={source.spec}: cannot import module {source.path!r}: {err}") from None
+            raise ConfigError(
+                f"--model={source.spec}: cannot import module {source.path!r}: {err}"
+            ) from None
     fn = getattr(module, source.function, None)
     if fn is None or not callable(fn):
-        found = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
-        raise ConfigError(f"--model={source.spec}: {source.path} has no function {source.function!r}"
-                          f"{f' (its functions: {found})' if found else ''}")
+        found = sorted(
+            n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_")
+        )
+        raise ConfigError(
+            f"--model={source.spec}: {source.path} has no function {source.function!r}"
+            f"{f' (its functions: {found})' if found else ''}"
+        )
     return fn
 
 
 def _import_file(source: Source):
-    name = "tfloops_model_" + "".join(c if c.isalnum() else "_" for c in os.path.abspath(source.path))
+    name = "tfloops_model_" + "".join(
+        c if c.isalnum() else "_" for c in os.path.abspath(source.path)
+    )
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, source.path)
@@ -114,8 +131,10 @@ def _import_file(source: Source):
     try:
         spec.loader.exec_module(module)
     except Exception as err:  # the user's file: say what failed, in one line
-        raise ConfigError(f"--model={source.spec}: importing {source.path} failed: "
-                          f"{type(err).__name__}: {' '.join(str(err).split())}") from None
+        raise ConfigError(
+            f"--model={source.spec}: importing {source.path} failed: "
+            f"{type(err).__name__}: {' '.join(str(err).split())}"
+        ) from None
     sys.modules[name] = module
     return module
 
@@ -123,14 +142,18 @@ def _import_file(source: Source):
 def build(model, *, input_shape, num_outputs: int, seed=None):
     """The Keras model `model` (a custom source) gives for this input shape and output width, checked."""
     import keras
+
     source = parse(model)
     if source.kind == "keras":
         from trainers import models  # noqa: F401  registers the custom layers our own exports use
+
         try:
             built = keras.saving.load_model(source.path, compile=False)
         except Exception as err:  # a corrupt or foreign file: one line, exit 2
-            raise ConfigError(f"--model={source.spec}: cannot load it: {type(err).__name__}: "
-                              f"{' '.join(str(err).split())[:300]}") from None
+            raise ConfigError(
+                f"--model={source.spec}: cannot load it: {type(err).__name__}: "
+                f"{' '.join(str(err).split())[:300]}"
+            ) from None
     else:
         fn = source.spec if source.kind == "callable" else _function(source)
         kwargs = dict(input_shape=tuple(int(d) for d in input_shape), num_classes=int(num_outputs))
@@ -142,10 +165,14 @@ def build(model, *, input_shape, num_outputs: int, seed=None):
         try:
             built = fn(**kwargs)
         except Exception as err:
-            raise ConfigError(f"--model={describe(model)}: calling it with "
-                              f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items())} raised "
-                              f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
-    return check_model(built, input_shape=input_shape, num_outputs=num_outputs, what=f"--model={describe(model)}")
+            raise ConfigError(
+                f"--model={describe(model)}: calling it with "
+                f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items())} raised "
+                f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            ) from None
+    return check_model(
+        built, input_shape=input_shape, num_outputs=num_outputs, what=f"--model={describe(model)}"
+    )
 
 
 def check_model(model, *, input_shape, num_outputs: int, what: str):
@@ -153,19 +180,28 @@ def check_model(model, *, input_shape, num_outputs: int, what: str):
     (2, num_outputs) outputs; else a ConfigError saying which of these it is not."""
     import keras
     import tensorflow as tf
+
     if not isinstance(model, keras.Model):
-        raise ConfigError(f"{what}: returned {type(model).__name__}, not a Keras model (keras.Model)")
+        raise ConfigError(
+            f"{what}: returned {type(model).__name__}, not a Keras model (keras.Model)"
+        )
     try:
         out = model(tf.zeros((2, *input_shape), tf.float32), training=False)
     except Exception as err:
-        raise ConfigError(f"{what}: the model does not take images of shape {tuple(input_shape)}: "
-                          f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+        raise ConfigError(
+            f"{what}: the model does not take images of shape {tuple(input_shape)}: "
+            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        ) from None
     if not tf.is_tensor(out) or not out.dtype.is_floating:
-        raise ConfigError(f"{what}: the model must return one float tensor of logits, not {type(out).__name__}")
+        raise ConfigError(
+            f"{what}: the model must return one float tensor of logits, not {type(out).__name__}"
+        )
     if tuple(out.shape) != (2, num_outputs):
-        raise ConfigError(f"{what}: the model's output has shape (batch, {', '.join(map(str, out.shape[1:]))}); "
-                          f"this task needs (batch, {num_outputs}) (the number of classes; 1 for "
-                          "--task=binary or regression)")
+        raise ConfigError(
+            f"{what}: the model's output has shape (batch, {', '.join(map(str, out.shape[1:]))}); "
+            f"this task needs (batch, {num_outputs}) (the number of classes; 1 for "
+            "--task=binary or regression)"
+        )
     return model
 
 
@@ -189,6 +225,7 @@ def freeze_backbone(model) -> None:
 
 # ---------------------------------------------------------------------------------- warm start
 
+
 def check_init_from(path: str) -> None:
     """ConfigError unless `path` is a .keras file or a run directory with model.keras or a checkpoint."""
     if not path:
@@ -199,9 +236,12 @@ def check_init_from(path: str) -> None:
 def _init_file(path: str):
     """('keras', file) or ('checkpoint', prefix) for --init_from=path."""
     import tensorflow as tf
+
     if os.path.isfile(path):
         if not path.endswith(".keras") or not zipfile.is_zipfile(path):
-            raise ConfigError(f"--init_from={path}: not a .keras model file (give a run directory or a .keras file)")
+            raise ConfigError(
+                f"--init_from={path}: not a .keras model file (give a run directory or a .keras file)"
+            )
         return "keras", path
     if not os.path.isdir(path):
         raise ConfigError(f"--init_from={path}: no such run directory or .keras file")
@@ -209,10 +249,14 @@ def _init_file(path: str):
     if os.path.isfile(exported):
         return "keras", exported
     # framework/controller.py's checkpoints (the last state; best/ holds the best evaluation's)
-    checkpoint = tf.train.latest_checkpoint(os.path.join(path, "checkpoints")) or tf.train.latest_checkpoint(path)
+    checkpoint = tf.train.latest_checkpoint(
+        os.path.join(path, "checkpoints")
+    ) or tf.train.latest_checkpoint(path)
     if checkpoint is None:
-        raise ConfigError(f"--init_from={path}: the directory holds no model.keras and no checkpoint "
-                          "(is it a run's --model_dir? did that run save a checkpoint?)")
+        raise ConfigError(
+            f"--init_from={path}: the directory holds no model.keras and no checkpoint "
+            "(is it a run's --model_dir? did that run save a checkpoint?)"
+        )
     return "checkpoint", checkpoint
 
 
@@ -220,42 +264,56 @@ def initial_values(path: str) -> list[np.ndarray]:
     """The values of the model variables of --init_from, in the model's variable order."""
     import keras
     import tensorflow as tf
+
     kind, where = _init_file(path)
     if kind == "keras":
         from trainers import models  # noqa: F401  registers our custom layers
+
         try:
             model = keras.saving.load_model(where, compile=False)
         except Exception as err:
-            raise ConfigError(f"--init_from={path}: cannot load {where}: {type(err).__name__}: "
-                              f"{' '.join(str(err).split())[:300]}") from None
+            raise ConfigError(
+                f"--init_from={path}: cannot load {where}: {type(err).__name__}: "
+                f"{' '.join(str(err).split())[:300]}"
+            ) from None
         return [np.asarray(v) for v in model.variables]
     # framework/checkpointing.py saves model_variables as a list: keys model_variables/<i>/...
     reader = tf.train.load_checkpoint(where)
     keys = {k for k in reader.get_variable_to_shape_map() if k.startswith("model_variables/")}
     count = len({k.split("/")[1] for k in keys})
-    return [reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(count)]
+    return [
+        reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE") for i in range(count)
+    ]
 
 
 def warm_start(model, values: list[np.ndarray], *, path: str, what: str, log: bool = True) -> None:
     """Assigns `values` to `model.variables`; a head of another size is left as built (logged unless
     `log` is False: the check before training builds the model once more)."""
     from absl import logging
+
     variables = list(model.variables)
     head = head_layer(model)
     head_ids = {id(v) for v in head.variables} if head is not None else set()
-    mismatched = [i for i, (v, x) in enumerate(zip(variables, values)) if tuple(v.shape) != tuple(x.shape)]
+    mismatched = [
+        i for i, (v, x) in enumerate(zip(variables, values)) if tuple(v.shape) != tuple(x.shape)
+    ]
     if len(values) != len(variables) or any(id(variables[i]) not in head_ids for i in mismatched):
-        raise ConfigError(f"--init_from={path}: its weights do not fit {what} ({len(values)} variables there, "
-                          f"{len(variables)} here{_first_mismatch(variables, values, mismatched)}); give the model "
-                          f"options of that run{_run_options(path)}")
+        raise ConfigError(
+            f"--init_from={path}: its weights do not fit {what} ({len(values)} variables there, "
+            f"{len(variables)} here{_first_mismatch(variables, values, mismatched)}); give the model "
+            f"options of that run{_run_options(path)}"
+        )
     for i, (variable, value) in enumerate(zip(variables, values)):
         if i not in mismatched:
             variable.assign(value)
     if not log:
         return
     if mismatched:
-        logging.info("--init_from=%s: a new head (%s: another output size), every other weight from there",
-                     path, head.name)
+        logging.info(
+            "--init_from=%s: a new head (%s: another output size), every other weight from there",
+            path,
+            head.name,
+        )
     else:
         logging.info("--init_from=%s: every weight from there", path)
 
@@ -270,13 +328,26 @@ def _first_mismatch(variables, values, mismatched) -> str:
 def _run_options(path: str) -> str:
     """', e.g. model=cnn widths=...' from the run's run_config.json, when there is one."""
     from framework import run_record
+
     try:
         recorded = run_record.read(path) if os.path.isdir(path) else None
     except (OSError, ValueError):
         recorded = None
     if not isinstance(recorded, dict):
         return ""
-    shown = [f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
-             for k in ("model", "widths", "dense_widths", "padding", "pool", "activation", "task", "classes")
-             for v in [recorded.get(k)] if v not in (None, "", [], ())]
+    shown = [
+        f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+        for k in (
+            "model",
+            "widths",
+            "dense_widths",
+            "padding",
+            "pool",
+            "activation",
+            "task",
+            "classes",
+        )
+        for v in [recorded.get(k)]
+        if v not in (None, "", [], ())
+    ]
     return f": {' '.join(shown)}" if shown else ""

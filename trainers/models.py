@@ -33,6 +33,7 @@ Conventions:
     so two builds with one seed have identical weights, without touching global random state.
   * Models contain no Lambda layers, so `.keras` files load with `safe_mode=True`.
 """
+
 import contextlib
 import functools
 import math
@@ -47,11 +48,24 @@ from framework.data.datasets import DataError
 from trainers import airbench_net
 from trainers.activations import layer_activation
 
-MODELS = ("mlp", "cnn", "cnn_bn", "cnn_dropout", "resnet9", "airbench", "efficientnet_b0", "efficientnetv2_b0")
+MODELS = (
+    "mlp",
+    "cnn",
+    "cnn_bn",
+    "cnn_dropout",
+    "resnet9",
+    "airbench",
+    "efficientnet_b0",
+    "efficientnetv2_b0",
+)
 
 _DEFAULT_WIDTHS = {
     "mlp": (64, 64),  # hidden Dense units, any number of layers
-    "cnn": (32, 64, 64),  # the 3x3 convs' filters, any number (the Dense units: _DEFAULT_DENSE_WIDTHS)
+    "cnn": (
+        32,
+        64,
+        64,
+    ),  # the 3x3 convs' filters, any number (the Dense units: _DEFAULT_DENSE_WIDTHS)
     "resnet9": (64, 128, 256, 512),  # prep, layer1, layer2, layer3 channels
     "airbench": airbench_net.DEFAULT_WIDTHS,  # conv group 1, 2, 3 channels
 }
@@ -68,19 +82,26 @@ _DEFAULT_DENSE_WIDTHS = (64,)
 PADDINGS = ("valid", "same")
 # The spatial size left before the head, from the input's smaller side: it must stay >= 1 (the cnns:
 # _cnn_feature_size, which follows their widths, padding and pools).
-_FEATURE_SIZE = {"resnet9": lambda s: s // 2 // 2 // 2,  # 3 max-pools
-                 "airbench": lambda s: (s - 1) // 2 // 2 // 2 // 3}  # 2x2 whitening, 3 pools, pool 3
+_FEATURE_SIZE = {
+    "resnet9": lambda s: s // 2 // 2 // 2,  # 3 max-pools
+    "airbench": lambda s: (s - 1) // 2 // 2 // 2 // 3,
+}  # 2x2 whitening, 3 pools, pool 3
 _CNN_DROPOUT_RATE = 0.25
 # From the speed-record recipes: keeps initial logits small.
 _LOGIT_SCALES = {"resnet9": 0.125, "airbench": airbench_net.LOGIT_SCALE}
 
 # (keras.applications constructor name, weights file, URL) for include_top=False ImageNet weights.
 _EFFICIENTNETS = {
-    "efficientnet_b0": ("EfficientNetB0", "efficientnetb0_notop.h5",
-                        "https://storage.googleapis.com/keras-applications/"),
-    "efficientnetv2_b0": ("EfficientNetV2B0", "efficientnetv2-b0_notop.h5",
-                          "https://storage.googleapis.com/tensorflow/keras-applications/"
-                          "efficientnet_v2/"),
+    "efficientnet_b0": (
+        "EfficientNetB0",
+        "efficientnetb0_notop.h5",
+        "https://storage.googleapis.com/keras-applications/",
+    ),
+    "efficientnetv2_b0": (
+        "EfficientNetV2B0",
+        "efficientnetv2-b0_notop.h5",
+        "https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/",
+    ),
 }
 _EFFICIENTNET_MIN_SIZE = 32  # keras.applications refuses smaller images
 _DOWNLOAD_TIMEOUT_S = 60  # per socket operation, so a dead network fails instead of hanging
@@ -104,10 +125,25 @@ class Scale(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
-def build_model(name, *, input_shape, num_classes, widths=None, activation=None, batchnorm=None,
-                dropout=0.0, sync_batchnorm=False, pretrained=False, freeze_backbone=False,
-                seed=None, name_prefix=None, whitening_images=None, dense_widths=None, padding=None,
-                pool=None):
+def build_model(
+    name,
+    *,
+    input_shape,
+    num_classes,
+    widths=None,
+    activation=None,
+    batchnorm=None,
+    dropout=0.0,
+    sync_batchnorm=False,
+    pretrained=False,
+    freeze_backbone=False,
+    seed=None,
+    name_prefix=None,
+    whitening_images=None,
+    dense_widths=None,
+    padding=None,
+    pool=None,
+):
     """Builds model `name` (one of MODELS) returning float32 logits of shape (batch, num_classes).
 
     Args:
@@ -143,11 +179,15 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     if name not in MODELS:
         raise ValueError(f"`name` ({name!r}) must be one of {', '.join(MODELS)}")
     input_shape = _check_input_shape(name, input_shape)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
         raise ValueError(f"`num_classes` ({num_classes!r}) must be a positive integer")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or seed < 0):
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+    ):
         raise ValueError(f"`seed` ({seed!r}) must be None or a non-negative integer")
     if dropout is None:
         dropout = 0.0
@@ -156,8 +196,10 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     if whitening_images is not None and name != "airbench":
         raise ValueError(f"`whitening_images` only applies to airbench, not {name!r}")
     if pretrained and name not in _EFFICIENTNETS:
-        raise ValueError(f"`pretrained` ({pretrained!r}) is only available for "
-                         f"{', '.join(_EFFICIENTNETS)}; {name!r} has no pretrained weights")
+        raise ValueError(
+            f"`pretrained` ({pretrained!r}) is only available for "
+            f"{', '.join(_EFFICIENTNETS)}; {name!r} has no pretrained weights"
+        )
     # airbench's hyperparameters were tuned with PyTorch's init, ~1.7x smaller than Glorot here.
     layers = _Layers(seed, name_prefix, sync_batchnorm, torch_init=name == "airbench")
 
@@ -166,17 +208,22 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
             if value is not None:
                 raise ValueError(f"`{arg}` ({value!r}) does not apply to {name}: leave it None")
         if activation not in (None, "relu"):
-            raise ValueError(f"`activation` ({activation!r}) does not apply to {name}, which uses "
-                             f"swish: leave the default")
-        return _efficientnet(name, layers, input_shape, num_classes, dropout, pretrained,
-                             freeze_backbone, seed)
+            raise ValueError(
+                f"`activation` ({activation!r}) does not apply to {name}, which uses "
+                f"swish: leave the default"
+            )
+        return _efficientnet(
+            name, layers, input_shape, num_classes, dropout, pretrained, freeze_backbone, seed
+        )
 
     for arg, value in (("dense_widths", dense_widths), ("padding", padding), ("pool", pool)):
         if value not in (None, "") and name not in CNNS:
             raise ValueError(f"`{arg}` ({value!r}) only applies to {', '.join(CNNS)}, not {name}")
     widths = _check_widths(name, widths)
     if name in CNNS:
-        dense_widths = _DEFAULT_DENSE_WIDTHS if dense_widths is None else _no_layers_if_zero(dense_widths)
+        dense_widths = (
+            _DEFAULT_DENSE_WIDTHS if dense_widths is None else _no_layers_if_zero(dense_widths)
+        )
         padding = padding or "valid"
         if padding not in PADDINGS:
             raise ValueError(f"`padding` ({padding!r}) must be one of {', '.join(PADDINGS)}")
@@ -189,7 +236,9 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     if batchnorm is None:
         batchnorm = name in ("cnn_bn", "resnet9", "airbench")
     if name == "airbench" and not batchnorm:
-        raise ValueError("`batchnorm` (False) does not apply to airbench, which always has BatchNorm")
+        raise ValueError(
+            "`batchnorm` (False) does not apply to airbench, which always has BatchNorm"
+        )
     if name == "cnn_dropout" and not dropout:
         dropout = _CNN_DROPOUT_RATE
     inputs = keras.Input(shape=input_shape, name=layers.name("images"))
@@ -197,15 +246,20 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     if name == "mlp":
         features = _mlp_body(inputs, layers, widths, activation, batchnorm, dropout)
     elif name in CNNS:
-        features = _cnn_body(inputs, layers, widths, dense_widths, activation, batchnorm, dropout, padding, pool)
+        features = _cnn_body(
+            inputs, layers, widths, dense_widths, activation, batchnorm, dropout, padding, pool
+        )
     elif name == "resnet9":
         features = _resnet9_body(inputs, layers, widths, activation, batchnorm, dropout)
     elif name == "airbench":
-        features, initialise = airbench_net.build_airbench(inputs, layers, widths, activation, dropout,
-                                                           whitening_images)
+        features, initialise = airbench_net.build_airbench(
+            inputs, layers, widths, activation, dropout, whitening_images
+        )
 
     # Head. float32 whatever the global policy, so logits (and the loss) stay float32.
-    head = [layers.dense(num_classes, "logits", use_bias=name not in _LOGIT_SCALES, dtype="float32")]
+    head = [
+        layers.dense(num_classes, "logits", use_bias=name not in _LOGIT_SCALES, dtype="float32")
+    ]
     if name in _LOGIT_SCALES:
         head.append(Scale(_LOGIT_SCALES[name], dtype="float32", name=layers.name("logit_scale")))
     logits = features
@@ -220,8 +274,17 @@ def build_model(name, *, input_shape, num_classes, widths=None, activation=None,
     return model
 
 
-def options_error(name, *, widths=None, activation=None, pretrained=False, image_size=None,
-                  dense_widths=None, padding=None, pool=None) -> str | None:
+def options_error(
+    name,
+    *,
+    widths=None,
+    activation=None,
+    pretrained=False,
+    image_size=None,
+    dense_widths=None,
+    padding=None,
+    pool=None,
+) -> str | None:
     """Why `name` cannot take these options, in words for a user (None if it can): the checks of
     build_model that need no data, so a configuration can be refused before anything is built.
     `image_size` is the input's smaller side. Options left None/empty are the model's own."""
@@ -261,13 +324,18 @@ def options_error(name, *, widths=None, activation=None, pretrained=False, image
             positions = pool_positions(pool, convs)
         except ValueError as err:
             return str(err)
-        size = functools.partial(_cnn_feature_size, convs=convs, same=padding == "same", pools=positions)
+        size = functools.partial(
+            _cnn_feature_size, convs=convs, same=padding == "same", pools=positions
+        )
     else:
         size = _FEATURE_SIZE.get(name)
     if image_size and size and size(int(image_size)) < 1:
         smallest = next((s for s in range(1, 1 << 16) if size(s) >= 1), None)
-        hint = "" if name not in CNNS or padding == "same" else \
-            " (--padding=same keeps the size; fewer --widths or pools shrink it less)"
+        hint = (
+            ""
+            if name not in CNNS or padding == "same"
+            else " (--padding=same keeps the size; fewer --widths or pools shrink it less)"
+        )
         return f"{name} needs images of at least {smallest}x{smallest} pixels{hint}"
     return None
 
@@ -285,9 +353,15 @@ def pool_positions(pool, convs: int) -> tuple:
         positions = tuple(int(p) for p in (pool.split(",") if isinstance(pool, str) else pool))
     except (TypeError, ValueError):
         positions = None
-    if positions is None or any(not 1 <= p <= convs for p in positions) or len(set(positions)) != len(positions):
-        raise ValueError(f"--pool={pool if isinstance(pool, str) else ','.join(map(str, pool))}: "
-                         f"'every', 'none', or distinct conv numbers from 1 to {convs}, e.g. --pool=1,2")
+    if (
+        positions is None
+        or any(not 1 <= p <= convs for p in positions)
+        or len(set(positions)) != len(positions)
+    ):
+        raise ValueError(
+            f"--pool={pool if isinstance(pool, str) else ','.join(map(str, pool))}: "
+            f"'every', 'none', or distinct conv numbers from 1 to {convs}, e.g. --pool=1,2"
+        )
     return tuple(sorted(positions))
 
 
@@ -328,14 +402,21 @@ def _activations_error(name, activation, widths, dense_widths) -> str | None:
         try:
             _check_activation(one)
         except ValueError:
-            return f"unknown activation {one!r}: a Keras activation name, e.g. relu, gelu, silu, tanh"
+            return (
+                f"unknown activation {one!r}: a Keras activation name, e.g. relu, gelu, silu, tanh"
+            )
     if len(names) == 1:
         return None
     if name == "mlp":
-        layers, what = len(_no_layers_if_zero(widths) if widths else _DEFAULT_WIDTHS["mlp"]), "hidden layers"
+        layers, what = (
+            len(_no_layers_if_zero(widths) if widths else _DEFAULT_WIDTHS["mlp"]),
+            "hidden layers",
+        )
     elif name in CNNS:
         convs = len(widths) if widths else len(_DEFAULT_WIDTHS[name])
-        dense = len(_no_layers_if_zero(dense_widths)) if dense_widths else len(_DEFAULT_DENSE_WIDTHS)
+        dense = (
+            len(_no_layers_if_zero(dense_widths)) if dense_widths else len(_DEFAULT_DENSE_WIDTHS)
+        )
         layers, what = convs + dense, f"layers ({convs} convs + {dense} Dense)"
     else:
         return f"{name} takes one activation, not a list"
@@ -369,24 +450,37 @@ class _Layers:
 
     def kernel_init(self, name):
         if self.torch_init:
-            return keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform", seed=self.layer_seed(name))
+            return keras.initializers.VarianceScaling(
+                1 / 3, "fan_in", "uniform", seed=self.layer_seed(name)
+            )
         return keras.initializers.GlorotUniform(seed=self.layer_seed(name))
 
     def conv(self, filters, name, use_bias):
-        return keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias,
-                                   kernel_initializer=self.kernel_init(name), name=self.name(name))
+        return keras.layers.Conv2D(
+            filters,
+            3,
+            padding="same",
+            use_bias=use_bias,
+            kernel_initializer=self.kernel_init(name),
+            name=self.name(name),
+        )
 
     def dense(self, units, name, use_bias=True, dtype=None):
-        return keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=self.kernel_init(name),
-                                  dtype=dtype, name=self.name(name))
+        return keras.layers.Dense(
+            units,
+            use_bias=use_bias,
+            kernel_initializer=self.kernel_init(name),
+            dtype=dtype,
+            name=self.name(name),
+        )
 
     def batchnorm(self, name):
         # PyTorch's momentum/epsilon, not Keras' 0.99, whose running statistics lag in short runs: cnn_bn
         # on 8,192 MNIST images for 128 steps (the MNIST trainer's defaults) scored 96.5% with 0.9 and
         # 11.6% with 0.99, whose running statistics were still 0.99**128 = 28% the initial ones.
-        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                               synchronized=self.sync_batchnorm,
-                                               name=self.name(name))
+        return keras.layers.BatchNormalization(
+            momentum=0.9, epsilon=1e-5, synchronized=self.sync_batchnorm, name=self.name(name)
+        )
 
     def dropout(self, rate, name):
         return keras.layers.Dropout(rate, seed=self.layer_seed(name), name=self.name(name))
@@ -398,7 +492,9 @@ class _Layers:
             x = keras.layers.MaxPooling2D(2, name=self.name(f"{name}_pool"))(x)
         if batchnorm:
             x = self.batchnorm(f"{name}_bn")(x)
-        return keras.layers.Activation(layer_activation(activation), name=self.name(f"{name}_act"))(x)
+        return keras.layers.Activation(layer_activation(activation), name=self.name(f"{name}_act"))(
+            x
+        )
 
 
 def _mlp_body(x, layers, widths, activations, batchnorm, dropout):
@@ -407,7 +503,9 @@ def _mlp_body(x, layers, widths, activations, batchnorm, dropout):
         x = layers.dense(units, f"dense{i}", use_bias=not batchnorm)(x)
         if batchnorm:
             x = layers.batchnorm(f"dense{i}_bn")(x)
-        x = keras.layers.Activation(layer_activation(activation), name=layers.name(f"dense{i}_act"))(x)
+        x = keras.layers.Activation(
+            layer_activation(activation), name=layers.name(f"dense{i}_act")
+        )(x)
         if dropout:
             x = layers.dropout(dropout, f"dense{i}_dropout")(x)
     return x
@@ -417,12 +515,19 @@ def _cnn_body(x, layers, widths, dense_widths, activations, batchnorm, dropout, 
     # The TensorFlow tutorial CNN by default: 'valid' 3x3 convs, 2x2 max-pools after all but the last.
     # Layer names (and so the seeded initial weights) are the same as before these options existed.
     for i, filters in enumerate(widths, start=1):
-        x = keras.layers.Conv2D(filters, 3, padding=padding, use_bias=not batchnorm,
-                                kernel_initializer=layers.kernel_init(f"conv{i}"),
-                                name=layers.name(f"conv{i}"))(x)
+        x = keras.layers.Conv2D(
+            filters,
+            3,
+            padding=padding,
+            use_bias=not batchnorm,
+            kernel_initializer=layers.kernel_init(f"conv{i}"),
+            name=layers.name(f"conv{i}"),
+        )(x)
         if batchnorm:
             x = layers.batchnorm(f"conv{i}_bn")(x)
-        x = keras.layers.Activation(layer_activation(activations[i - 1]), name=layers.name(f"conv{i}_act"))(x)
+        x = keras.layers.Activation(
+            layer_activation(activations[i - 1]), name=layers.name(f"conv{i}_act")
+        )(x)
         if i in pools:
             x = keras.layers.MaxPooling2D(2, name=layers.name(f"pool{i}"))(x)
             if dropout:
@@ -433,8 +538,9 @@ def _cnn_body(x, layers, widths, dense_widths, activations, batchnorm, dropout, 
         x = layers.dense(units, name, use_bias=not batchnorm)(x)
         if batchnorm:
             x = layers.batchnorm(f"{name}_bn")(x)
-        x = keras.layers.Activation(layer_activation(activations[len(widths) + j - 1]),
-                                    name=layers.name(f"{name}_act"))(x)
+        x = keras.layers.Activation(
+            layer_activation(activations[len(widths) + j - 1]), name=layers.name(f"{name}_act")
+        )(x)
         if dropout:
             x = layers.dropout(dropout, f"{name}_dropout")(x)
     return x
@@ -444,8 +550,11 @@ def _resnet9_body(x, layers, widths, activation, batchnorm, dropout):
     prep, width1, width2, width3 = widths
     block = layers.conv_block
     x = block(x, prep, "prep", activation, batchnorm)
-    for name, width, residual in (("layer1", width1, True), ("layer2", width2, False),
-                                  ("layer3", width3, True)):
+    for name, width, residual in (
+        ("layer1", width1, True),
+        ("layer2", width2, False),
+        ("layer3", width3, True),
+    ):
         x = block(x, width, name, activation, batchnorm, pool=True)
         if residual:
             y = block(x, width, f"{name}_res1", activation, batchnorm)
@@ -457,8 +566,9 @@ def _resnet9_body(x, layers, widths, activation, batchnorm, dropout):
     return x
 
 
-def _efficientnet(name, layers, input_shape, num_classes, dropout, pretrained, freeze_backbone,
-                  seed):
+def _efficientnet(
+    name, layers, input_shape, num_classes, dropout, pretrained, freeze_backbone, seed
+):
     constructor, weights_file, base_url = _EFFICIENTNETS[name]
     height, width, channels = input_shape
     if channels not in (1, 3):
@@ -486,8 +596,11 @@ def _efficientnet(name, layers, input_shape, num_classes, dropout, pretrained, f
             random.seed(int(seed))
         with _download_timeout():
             backbone = getattr(keras.applications, constructor)(
-                include_top=False, weights="imagenet" if pretrained else None,
-                input_shape=(height, width, 3), pooling="avg")
+                include_top=False,
+                weights="imagenet" if pretrained else None,
+                input_shape=(height, width, 3),
+                pooling="avg",
+            )
     except Exception as e:
         # Keras' get_file raises a bare Exception when a download fails (here: the cached file was
         # corrupt, so Keras fetched it again).
@@ -527,7 +640,8 @@ def _weights_error(name, weights_file, url, error):
         f"Could not download the ImageNet weights for {name} ({url}): {' '.join(str(error).split())}. "
         f"To proceed, either run once with internet access (Keras caches the file), or copy "
         f"{weights_file} into ~/.keras/models/ (or $KERAS_HOME/models/), or train from scratch "
-        f"without --pretrained (pretrained=False).")
+        f"without --pretrained (pretrained=False)."
+    )
 
 
 @contextlib.contextmanager
@@ -546,7 +660,12 @@ def _check_input_shape(name, input_shape):
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
         shape = None
-    if shape is None or not shape or any(d < 1 for d in shape) or (name != "mlp" and len(shape) != 3):
+    if (
+        shape is None
+        or not shape
+        or any(d < 1 for d in shape)
+        or (name != "mlp" and len(shape) != 3)
+    ):
         need = "positive integers" if name == "mlp" else "(height, width, channels)"
         raise ValueError(f"`input_shape` ({input_shape!r}) must be {need} for {name}")
     return shape
@@ -575,8 +694,10 @@ def _check_activations(activation, layers, name):
     if len(names) == 1:
         return names * layers
     if len(names) != layers:
-        raise ValueError(f"`activation` ({activation!r}): {len(names)} activations for the {layers} layers "
-                         f"of this {name}: give one, or one per layer")
+        raise ValueError(
+            f"`activation` ({activation!r}): {len(names)} activations for the {layers} layers "
+            f"of this {name}: give one, or one per layer"
+        )
     return names
 
 
@@ -584,6 +705,8 @@ def _check_activation(activation):
     try:
         keras.activations.get(activation)
     except (ValueError, TypeError):
-        raise ValueError(f"`activation` ({activation!r}) must be a Keras activation name, "
-                         f"e.g. relu, gelu, silu, tanh") from None
+        raise ValueError(
+            f"`activation` ({activation!r}) must be a Keras activation name, "
+            f"e.g. relu, gelu, silu, tanh"
+        ) from None
     return activation

@@ -2,6 +2,7 @@
 split; rewritten at each evaluation), for conv models activations.png (the first conv layers' feature
 maps for a few test images), and with --predictions the confusion matrix and the most confidently wrong
 test images."""
+
 import json
 import os
 
@@ -11,8 +12,10 @@ from absl import logging
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -34,15 +37,21 @@ def write_curves(model_dir: str, metrics=("loss", "accuracy"), splits=None) -> s
         history = json.load(f)
     epochs = np.asarray(history["epoch"], dtype=float)
     if splits is None:
-        splits = [key[:-len("_loss")] for key in history if key.endswith("_loss") and key != "reg_loss"]
+        splits = [
+            key[: -len("_loss")] for key in history if key.endswith("_loss") and key != "reg_loss"
+        ]
     metrics = [m for m in metrics if m in history or any(f"{s}_{m}" in history for s in splits)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):  # the triplet trainer: ("loss", "triplet_accuracy")
         lines = [(metric, "train steps (epoch mean)", epochs - 0.5)]
-        lines += [(f"{split}_{metric}", "train set (evaluated)" if split == "train" else split, epochs)
-                  for split in splits]
+        lines += [
+            (f"{split}_{metric}", "train set (evaluated)" if split == "train" else split, epochs)
+            for split in splits
+        ]
         for key, label, x in lines:
-            values = np.asarray(history.get(key, []), dtype=float)  # None (no train steps yet) -> NaN
+            values = np.asarray(
+                history.get(key, []), dtype=float
+            )  # None (no train steps yet) -> NaN
             shown = np.isfinite(values)
             if shown.any():
                 ax.plot(x[shown], values[shown], marker="o", label=label)
@@ -65,13 +74,22 @@ def _all_positive(history: dict, keys) -> bool:
     return bool(values) and min(values) > 0
 
 
-def write_confusion_matrix(model_dir: str, confusion: np.ndarray, class_names=None,
-                           name: str = "confusion_matrix.png", title: str = "test set") -> str:
+def write_confusion_matrix(
+    model_dir: str,
+    confusion: np.ndarray,
+    class_names=None,
+    name: str = "confusion_matrix.png",
+    title: str = "test set",
+) -> str:
     """confusion[true, predicted] counts as an image, each row normalised (the diagonal is per-class
     accuracy), with the counts written in the cells when there are at most 20 classes."""
     plt = _pyplot()
     n = len(confusion)
-    names = list(class_names) if class_names is not None and len(class_names) == n else [str(i) for i in range(n)]
+    names = (
+        list(class_names)
+        if class_names is not None and len(class_names) == n
+        else [str(i) for i in range(n)]
+    )
     rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size * 0.9))
@@ -81,8 +99,15 @@ def write_confusion_matrix(model_dir: str, confusion: np.ndarray, class_names=No
         for i in range(n):
             for j in range(n):
                 if confusion[i, j]:
-                    ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
-                            color="white" if rows[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(confusion[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
     ticks = range(n) if n <= 30 else range(0, n, max(1, n // 20))
     ax.set_xticks(list(ticks), [names[i] for i in ticks], rotation=90 if n > 10 else 0, fontsize=7)
     ax.set_yticks(list(ticks), [names[i] for i in ticks], fontsize=7)
@@ -96,8 +121,9 @@ def write_confusion_matrix(model_dir: str, confusion: np.ndarray, class_names=No
     return path
 
 
-def write_image_grid(model_dir: str, images: np.ndarray, titles, name: str, suptitle: str,
-                     columns: int = 8) -> str:
+def write_image_grid(
+    model_dir: str, images: np.ndarray, titles, name: str, suptitle: str, columns: int = 8
+) -> str:
     """Images in a grid, each with its title (uint8 or float in [0, 1]; one channel drawn in grey)."""
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
@@ -106,8 +132,10 @@ def write_image_grid(model_dir: str, images: np.ndarray, titles, name: str, supt
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles):
         image = image if image.dtype == np.uint8 else np.clip(image, 0, 1)
-        ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image,
-                  cmap="gray" if image.shape[-1] == 1 else None)
+        ax.imshow(
+            image.squeeze(-1) if image.shape[-1] == 1 else image,
+            cmap="gray" if image.shape[-1] == 1 else None,
+        )
         ax.set_title(title, fontsize=7)
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
@@ -117,23 +145,39 @@ def write_image_grid(model_dir: str, images: np.ndarray, titles, name: str, supt
     return path
 
 
-def write_activations(model_dir: str, model, sample_images: np.ndarray, *, layers: int = 2,
-                      images: int = 4, maps: int = 8) -> str | None:
+def write_activations(
+    model_dir: str,
+    model,
+    sample_images: np.ndarray,
+    *,
+    layers: int = 2,
+    images: int = 4,
+    maps: int = 8,
+) -> str | None:
     """Feature maps of the first `layers` Conv2D layers for `images` test images; None for no convs, and
     for a subclassed model (its call() is Python: no graph of layers whose outputs a probe could read)."""
     import keras
+
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:layers]
     if not convs:
         return None
-    if getattr(model, "inputs", None) is None:  # Functional overrides call() too: ask for the graph's inputs
-        logging.info("plots: no activations.png: %s is a subclassed model, whose layers' outputs cannot be "
-                     "read without running its call()", type(model).__name__)
+    if (
+        getattr(model, "inputs", None) is None
+    ):  # Functional overrides call() too: ask for the graph's inputs
+        logging.info(
+            "plots: no activations.png: %s is a subclassed model, whose layers' outputs cannot be "
+            "read without running its call()",
+            type(model).__name__,
+        )
         return None
     probe = keras.Model(model.inputs, [layer.output for layer in convs])
     x = sample_images[:images].astype(np.float32)
     x = x / 255.0 if sample_images.dtype == np.uint8 else x
     outputs = probe(x, training=False)
-    outputs = [np.asarray(o, dtype=np.float32) for o in (outputs if isinstance(outputs, list) else [outputs])]
+    outputs = [
+        np.asarray(o, dtype=np.float32)
+        for o in (outputs if isinstance(outputs, list) else [outputs])
+    ]
     plt = _pyplot()
     rows = len(x) * len(convs)
     fig, axes = plt.subplots(rows, maps + 1, figsize=(1.2 * (maps + 1), 1.2 * rows), squeeze=False)

@@ -18,6 +18,7 @@ given that does not apply is a ConfigError.
 The values were measured where they say so: see the trainers' docstrings (trainers/cifar.py).
 No TensorFlow is imported here until a recipe is resolved ("auto" looks at the hardware).
 """
+
 import dataclasses
 import os
 
@@ -27,54 +28,121 @@ from framework.config import ConfigError, TrainConfig
 
 
 def _bf16_if_fast(strategy: str | None = None):
-    if strategy == "tpu":  # TPUs compute in bf16; before the TPU system starts TensorFlow lists no TPU
+    if (
+        strategy == "tpu"
+    ):  # TPUs compute in bf16; before the TPU system starts TensorFlow lists no TPU
         return "bf16"
     from framework.precision import bf16_is_fast
+
     return "bf16" if bf16_is_fast() else "none"
 
 
 # Values computed when a recipe is resolved (they look at the hardware, so they import TensorFlow).
 AT_RUN_TIME = {"bf16_if_fast": _bf16_if_fast}
 
-_CNN_ON_MNIST = dict(optimizer="adam", learning_rate=1e-3, global_batch_size=128,
-                     lr_schedule="cosine", warmup_fraction=0.02)
+_CNN_ON_MNIST = dict(
+    optimizer="adam",
+    learning_rate=1e-3,
+    global_batch_size=128,
+    lr_schedule="cosine",
+    warmup_fraction=0.02,
+)
 
 # trainer -> its defaults (what `python -m trainers.<name>` runs without flags).
 DEFAULTS = {
     "mnist": dict(dataset="mnist", model="cnn", epochs=3, **_CNN_ON_MNIST),
     # Named policies skip flips on 1-channel images; this spec flips: clothes are left-right symmetric.
-    "fashion_mnist": dict(dataset="fashion_mnist", model="cnn_bn", epochs=5, augment="flip,crop:padding=3",
-                          **_CNN_ON_MNIST),
+    "fashion_mnist": dict(
+        dataset="fashion_mnist",
+        model="cnn_bn",
+        epochs=5,
+        augment="flip,crop:padding=3",
+        **_CNN_ON_MNIST,
+    ),
     # airbench94 (trainers/cifar.py has the sources and the measurements).
-    "cifar": dict(dataset="cifar10", model="airbench", optimizer="sgd", nesterov=True, momentum=0.85,
-                  weight_decay=0.009, label_smoothing=0.2, lr_schedule="onecycle", warmup_fraction=0.23,
-                  onecycle_start=0.2, onecycle_end=0.07, augment="flip,crop:padding=2", tta=True,
-                  tta_translate=1, checkpoint_every=0, eval_every_epochs=0, mixed_precision="bf16_if_fast"),
-    "triplet": dict(epochs=3, global_batch_size=64, learning_rate=1e-3, lr_schedule="cosine",
-                    monitor="test_triplet_accuracy"),
+    "cifar": dict(
+        dataset="cifar10",
+        model="airbench",
+        optimizer="sgd",
+        nesterov=True,
+        momentum=0.85,
+        weight_decay=0.009,
+        label_smoothing=0.2,
+        lr_schedule="onecycle",
+        warmup_fraction=0.23,
+        onecycle_start=0.2,
+        onecycle_end=0.07,
+        augment="flip,crop:padding=2",
+        tta=True,
+        tta_translate=1,
+        checkpoint_every=0,
+        eval_every_epochs=0,
+        mixed_precision="bf16_if_fast",
+    ),
+    "triplet": dict(
+        epochs=3,
+        global_batch_size=64,
+        learning_rate=1e-3,
+        lr_schedule="cosine",
+        monitor="test_triplet_accuracy",
+    ),
 }
 
 # trainer -> recipe name -> values over the defaults. "auto" (the command line's default) picks
 # "full" on a GPU/TPU and "fast" on a CPU.
 RECIPES = {
     "cifar": {
-        "fast": dict(widths=(24, 96, 96), activation="gelu", global_batch_size=256, learning_rate=0.375,
-                     epochs=10, train_minutes=11.0, steps_per_loop=25, budget_ladder=True),
-        "full": dict(widths=(64, 256, 256), activation="gelu", global_batch_size=1024, learning_rate=1.5,
-                     epochs=10, steps_per_loop=49, lookahead_every=5),
+        "fast": dict(
+            widths=(24, 96, 96),
+            activation="gelu",
+            global_batch_size=256,
+            learning_rate=0.375,
+            epochs=10,
+            train_minutes=11.0,
+            steps_per_loop=25,
+            budget_ladder=True,
+        ),
+        "full": dict(
+            widths=(64, 256, 256),
+            activation="gelu",
+            global_batch_size=1024,
+            learning_rate=1.5,
+            epochs=10,
+            steps_per_loop=49,
+            lookahead_every=5,
+        ),
     },
 }
 
 # Over any recipe: a few steps on a few examples, for tests and for trying a notebook cell.
-SMOKE = dict(train_examples=512, test_examples=256, global_batch_size=64, epochs=1, train_steps=4,
-             steps_per_loop=2, train_minutes=0.0, export=False)
+SMOKE = dict(
+    train_examples=512,
+    test_examples=256,
+    global_batch_size=64,
+    epochs=1,
+    train_steps=4,
+    steps_per_loop=2,
+    train_minutes=0.0,
+    export=False,
+)
 
 # Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out here
 # so that this module imports no Keras).
 OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
-SCHEDULE_OPTIONS = {"onecycle_start": ("onecycle",), "onecycle_end": ("onecycle",),
-                    "warmup_fraction": ("cosine", "onecycle"), "warmup_steps": ("cosine", "onecycle")}
-MODEL_OPTIONS = ("widths", "dense_widths", "padding", "pool", "activation", "budget_ladder")  # a recipe's
+SCHEDULE_OPTIONS = {
+    "onecycle_start": ("onecycle",),
+    "onecycle_end": ("onecycle",),
+    "warmup_fraction": ("cosine", "onecycle"),
+    "warmup_steps": ("cosine", "onecycle"),
+}
+MODEL_OPTIONS = (
+    "widths",
+    "dense_widths",
+    "padding",
+    "pool",
+    "activation",
+    "budget_ladder",
+)  # a recipe's
 # architecture is its model's
 
 
@@ -95,7 +163,9 @@ def defaults(trainer: str, *, resolve: bool = True, strategy: str | None = None)
     return _resolve(values, strategy) if resolve else values
 
 
-def get(trainer: str, name: str | None = "auto", *, smoke: bool = False, strategy: str | None = None) -> dict:
+def get(
+    trainer: str, name: str | None = "auto", *, smoke: bool = False, strategy: str | None = None
+) -> dict:
     """The trainer's defaults, then recipe `name` over them (None or "" for the defaults alone;
     "auto": "full" on a GPU/TPU, "fast" on a CPU), then SMOKE if `smoke`. `strategy` "tpu" means a
     TPU even before TensorFlow can list it."""
@@ -117,8 +187,12 @@ def pick(trainer: str, name: str | None, *, strategy: str | None = None) -> str 
         return None
     if name == "auto":
         import tensorflow as tf
-        accelerated = strategy == "tpu" or tf.config.list_physical_devices("GPU") or \
-            tf.config.list_physical_devices("TPU")
+
+        accelerated = (
+            strategy == "tpu"
+            or tf.config.list_physical_devices("GPU")
+            or tf.config.list_physical_devices("TPU")
+        )
         return "full" if "full" in recipes and accelerated else recipes[0]
     if name not in recipes:
         raise ConfigError(f"--recipe={name!r}: unknown; valid choices: auto, {', '.join(recipes)}")
@@ -134,29 +208,41 @@ def configs(trainer: str, name: str | None = "auto", *, smoke: bool = False, **o
     train = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - own - train)
     if unknown:
-        raise ConfigError(f"{', '.join(unknown)}: not options of {trainer} "
-                          f"({config_cls.__name__} or TrainConfig)")
-    return (config_cls(**{k: v for k, v in values.items() if k in own}),
-            TrainConfig(**{k: v for k, v in values.items() if k in train}))
+        raise ConfigError(
+            f"{', '.join(unknown)}: not options of {trainer} ({config_cls.__name__} or TrainConfig)"
+        )
+    return (
+        config_cls(**{k: v for k, v in values.items() if k in own}),
+        TrainConfig(**{k: v for k, v in values.items() if k in train}),
+    )
 
 
-def resolve_options(trainer: str, name: str | None = "auto", *, smoke: bool = False, **options) -> dict:
+def resolve_options(
+    trainer: str, name: str | None = "auto", *, smoke: bool = False, **options
+) -> dict:
     """The recipe's values with `options` (the user's) over them, inapplicable recipe values dropped."""
     values = get(trainer, name, smoke=smoke, strategy=options.get("strategy"))
     planned = dict(values)
     fields = [f for cls in (config_class(trainer), TrainConfig) for f in dataclasses.fields(cls)]
     field_defaults = {f.name: f.default for f in fields}
-    options = {k: tuple(v) if isinstance(field_defaults.get(k), tuple) and isinstance(v, list) else v
-               for k, v in options.items()}
+    options = {
+        k: tuple(v) if isinstance(field_defaults.get(k), tuple) and isinstance(v, list) else v
+        for k, v in options.items()
+    }
     values.update(options)
     # A length given replaces the recipe's time budget.
-    if ("epochs" in options or "train_steps" in options) and "train_minutes" in field_defaults \
-            and "train_minutes" not in options:
+    if (
+        ("epochs" in options or "train_steps" in options)
+        and "train_minutes" in field_defaults
+        and "train_minutes" not in options
+    ):
         values["train_minutes"] = 0.0
     # The time budget's ladder picks widths and epochs: only when the user gave neither.
     if ("widths" in options or "epochs" in options) and values.get("budget_ladder"):
         if options.get("budget_ladder"):
-            raise ConfigError("--budget_ladder picks the widths and epochs: give it without --widths and --epochs")
+            raise ConfigError(
+                "--budget_ladder picks the widths and epochs: give it without --widths and --epochs"
+            )
         values["budget_ladder"] = False
     dropped = _drop_inapplicable(values, planned, given=options, field_defaults=field_defaults)
     if dropped:
@@ -168,12 +254,16 @@ def config_class(trainer: str):
     _check_trainer(trainer)
     if trainer == "triplet":
         from trainers.triplet import TripletConfig
+
         return TripletConfig
     from trainers.experiment import ExperimentConfig
+
     return ExperimentConfig
 
 
-def _drop_inapplicable(values: dict, planned: dict, *, given: dict, field_defaults: dict) -> list[str]:
+def _drop_inapplicable(
+    values: dict, planned: dict, *, given: dict, field_defaults: dict
+) -> list[str]:
     """Resets the recipe's values that do not apply to the chosen optimizer/model/tta to the fields'
     defaults; an option the user gave that does not apply is a ConfigError. Returns what was dropped."""
     dropped = []
@@ -186,21 +276,34 @@ def _drop_inapplicable(values: dict, planned: dict, *, given: dict, field_defaul
 
     optimizer = values.get("optimizer")
     for name, takers in OPTIMIZER_OPTIONS.items():
-        if name in field_defaults and optimizer not in takers and values.get(name, field_defaults[name]) \
-                != field_defaults[name]:
-            drop(name, f"does not apply to --optimizer={optimizer} (only to {' and '.join(takers)})")
+        if (
+            name in field_defaults
+            and optimizer not in takers
+            and values.get(name, field_defaults[name]) != field_defaults[name]
+        ):
+            drop(
+                name, f"does not apply to --optimizer={optimizer} (only to {' and '.join(takers)})"
+            )
     if "model" in given and given["model"] != planned.get("model"):
         for name in MODEL_OPTIONS:
-            if name in field_defaults and name not in given and values.get(name, field_defaults[name]) \
-                    != field_defaults[name]:
+            if (
+                name in field_defaults
+                and name not in given
+                and values.get(name, field_defaults[name]) != field_defaults[name]
+            ):
                 drop(name, f"is for --model={planned.get('model')}, not --model={given['model']}")
     if values.get("tta_translate") and not values.get("tta"):
         drop("tta_translate", "needs --tta")
     schedule = values.get("lr_schedule", "constant")
     for name, takers in SCHEDULE_OPTIONS.items():
-        if name in field_defaults and schedule not in takers and values.get(name, field_defaults[name]) \
-                != field_defaults[name]:
-            drop(name, f"does not apply to --lr_schedule={schedule} (only to {' and '.join(takers)})")
+        if (
+            name in field_defaults
+            and schedule not in takers
+            and values.get(name, field_defaults[name]) != field_defaults[name]
+        ):
+            drop(
+                name, f"does not apply to --lr_schedule={schedule} (only to {' and '.join(takers)})"
+            )
     return dropped
 
 
@@ -209,8 +312,10 @@ def _show(value) -> str:
 
 
 def _resolve(values: dict, strategy: str | None = None) -> dict:
-    return {k: AT_RUN_TIME[v](strategy) if isinstance(v, str) and v in AT_RUN_TIME else v
-            for k, v in values.items()}
+    return {
+        k: AT_RUN_TIME[v](strategy) if isinstance(v, str) and v in AT_RUN_TIME else v
+        for k, v in values.items()
+    }
 
 
 def _check_trainer(trainer: str) -> None:

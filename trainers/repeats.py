@@ -22,6 +22,7 @@ are refused before anything trains, and --fresh_start moves all of model_dir asi
 From Python: `sweep("mnist", None, variants=..., repeats=3, model_dir=...)`; a trainer with its own
 run function (the triplet trainer) builds its cells with `sweep_cells` and runs them with `run_cells`.
 """
+
 import dataclasses
 import itertools
 import json
@@ -46,21 +47,26 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One setting of a sweep: its folder under model_dir, what it sets (as written), its configs."""
+
     name: str
-    written: dict          # {column: text} for the table: the grid's values, or variant and options
-    exp: object            # the trainer's config (ExperimentConfig, TripletConfig)
-    config: TrainConfig    # config.model_dir is the cell's folder
+    written: dict  # {column: text} for the table: the grid's values, or variant and options
+    exp: object  # the trainer's config (ExperimentConfig, TripletConfig)
+    config: TrainConfig  # config.model_dir is the cell's folder
     exports: dict = dataclasses.field(default_factory=dict)  # HEAVY_EXPORTS the user gave
 
 
 # ---------------------------------------------------------------- repeats
-def run_repeats(exp: ExperimentConfig, config: TrainConfig, repeats: int, *, exports: dict | None = None) -> dict:
+def run_repeats(
+    exp: ExperimentConfig, config: TrainConfig, repeats: int, *, exports: dict | None = None
+) -> dict:
     """`repeats` fresh models in config.model_dir/repeat_<i>; returns (and writes as repeats.json) the
     mean/std of every final metric, the test accuracies and the two ensembles' accuracies.
     `exports`: the HEAVY_EXPORTS to write per repeat, e.g. {"export": True} (default: none)."""
     if not config.model_dir:
         raise ConfigError("--repeats needs --model_dir (each repeat writes its model there)")
-    return run_cells(config.model_dir, [Cell("", {}, exp, config, exports=dict(exports or {}))], repeats)[0]
+    return run_cells(
+        config.model_dir, [Cell("", {}, exp, config, exports=dict(exports or {}))], repeats
+    )[0]
 
 
 def exports_given(options: dict) -> dict:
@@ -68,8 +74,14 @@ def exports_given(options: dict) -> dict:
     return {k: v for k, v in options.items() if k in HEAVY_EXPORTS}
 
 
-def run_cells(model_dir: str, cells: Sequence[Cell], repeats: int = 1, *, run: Callable | None = None,
-              check: Callable | None = check_run_dir) -> list[dict]:
+def run_cells(
+    model_dir: str,
+    cells: Sequence[Cell],
+    repeats: int = 1,
+    *,
+    run: Callable | None = None,
+    check: Callable | None = check_run_dir,
+) -> list[dict]:
     """Every cell `repeats` times (cell.config.model_dir/repeat_<i>, seeds seed..seed+N-1), after
     checking every repeat's folder (`check(exp, config)` raises); --fresh_start on any cell first moves
     the whole of model_dir aside once. Writes and returns each cell's summary (repeats.json).
@@ -80,7 +92,10 @@ def run_cells(model_dir: str, cells: Sequence[Cell], repeats: int = 1, *, run: C
         raise ConfigError(f"--repeats={repeats}: must be >= 1")
     if any(cell.config.fresh_start for cell in cells):
         _move_aside(model_dir)
-        cells = [dataclasses.replace(cell, config=cell.config.replace(fresh_start=False)) for cell in cells]
+        cells = [
+            dataclasses.replace(cell, config=cell.config.replace(fresh_start=False))
+            for cell in cells
+        ]
     series = [(cell, _repeat_configs(cell, repeats)) for cell in cells]
     if check is not None:
         for _, runs in series:  # every folder before any trains: a sweep does not stop half-way
@@ -88,7 +103,11 @@ def run_cells(model_dir: str, cells: Sequence[Cell], repeats: int = 1, *, run: C
                 check(exp, config)
     summaries = []
     for cell, runs in series:
-        summary = _classifier_series(runs) if run is None else series_summary([run(e, c) for e, c in runs])
+        summary = (
+            _classifier_series(runs)
+            if run is None
+            else series_summary([run(e, c) for e, c in runs])
+        )
         write_json(os.path.join(cell.config.model_dir, "repeats.json"), summary)
         summaries.append(summary)
     return summaries
@@ -103,8 +122,15 @@ def _repeat_configs(cell: Cell, repeats: int) -> list[tuple]:
             exp = dataclasses.replace(exp, **{name: value})
         elif name in _field_names(config):
             config = config.replace(**{name: value})
-    return [(exp, config.replace(seed=config.seed + i, model_dir=os.path.join(config.model_dir, f"repeat_{i}")))
-            for i in range(repeats)]
+    return [
+        (
+            exp,
+            config.replace(
+                seed=config.seed + i, model_dir=os.path.join(config.model_dir, f"repeat_{i}")
+            ),
+        )
+        for i in range(repeats)
+    ]
 
 
 def _field_names(obj) -> set:
@@ -125,9 +151,18 @@ def _classifier_series(runs) -> dict:
     exp, config = runs[0]
     data, _ = load_data(exp, config.seed)
     results, predictions = [], []
-    for exp, config in runs:  # the test logits as the evaluation computes them (TTA included), any strategy
-        results.append(run_experiment(exp, config, data=data,
-                                      on_trained=lambda controller: predictions.append(controller.predict("test"))))
+    for (
+        exp,
+        config,
+    ) in runs:  # the test logits as the evaluation computes them (TTA included), any strategy
+        results.append(
+            run_experiment(
+                exp,
+                config,
+                data=data,
+                on_trained=lambda controller: predictions.append(controller.predict("test")),
+            )
+        )
     summary = series_summary(results)
     logits = np.stack([p["logits"].astype(np.float64) for p in predictions])
     summary.update(ensemble_metrics(exp.task, logits, predictions[0]["labels"]))
@@ -141,10 +176,18 @@ def ensemble_metrics(task: str, outputs: np.ndarray, labels: np.ndarray) -> dict
         return {"ensemble_mae": float(np.mean(np.abs(outputs.mean(0)[:, 0] - labels)))}
     if task == "binary":
         truth = labels > 0.5
-        return {"ensemble_logits_accuracy": float(np.mean((outputs.mean(0)[:, 0] > 0) == truth)),
-                "ensemble_probs_accuracy": float(np.mean((_sigmoid(outputs).mean(0)[:, 0] > 0.5) == truth))}
-    return {"ensemble_logits_accuracy": float(np.mean(np.argmax(outputs.mean(0), -1) == labels)),
-            "ensemble_probs_accuracy": float(np.mean(np.argmax(_softmax(outputs).mean(0), -1) == labels))}
+        return {
+            "ensemble_logits_accuracy": float(np.mean((outputs.mean(0)[:, 0] > 0) == truth)),
+            "ensemble_probs_accuracy": float(
+                np.mean((_sigmoid(outputs).mean(0)[:, 0] > 0.5) == truth)
+            ),
+        }
+    return {
+        "ensemble_logits_accuracy": float(np.mean(np.argmax(outputs.mean(0), -1) == labels)),
+        "ensemble_probs_accuracy": float(
+            np.mean(np.argmax(_softmax(outputs).mean(0), -1) == labels)
+        ),
+    }
 
 
 def _sigmoid(x):
@@ -158,8 +201,11 @@ def series_summary(results: Sequence[dict]) -> dict:
     if all("test_accuracy" in r for r in results):
         accuracies = [r["test_accuracy"] for r in results]
         stats = compare.statistics(accuracies)
-        summary.update(test_accuracies=accuracies, test_accuracy_mean=stats["mean"],
-                       test_accuracy_std=stats["std"])
+        summary.update(
+            test_accuracies=accuracies,
+            test_accuracy_mean=stats["mean"],
+            test_accuracy_std=stats["std"],
+        )
     values: dict[str, list] = {}
     for result in results:
         for name, value in compare.final_metrics(result).items():
@@ -180,8 +226,10 @@ def parse_sweep(text: str) -> dict[str, list[str]]:
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, sep, values = part.partition("=")
         if not sep or not values:
-            raise ConfigError(f"--sweep={text!r}: expected NAME=V1,V2;NAME=V1,V2 "
-                              "e.g. --sweep='learning_rate=0.01,0.1;model=mlp,cnn'")
+            raise ConfigError(
+                f"--sweep={text!r}: expected NAME=V1,V2;NAME=V1,V2 "
+                "e.g. --sweep='learning_rate=0.01,0.1;model=mlp,cnn'"
+            )
         grid[name.strip().removeprefix("--")] = [v.strip() for v in values.split(",")]
     if not grid:
         raise ConfigError(f"--sweep={text!r}: empty")
@@ -196,9 +244,11 @@ def parse_variants(text: str) -> dict[str, list[str]]:
         name, _, options = part.partition(":")
         name = name.strip()
         if not VARIANT_NAME.match(name) or name == run_record.PREVIOUS_DIR:
-            raise ConfigError(f"--variants: {name!r} is not a variant name (letters, digits, _ . + -; not "
-                              f"'{run_record.PREVIOUS_DIR}'): write NAME:OPTION=VALUE OPTION=VALUE;NAME:... e.g. "
-                              "--variants='baseline:;wide:widths=256'")
+            raise ConfigError(
+                f"--variants: {name!r} is not a variant name (letters, digits, _ . + -; not "
+                f"'{run_record.PREVIOUS_DIR}'): write NAME:OPTION=VALUE OPTION=VALUE;NAME:... e.g. "
+                "--variants='baseline:;wide:widths=256'"
+            )
         if name in variants:
             raise ConfigError(f"--variants: {name!r} is given twice")
         variants[name] = options.split()
@@ -223,13 +273,22 @@ def parse_options(tokens: Sequence[str], config_classes: Sequence, *, where: str
         raise ConfigError(f"{where}: {err}") from err
     fixed = [name for name in values if name in NOT_PER_CELL]
     if fixed:
-        raise ConfigError(f"{where}: {' and '.join(fixed)} cannot be set per cell "
-                          "(each cell gets its own folder under --model_dir)")
+        raise ConfigError(
+            f"{where}: {' and '.join(fixed)} cannot be set per cell "
+            "(each cell gets its own folder under --model_dir)"
+        )
     return values
 
 
-def sweep_cells(model_dir: str, *, build: Callable, config_classes: Sequence, grid: str = "",
-                variants: str = "", given: dict | None = None) -> list[Cell]:
+def sweep_cells(
+    model_dir: str,
+    *,
+    build: Callable,
+    config_classes: Sequence,
+    grid: str = "",
+    variants: str = "",
+    given: dict | None = None,
+) -> list[Cell]:
     """The cells of a grid (`grid`: --sweep) or of named variants (`variants`), each built by
     `build(options) -> (exp, config)` from its parsed options and put in model_dir/<cell>. Every cell
     is parsed and built (so validated) here, before anything trains. `given`: the user's other options
@@ -239,19 +298,30 @@ def sweep_cells(model_dir: str, *, build: Callable, config_classes: Sequence, gr
     if grid and variants:
         raise ConfigError("--sweep and --variants: give one of them (a grid, or named variants)")
     if variants:
-        settings = [(name, {"variant": name, "options": " ".join(tokens)}, tokens,
-                     f"--variants: variant {name!r}") for name, tokens in parse_variants(variants).items()]
+        settings = [
+            (
+                name,
+                {"variant": name, "options": " ".join(tokens)},
+                tokens,
+                f"--variants: variant {name!r}",
+            )
+            for name, tokens in parse_variants(variants).items()
+        ]
     else:
         table = parse_sweep(grid)
         fixed = [name for name in table if name in NOT_PER_CELL]
         if fixed:
-            raise ConfigError(f"--sweep: {' and '.join(fixed)} cannot be swept (each cell gets its own folder "
-                              "under --model_dir)")
+            raise ConfigError(
+                f"--sweep: {' and '.join(fixed)} cannot be swept (each cell gets its own folder "
+                "under --model_dir)"
+            )
         settings = []
         for values in itertools.product(*table.values()):
             written = dict(zip(table, values))
             tag = "_".join(f"{k}-{v}" for k, v in written.items()).replace("/", "-")
-            settings.append((tag, written, [f"{k}={v}" for k, v in written.items()], f"--sweep: {tag}"))
+            settings.append(
+                (tag, written, [f"{k}={v}" for k, v in written.items()], f"--sweep: {tag}")
+            )
     cells = []
     for name, written, tokens, where in settings:
         options = parse_options(tokens, config_classes, where=where)
@@ -259,13 +329,28 @@ def sweep_cells(model_dir: str, *, build: Callable, config_classes: Sequence, gr
             exp, config = build(options)
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from err
-        cells.append(Cell(name, written, exp, config.replace(model_dir=os.path.join(model_dir, name)),
-                          exports=exports_given({**(given or {}), **options})))
+        cells.append(
+            Cell(
+                name,
+                written,
+                exp,
+                config.replace(model_dir=os.path.join(model_dir, name)),
+                exports=exports_given({**(given or {}), **options}),
+            )
+        )
     return cells
 
 
-def sweep(trainer: str, recipe: str | None = "auto", *, grid: str = "", variants: str = "", repeats: int = 1,
-          smoke: bool = False, **options) -> list[dict]:
+def sweep(
+    trainer: str,
+    recipe: str | None = "auto",
+    *,
+    grid: str = "",
+    variants: str = "",
+    repeats: int = 1,
+    smoke: bool = False,
+    **options,
+) -> list[dict]:
     """`python -m trainers.<trainer> --recipe=<recipe> --sweep=<grid> | --variants=<variants>
     --repeats=N --<option>=<value>...`: each cell's configs are `recipes.configs(trainer, recipe,
     **options, **cell's options)`. Writes sweep.md, sweep.json and compare.md/json/png in model_dir."""
@@ -273,31 +358,68 @@ def sweep(trainer: str, recipe: str | None = "auto", *, grid: str = "", variants
     return run_sweep_cells(os.path.dirname(cells[0].config.model_dir), cells, repeats)
 
 
-def recipe_cells(trainer: str, recipe: str | None = "auto", *, grid: str = "", variants: str = "",
-                 smoke: bool = False, **options) -> list[Cell]:
+def recipe_cells(
+    trainer: str,
+    recipe: str | None = "auto",
+    *,
+    grid: str = "",
+    variants: str = "",
+    smoke: bool = False,
+    **options,
+) -> list[Cell]:
     """The cells of `sweep` (each cell's configs: recipes.configs(trainer, recipe, **options, **cell's
     options)), all built and so validated; nothing is written."""
     from trainers import recipes
-    _, config = recipes.configs(trainer, recipe, smoke=smoke, **options)  # the options alone must be valid
-    return sweep_cells(config.model_dir, grid=grid, variants=variants, given=options,
-                       config_classes=(recipes.config_class(trainer), TrainConfig),
-                       build=lambda cell: recipes.configs(trainer, recipe, smoke=smoke, **{**options, **cell}))
+
+    _, config = recipes.configs(
+        trainer, recipe, smoke=smoke, **options
+    )  # the options alone must be valid
+    return sweep_cells(
+        config.model_dir,
+        grid=grid,
+        variants=variants,
+        given=options,
+        config_classes=(recipes.config_class(trainer), TrainConfig),
+        build=lambda cell: recipes.configs(trainer, recipe, smoke=smoke, **{**options, **cell}),
+    )
 
 
-def run_sweep(exp: ExperimentConfig, config: TrainConfig, sweep: str = "", repeats: int = 1, *,
-              variants: str = "") -> list[dict]:
+def run_sweep(
+    exp: ExperimentConfig,
+    config: TrainConfig,
+    sweep: str = "",
+    repeats: int = 1,
+    *,
+    variants: str = "",
+) -> list[dict]:
     """The sweep over built configs (a notebook's `exp, config`): each cell's options replace their
     fields (no recipe to drop values from: see `sweep` for that). Writes the same tables."""
+
     def build(options):
         own = {k: v for k, v in options.items() if k in _field_names(exp)}
-        return dataclasses.replace(exp, **own), config.replace(**{k: v for k, v in options.items() if k not in own})
-    cells = sweep_cells(config.model_dir, grid=sweep, variants=variants, build=build,
-                        config_classes=(type(exp), TrainConfig))
+        return dataclasses.replace(exp, **own), config.replace(
+            **{k: v for k, v in options.items() if k not in own}
+        )
+
+    cells = sweep_cells(
+        config.model_dir,
+        grid=sweep,
+        variants=variants,
+        build=build,
+        config_classes=(type(exp), TrainConfig),
+    )
     return run_sweep_cells(config.model_dir, cells, repeats)
 
 
-def run_sweep_cells(model_dir: str, cells: Sequence[Cell], repeats: int = 1, *, run: Callable | None = None,
-                    check: Callable | None = check_run_dir, metric: str = "test_accuracy") -> list[dict]:
+def run_sweep_cells(
+    model_dir: str,
+    cells: Sequence[Cell],
+    repeats: int = 1,
+    *,
+    run: Callable | None = None,
+    check: Callable | None = check_run_dir,
+    metric: str = "test_accuracy",
+) -> list[dict]:
     """run_cells, then the sweep's tables in model_dir: sweep.md and sweep.json (a row per cell: what
     it sets, `metric`'s mean and std over its repeats) and compare.md/json/png (every final metric)."""
     summaries = run_cells(model_dir, cells, repeats, run=run, check=check)
@@ -307,16 +429,26 @@ def run_sweep_cells(model_dir: str, cells: Sequence[Cell], repeats: int = 1, *, 
         rows.append({**cell.written, "mean": stats["mean"], "std": stats["std"], "runs": repeats})
     write_json(os.path.join(model_dir, "sweep.json"), rows)
     names = list(cells[0].written)
-    lines = ["| " + " | ".join(names + [f"{metric.replace('_', ' ')} (mean ± std)", "runs"]) + " |",
-             "|" + "---|" * (len(names) + 2)]
+    lines = [
+        "| " + " | ".join(names + [f"{metric.replace('_', ' ')} (mean ± std)", "runs"]) + " |",
+        "|" + "---|" * (len(names) + 2),
+    ]
     for row in rows:
-        lines.append("| " + " | ".join([str(row[n]) for n in names] +
-                                       [f"{row['mean']:.4f} ± {row['std']:.4f}", str(row["runs"])]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [str(row[n]) for n in names]
+                + [f"{row['mean']:.4f} ± {row['std']:.4f}", str(row["runs"])]
+            )
+            + " |"
+        )
     with open(os.path.join(model_dir, "sweep.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     compare.write([cell.config.model_dir for cell in cells], model_dir)
     print("\n".join(lines))
-    print(f"every final metric: {os.path.join(model_dir, 'compare.md')} (and compare.json, compare.png)")
+    print(
+        f"every final metric: {os.path.join(model_dir, 'compare.md')} (and compare.json, compare.png)"
+    )
     return rows
 
 

@@ -34,6 +34,7 @@ JPEG CIFAR-10 (one run each unless said):
                     benchmarks/reports/fidelity/full). On this JPEG data 90% takes the full net's 10 epochs,
                     more than a 15-minute `make train` leaves on 2 cores, for PyTorch as for us.
 """
+
 import json
 import math
 import os
@@ -47,48 +48,97 @@ from framework.strategies import agreed
 BUDGET_FILE = "time_budget.json"
 # model -> rungs (widths, epochs), smallest first: the first is the recipe's own net (measured).
 LADDERS = {
-    "airbench": (((24, 96, 96), 10), ((32, 128, 128), 12), ((40, 160, 160), 12), ((48, 192, 192), 14),
-                 ((64, 256, 256), 16)),
+    "airbench": (
+        ((24, 96, 96), 10),
+        ((32, 128, 128), 12),
+        ((40, 160, 160), 12),
+        ((48, 192, 192), 14),
+        ((64, 256, 256), 16),
+    ),
 }
 _WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
-_TIMED_STEPS = 5   # timed in chunks of this many steps (whole lookahead cycles) ...
-_TIMED_SECONDS = 15.0  # ... as many as fill this long: a 2-core machine's speed wanders by +-15% from one
+_TIMED_STEPS = 5  # timed in chunks of this many steps (whole lookahead cycles) ...
+_TIMED_SECONDS = (
+    15.0  # ... as many as fill this long: a 2-core machine's speed wanders by +-15% from one
+)
 #                        15 s loop to the next, and 5 steps alone read 328 ex/s for a run that went at 408
 _TIMED_SHARE = 0.05  # ... or this share of the budget, if less
 _MEASURED_RUNGS = 2  # candidate rungs timed besides the recipe's net (each ~15 s + its tracing)
 
 
-def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, task, strategy,
-                     ladder=None, widths=(), rung_model_fn=None) -> dict:
+def steps_for_budget(
+    minutes: float,
+    *,
+    config,
+    data,
+    model_fn,
+    optimizer_fn,
+    task,
+    strategy,
+    ladder=None,
+    widths=(),
+    rung_model_fn=None,
+) -> dict:
     """{'train_steps', 'examples_per_sec', 'minutes', ...}: the steps that fit, at most epochs * per_epoch;
     with `ladder` (rungs of (widths, epochs), the model measured at `widths`), also the rung's 'widths'.
     `rung_model_fn(widths)` builds a rung's model, to time a candidate rung (choose_rung)."""
     # Only a resume reuses the decision (framework.run_record has checked that it is the same run);
     # a new run in the directory (nothing to resume) measures again.
     saved = _read(config.model_dir) if run_record.has_checkpoint(config.model_dir) else None
-    if saved and saved["minutes"] == minutes and saved["global_batch_size"] == config.global_batch_size:
+    if (
+        saved
+        and saved["minutes"] == minutes
+        and saved["global_batch_size"] == config.global_batch_size
+    ):
         logging.info("time budget: reusing %s (%d steps)", BUDGET_FILE, saved["train_steps"])
         return saved
     seconds = min(_TIMED_SECONDS, _TIMED_SHARE * minutes * 60)
 
     def measure(fn):
-        return measure_examples_per_sec(config=config, data=data, model_fn=fn, optimizer_fn=optimizer_fn,
-                                        task=task, strategy=strategy, seconds=seconds)
+        return measure_examples_per_sec(
+            config=config,
+            data=data,
+            model_fn=fn,
+            optimizer_fn=optimizer_fn,
+            task=task,
+            strategy=strategy,
+            seconds=seconds,
+        )
 
     rate = measure(model_fn)
     per_epoch = input_pipeline.steps_per_epoch(len(data.train[0]), config.global_batch_size)
     if ladder:
-        decision = choose_rung(minutes, rate, ladder=ladder, measured_widths=widths, steps_per_epoch=per_epoch,
-                               global_batch_size=config.global_batch_size, image_size=data.train[0].shape[1],
-                               measure=(lambda w: measure(rung_model_fn(w))) if rung_model_fn else None)
+        decision = choose_rung(
+            minutes,
+            rate,
+            ladder=ladder,
+            measured_widths=widths,
+            steps_per_epoch=per_epoch,
+            global_batch_size=config.global_batch_size,
+            image_size=data.train[0].shape[1],
+            measure=(lambda w: measure(rung_model_fn(w))) if rung_model_fn else None,
+        )
         logging.info("%s", decision["line"])
     else:
         fit = int(minutes * 60 * rate / config.global_batch_size)
         steps = max(1, min(fit, config.epochs * per_epoch))
-        decision = {"minutes": minutes, "global_batch_size": config.global_batch_size,
-                    "examples_per_sec": rate, "train_steps": steps, "epochs": steps / per_epoch}
-        logging.info("time budget: %.0f ex/s measured; %g minutes fit %d steps (%.2f epochs; --epochs=%d caps "
-                     "at %d)", rate, minutes, fit, fit / per_epoch, config.epochs, config.epochs * per_epoch)
+        decision = {
+            "minutes": minutes,
+            "global_batch_size": config.global_batch_size,
+            "examples_per_sec": rate,
+            "train_steps": steps,
+            "epochs": steps / per_epoch,
+        }
+        logging.info(
+            "time budget: %.0f ex/s measured; %g minutes fit %d steps (%.2f epochs; --epochs=%d caps "
+            "at %d)",
+            rate,
+            minutes,
+            fit,
+            fit / per_epoch,
+            config.epochs,
+            config.epochs * per_epoch,
+        )
     if config.model_dir:
         os.makedirs(config.model_dir, exist_ok=True)
         with open(os.path.join(config.model_dir, BUDGET_FILE), "w") as f:
@@ -96,8 +146,17 @@ def steps_for_budget(minutes: float, *, config, data, model_fn, optimizer_fn, ta
     return decision
 
 
-def choose_rung(minutes: float, examples_per_sec: float, *, ladder, measured_widths, steps_per_epoch: int,
-                global_batch_size: int, image_size: int = 32, measure=None) -> dict:
+def choose_rung(
+    minutes: float,
+    examples_per_sec: float,
+    *,
+    ladder,
+    measured_widths,
+    steps_per_epoch: int,
+    global_batch_size: int,
+    image_size: int = 32,
+    measure=None,
+) -> dict:
     """The largest rung of `ladder` whose training fits `minutes`; the first rung cut to what fits when
     none does. Pure Python but for `measure(widths) -> ex/s`, which times a rung's net (at most
     _MEASURED_RUNGS of them).
@@ -108,7 +167,9 @@ def choose_rung(minutes: float, examples_per_sec: float, *, ladder, measured_wid
     with the width). A rung is timed when an optimistic guess (cost growing as the square root of
     FLOPs, as measured on 2-core CPUs: 48,192,192 costs 2.0-2.6x the fast net for 3.5x its FLOPs) says it
     fits and the FLOPs estimate says it does not: the largest such rung first."""
-    speeds = {conv_flops(measured_widths, image_size): examples_per_sec}  # conv FLOPs -> measured ex/s
+    speeds = {
+        conv_flops(measured_widths, image_size): examples_per_sec
+    }  # conv FLOPs -> measured ex/s
 
     def speed(widths, beyond, between=True):
         flops = conv_flops(widths, image_size)
@@ -126,13 +187,20 @@ def choose_rung(minutes: float, examples_per_sec: float, *, ladder, measured_wid
         return steps * global_batch_size / speed(widths, beyond, between) / 60
 
     def largest_fitting(beyond):
-        fits = [(tuple(w), e) for w, e in ladder if estimate_minutes(w, e * steps_per_epoch, beyond) <= minutes]
+        fits = [
+            (tuple(w), e)
+            for w, e in ladder
+            if estimate_minutes(w, e * steps_per_epoch, beyond) <= minutes
+        ]
         return fits[-1] if fits else None
 
     for _ in range(_MEASURED_RUNGS if measure else 0):
         guess = largest_fitting(beyond=0.5)
-        if guess is None or conv_flops(guess[0], image_size) in speeds \
-                or estimate_minutes(guess[0], guess[1] * steps_per_epoch, between=False) <= minutes:
+        if (
+            guess is None
+            or conv_flops(guess[0], image_size) in speeds
+            or estimate_minutes(guess[0], guess[1] * steps_per_epoch, between=False) <= minutes
+        ):
             break  # nothing to time: no candidate, timed already, or it fits by FLOPs from a net timed below
         speeds[conv_flops(guess[0], image_size)] = measure(guess[0])
     chosen = largest_fitting(beyond=1.0)
@@ -144,18 +212,34 @@ def choose_rung(minutes: float, examples_per_sec: float, *, ladder, measured_wid
         (widths, epochs), steps = chosen, chosen[1] * steps_per_epoch
     widths = tuple(widths)
     estimate = estimate_minutes(widths, steps)
-    shown = f"{epochs} epochs" if steps == epochs * steps_per_epoch else \
-        f"{steps / steps_per_epoch:.2f} epochs (of {epochs}: no rung fits)"
-    timed = {tuple(w): speeds[conv_flops(w, image_size)] for w, _ in ladder
-             if conv_flops(w, image_size) in speeds and tuple(w) != tuple(measured_widths)}
+    shown = (
+        f"{epochs} epochs"
+        if steps == epochs * steps_per_epoch
+        else f"{steps / steps_per_epoch:.2f} epochs (of {epochs}: no rung fits)"
+    )
+    timed = {
+        tuple(w): speeds[conv_flops(w, image_size)]
+        for w, _ in ladder
+        if conv_flops(w, image_size) in speeds and tuple(w) != tuple(measured_widths)
+    }
     also = "".join(f", {rate:,.0f} at {','.join(map(str, w))}" for w, rate in timed.items())
-    line = (f"time budget: {minutes:.1f} min, measured {examples_per_sec:,.0f} ex/s at "
-            f"{','.join(map(str, measured_widths))}{also} -> rung {','.join(map(str, widths))} x {shown}, "
-            f"est. {estimate:.1f} min")
-    return {"minutes": minutes, "global_batch_size": global_batch_size, "examples_per_sec": examples_per_sec,
-            "measured_widths": list(measured_widths), "widths": list(widths), "train_steps": steps,
-            "epochs": steps / steps_per_epoch, "estimated_minutes": estimate,
-            "timed_rungs": {",".join(map(str, w)): rate for w, rate in timed.items()}, "line": line}
+    line = (
+        f"time budget: {minutes:.1f} min, measured {examples_per_sec:,.0f} ex/s at "
+        f"{','.join(map(str, measured_widths))}{also} -> rung {','.join(map(str, widths))} x {shown}, "
+        f"est. {estimate:.1f} min"
+    )
+    return {
+        "minutes": minutes,
+        "global_batch_size": global_batch_size,
+        "examples_per_sec": examples_per_sec,
+        "measured_widths": list(measured_widths),
+        "widths": list(widths),
+        "train_steps": steps,
+        "epochs": steps / steps_per_epoch,
+        "estimated_minutes": estimate,
+        "timed_rungs": {",".join(map(str, w)): rate for w, rate in timed.items()},
+        "line": line,
+    }
 
 
 def conv_flops(widths, image_size: int = 32, channels: int = 3) -> int:
@@ -173,15 +257,23 @@ def conv_flops(widths, image_size: int = 32, channels: int = 3) -> int:
     return flops
 
 
-def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, strategy, seconds: float) -> float:
+def measure_examples_per_sec(
+    *, config, data, model_fn, optimizer_fn, task, strategy, seconds: float
+) -> float:
     """Examples per second of the real train loop over about `seconds` (at least one chunk of steps),
     on a throwaway trainer (its own model copy). Several workers measure together and agree on it."""
     # With lookahead, warm up a whole cycle (its first update runs slow) and time whole cycles.
     every = config.lookahead_every or 1
     warmup = max(_WARMUP_STEPS, every)
     chunk = -(-_TIMED_STEPS // every) * every
-    trainer, iterator = throwaway_loop(config=config, data=data, model_fn=model_fn, optimizer_fn=optimizer_fn,
-                                       task=task, strategy=strategy)
+    trainer, iterator = throwaway_loop(
+        config=config,
+        data=data,
+        model_fn=model_fn,
+        optimizer_fn=optimizer_fn,
+        task=task,
+        strategy=strategy,
+    )
     trainer.run_train(iterator, warmup)  # traces, and fills oneDNN's primitive caches
     trainer.train_results()  # waits for the device
     start = time.perf_counter()
@@ -192,16 +284,29 @@ def measure_examples_per_sec(*, config, data, model_fn, optimizer_fn, task, stra
     if chunks > 1:
         trainer.run_train(iterator, (chunks - 1) * chunk)
         trainer.train_results()
-    return agreed(strategy, chunks * chunk * config.global_batch_size / (time.perf_counter() - start))
+    return agreed(
+        strategy, chunks * chunk * config.global_batch_size / (time.perf_counter() - start)
+    )
 
 
 def throwaway_loop(*, config, data, model_fn, optimizer_fn, task, strategy):
     """(trainer, iterator): the run's real train loop on its own model copy, one batch per next(), for
     timing (and benchmarks.step_profile's trace) before or apart from the run."""
-    trainer = build_trainer(config.replace(steps_per_fetch=1), data, model_fn=model_fn, optimizer_fn=optimizer_fn,
-                            task=task, strategy=strategy)
-    dataset_fn = input_pipeline.train_dataset_fn(data.train, global_batch_size=config.global_batch_size,
-                                                 seed=config.seed, host_fn=data.host_fn, **data.pipeline)
+    trainer = build_trainer(
+        config.replace(steps_per_fetch=1),
+        data,
+        model_fn=model_fn,
+        optimizer_fn=optimizer_fn,
+        task=task,
+        strategy=strategy,
+    )
+    dataset_fn = input_pipeline.train_dataset_fn(
+        data.train,
+        global_batch_size=config.global_batch_size,
+        seed=config.seed,
+        host_fn=data.host_fn,
+        **data.pipeline,
+    )
     return trainer, iter(strategy.distribute_datasets_from_function(dataset_fn))
 
 

@@ -14,6 +14,7 @@ loss L_k of each of the three orderings, "face k is the odd one"):
   vote_weighted (the notebook's, the default): sum_k share_k * L_k, every annotator's opinion counts;
   top_vote: share_top * L_top, only the majority ordering (this trainer's loss before).
 """
+
 import keras
 import tensorflow as tf
 
@@ -79,10 +80,14 @@ def ordering_losses(e0, e1, e2, delta):
     """The triplet loss of each ordering of faces (f0, f1, f2): (batch, 3), column k = L_k, the loss when
     face k is the odd one out (the other two being the similar pair)."""
     d01, d02, d12 = _squared_distances(e0, e1, e2)
-    return tf.stack([tf.nn.relu(d12 - d01 + delta) + tf.nn.relu(d12 - d02 + delta),   # f0 odd: pair (f1, f2)
-                     tf.nn.relu(d02 - d01 + delta) + tf.nn.relu(d02 - d12 + delta),   # f1 odd: pair (f0, f2)
-                     tf.nn.relu(d01 - d02 + delta) + tf.nn.relu(d01 - d12 + delta)],  # f2 odd: pair (f0, f1)
-                    axis=-1)
+    return tf.stack(
+        [
+            tf.nn.relu(d12 - d01 + delta) + tf.nn.relu(d12 - d02 + delta),  # f0 odd: pair (f1, f2)
+            tf.nn.relu(d02 - d01 + delta) + tf.nn.relu(d02 - d12 + delta),  # f1 odd: pair (f0, f2)
+            tf.nn.relu(d01 - d02 + delta) + tf.nn.relu(d01 - d12 + delta),
+        ],  # f2 odd: pair (f0, f1)
+        axis=-1,
+    )
 
 
 def shares_loss_per_example(e0, e1, e2, shares, delta, *, loss="vote_weighted"):
@@ -108,7 +113,9 @@ def odd_one_hits(e0, e1, e2, shares):
     nothing to either sum (it is neither a 0 nor a NaN in the mean)."""
     shares = tf.reshape(tf.cast(shares, tf.float32), [-1, 3])
     d01, d02, d12 = _squared_distances(e0, e1, e2)
-    pair_distance = tf.stack([d12, d02, d01], axis=-1)  # column k: the distance of the pair without face k
+    pair_distance = tf.stack(
+        [d12, d02, d01], axis=-1
+    )  # column k: the distance of the pair without face k
     odd = tf.argmax(shares, axis=-1)
     closest = tf.gather(pair_distance, odd, batch_dims=1)
     others = tf.where(tf.one_hot(odd, 3) > 0, tf.constant(float("inf")), pair_distance)
@@ -128,7 +135,9 @@ class L2NormalizeScale(keras.layers.Layer):
 
     def call(self, inputs):
         squared_norm = keras.ops.sum(keras.ops.square(inputs), axis=-1, keepdims=True)
-        return inputs * (self.scale * keras.ops.rsqrt(keras.ops.maximum(squared_norm, self.epsilon)))
+        return inputs * (
+            self.scale * keras.ops.rsqrt(keras.ops.maximum(squared_norm, self.epsilon))
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -137,8 +146,9 @@ class L2NormalizeScale(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "epsilon": self.epsilon}
 
 
-def build_embedding_model(backbone_name, *, input_shape, embedding_dim=16, scale=1.0, dropout=0.0,
-                          **model_kwargs):
+def build_embedding_model(
+    backbone_name, *, input_shape, embedding_dim=16, scale=1.0, dropout=0.0, **model_kwargs
+):
     """Returns a model mapping images to embeddings of shape (batch, embedding_dim) with norm `scale`.
 
     The body is `models.build_model(backbone_name, num_classes=embedding_dim, **model_kwargs)`: its
@@ -154,17 +164,21 @@ def build_embedding_model(backbone_name, *, input_shape, embedding_dim=16, scale
         raise ValueError(f"`scale` ({scale!r}) must be positive")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` ({dropout!r}) must be in [0, 1)")
-    body = models.build_model(backbone_name, input_shape=input_shape, num_classes=embedding_dim,
-                              **model_kwargs)
+    body = models.build_model(
+        backbone_name, input_shape=input_shape, num_classes=embedding_dim, **model_kwargs
+    )
     prefix = model_kwargs.get("name_prefix")
     named = lambda name: f"{prefix}_{name}" if prefix else name  # noqa: E731
     x = body.output
     if dropout:
         # The head is the last Dense and what follows it (a logit scale): re-run it on dropped features.
-        last = max(i for i, layer in enumerate(body.layers) if isinstance(layer, keras.layers.Dense))
+        last = max(
+            i for i, layer in enumerate(body.layers) if isinstance(layer, keras.layers.Dense)
+        )
         seed = model_kwargs.get("seed")
-        x = keras.layers.Dropout(dropout, seed=None if seed is None else seed + 7919,
-                                 name=named("embedding_dropout"))(body.layers[last].input)
+        x = keras.layers.Dropout(
+            dropout, seed=None if seed is None else seed + 7919, name=named("embedding_dropout")
+        )(body.layers[last].input)
         for layer in body.layers[last:]:
             x = layer(x)
     embeddings = L2NormalizeScale(scale, name=named("l2_normalize"))(x)

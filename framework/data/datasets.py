@@ -13,6 +13,7 @@ JPEG datasets are decoded once, in parallel, then cached in memory (per process)
 uncompressed .npz under `cache_dir()`, so later processes load CIFAR-10 in about 0.1 s.
 Returned arrays are read-only: they are shared by every caller in the process.
 """
+
 import dataclasses
 import gzip
 import hashlib
@@ -33,18 +34,40 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 
 CLASS_NAMES = {
     "mnist": tuple("0123456789"),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                "truck"),
-    "cifar100": tuple("""apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "cifar10": (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ),
+    "cifar100": tuple(
+        """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge
         bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
         crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp
         lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree
         orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit
         raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel
         streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip
-        turtle wardrobe whale willow_tree wolf woman worm""".split()),
+        turtle wardrobe whale willow_tree wolf woman worm""".split()
+    ),
 }
 
 _FIX = "pass --data_dir=DIR (or set DATA_DIR=DIR)"
@@ -58,6 +81,7 @@ class DataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
     """A dataset held in memory. Images are uint8 (N, H, W, C), labels int32 (N,) in [0, num_classes)."""
+
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -77,25 +101,35 @@ class ArrayDataset:
         for split in splits:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4:
-                raise DataError(f"{self.name}: x_{split} must be a uint8 array (N, H, W, C), got "
-                                f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+                raise DataError(
+                    f"{self.name}: x_{split} must be a uint8 array (N, H, W, C), got "
+                    f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}"
+                )
             y = np.asarray(y)
             if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-                raise DataError(f"{self.name}: y_{split} must be integer labels (N,), got {y.dtype} {y.shape}")
+                raise DataError(
+                    f"{self.name}: y_{split} must be integer labels (N,), got {y.dtype} {y.shape}"
+                )
             if len(x) != len(y):
-                raise DataError(f"{self.name}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels")
+                raise DataError(
+                    f"{self.name}: x_{split} has {len(x)} images but y_{split} has {len(y)} labels"
+                )
             if len(x) == 0:
                 raise DataError(f"{self.name}: the {split} split is empty")
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= len(self.class_names):
-                raise DataError(f"{self.name}: y_{split} holds labels in [{lo}, {hi}] but there are "
-                                f"{len(self.class_names)} classes; the labels must lie in "
-                                f"[0, {len(self.class_names) - 1}] (wrong or corrupt data file?)")
+                raise DataError(
+                    f"{self.name}: y_{split} holds labels in [{lo}, {hi}] but there are "
+                    f"{len(self.class_names)} classes; the labels must lie in "
+                    f"[0, {len(self.class_names) - 1}] (wrong or corrupt data file?)"
+                )
             if y.dtype != np.int32:  # a copy, only when a caller passes other integer labels
                 object.__setattr__(self, f"y_{split}", y.astype(np.int32))
             if x.shape[1:] != self.x_train.shape[1:]:
-                raise DataError(f"{self.name}: x_{split} images are {x.shape[1:]} but x_train images are "
-                                f"{self.x_train.shape[1:]}; all splits need one image size")
+                raise DataError(
+                    f"{self.name}: x_{split} images are {x.shape[1:]} but x_train images are "
+                    f"{self.x_train.shape[1:]}; all splits need one image size"
+                )
 
     @property
     def num_classes(self) -> int:
@@ -108,6 +142,7 @@ class ArrayDataset:
 
 # --------------------------------------------------------------------------------------------------
 # Where data lives.
+
 
 def default_data_dir() -> str:
     """$DATA_DIR, else ~/.keras/datasets (where keras.datasets keeps its downloads)."""
@@ -142,6 +177,7 @@ def _stat_key(paths: Sequence[str]) -> tuple:
 # --------------------------------------------------------------------------------------------------
 # Loading.
 
+
 def load(name: str, data_dir: str | None = None, *, download: bool = True) -> ArrayDataset:
     """Loads one of `DATASETS` as uint8 arrays; see the module docstring for where it looks."""
     if name not in DATASETS:
@@ -156,8 +192,10 @@ def load(name: str, data_dir: str | None = None, *, download: bool = True) -> Ar
             looked.append(f"{place}: not found")
             continue
         if reader is _read_cifar_pickles and not explicit:
-            looked.append(f"{place}: found, but pickled batches are read only from a folder you name "
-                          f"(--data_dir={data_dir})")
+            looked.append(
+                f"{place}: found, but pickled batches are read only from a folder you name "
+                f"(--data_dir={data_dir})"
+            )
             continue
         key = (name, _stat_key(files))
         if key not in _MEMORY_CACHE:
@@ -171,8 +209,10 @@ def load(name: str, data_dir: str | None = None, *, download: bool = True) -> Ar
             return _read_only(_download(name))
         except Exception as e:  # noqa: BLE001 -- any failure of the download is reported with the rest
             looked.append(f"keras.datasets.{name} download: failed ({type(e).__name__}: {e})")
-    raise DataError(f"{name} not found (looked at: " + "; ".join(looked) + f"). Fix: {_FIX} to a folder "
-                    f"holding one of these files, or allow the keras.datasets download (needs the internet)")
+    raise DataError(
+        f"{name} not found (looked at: " + "; ".join(looked) + f"). Fix: {_FIX} to a folder "
+        f"holding one of these files, or allow the keras.datasets download (needs the internet)"
+    )
 
 
 def _candidates(name, data_dir) -> list[tuple[str, list[str], Callable]]:
@@ -181,18 +221,39 @@ def _candidates(name, data_dir) -> list[tuple[str, list[str], Callable]]:
     if name == "mnist":
         return [(j("mnist.npz"), [j("mnist.npz")], _read_mnist_npz)]
     if name == "fashion_mnist":
-        gz = [j("fashion-mnist", f) for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                                              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
-        return [(j("fashion_mnist.npz"), [j("fashion_mnist.npz")], _read_mnist_npz),
-                (j("fashion-mnist", "*-ubyte.gz") + " (keras layout)", gz, _read_idx_gz)]
+        gz = [
+            j("fashion-mnist", f)
+            for f in (
+                "train-images-idx3-ubyte.gz",
+                "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+            )
+        ]
+        return [
+            (j("fashion_mnist.npz"), [j("fashion_mnist.npz")], _read_mnist_npz),
+            (j("fashion-mnist", "*-ubyte.gz") + " (keras layout)", gz, _read_idx_gz),
+        ]
     folder, batches = {
-        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
+        "cifar10": (
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+        ),
         "cifar100": ("cifar-100-python", ["train", "test"]),
     }[name]
     out = [(j(f"{name}_jpeg.npz"), [j(f"{name}_jpeg.npz")], _read_jpeg_npz)]
-    for d in (j(folder), j(f"{folder}-target", folder), data_dir):  # keras 2, keras 3, the folder itself
-        out.append((os.path.join(d, "{" + ",".join(batches) + "}") + " (keras layout)",
-                    [os.path.join(d, b) for b in batches], _read_cifar_pickles))
+    for d in (
+        j(folder),
+        j(f"{folder}-target", folder),
+        data_dir,
+    ):  # keras 2, keras 3, the folder itself
+        out.append(
+            (
+                os.path.join(d, "{" + ",".join(batches) + "}") + " (keras layout)",
+                [os.path.join(d, b) for b in batches],
+                _read_cifar_pickles,
+            )
+        )
     return out
 
 
@@ -210,8 +271,10 @@ def tf_error_text(e: tf.errors.OpError) -> str:
 
 
 def _corrupt(path, err) -> DataError:
-    return DataError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}). Delete it and download "
-                     f"it again, or {_FIX} to a folder with a good copy.")
+    return DataError(
+        f"{path} is truncated or corrupt ({type(err).__name__}: {err}). Delete it and download "
+        f"it again, or {_FIX} to a folder with a good copy."
+    )
 
 
 def _make(name, path, x_train, y_train, x_test, y_test, class_names) -> ArrayDataset:
@@ -221,8 +284,14 @@ def _make(name, path, x_train, y_train, x_test, y_test, class_names) -> ArrayDat
         if x.dtype != np.uint8:
             raise DataError(f"{path}: {split} is {x.dtype}, expected uint8 pixels (wrong file?)")
     try:
-        return ArrayDataset(name, np.ascontiguousarray(x_train), np.asarray(y_train), np.ascontiguousarray(x_test),
-                            np.asarray(y_test), tuple(class_names))  # it checks the labels, then makes them int32
+        return ArrayDataset(
+            name,
+            np.ascontiguousarray(x_train),
+            np.asarray(y_train),
+            np.ascontiguousarray(x_test),
+            np.asarray(y_test),
+            tuple(class_names),
+        )  # it checks the labels, then makes them int32
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
 
@@ -232,13 +301,17 @@ def _read_npz(path, keys) -> dict[str, np.ndarray]:
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
-            raise DataError(f"{path}: expected an .npz archive, found a single .npy array; replace it, or {_FIX} "
-                            f"to a folder with the right file.")
+            raise DataError(
+                f"{path}: expected an .npz archive, found a single .npy array; replace it, or {_FIX} "
+                f"to a folder with the right file."
+            )
         with f:
             missing = [k for k in keys if k not in f.files]
             if missing:
-                raise DataError(f"{path}: missing key(s) {missing} (it has {sorted(f.files)}); it is not the "
-                                f"file expected here. Replace it, or {_FIX} to a folder with the right file.")
+                raise DataError(
+                    f"{path}: missing key(s) {missing} (it has {sorted(f.files)}); it is not the "
+                    f"file expected here. Replace it, or {_FIX} to a folder with the right file."
+                )
             return {k: f[k] for k in keys}
     except DataError:
         raise
@@ -248,37 +321,56 @@ def _read_npz(path, keys) -> dict[str, np.ndarray]:
 
 def _read_mnist_npz(name, files) -> ArrayDataset:
     a = _read_npz(files[0], ("x_train", "y_train", "x_test", "y_test"))
-    return _make(name, files[0], a["x_train"], a["y_train"], a["x_test"], a["y_test"], CLASS_NAMES[name])
+    return _make(
+        name, files[0], a["x_train"], a["y_train"], a["x_test"], a["y_test"], CLASS_NAMES[name]
+    )
 
 
 def _read_idx_gz(name, files) -> ArrayDataset:
     """Fashion-MNIST as keras downloads it: gzipped IDX files (magic, sizes, then raw bytes)."""
+
     def read(path, images):
         try:
             with gzip.open(path, "rb") as f:
                 data = f.read()
             header = 16 if images else 8
             magic, n, *hw = struct.unpack(">" + "I" * (header // 4), data[:header])
-            if magic != (2051 if images else 2049) or len(data) != header + n * int(np.prod(hw, dtype=int)):
-                raise ValueError(f"bad IDX header or size (magic {magic}, {n} items, {len(data)} bytes)")
+            if magic != (2051 if images else 2049) or len(data) != header + n * int(
+                np.prod(hw, dtype=int)
+            ):
+                raise ValueError(
+                    f"bad IDX header or size (magic {magic}, {n} items, {len(data)} bytes)"
+                )
         except (OSError, EOFError, zlib.error, struct.error, ValueError) as e:
             raise _corrupt(path, e) from e
         return np.frombuffer(data, np.uint8, offset=header).reshape([n] + hw)
+
     x_train, y_train, x_test, y_test = (read(p, i % 2 == 0) for i, p in enumerate(files))
-    return _make(name, os.path.dirname(files[0]), x_train, y_train, x_test, y_test, CLASS_NAMES[name])
+    return _make(
+        name, os.path.dirname(files[0]), x_train, y_train, x_test, y_test, CLASS_NAMES[name]
+    )
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR's python batches are pickles: this unpickler refuses every global except those that rebuild
     numpy arrays (the same rule keras.datasets applies), so a tampered file cannot run code."""
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-               ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load `{module}.{name}` (only numpy arrays are allowed)")
+        raise pickle.UnpicklingError(
+            f"refusing to load `{module}.{name}` (only numpy arrays are allowed)"
+        )
 
 
 def _read_cifar_pickles(name, files) -> ArrayDataset:
@@ -292,7 +384,15 @@ def _read_cifar_pickles(name, files) -> ArrayDataset:
             d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
             x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             y = np.asarray(d[label_key])
-        except (pickle.UnpicklingError, EOFError, OSError, KeyError, ValueError, AttributeError, TypeError) as e:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            OSError,
+            KeyError,
+            ValueError,
+            AttributeError,
+            TypeError,
+        ) as e:
             raise _corrupt(path, e) from e
         xs.append(x)
         ys.append(y)
@@ -307,37 +407,69 @@ def _read_cifar_pickles(name, files) -> ArrayDataset:
             class_names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
         except Exception as e:  # noqa: BLE001 -- the built-in names are as good
             logging.warning("Ignoring unreadable %s (%s); using the standard class names", meta, e)
-    return _make(name, os.path.dirname(files[0]), np.concatenate(xs[:-1]), np.concatenate(ys[:-1]),
-                 xs[-1], ys[-1], class_names)
+    return _make(
+        name,
+        os.path.dirname(files[0]),
+        np.concatenate(xs[:-1]),
+        np.concatenate(ys[:-1]),
+        xs[-1],
+        ys[-1],
+        class_names,
+    )
 
 
 def _download(name) -> ArrayDataset:
     """keras.datasets, which downloads to (and then reuses) ~/.keras/datasets."""
     import keras  # imported here: only this path needs it
+
     module = getattr(keras.datasets, name)
     kwargs = {"label_mode": "fine"} if name == "cifar100" else {}
     (x_train, y_train), (x_test, y_test) = module.load_data(**kwargs)
-    if x_train.ndim == 4 and x_train.shape[1] == 3 and x_train.shape[-1] != 3:  # channels_first config
+    if (
+        x_train.ndim == 4 and x_train.shape[1] == 3 and x_train.shape[-1] != 3
+    ):  # channels_first config
         x_train, x_test = x_train.transpose(0, 2, 3, 1), x_test.transpose(0, 2, 3, 1)
-    return _make(name, f"keras.datasets.{name}", x_train, np.ravel(y_train), x_test, np.ravel(y_test),
-                 CLASS_NAMES[name])
+    return _make(
+        name,
+        f"keras.datasets.{name}",
+        x_train,
+        np.ravel(y_train),
+        x_test,
+        np.ravel(y_test),
+        CLASS_NAMES[name],
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # JPEG datasets (the shared cifar10_jpeg.npz): decode once, cache in memory and on disk.
 
+
 def _read_jpeg_npz(name, files) -> ArrayDataset:
     path = files[0]
     source = repr((_CACHE_VERSION, _stat_key(files)))
-    cached_path = os.path.join(cache_dir(), f"{name}_jpeg-{hashlib.sha1(source.encode()).hexdigest()[:16]}.npz")
+    cached_path = os.path.join(
+        cache_dir(), f"{name}_jpeg-{hashlib.sha1(source.encode()).hexdigest()[:16]}.npz"
+    )
     ds = _read_decoded_cache(name, cached_path, source)
     if ds is not None:
         return ds
-    a = _read_npz(path, ("train_jpeg", "train_offsets", "y_train", "test_jpeg", "test_offsets", "y_test",
-                         "class_names"))
+    a = _read_npz(
+        path,
+        (
+            "train_jpeg",
+            "train_offsets",
+            "y_train",
+            "test_jpeg",
+            "test_offsets",
+            "y_test",
+            "class_names",
+        ),
+    )
     x_train = _decode_jpegs(path, "train", a["train_jpeg"], a["train_offsets"])
     x_test = _decode_jpegs(path, "test", a["test_jpeg"], a["test_offsets"])
-    ds = _make(name, path, x_train, a["y_train"], x_test, a["y_test"], [str(c) for c in a["class_names"]])
+    ds = _make(
+        name, path, x_train, a["y_train"], x_test, a["y_test"], [str(c) for c in a["class_names"]]
+    )
     _write_decoded_cache(ds, cached_path, source)
     return ds
 
@@ -345,35 +477,54 @@ def _read_jpeg_npz(name, files) -> ArrayDataset:
 def _decode_jpegs(path, split, blob, offsets) -> np.ndarray:
     """Decodes image i = blob[offsets[i]:offsets[i+1]] for all i, in parallel batches, into (N, H, W, C)."""
     offsets = np.asarray(offsets)
-    if (blob.dtype != np.uint8 or blob.ndim != 1 or offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0
-            or offsets[-1] != len(blob) or np.any(np.diff(offsets) <= 0)):
+    if (
+        blob.dtype != np.uint8
+        or blob.ndim != 1
+        or offsets.ndim != 1
+        or len(offsets) < 1
+        or offsets[0] != 0
+        or offsets[-1] != len(blob)
+        or np.any(np.diff(offsets) <= 0)
+    ):
         raise _corrupt(path, ValueError(f"{split}_offsets do not cut {split}_jpeg into images"))
     if len(offsets) == 1:
         raise DataError(f"{path}: the {split} split is empty")
     raw = blob.tobytes()
-    images = [raw[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
+    images = [raw[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
     try:
         shape = tuple(tf.io.decode_jpeg(images[0]).shape)  # every image must match the first
     except tf.errors.OpError as e:
-        raise _corrupt(path, ValueError(f"{split} image 0 does not decode: {tf_error_text(e)}")) from e
+        raise _corrupt(
+            path, ValueError(f"{split} image 0 does not decode: {tf_error_text(e)}")
+        ) from e
 
     def decode_batch(batch):
-        return tf.map_fn(lambda s: tf.ensure_shape(tf.io.decode_jpeg(s, channels=shape[-1]), shape), batch,
-                         fn_output_signature=tf.TensorSpec(shape, tf.uint8))
+        return tf.map_fn(
+            lambda s: tf.ensure_shape(tf.io.decode_jpeg(s, channels=shape[-1]), shape),
+            batch,
+            fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+        )
 
     out = np.empty((len(images),) + shape, np.uint8)
-    batches = (tf.data.Dataset.from_tensor_slices(images).batch(1000)
-               .map(decode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    batches = (
+        tf.data.Dataset.from_tensor_slices(images)
+        .batch(1000)
+        .map(decode_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    )
     start = 0
     try:
         for batch in batches.as_numpy_iterator():
-            out[start:start + len(batch)] = batch
+            out[start : start + len(batch)] = batch
             start += len(batch)
     except tf.errors.OpError as e:
         if "compatible with expected shape" in e.message:
-            raise DataError(f"{path}: the {split} images have mixed sizes (the first is {shape}): "
-                            f"{tf_error_text(e)}; every image must have one size") from e
-        raise _corrupt(path, ValueError(f"a {split} image does not decode: {tf_error_text(e)}")) from e
+            raise DataError(
+                f"{path}: the {split} images have mixed sizes (the first is {shape}): "
+                f"{tf_error_text(e)}; every image must have one size"
+            ) from e
+        raise _corrupt(
+            path, ValueError(f"a {split} image does not decode: {tf_error_text(e)}")
+        ) from e
     return out
 
 
@@ -390,11 +541,21 @@ def _read_decoded_cache(name, cached_path, source) -> ArrayDataset | None:
             x, y = a[f"x_{split}"], a[f"y_{split}"]
             if x.dtype != np.uint8 or x.ndim != 4 or y.dtype != np.int32 or y.shape != (len(x),):
                 raise ValueError(f"bad {split} arrays: {x.dtype} {x.shape}, {y.dtype} {y.shape}")
-        ds = ArrayDataset(name, a["x_train"], a["y_train"], a["x_test"], a["y_test"],
-                          tuple(str(c) for c in a["class_names"]))
+        ds = ArrayDataset(
+            name,
+            a["x_train"],
+            a["y_train"],
+            a["x_test"],
+            a["y_test"],
+            tuple(str(c) for c in a["class_names"]),
+        )
     except Exception as e:  # noqa: BLE001 -- whatever is wrong with the cache, decoding again fixes it
-        logging.warning("Ignoring the decoded-data cache %s (%s: %s); decoding again", cached_path,
-                        type(e).__name__, e)
+        logging.warning(
+            "Ignoring the decoded-data cache %s (%s: %s); decoding again",
+            cached_path,
+            type(e).__name__,
+            e,
+        )
         return None
     logging.info("Loaded decoded %s from the cache %s", name, cached_path)
     return ds
@@ -407,20 +568,33 @@ def _write_decoded_cache(ds: ArrayDataset, cached_path, source) -> None:
         os.makedirs(os.path.dirname(cached_path), exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(cached_path), prefix=".tmp-", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test,
-                     class_names=np.array(ds.class_names), source=np.array(source))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as the data it holds
+            np.savez(
+                f,
+                x_train=ds.x_train,
+                y_train=ds.y_train,
+                x_test=ds.x_test,
+                y_test=ds.y_test,
+                class_names=np.array(ds.class_names),
+                source=np.array(source),
+            )
+        os.chmod(
+            tmp, 0o644
+        )  # mkstemp makes it private; the cache is as readable as the data it holds
         os.replace(tmp, cached_path)
         logging.info("Cached decoded %s at %s", ds.name, cached_path)
     except OSError as e:  # a read-only or full disk costs speed, not correctness
-        logging.warning("Could not write the cache %s (%s); set TFLOOPS_CACHE_DIR to a writable folder",
-                        cached_path, e)
+        logging.warning(
+            "Could not write the cache %s (%s); set TFLOOPS_CACHE_DIR to a writable folder",
+            cached_path,
+            e,
+        )
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
 
 
 # --------------------------------------------------------------------------------------------------
 # Subsets.
+
 
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
@@ -433,8 +607,12 @@ def resize_images(images: np.ndarray, image_size: int, *, batch_size: int = 2048
         return images
     out = np.empty((len(images), image_size, image_size, images.shape[-1]), np.uint8)
     for start in range(0, len(images), batch_size):  # batches bound the float32 copy
-        batch = tf.image.resize(images[start:start + batch_size], (image_size, image_size), antialias=True)
-        out[start:start + batch_size] = tf.cast(tf.clip_by_value(tf.round(batch), 0, 255), tf.uint8).numpy()
+        batch = tf.image.resize(
+            images[start : start + batch_size], (image_size, image_size), antialias=True
+        )
+        out[start : start + batch_size] = tf.cast(
+            tf.clip_by_value(tf.round(batch), 0, 255), tf.uint8
+        ).numpy()
     return out
 
 
@@ -445,9 +623,16 @@ def _split(n, fraction, seed, stream) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:n_out]), np.sort(perm[n_out:])
 
 
-def make_subsets(ds: ArrayDataset, *, classes: Sequence[int] | None = None, train_examples: int | None = None,
-                 test_examples: int | None = None, image_size: int | None = None, validation_split: float = 0.0,
-                 seed: int = 0) -> ArrayDataset:
+def make_subsets(
+    ds: ArrayDataset,
+    *,
+    classes: Sequence[int] | None = None,
+    train_examples: int | None = None,
+    test_examples: int | None = None,
+    image_size: int | None = None,
+    validation_split: float = 0.0,
+    seed: int = 0,
+) -> ArrayDataset:
     """The subset users ask for, applied in this order:
 
     classes: keep these classes, relabelled 0..k-1 in the order given (class_names follow).
@@ -466,7 +651,9 @@ def make_subsets(ds: ArrayDataset, *, classes: Sequence[int] | None = None, trai
             raise ValueError(f"`classes` ({classes}) lists a class twice")
         bad = [c for c in classes if not 0 <= c < ds.num_classes]
         if bad:
-            raise DataError(f"{ds.name}: `classes` ({classes}) has {bad}, outside [0, {ds.num_classes - 1}]")
+            raise DataError(
+                f"{ds.name}: `classes` ({classes}) has {bad}, outside [0, {ds.num_classes - 1}]"
+            )
     for name, value in (("train_examples", train_examples), ("test_examples", test_examples)):
         if value is not None and (not _is_int(value) or value < 1):
             raise ValueError(f"`{name}` ({value}) must be a positive integer")
@@ -491,24 +678,40 @@ def make_subsets(ds: ArrayDataset, *, classes: Sequence[int] | None = None, trai
                     raise DataError(f"{ds.name}: `classes` ({classes}) leaves the {s} split empty")
                 splits[s] = (x[keep], new_label[y[keep]])
         class_names = tuple(ds.class_names[c] for c in classes)
-    for split, count, rng_key in (("train", train_examples, [seed, 0]), ("test", test_examples, [0, 2])):
+    for split, count, rng_key in (
+        ("train", train_examples, [seed, 0]),
+        ("test", test_examples, [0, 2]),
+    ):
         if count is not None:
             x, y = splits[split]
             if count > len(x):
-                raise DataError(f"{ds.name}: `{split}_examples` ({count}) is more than the {len(x)} "
-                                f"{split} examples available; pass at most {len(x)}")
+                raise DataError(
+                    f"{ds.name}: `{split}_examples` ({count}) is more than the {len(x)} "
+                    f"{split} examples available; pass at most {len(x)}"
+                )
             idx = np.sort(np.random.default_rng(rng_key).permutation(len(x))[:count])
             splits[split] = (x[idx], y[idx])
     if validation_split:
         x, y = splits["train"]
         val, train = _split(len(x), validation_split, seed, stream=1)
         if len(val) == 0 or len(train) == 0:
-            raise DataError(f"{ds.name}: `validation_split` ({validation_split}) of {len(x)} training examples "
-                            f"leaves {len(val)} for validation and {len(train)} for training; both must be "
-                            f"non-empty")
+            raise DataError(
+                f"{ds.name}: `validation_split` ({validation_split}) of {len(x)} training examples "
+                f"leaves {len(val)} for validation and {len(train)} for training; both must be "
+                f"non-empty"
+            )
         splits["val"], splits["train"] = (x[val], y[val]), (x[train], y[train])
     if image_size is not None:
-        splits = {s: (x if x is None else resize_images(x, image_size), y) for s, (x, y) in splits.items()}
-    return dataclasses.replace(ds, class_names=class_names, x_train=splits["train"][0], y_train=splits["train"][1],
-                               x_test=splits["test"][0], y_test=splits["test"][1],
-                               x_val=splits["val"][0], y_val=splits["val"][1])
+        splits = {
+            s: (x if x is None else resize_images(x, image_size), y) for s, (x, y) in splits.items()
+        }
+    return dataclasses.replace(
+        ds,
+        class_names=class_names,
+        x_train=splits["train"][0],
+        y_train=splits["train"][1],
+        x_test=splits["test"][0],
+        y_test=splits["test"][1],
+        x_val=splits["val"][0],
+        y_val=splits["val"][1],
+    )

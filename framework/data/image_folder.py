@@ -15,6 +15,7 @@ a decode error fails the run, and `find_unreadable` names the file.
 returns sources that read and decode them in tf.data while training (framework/data/streaming.py):
 the same splits, the order and exact resume of the in-memory path, memory bounded whatever the size.
 """
+
 import concurrent.futures
 import dataclasses
 import os
@@ -37,6 +38,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @dataclasses.dataclass(frozen=True)
 class ImageFolderDataset(ArrayDataset):
     """An ArrayDataset read from an image folder; `skipped` lists "path: reason" per skipped corrupt image."""
+
     skipped: tuple[str, ...] = ()
 
     @property
@@ -47,6 +49,7 @@ class ImageFolderDataset(ArrayDataset):
 @dataclasses.dataclass(frozen=True)
 class FolderSplit:
     """One folder of class sub-folders, decoded: x uint8 (N, H, W, C), y int32 (N,)."""
+
     x: np.ndarray
     y: np.ndarray
     class_names: tuple[str, ...]
@@ -65,17 +68,25 @@ def _visible(name):
 def _list_images(path, class_names=None) -> tuple[tuple[str, ...], list[str], list[int]]:
     """(class_names, files, labels): files sorted by class, then by path."""
     if not os.path.isdir(path):
-        raise DataError(f"{path}: image folder not found; pass --data_dir=PATH (a folder with one "
-                        f"sub-folder of images per class)")
-    found = sorted(d for d in os.listdir(path) if _visible(d) and os.path.isdir(os.path.join(path, d)))
+        raise DataError(
+            f"{path}: image folder not found; pass --data_dir=PATH (a folder with one "
+            f"sub-folder of images per class)"
+        )
+    found = sorted(
+        d for d in os.listdir(path) if _visible(d) and os.path.isdir(os.path.join(path, d))
+    )
     if class_names is None:
         class_names = tuple(found)
     elif set(found) - set(class_names):
-        raise DataError(f"{path}: class folders {sorted(set(found) - set(class_names))} are not among the "
-                        f"training classes {list(class_names)}; both splits need the same class folders")
+        raise DataError(
+            f"{path}: class folders {sorted(set(found) - set(class_names))} are not among the "
+            f"training classes {list(class_names)}; both splits need the same class folders"
+        )
     if not class_names:
-        raise DataError(f"{path}: no class sub-folders; an image folder needs one sub-folder per class "
-                        f"(PATH/<class>/*.jpg), or train/ and test/ folders of those")
+        raise DataError(
+            f"{path}: no class sub-folders; an image folder needs one sub-folder per class "
+            f"(PATH/<class>/*.jpg), or train/ and test/ folders of those"
+        )
     files, labels = [], []
     for label, name in enumerate(class_names):
         for root, dirs, names in os.walk(os.path.join(path, name)):
@@ -85,7 +96,9 @@ def _list_images(path, class_names=None) -> tuple[tuple[str, ...], list[str], li
                     files.append(os.path.join(root, f))
                     labels.append(label)
     if not files:
-        raise DataError(f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in the class folders {list(class_names)}")
+        raise DataError(
+            f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in the class folders {list(class_names)}"
+        )
     return tuple(class_names), files, labels
 
 
@@ -105,8 +118,10 @@ def _decode(path, max_image_pixels, image_size) -> np.ndarray:
     else:
         raise _BadImage(f"not a JPEG or PNG file (starts with {data[:8]!r})")
     if max_image_pixels and int(height) * int(width) > max_image_pixels:
-        raise DataError(f"{path}: image is {width}x{height} = {int(width) * int(height)} pixels, over "
-                        f"max_image_pixels={max_image_pixels}; shrink it, remove it, or raise max_image_pixels")
+        raise DataError(
+            f"{path}: image is {width}x{height} = {int(width) * int(height)} pixels, over "
+            f"max_image_pixels={max_image_pixels}; shrink it, remove it, or raise max_image_pixels"
+        )
     try:
         image = tf.io.decode_image(data, expand_animations=False).numpy()
     except tf.errors.OpError as e:
@@ -117,8 +132,14 @@ def _decode(path, max_image_pixels, image_size) -> np.ndarray:
     return image
 
 
-def read_image_folder(path: str, *, class_names: tuple[str, ...] | None = None, image_size: int | None = None,
-                      on_corrupt: str = "fail", max_image_pixels: int = MAX_IMAGE_PIXELS) -> FolderSplit:
+def read_image_folder(
+    path: str,
+    *,
+    class_names: tuple[str, ...] | None = None,
+    image_size: int | None = None,
+    on_corrupt: str = "fail",
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+) -> FolderSplit:
     """Decodes PATH/<class>/* into arrays. `class_names` fixes the classes (for a test folder)."""
     if on_corrupt not in ("fail", "skip"):
         raise ValueError(f"`on_corrupt` ({on_corrupt!r}) must be 'fail' or 'skip'")
@@ -137,8 +158,10 @@ def read_image_folder(path: str, *, class_names: tuple[str, ...] | None = None, 
         results = list(pool.map(decode, files))
     bad = [f"{f}: {r}" for f, r in zip(files, results) if isinstance(r, _BadImage)]
     if bad and on_corrupt == "fail":
-        raise DataError(f"{bad[0]}. Fix or remove it, or pass on_corrupt='skip' (--on_corrupt=skip) to skip "
-                        f"such files" + (f" ({len(bad)} bad files in all)" if len(bad) > 1 else ""))
+        raise DataError(
+            f"{bad[0]}. Fix or remove it, or pass on_corrupt='skip' (--on_corrupt=skip) to skip "
+            f"such files" + (f" ({len(bad)} bad files in all)" if len(bad) > 1 else "")
+        )
     if bad:
         logging.warning("Skipped %d corrupt image(s) under %s, e.g. %s", len(bad), path, bad[0])
     kept = [(f, r, y) for f, r, y in zip(files, results, labels) if not isinstance(r, _BadImage)]
@@ -151,16 +174,29 @@ def read_image_folder(path: str, *, class_names: tuple[str, ...] | None = None, 
         sizes.setdefault(image.shape[:2], f)
     if len(sizes) > 1:
         (s1, f1), (s2, f2) = list(sizes.items())[:2]
-        raise DataError(f"{path}: images have different sizes, e.g. {f1} is {s1[0]}x{s1[1]} and {f2} is "
-                        f"{s2[0]}x{s2[1]}; pass image_size=N (--image_size=N) to resize all to NxN")
+        raise DataError(
+            f"{path}: images have different sizes, e.g. {f1} is {s1[0]}x{s1[1]} and {f2} is "
+            f"{s2[0]}x{s2[1]}; pass image_size=N (--image_size=N) to resize all to NxN"
+        )
     if any(image.shape[-1] == 3 for image in images):  # some colour: make the grey ones RGB too
-        images = [np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image for image in images]
-    return FolderSplit(np.stack(images), np.asarray(labels, np.int32), class_names, tuple(files), tuple(bad))
+        images = [
+            np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image for image in images
+        ]
+    return FolderSplit(
+        np.stack(images), np.asarray(labels, np.int32), class_names, tuple(files), tuple(bad)
+    )
 
 
-def load_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",
-                      max_image_pixels: int = MAX_IMAGE_PIXELS, test_split: float = 0.2, seed: int = 0,
-                      name: str | None = None) -> ImageFolderDataset:
+def load_image_folder(
+    path: str,
+    *,
+    image_size: int | None = None,
+    on_corrupt: str = "fail",
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    test_split: float = 0.2,
+    seed: int = 0,
+    name: str | None = None,
+) -> ImageFolderDataset:
     """Loads an image folder (either layout in the module docstring) as an ArrayDataset.
 
     test_split: the seeded fraction held out as the test split when there are no train/ and test/ folders.
@@ -180,31 +216,55 @@ def load_image_folder(path: str, *, image_size: int | None = None, on_corrupt: s
             x_val, y_val, skipped = val.x, val.y, skipped + val.skipped
     else:
         if not 0.0 < test_split < 1.0:
-            raise ValueError(f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
-                             f"and test/ folders")
+            raise ValueError(
+                f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
+                f"and test/ folders"
+            )
         train = read_image_folder(path, **kwargs)
         n_test = int(round(len(train.y) * test_split))
         if not 0 < n_test < len(train.y):
-            raise DataError(f"{path}: `test_split` ({test_split}) of {len(train.y)} images leaves {n_test} "
-                            f"for testing; both splits need images (add images or change test_split)")
+            raise DataError(
+                f"{path}: `test_split` ({test_split}) of {len(train.y)} images leaves {n_test} "
+                f"for testing; both splits need images (add images or change test_split)"
+            )
         perm = np.random.default_rng(seed).permutation(len(train.y))
         test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-        x_train, y_train, x_test, y_test = train.x[train_idx], train.y[train_idx], train.x[test_idx], train.y[test_idx]
+        x_train, y_train, x_test, y_test = (
+            train.x[train_idx],
+            train.y[train_idx],
+            train.x[test_idx],
+            train.y[test_idx],
+        )
         skipped = train.skipped
-    if len({x.shape[-1] for x in (x_train, x_test, x_val) if x is not None}) > 1:  # some all grey, some colour
-        x_train, x_test, x_val = (np.repeat(x, 3, axis=-1) if x is not None and x.shape[-1] == 1 else x
-                                  for x in (x_train, x_test, x_val))
+    if (
+        len({x.shape[-1] for x in (x_train, x_test, x_val) if x is not None}) > 1
+    ):  # some all grey, some colour
+        x_train, x_test, x_val = (
+            np.repeat(x, 3, axis=-1) if x is not None and x.shape[-1] == 1 else x
+            for x in (x_train, x_test, x_val)
+        )
     try:
-        return ImageFolderDataset(name, x_train, y_train, x_test, y_test, train.class_names, x_val=x_val,
-                                  y_val=y_val, skipped=skipped)
+        return ImageFolderDataset(
+            name,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            train.class_names,
+            x_val=x_val,
+            y_val=y_val,
+            skipped=skipped,
+        )
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
 
 
 def split_folders(path: str) -> dict[str, str] | None:
     """{'train', 'test'[, 'val']: folder} when PATH holds train/ and test/ (and validation/), else None."""
-    folders = {split: os.path.join(path, name) for split, name in
-               (("train", "train"), ("test", "test"), ("val", "validation"))}
+    folders = {
+        split: os.path.join(path, name)
+        for split, name in (("train", "train"), ("test", "test"), ("val", "validation"))
+    }
     if not (os.path.isdir(folders["train"]) and os.path.isdir(folders["test"])):
         return None
     return {split: folder for split, folder in folders.items() if os.path.isdir(folder)}
@@ -214,38 +274,59 @@ class StreamedImages(IndexedSource):
     """An image folder's files as a streamed source: example i is (decoded file i, label i), read and
     decoded in the tf.data map (framework/data/streaming.py) into uint8 images of `image_shape`."""
 
-    def __init__(self, files, labels, image_shape, *, on_corrupt: str, max_image_pixels: int,
-                 skipped: streaming.SkippedFiles):
+    def __init__(
+        self,
+        files,
+        labels,
+        image_shape,
+        *,
+        on_corrupt: str,
+        max_image_pixels: int,
+        skipped: streaming.SkippedFiles,
+    ):
         self.files, self.labels = tuple(files), np.asarray(labels, np.int32)
         self.image_shape = tuple(int(d) for d in image_shape)
         self.num_examples = len(self.files)
         self.example_spec = (tf.TensorSpec(self.image_shape, tf.uint8), tf.TensorSpec([], tf.int32))
         self.skips_unreadable = on_corrupt == "skip"
         self.on_corrupt, self.max_image_pixels, self.skipped = on_corrupt, max_image_pixels, skipped
-        self.checked = streaming.checks_each_file(self.files, on_corrupt, self.image_shape, max_image_pixels)
+        self.checked = streaming.checks_each_file(
+            self.files, on_corrupt, self.image_shape, max_image_pixels
+        )
         with tf.device("/cpu:0"):
             self._files, self._labels = tf.constant(self.files), tf.constant(self.labels)
 
     def load_example(self, index):
         image, readable = streaming.decode_image_file(
-            tf.gather(self._files, index), self.image_shape, on_corrupt=self.on_corrupt,
-            max_image_pixels=self.max_image_pixels, skipped=self.skipped, checked=self.checked)
+            tf.gather(self._files, index),
+            self.image_shape,
+            on_corrupt=self.on_corrupt,
+            max_image_pixels=self.max_image_pixels,
+            skipped=self.skipped,
+            checked=self.checked,
+        )
         return (image, tf.gather(self._labels, index)), readable
 
     def example_files(self, index: int) -> list[str]:
         return [self.files[index]]
 
     def subset(self, index) -> "StreamedImages":
-        return StreamedImages([self.files[i] for i in index], self.labels[index], self.image_shape,
-                              on_corrupt=self.on_corrupt, max_image_pixels=self.max_image_pixels,
-                              skipped=self.skipped)
+        return StreamedImages(
+            [self.files[i] for i in index],
+            self.labels[index],
+            self.image_shape,
+            on_corrupt=self.on_corrupt,
+            max_image_pixels=self.max_image_pixels,
+            skipped=self.skipped,
+        )
 
 
 def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """"PATH: unreadable image file: why. ..." for the first of `files` (in order) that does not decode, else
+    """ "PATH: unreadable image file: why. ..." for the first of `files` (in order) that does not decode, else
     None: each file read, checked and decoded as loading does, in threads, 256 at a time. What a streamed
     pipeline's decode error (TensorFlow's, which names no file) is traced back to; a file listed twice is
     checked once."""
+
     def why(path):
         try:
             _decode(path, max_image_pixels, None)
@@ -258,18 +339,24 @@ def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | No
         return None
 
     files = list(dict.fromkeys(files))
-    logging.info("data: a file failed to decode while streaming; checking %d files to name it", len(files))
+    logging.info(
+        "data: a file failed to decode while streaming; checking %d files to name it", len(files)
+    )
     with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(files), 256):
-            chunk = files[start:start + 256]
+            chunk = files[start : start + 256]
             for path, reason in zip(chunk, pool.map(why, chunk)):
                 if reason:
-                    return (f"{path}: {streaming.CORRUPT_MARK}: {reason.rstrip('. ')}. Fix or remove it, or pass "
-                            f"--on_corrupt=skip to skip such files")
+                    return (
+                        f"{path}: {streaming.CORRUPT_MARK}: {reason.rstrip('. ')}. Fix or remove it, or pass "
+                        f"--on_corrupt=skip to skip such files"
+                    )
     return None
 
 
-_DECODE_ERROR = re.compile(r"jpeg::|Invalid PNG data|Input is empty|Unknown image file format|Decode(Jpeg|Png|Image)")
+_DECODE_ERROR = re.compile(
+    r"jpeg::|Invalid PNG data|Input is empty|Unknown image file format|Decode(Jpeg|Png|Image)"
+)
 
 
 def unreadable_file_message(error, sources, first=()) -> str | None:
@@ -280,13 +367,25 @@ def unreadable_file_message(error, sources, first=()) -> str | None:
     message = streaming.corrupt_file_message(error)
     if message or not _DECODE_ERROR.search(getattr(error, "message", str(error))):
         return message
-    limit = min((getattr(s, "max_image_pixels", MAX_IMAGE_PIXELS) for s in sources), default=MAX_IMAGE_PIXELS)
-    return find_unreadable([*first, *(f for source in sources for f in getattr(source, "files", ()))], limit)
+    limit = min(
+        (getattr(s, "max_image_pixels", MAX_IMAGE_PIXELS) for s in sources),
+        default=MAX_IMAGE_PIXELS,
+    )
+    return find_unreadable(
+        [*first, *(f for source in sources for f in getattr(source, "files", ()))], limit
+    )
 
 
-def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: str = "fail",
-                      max_image_pixels: int = MAX_IMAGE_PIXELS, test_split: float = 0.2, seed: int = 0,
-                      name: str | None = None) -> streaming.StreamedSplits:
+def list_image_folder(
+    path: str,
+    *,
+    image_size: int | None = None,
+    on_corrupt: str = "fail",
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    test_split: float = 0.2,
+    seed: int = 0,
+    name: str | None = None,
+) -> streaming.StreamedSplits:
     """Lists an image folder (either layout in the module docstring) for streaming; decodes only a few
     images, the first of each class, for the image shape: (image_size, image_size) if given, else the
     first image's size (others are resized to it while streaming); RGB if any of those is colour.
@@ -304,20 +403,33 @@ def list_image_folder(path: str, *, image_size: int | None = None, on_corrupt: s
                 listed[split] = _list_images(folders[split], class_names)[1:]
     else:
         if not 0.0 < test_split < 1.0:
-            raise ValueError(f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
-                             f"and test/ folders")
+            raise ValueError(
+                f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
+                f"and test/ folders"
+            )
         class_names, files, labels = _list_images(path)
         n_test = int(round(len(files) * test_split))
         if not 0 < n_test < len(files):
-            raise DataError(f"{path}: `test_split` ({test_split}) of {len(files)} images leaves {n_test} "
-                            f"for testing; both splits need images (add images or change test_split)")
+            raise DataError(
+                f"{path}: `test_split` ({test_split}) of {len(files)} images leaves {n_test} "
+                f"for testing; both splits need images (add images or change test_split)"
+            )
         perm = np.random.default_rng(seed).permutation(len(files))
         pick = lambda idx: ([files[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
         listed = {"train": pick(np.sort(perm[n_test:])), "test": pick(np.sort(perm[:n_test]))}
     image_shape = _probe_shape(path, listed["train"], image_size, max_image_pixels)
     skipped = streaming.SkippedFiles()
-    splits = {split: StreamedImages(f, y, image_shape, on_corrupt=on_corrupt, max_image_pixels=max_image_pixels,
-                                    skipped=skipped) for split, (f, y) in listed.items()}
+    splits = {
+        split: StreamedImages(
+            f,
+            y,
+            image_shape,
+            on_corrupt=on_corrupt,
+            max_image_pixels=max_image_pixels,
+            skipped=skipped,
+        )
+        for split, (f, y) in listed.items()
+    }
     return streaming.StreamedSplits(name, tuple(class_names), image_shape, splits, skipped)
 
 

@@ -17,6 +17,7 @@ in parallel). Two paths, chosen per source by `checks_each_file`:
 `choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
 IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
 """
+
 import dataclasses
 import re
 import threading
@@ -26,8 +27,12 @@ import tensorflow as tf
 from absl import logging
 
 IN_MEMORY_MODES = ("auto", "yes", "no")
-IN_MEMORY_LIMIT_BYTES = 2 * 1024 ** 3  # decoded uint8 pixels; above this --data_in_memory=auto streams
-CORRUPT_MARK = "unreadable image file"  # in the error of --on_corrupt=fail (trainers map it to one line)
+IN_MEMORY_LIMIT_BYTES = (
+    2 * 1024**3
+)  # decoded uint8 pixels; above this --data_in_memory=auto streams
+CORRUPT_MARK = (
+    "unreadable image file"  # in the error of --on_corrupt=fail (trainers map it to one line)
+)
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -37,6 +42,7 @@ class StreamedSplits:
     """A dataset listed for streaming, not decoded (an image folder, TFRecord shards): `splits`
     {'train', 'test'[, 'val']: a StreamedSource each}; `skipped` counts unreadable image files where the
     source skips them (--on_corrupt=skip), None where it cannot."""
+
     name: str
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]
@@ -56,8 +62,11 @@ def choose_in_memory(mode: str, estimated_bytes: int, what: str) -> bool:
     """True: decode `what` into memory. Logs the choice, the reason and the estimated decoded size."""
     if mode not in IN_MEMORY_MODES:
         raise ValueError(f"`data_in_memory` ({mode!r}) must be one of {', '.join(IN_MEMORY_MODES)}")
-    size = (f"about {estimated_bytes / 1e9:.3g} GB decoded" if estimated_bytes >= 1e8
-            else f"about {estimated_bytes / 1e6:.3g} MB decoded")
+    size = (
+        f"about {estimated_bytes / 1e9:.3g} GB decoded"
+        if estimated_bytes >= 1e8
+        else f"about {estimated_bytes / 1e6:.3g} MB decoded"
+    )
     limit = f"{IN_MEMORY_LIMIT_BYTES / 1e9:.3g} GB"
     if mode == "auto":
         in_memory = estimated_bytes < IN_MEMORY_LIMIT_BYTES
@@ -65,7 +74,9 @@ def choose_in_memory(mode: str, estimated_bytes: int, what: str) -> bool:
     else:
         in_memory = mode == "yes"
         why = f"--data_in_memory={mode}: {size}"
-    logging.info("data: %s %s (%s)", "in memory:" if in_memory else "streaming from disk:", what, why)
+    logging.info(
+        "data: %s %s (%s)", "in memory:" if in_memory else "streaming from disk:", what, why
+    )
     return in_memory
 
 
@@ -101,7 +112,9 @@ def _starts_png(data):
 
 
 def _ends_png(data):
-    return tf.equal(tf.strings.substr(data, tf.maximum(tf.strings.length(data) - 8, 0), 8), _PNG_END)
+    return tf.equal(
+        tf.strings.substr(data, tf.maximum(tf.strings.length(data) - 8, 0), 8), _PNG_END
+    )
 
 
 def _is_whole_png(data):
@@ -115,7 +128,9 @@ def _png_size(data):
     whole = _is_whole_png(data) & (tf.strings.length(data) >= 24)
 
     def parse():
-        wh = tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int32), [2, 4])
+        wh = tf.reshape(
+            tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int32), [2, 4]
+        )
         return (((wh[:, 0] * 256 + wh[:, 1]) * 256 + wh[:, 2]) * 256 + wh[:, 3])[::-1]
 
     return tf.cond(whole, parse, lambda: tf.zeros([2], tf.int32))
@@ -126,11 +141,22 @@ def checks_each_file(files, on_corrupt: str, image_shape, max_image_pixels: int)
     unreadable files, when any is a PNG (whose decoder has no size limit of its own), or when the target
     size itself is over `max_image_pixels` (the unchecked path checks only the files it resizes)."""
     over = max_image_pixels and image_shape[0] * image_shape[1] > max_image_pixels
-    return bool(on_corrupt != "fail" or over or not all(str(f).lower().endswith((".jpg", ".jpeg")) for f in files))
+    return bool(
+        on_corrupt != "fail"
+        or over
+        or not all(str(f).lower().endswith((".jpg", ".jpeg")) for f in files)
+    )
 
 
-def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: int,
-                      skipped: SkippedFiles | None = None, checked: bool = True):
+def decode_image_file(
+    path,
+    image_shape,
+    *,
+    on_corrupt: str,
+    max_image_pixels: int,
+    skipped: SkippedFiles | None = None,
+    checked: bool = True,
+):
     """(uint8 image of `image_shape` (H, W, C), readable) for one file path, in the tf.data graph.
 
     checked=False (only for JPEG files with on_corrupt='fail'; see `checks_each_file`): read and decode,
@@ -148,13 +174,17 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
     height, width, channels = image_shape
     if not checked:
         if on_corrupt != "fail":
-            raise ValueError("decode_image_file(checked=False) fails on an unreadable file: on_corrupt must be 'fail'")
+            raise ValueError(
+                "decode_image_file(checked=False) fails on an unreadable file: on_corrupt must be 'fail'"
+            )
         return _decode_jpeg_file(path, image_shape, max_image_pixels), tf.constant(True)
     data = tf.io.read_file(path)
     size = tf.strings.length(data)
     starts_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
     jpeg = starts_jpeg & tf.equal(tf.strings.substr(data, tf.maximum(size - 2, 0), 2), b"\xff\xd9")
-    if max_image_pixels:  # the header's size (0 for no whole JPEG or PNG), checked before any decode
+    if (
+        max_image_pixels
+    ):  # the header's size (0 for no whole JPEG or PNG), checked before any decode
         hw = tf.cond(jpeg, lambda: tf.image.extract_jpeg_shape(data)[:2], lambda: _png_size(data))
         pixels = tf.cast(hw[0], tf.int64) * tf.cast(hw[1], tf.int64)
         readable = (pixels > 0) & (pixels <= max_image_pixels)
@@ -170,14 +200,26 @@ def decode_image_file(path, image_shape, *, on_corrupt: str, max_image_pixels: i
         zeros = tf.zeros(image_shape, tf.uint8)
         if on_corrupt == "fail":
             if max_image_pixels:  # a file that starts and ends right had its header's size read
-                started = tf.where(~(jpeg | _ends_png(data)), "truncated (no end marker)",
-                                   tf.where(pixels > max_image_pixels,
-                                            f"over max_image_pixels={max_image_pixels} pixels", "corrupt header"))
+                started = tf.where(
+                    ~(jpeg | _ends_png(data)),
+                    "truncated (no end marker)",
+                    tf.where(
+                        pixels > max_image_pixels,
+                        f"over max_image_pixels={max_image_pixels} pixels",
+                        "corrupt header",
+                    ),
+                )
             else:  # no limit: a file that starts right is unreadable only when cut
                 started = "truncated (no end marker)"
             why = tf.where(~(starts_jpeg | _starts_png(data)), "not a JPEG or PNG file", started)
-            message = tf.strings.join([path, f": {CORRUPT_MARK}: ", why, ". Fix or remove it, or pass "
-                                       "--on_corrupt=skip to skip such files"])
+            message = tf.strings.join(
+                [
+                    path,
+                    f": {CORRUPT_MARK}: ",
+                    why,
+                    ". Fix or remove it, or pass --on_corrupt=skip to skip such files",
+                ]
+            )
             with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
                 return tf.identity(zeros)
         if skipped is not None:
@@ -199,8 +241,13 @@ def _decode_jpeg_file(path, image_shape, max_image_pixels):
         if not max_image_pixels:
             return _resize(image, height, width)
         pixels = tf.cast(tf.shape(image)[0], tf.int64) * tf.cast(tf.shape(image)[1], tf.int64)
-        message = tf.strings.join([path, f": {CORRUPT_MARK}: over max_image_pixels={max_image_pixels} pixels. "
-                                   "Shrink or remove it, or raise --max_image_pixels"])
+        message = tf.strings.join(
+            [
+                path,
+                f": {CORRUPT_MARK}: over max_image_pixels={max_image_pixels} pixels. "
+                "Shrink or remove it, or raise --max_image_pixels",
+            ]
+        )
         with tf.control_dependencies([tf.debugging.Assert(pixels <= max_image_pixels, [message])]):
             return _resize(image, height, width)
 

@@ -26,6 +26,7 @@ stream them while training (bounded memory). What a streamed training run guaran
     - `{split}.json`'s counts are trusted: a shard cut short ends its epochs early without an error (the
       in-memory path checks the counts). Without `{split}.json` the shards are counted once, by reading them.
 """
+
 import json
 import os
 import re
@@ -39,24 +40,39 @@ from absl import flags
 from framework.data import datasets
 from framework.data.datasets import ArrayDataset, DataError, tf_error_text
 from framework.data.streaming import StreamedSplits
-from framework.input_pipeline import (AUTOTUNE, DatasetFn, StreamedSource, _eval_indices, _finish,
-                                      _split_for_replicas, check_train_stream, epoch_permutation)
+from framework.input_pipeline import (
+    AUTOTUNE,
+    DatasetFn,
+    StreamedSource,
+    _eval_indices,
+    _finish,
+    _split_for_replicas,
+    check_train_stream,
+    epoch_permutation,
+)
 
 _SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 _FORMAT = "tfloops-raw-uint8-v1"
 
 
 def shard_paths(out_dir: str, split: str, num_shards: int) -> list[str]:
-    return [os.path.join(out_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord") for i in range(num_shards)]
+    return [
+        os.path.join(out_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
+        for i in range(num_shards)
+    ]
 
 
 def _example(image: np.ndarray, label: int) -> bytes:
     feature = tf.train.Feature
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-        "shape": feature(int64_list=tf.train.Int64List(value=list(image.shape))),
-        "label": feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    })).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+                "shape": feature(int64_list=tf.train.Int64List(value=list(image.shape))),
+                "label": feature(int64_list=tf.train.Int64List(value=[int(label)])),
+            }
+        )
+    ).SerializeToString()
 
 
 def _write_json(path, obj):
@@ -65,8 +81,15 @@ def _write_json(path, obj):
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
 
-def write_tfrecords(x: np.ndarray, y: np.ndarray, out_dir: str, split: str, num_shards: int = 1, *,
-                    class_names: Sequence[str] | None = None) -> list[str]:
+def write_tfrecords(
+    x: np.ndarray,
+    y: np.ndarray,
+    out_dir: str,
+    split: str,
+    num_shards: int = 1,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> list[str]:
     """Writes (x, y) as `num_shards` shards of consecutive examples; returns their paths.
 
     Shards are written under temporary names and renamed at the end; older shards of the same split
@@ -76,11 +99,15 @@ def write_tfrecords(x: np.ndarray, y: np.ndarray, out_dir: str, split: str, num_
     if x.dtype != np.uint8 or x.ndim != 4:
         raise ValueError(f"`x` must be uint8 images (N, H, W, C), got {x.dtype} {x.shape}")
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-        raise ValueError(f"`y` must be {len(x)} non-negative integer labels, got {y.dtype} {y.shape}")
+        raise ValueError(
+            f"`y` must be {len(x)} non-negative integer labels, got {y.dtype} {y.shape}"
+        )
     if len(x) == 0:
         raise DataError(f"{out_dir}: the {split} split is empty; nothing to write")
     if not isinstance(num_shards, int) or not 1 <= num_shards <= len(x):
-        raise ValueError(f"`num_shards` ({num_shards}) must be an integer in [1, {len(x)}] (the examples)")
+        raise ValueError(
+            f"`num_shards` ({num_shards}) must be an integer in [1, {len(x)}] (the examples)"
+        )
     if not re.fullmatch(r"[A-Za-z0-9_.]+", split):
         raise ValueError(f"`split` ({split!r}) must be a plain name such as 'train'")
     tf.io.gfile.makedirs(out_dir)
@@ -97,17 +124,28 @@ def write_tfrecords(x: np.ndarray, y: np.ndarray, out_dir: str, split: str, num_
             tf.io.gfile.remove(old)
     for path in paths:
         tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-    _write_json(os.path.join(out_dir, f"{split}.json"), {
-        "format": _FORMAT, "num_examples": len(x), "image_shape": list(x.shape[1:]),
-        "class_names": list(class_names) if class_names is not None else None, "shards": counts})
+    _write_json(
+        os.path.join(out_dir, f"{split}.json"),
+        {
+            "format": _FORMAT,
+            "num_examples": len(x),
+            "image_shape": list(x.shape[1:]),
+            "class_names": list(class_names) if class_names is not None else None,
+            "shards": counts,
+        },
+    )
     return paths
 
 
 def _files(pattern: str) -> list[str]:
-    files = sorted(f for f in tf.io.gfile.glob(pattern) if not f.endswith(".tmp"))  # .tmp: being written
+    files = sorted(
+        f for f in tf.io.gfile.glob(pattern) if not f.endswith(".tmp")
+    )  # .tmp: being written
     if not files:
-        raise DataError(f"no TFRecord files match {pattern!r}; write them with "
-                        f"`python -m framework.data.tfrecords --dataset=NAME --out_dir=DIR`")
+        raise DataError(
+            f"no TFRecord files match {pattern!r}; write them with "
+            f"`python -m framework.data.tfrecords --dataset=NAME --out_dir=DIR`"
+        )
     return files
 
 
@@ -123,18 +161,28 @@ def _parse_batch(records, filename):
     f = tf.io.parse_example(records, _FEATURES)
     shape, label = f["shape"], f["label"]
     ok = tf.reduce_all(shape > 0) & tf.reduce_all(label >= 0) & tf.reduce_all(shape == shape[:1])
-    ok &= tf.reduce_all(tf.strings.length(f["image"]) == tf.cast(tf.reduce_prod(shape, axis=1), tf.int32))
-    check = tf.debugging.Assert(ok, ["Malformed TFRecord example in", filename, ": image, shape or label missing "
-                                     "or inconsistent, or images of different sizes in one file; rewrite it "
-                                     "with python -m framework.data.tfrecords"])
+    ok &= tf.reduce_all(
+        tf.strings.length(f["image"]) == tf.cast(tf.reduce_prod(shape, axis=1), tf.int32)
+    )
+    check = tf.debugging.Assert(
+        ok,
+        [
+            "Malformed TFRecord example in",
+            filename,
+            ": image, shape or label missing "
+            "or inconsistent, or images of different sizes in one file; rewrite it "
+            "with python -m framework.data.tfrecords",
+        ],
+    )
     with tf.control_dependencies([check]):
         images = tf.io.decode_raw(f["image"], tf.uint8)
     images = tf.reshape(images, tf.concat([tf.shape(images)[:1], tf.cast(shape[0], tf.int32)], 0))
     return images, tf.cast(label, tf.int32)
 
 
-def read_tfrecords(pattern: str, *, image_shape: Sequence[int] | None = None,
-                   num_parallel_reads: int | None = None) -> tf.data.Dataset:
+def read_tfrecords(
+    pattern: str, *, image_shape: Sequence[int] | None = None, num_parallel_reads: int | None = None
+) -> tf.data.Dataset:
     """A dataset of (uint8 image (H, W, C), int32 label) from the shards matching `pattern`, parsed in parallel.
 
     Shards are read one after another in name order (so the order is the written order) unless
@@ -148,19 +196,25 @@ def read_tfrecords(pattern: str, *, image_shape: Sequence[int] | None = None,
 
 def _batches(files, image_shape=None, num_parallel_reads=None) -> tf.data.Dataset:
     """(images, labels, filename) batches of up to 256 parsed examples, each batch from one file."""
+
     def per_file(f):
         def parse(records):
             images, labels = _parse_batch(records, f)
             if image_shape is not None:
                 images = tf.ensure_shape(images, [None, *image_shape])
             return images, labels, f
+
         return tf.data.TFRecordDataset(f).batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
 
     files = tf.data.Dataset.from_tensor_slices(files)
     if num_parallel_reads is None:
         return files.flat_map(per_file)
-    return files.interleave(per_file, cycle_length=num_parallel_reads, num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
+    return files.interleave(
+        per_file,
+        cycle_length=num_parallel_reads,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
 
 
 def _expected_counts(files) -> dict[str, tuple[int, str]]:
@@ -214,15 +268,21 @@ def load_tfrecords(pattern: str) -> tuple[np.ndarray, np.ndarray]:
             shapes.setdefault(x.shape[1:], path.decode())
     except tf.errors.OpError as e:
         path = _first_bad_file(files) or pattern
-        raise DataError(f"{path}: malformed, truncated or corrupt TFRecord file ({tf_error_text(e)}); "
-                        f"write it again") from e
+        raise DataError(
+            f"{path}: malformed, truncated or corrupt TFRecord file ({tf_error_text(e)}); "
+            f"write it again"
+        ) from e
     for path, (expected, index) in _expected_counts(files).items():
         if counts[path] != expected:  # TF's reader stops at a cut record without an error
-            raise DataError(f"{path}: holds {counts[path]} records but {index} says {expected}: the file is "
-                            f"truncated or corrupt; write it again")
+            raise DataError(
+                f"{path}: holds {counts[path]} records but {index} says {expected}: the file is "
+                f"truncated or corrupt; write it again"
+            )
     if len(shapes) > 1:
         (s1, f1), (s2, f2) = list(shapes.items())[:2]
-        raise DataError(f"{pattern}: the files hold images of different sizes, e.g. {f1} {s1} and {f2} {s2}")
+        raise DataError(
+            f"{pattern}: the files hold images of different sizes, e.g. {f1} {s1} and {f2} {s2}"
+        )
     return np.concatenate(xs), np.concatenate(ys)
 
 
@@ -234,24 +294,42 @@ def load_tfrecord_dataset(directory: str, *, name: str | None = None) -> ArrayDa
         if split == "val" and not tf.io.gfile.glob(pattern):
             continue
         index = _read_index(os.path.join(directory, f"{split}.json"))
-        missing = sorted(set(index.get("shards", {})) - {os.path.basename(f) for f in _files(pattern)})
+        missing = sorted(
+            set(index.get("shards", {})) - {os.path.basename(f) for f in _files(pattern)}
+        )
         if missing:
-            raise DataError(f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
-                            f"again or write the shards again")
+            raise DataError(
+                f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
+                f"again or write the shards again"
+            )
         splits[split] = load_tfrecords(pattern)
         class_names = class_names or index.get("class_names")
     if class_names is None:  # shards written without names: number the classes
         class_names = [str(i) for i in range(int(max(y.max() for _, y in splits.values())) + 1)]
     val = splits.get("val", (None, None))
-    return ArrayDataset(name or os.path.basename(os.path.normpath(directory)), *splits["train"], *splits["test"],
-                        tuple(class_names), x_val=val[0], y_val=val[1])
+    return ArrayDataset(
+        name or os.path.basename(os.path.normpath(directory)),
+        *splits["train"],
+        *splits["test"],
+        tuple(class_names),
+        x_val=val[0],
+        y_val=val[1],
+    )
 
 
 class RecordShards(StreamedSource):
     """TFRecord shards of one split streamed while training (the guarantees are in the module docstring)."""
 
-    def __init__(self, files: Sequence[str], num_examples: int, stored_shape: Sequence[int], *,
-                 image_size: int | None = None, cycle_length: int = 8, shuffle_buffer: int = 10_000):
+    def __init__(
+        self,
+        files: Sequence[str],
+        num_examples: int,
+        stored_shape: Sequence[int],
+        *,
+        image_size: int | None = None,
+        cycle_length: int = 8,
+        shuffle_buffer: int = 10_000,
+    ):
         self.files, self.num_examples = tuple(files), int(num_examples)
         self.stored_shape = tuple(int(d) for d in stored_shape)
         height, width, channels = self.stored_shape
@@ -264,9 +342,14 @@ class RecordShards(StreamedSource):
         shape = tf.shape(records)
         f = tf.io.parse_example(tf.reshape(records, [-1]), _FEATURES)
         ok = tf.reduce_all(tf.equal(f["shape"], self.stored_shape)) & tf.reduce_all(f["label"] >= 0)
-        check = tf.debugging.Assert(ok, [f"Malformed TFRecord example in {os.path.dirname(self.files[0])}: "
-                                         f"image shape other than {self.stored_shape} or label missing; rewrite "
-                                         "the shards with python -m framework.data.tfrecords"])
+        check = tf.debugging.Assert(
+            ok,
+            [
+                f"Malformed TFRecord example in {os.path.dirname(self.files[0])}: "
+                f"image shape other than {self.stored_shape} or label missing; rewrite "
+                "the shards with python -m framework.data.tfrecords"
+            ],
+        )
         with tf.control_dependencies([check]):
             images = tf.reshape(tf.io.decode_raw(f["image"], tf.uint8), [-1, *self.stored_shape])
         if self.image_shape != self.stored_shape:
@@ -275,41 +358,77 @@ class RecordShards(StreamedSource):
         images = tf.reshape(images, tf.concat([shape, self.image_shape], 0))
         return images, tf.reshape(tf.cast(f["label"], tf.int32), shape)
 
-    def train_dataset_fn(self, *, global_batch_size: int, seed: int, start_step: int = 0, steps_per_fetch: int = 1,
-                         host_fn=None, example_fn=None, num_parallel_calls=AUTOTUNE,
-                         prefetch=AUTOTUNE) -> DatasetFn:
+    def train_dataset_fn(
+        self,
+        *,
+        global_batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        steps_per_fetch: int = 1,
+        host_fn=None,
+        example_fn=None,
+        num_parallel_calls=AUTOTUNE,
+        prefetch=AUTOTUNE,
+    ) -> DatasetFn:
         if example_fn is not None:
-            raise ValueError("an example_fn (e.g. --alternating_flip) needs example ids, which streamed TFRecord "
-                             "shards do not have; load them in memory (--data_in_memory=yes)")
-        per_epoch = check_train_stream(self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn)
+            raise ValueError(
+                "an example_fn (e.g. --alternating_flip) needs example ids, which streamed TFRecord "
+                "shards do not have; load them in memory (--data_in_memory=yes)"
+            )
+        per_epoch = check_train_stream(
+            self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn
+        )
         start_epoch, skip = divmod(start_step, per_epoch)
         batch = global_batch_size
 
         def epoch_batches(epoch):
-            names = tf.gather(tf.constant(self.files), epoch_permutation(len(self.files), seed, epoch))
+            names = tf.gather(
+                tf.constant(self.files), epoch_permutation(len(self.files), seed, epoch)
+            )
             records = tf.data.Dataset.from_tensor_slices(names).interleave(
-                tf.data.TFRecordDataset, cycle_length=self.cycle_length, block_length=1,
-                num_parallel_calls=AUTOTUNE, deterministic=True)
+                tf.data.TFRecordDataset,
+                cycle_length=self.cycle_length,
+                block_length=1,
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True,
+            )
+
             # A stateless block shuffle: each run of `shuffle_buffer` records is permuted by (seed, epoch,
             # block). Unlike Dataset.shuffle (whose seed is a Python int, or mixed with the global seed),
             # the order is a function of (seed, epoch) alone.
             def permute(block, window):
-                key = tf.random.experimental.stateless_fold_in(tf.stack([tf.cast(seed, tf.int64), epoch]), block)
-                return tf.gather(window, tf.argsort(tf.random.stateless_uniform(tf.shape(window), key), stable=True))
+                key = tf.random.experimental.stateless_fold_in(
+                    tf.stack([tf.cast(seed, tf.int64), epoch]), block
+                )
+                return tf.gather(
+                    window,
+                    tf.argsort(tf.random.stateless_uniform(tf.shape(window), key), stable=True),
+                )
 
             records = records.batch(self.shuffle_buffer).enumerate().map(permute).unbatch()
             return records.take(per_epoch * batch).batch(batch, drop_remainder=True)
 
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             # Skipped batches are raw strings: read again on resume, never parsed.
-            batches = tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max).flat_map(epoch_batches).skip(skip)
+            batches = (
+                tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+                .flat_map(epoch_batches)
+                .skip(skip)
+            )
             if host_fn is None:
-                chunks = _split_for_replicas(batches.batch(steps_per_fetch, drop_remainder=True), ctx, batch)
-                return _finish(chunks.map(self.parse, num_parallel_calls=num_parallel_calls), prefetch)
+                chunks = _split_for_replicas(
+                    batches.batch(steps_per_fetch, drop_remainder=True), ctx, batch
+                )
+                return _finish(
+                    chunks.map(self.parse, num_parallel_calls=num_parallel_calls), prefetch
+                )
             steps = tf.data.Dataset.range(start_step, np.iinfo(np.int64).max)
-            tagged = _split_for_replicas(tf.data.Dataset.zip(batches.batch(1), steps), ctx, batch, tagged=True)
+            tagged = _split_for_replicas(
+                tf.data.Dataset.zip(batches.batch(1), steps), ctx, batch, tagged=True
+            )
             load = lambda records, step, replica: tuple(  # noqa: E731
-                tf.expand_dims(t, 0) for t in host_fn(self.parse(records[0]), step, replica))
+                tf.expand_dims(t, 0) for t in host_fn(self.parse(records[0]), step, replica)
+            )
             return _finish(tagged.map(load, num_parallel_calls=num_parallel_calls), prefetch)
 
         return dataset_fn
@@ -321,9 +440,13 @@ class RecordShards(StreamedSource):
         def dataset_fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
             records = self._in_order()
             records = records.take(self.num_examples).concatenate(records.take(1).repeat(padding))
-            pairs = tf.data.Dataset.zip(records.batch(global_batch_size), tf.data.Dataset.from_tensor_slices(weight))
+            pairs = tf.data.Dataset.zip(
+                records.batch(global_batch_size), tf.data.Dataset.from_tensor_slices(weight)
+            )
             batches = _split_for_replicas(pairs.repeat(), ctx, global_batch_size)
-            return _finish(batches.map(lambda r, w: (*self.parse(r), w), num_parallel_calls=AUTOTUNE))
+            return _finish(
+                batches.map(lambda r, w: (*self.parse(r), w), num_parallel_calls=AUTOTUNE)
+            )
 
         return dataset_fn, num_batches
 
@@ -333,12 +456,21 @@ class RecordShards(StreamedSource):
 
     def _in_order(self) -> tf.data.Dataset:
         """Every record in file-name order (the written order), several files read ahead."""
-        return tf.data.Dataset.from_tensor_slices(list(self.files)).interleave(
-            tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+        return (
+            tf.data.Dataset.from_tensor_slices(list(self.files))
+            .interleave(
+                tf.data.TFRecordDataset,
+                cycle_length=1,
+                num_parallel_calls=AUTOTUNE,
+                deterministic=True,
+            )
+            .prefetch(AUTOTUNE)
+        )
 
 
-def list_tfrecords(directory: str, *, image_size: int | None = None, name: str | None = None,
-                   **shard_options) -> StreamedSplits:
+def list_tfrecords(
+    directory: str, *, image_size: int | None = None, name: str | None = None, **shard_options
+) -> StreamedSplits:
     """The shards in `directory` for streaming. Checked up front, before any training: every shard
     `{split}.json` lists is there, and the first record of every shard parses as one of ours (a file that
     is not TFRecord fails here, naming it). `shard_options`: RecordShards' cycle_length, shuffle_buffer."""
@@ -351,8 +483,10 @@ def list_tfrecords(directory: str, *, image_size: int | None = None, name: str |
         index = _read_index(os.path.join(directory, f"{split}.json"))
         missing = sorted(set(index.get("shards", {})) - {os.path.basename(f) for f in files})
         if missing:
-            raise DataError(f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
-                            f"again or write the shards again")
+            raise DataError(
+                f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
+                f"again or write the shards again"
+            )
         for path in files:
             shapes.setdefault(_first_record_shape(path), path)
         counts = index.get("shards", {})
@@ -364,15 +498,25 @@ def list_tfrecords(directory: str, *, image_size: int | None = None, name: str |
         class_names = class_names or index.get("class_names")
     if len(shapes) > 1:
         (s1, f1), (s2, f2) = list(shapes.items())[:2]
-        raise DataError(f"{directory}: the shards hold images of different sizes, e.g. {f1} {s1} and {f2} {s2}")
+        raise DataError(
+            f"{directory}: the shards hold images of different sizes, e.g. {f1} {s1} and {f2} {s2}"
+        )
     stored = next(iter(shapes))
-    if class_names is None:  # shards written without names: number the classes from the first records
+    if (
+        class_names is None
+    ):  # shards written without names: number the classes from the first records
         labels = tfrecords_labels_head([f for files, _ in splits.values() for f in files])
         class_names = [str(i) for i in range(int(max(labels)) + 1)]
-    sources = {split: RecordShards(files, count, stored, image_size=image_size, **shard_options)
-               for split, (files, count) in splits.items()}
-    return StreamedSplits(name or os.path.basename(os.path.normpath(directory)), tuple(class_names),
-                          sources["train"].image_shape, sources)
+    sources = {
+        split: RecordShards(files, count, stored, image_size=image_size, **shard_options)
+        for split, (files, count) in splits.items()
+    }
+    return StreamedSplits(
+        name or os.path.basename(os.path.normpath(directory)),
+        tuple(class_names),
+        sources["train"].image_shape,
+        sources,
+    )
 
 
 def _first_record_shape(path) -> tuple[int, ...]:
@@ -383,19 +527,26 @@ def _first_record_shape(path) -> tuple[int, ...]:
             raise DataError(f"{path}: empty TFRecord file; write the shards again")
         f = tf.io.parse_single_example(record, _FEATURES)
     except tf.errors.OpError as e:
-        raise DataError(f"{path}: not a TFRecord file of images, or corrupt ({tf_error_text(e)}); write it "
-                        f"with python -m framework.data.tfrecords") from e
+        raise DataError(
+            f"{path}: not a TFRecord file of images, or corrupt ({tf_error_text(e)}); write it "
+            f"with python -m framework.data.tfrecords"
+        ) from e
     shape = tuple(int(d) for d in f["shape"].numpy())
     if min(shape) <= 0 or int(f["label"]) < 0 or len(f["image"].numpy()) != int(np.prod(shape)):
-        raise DataError(f"{path}: its records are not images written by python -m framework.data.tfrecords "
-                        f"(image, shape or label missing or inconsistent); write it again")
+        raise DataError(
+            f"{path}: its records are not images written by python -m framework.data.tfrecords "
+            f"(image, shape or label missing or inconsistent); write it again"
+        )
     return shape
 
 
 def tfrecords_labels_head(files, n: int = 10_000) -> np.ndarray:
     """Labels of the first `n` records (to number the classes of shards written without names)."""
-    labels = tf.data.TFRecordDataset(files).take(n).map(
-        lambda r: tf.io.parse_single_example(r, _FEATURES)["label"])
+    labels = (
+        tf.data.TFRecordDataset(files)
+        .take(n)
+        .map(lambda r: tf.io.parse_single_example(r, _FEATURES)["label"])
+    )
     return np.fromiter(labels.as_numpy_iterator(), np.int64)
 
 
@@ -406,7 +557,9 @@ def convert(ds: ArrayDataset, out_dir: str, num_shards: int = 1) -> dict[str, li
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
         if x is not None:
             shards = max(1, min(len(x), num_shards, round(num_shards * len(x) / len(ds.x_train))))
-            written[split] = write_tfrecords(x, y, out_dir, split, shards, class_names=ds.class_names)
+            written[split] = write_tfrecords(
+                x, y, out_dir, split, shards, class_names=ds.class_names
+            )
     return written
 
 
@@ -414,19 +567,45 @@ def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
     """The converter's flags, on their own FlagValues so importing this module defines no global flags."""
     kw = dict(flag_values=flag_values)
     flags.DEFINE_enum("dataset", None, datasets.DATASETS, "Dataset to convert.", **kw)
-    flags.DEFINE_string("image_folder", None, "Convert this image folder (one sub-folder per class) instead.", **kw)
+    flags.DEFINE_string(
+        "image_folder", None, "Convert this image folder (one sub-folder per class) instead.", **kw
+    )
     flags.DEFINE_string("out_dir", None, "Folder for the shards.", **kw)
-    flags.DEFINE_string("data_dir", None, "Where the dataset files are (default: $DATA_DIR, else "
-                        "~/.keras/datasets).", **kw)
-    flags.DEFINE_integer("num_shards", 1, "Shards for the train split; smaller splits get proportionally fewer.",
-                         lower_bound=1, **kw)
-    flags.DEFINE_integer("image_size", None, "Resize images to this size (square).", lower_bound=1, **kw)
-    flags.DEFINE_integer("train_examples", None, "Keep this many training examples (seeded).", lower_bound=1, **kw)
-    flags.DEFINE_integer("seed", 0, "Seed for --train_examples and the image-folder test split.", **kw)
-    flags.DEFINE_float("test_split", 0.2, "Image folders without train/ and test/: fraction held out.", **kw)
-    flags.DEFINE_enum("on_corrupt", "fail", ["fail", "skip"], "Image folders: a corrupt image fails or is "
-                      "skipped.", **kw)
-    flags.DEFINE_boolean("download", True, "Allow keras.datasets to download a dataset not found locally.", **kw)
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "Where the dataset files are (default: $DATA_DIR, else ~/.keras/datasets).",
+        **kw,
+    )
+    flags.DEFINE_integer(
+        "num_shards",
+        1,
+        "Shards for the train split; smaller splits get proportionally fewer.",
+        lower_bound=1,
+        **kw,
+    )
+    flags.DEFINE_integer(
+        "image_size", None, "Resize images to this size (square).", lower_bound=1, **kw
+    )
+    flags.DEFINE_integer(
+        "train_examples", None, "Keep this many training examples (seeded).", lower_bound=1, **kw
+    )
+    flags.DEFINE_integer(
+        "seed", 0, "Seed for --train_examples and the image-folder test split.", **kw
+    )
+    flags.DEFINE_float(
+        "test_split", 0.2, "Image folders without train/ and test/: fraction held out.", **kw
+    )
+    flags.DEFINE_enum(
+        "on_corrupt",
+        "fail",
+        ["fail", "skip"],
+        "Image folders: a corrupt image fails or is skipped.",
+        **kw,
+    )
+    flags.DEFINE_boolean(
+        "download", True, "Allow keras.datasets to download a dataset not found locally.", **kw
+    )
     return flag_values
 
 
@@ -453,22 +632,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             ds = datasets.load(fv.dataset, fv.data_dir, download=fv.download)
         else:
             ds = _load_folder(fv)
-        ds = datasets.make_subsets(ds, train_examples=fv.train_examples, seed=fv.seed,
-                                   image_size=fv.image_size if fv.dataset else None)
+        ds = datasets.make_subsets(
+            ds,
+            train_examples=fv.train_examples,
+            seed=fv.seed,
+            image_size=fv.image_size if fv.dataset else None,
+        )
         written = convert(ds, fv.out_dir, fv.num_shards)
     except ValueError as e:  # DataError and bad values: the message says what to change
         print(f"error: {e}", file=sys.stderr)
         return 1
     for split, paths in written.items():
-        print(f"{split}: {len(getattr(ds, f'y_{split}'))} examples {ds.image_shape} in {len(paths)} shard(s) "
-              f"{os.path.join(fv.out_dir, split)}-*.tfrecord")
+        print(
+            f"{split}: {len(getattr(ds, f'y_{split}'))} examples {ds.image_shape} in {len(paths)} shard(s) "
+            f"{os.path.join(fv.out_dir, split)}-*.tfrecord"
+        )
     return 0
 
 
 def _load_folder(fv):
     from framework.data.image_folder import load_image_folder  # only this path needs it
-    ds = load_image_folder(fv.image_folder, image_size=fv.image_size, on_corrupt=fv.on_corrupt,
-                           test_split=fv.test_split, seed=fv.seed)
+
+    ds = load_image_folder(
+        fv.image_folder,
+        image_size=fv.image_size,
+        on_corrupt=fv.on_corrupt,
+        test_split=fv.test_split,
+        seed=fv.seed,
+    )
     if ds.skipped:
         print(f"skipped {len(ds.skipped)} corrupt image(s), e.g. {ds.skipped[0]}", file=sys.stderr)
     return ds

@@ -1,0 +1,105 @@
+"""Registries: extension points whose entries declare themselves where they are defined.
+
+A model, a data source, an augmentation op or a task registers itself with a decorator in its own
+file, with its properties (options, checks, whether it compiles with XLA, ...) beside its builder:
+
+    MODELS = Registry("model", package="trainers.models")
+
+    @MODELS.register("mlp", widths=(128,))
+    def mlp(input_shape, num_classes, widths): ...
+
+A registry that names a `package` imports every module of that package on its first lookup, so
+adding an entry is adding one file there; nothing else lists it. Entries registered anywhere else
+(a notebook cell, a user's module) count as well.
+"""
+
+import dataclasses
+import importlib
+import pkgutil
+from typing import Any, Callable
+
+from framework.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered builder and the properties it declared with it."""
+
+    name: str
+    fn: Callable
+    properties: dict
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self.properties[key]
+        except KeyError:
+            raise AttributeError(f"{self.name!r} declares no {key!r}") from None
+
+    def get(self, key: str, default=None):
+        return self.properties.get(key, default)
+
+
+class Registry:
+    """Names -> entries of one kind ("model", "op", ...); `flag` names the option in errors."""
+
+    def __init__(self, kind: str, *, package: str | None = None, flag: str | None = None):
+        self.kind, self.package, self.flag = kind, package, flag or kind
+        self._entries: dict[str, Entry] = {}
+        self._loaded = package is None
+
+    def register(self, name: str | None = None, **properties) -> Callable:
+        """Decorator: registers `fn` under `name` (default: its own name); returns `fn` unchanged."""
+
+        def add(fn: Callable) -> Callable:
+            key = name or fn.__name__
+            old = self._entries.get(key)
+            if old is not None and _origin(old.fn) != _origin(fn):
+                raise ValueError(
+                    f"{self.kind} {key!r} is registered twice: by {_origin(old.fn)} and by "
+                    f"{_origin(fn)}; rename one"
+                )
+            self._entries[key] = Entry(key, fn, dict(properties))
+            return fn
+
+        return add
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{self.package}.{module.name}")
+
+    def reload(self) -> None:
+        """Look for new modules in the package again (a file added while the process runs)."""
+        self._loaded = self.package is None
+        importlib.invalidate_caches()
+        self._load()
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def get(self, name: str) -> Entry:
+        """The entry, or a ConfigError naming the option, the value and the valid names."""
+        self._load()
+        if name not in self._entries:
+            raise ConfigError(
+                f"--{self.flag}={name!r}: unknown; valid choices: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+
+def _origin(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
