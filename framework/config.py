@@ -12,6 +12,7 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "bf16", "fp16")
 SCHEDULES = ("constant", "exponential", "cosine", "onecycle")
 _TARGET = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(>=|<=)\s*([-+0-9.eE]+)\s*$")
+_ADDRESS = re.compile(r"^grpc://(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 
 
 class ConfigError(ValueError):
@@ -236,11 +237,9 @@ class TrainConfig:
                     "split name (train, val, test, test_a, test_b, ...)"
                 )
         if self.data_service:
-            from framework.data_service import parse_address
-
             parse_address(self.data_service)
         if self.profile_steps:
-            from framework.profiling import parse_profile_steps
+            from framework.profiling import parse_profile_steps  # lazy: keeps TF out of --help
 
             try:
                 parse_profile_steps(self.profile_steps)
@@ -279,6 +278,18 @@ def parse_target(text: str) -> tuple[str, str, float]:
             "e.g. --target=test_accuracy>=0.94"
         )
     return match.group(1), match.group(2), float(match.group(3))
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """--data_service's 'grpc://host:port' -> (host, port); anything else is a ConfigError naming the
+    flag. Checked with the other options here; framework/data_service.py connects to it."""
+    match = _ADDRESS.match(text or "")
+    if not match or not 0 < int(match["port"]) < 65536:
+        raise ConfigError(
+            f"--data_service={text!r}: expected grpc://HOST:PORT, the tf.data service "
+            "dispatcher's address (e.g. grpc://localhost:5050)"
+        )
+    return match["host"], int(match["port"])
 
 
 def _choice(name, value, choices):

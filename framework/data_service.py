@@ -34,24 +34,11 @@ Host-side Python does not travel to the data workers: a pipeline that runs tf.py
 skipped-file count of --on_corrupt=skip) is refused with --data_service.
 """
 
-import re
 import sys
 
-from framework.config import ConfigError
+from framework.config import ConfigError, parse_address
 
-_ADDRESS = re.compile(r"^grpc://(?P<host>[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:]+\]):(?P<port>\d{1,5})$")
 READY = "data service ready:"  # the line `python -m framework.data_service` prints once it serves
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """'grpc://host:port' -> (host, port); anything else is a ConfigError naming the flag."""
-    match = _ADDRESS.match(text or "")
-    if not match or not 0 < int(match["port"]) < 65536:
-        raise ConfigError(
-            f"--data_service={text!r}: expected grpc://HOST:PORT, the tf.data service "
-            "dispatcher's address (e.g. grpc://localhost:5050)"
-        )
-    return match["host"], int(match["port"])
 
 
 def can_split(source) -> bool:

@@ -16,6 +16,7 @@ adding an entry is adding one file there; nothing else lists it. Entries registe
 import dataclasses
 import importlib
 import pkgutil
+import sys
 from typing import Any, Callable
 
 from framework.config import ConfigError
@@ -102,4 +103,7 @@ class Registry:
 
 
 def _origin(fn: Callable) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    module = getattr(fn, "__module__", "?")
+    if module == "__main__":  # `python -m pkg.mod` registers what `import pkg.mod` registers
+        module = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", module)
+    return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
