@@ -15,6 +15,7 @@ adding an entry is adding one file there; nothing else lists it. Entries registe
 
 import dataclasses
 import importlib
+import importlib.util
 import pkgutil
 import sys
 from typing import Any, Callable
@@ -67,9 +68,18 @@ class Registry:
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
 
-    def _load(self) -> None:
-        if self._loaded:
+    def _load(self, name: str | None = None) -> None:
+        """Imports every module of the package, once. For a `name` not registered yet, first the
+        module of that name alone (an entry in a file of its own name, as trainers/<name>.py is):
+        when it registers `name`, nothing else is imported."""
+        if self._loaded or name in self._entries:
             return
+        if name and name.isidentifier():
+            module = f"{self.package}.{name}"
+            if importlib.util.find_spec(module) is not None:
+                importlib.import_module(module)
+                if name in self._entries:
+                    return
         self._loaded = True
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
@@ -82,7 +92,7 @@ class Registry:
         self._load()
 
     def __contains__(self, name: str) -> bool:
-        self._load()
+        self._load(name)
         return name in self._entries
 
     def names(self) -> list[str]:
@@ -94,7 +104,7 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         """The entry, or a ConfigError naming the option, the value and the valid names."""
-        self._load()
+        self._load(name)
         if name not in self._entries:
             raise ConfigError(
                 f"--{self.flag}={name!r}: unknown; valid choices: {', '.join(self.names())}"

@@ -76,7 +76,7 @@ def test_ordering_losses_and_the_two_triplet_losses_known_values():
 
 
 def test_triplet_accuracy_skips_a_batch_with_no_majority_triplet():
-    from trainers.triplet import TripletTask
+    from trainers.triplet_train import TripletTask
 
     correct, counted = triplet_loss.odd_one_hits(*LINE, SHARES)
     # The embedding's odd one is f2 (pair f0, f1 closest): right for row 0, wrong for row 1; row 2 has
@@ -500,9 +500,9 @@ def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_pat
     import json
 
     from framework import TrainConfig
-    from trainers import triplet
+    from trainers import triplet, triplet_train
 
-    data = triplet.load_triplets(
+    data = triplet_train.load_triplets(
         "mnist", data_dir=data_dir, num_train=512, num_test=256, seed=0, eval_triplets=64
     )
     assert len(data.evals["test"][0]) == 64 and data.evals["test"][1].shape == (64, 3)
@@ -525,7 +525,9 @@ def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_pat
     assert history["step"] == [3, 6] and result["epochs"] == 2.0
     assert (tmp_path / "curves.png").stat().st_size > 0
 
-    stepped = triplet.StepsEpoch(data.train, 3, 32)  # 16 steps of data per pass, epochs of 3 steps
+    stepped = triplet_train.StepsEpoch(
+        data.train, 3, 32
+    )  # 16 steps of data per pass, epochs of 3 steps
     ctx = tf.distribute.InputContext()
     from framework import input_pipeline
 
@@ -538,7 +540,7 @@ def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_pat
 def test_triplet_sweep_over_scale_with_repeats(tmp_path, data_dir):
     import json
 
-    from trainers import recipes, triplet
+    from trainers import repeats
 
     given = dict(
         model_dir=str(tmp_path),
@@ -550,8 +552,7 @@ def test_triplet_sweep_over_scale_with_repeats(tmp_path, data_dir):
         num_test=64,
         model="mlp",
     )
-    t, c = recipes.configs("triplet", None, **given)
-    rows = triplet.run_series(t, c, sweep="scale=2,4", repeats=2, given=given)
+    rows = repeats.sweep("triplet", None, grid="scale=2,4", repeats=2, **given)
     assert [row["scale"] for row in rows] == ["2", "4"] and all(row["runs"] == 2 for row in rows)
     assert json.loads((tmp_path / "sweep.json").read_text()) == rows
     results = [

@@ -25,17 +25,58 @@ at 256: the same per-example step) and weight decay 0.009 per unit of LR.
 """
 
 from trainers import cli, recipes
+from trainers.experiment import ExperimentConfig, check_run_dir, run_experiment
 
-# The values live in trainers/recipes.py (recipes.get("cifar", "fast")); RECIPES and DEFAULTS stay
-# for old callers (DEFAULTS resolved on use: bf16 where it is fast needs TensorFlow to tell).
-RECIPES = recipes.RECIPES["cifar"]
+# airbench94's settings, translated to our mean loss and Keras' decoupled weight decay (above).
+DEFAULTS = dict(
+    dataset="cifar10",
+    model="airbench",
+    optimizer="sgd",
+    nesterov=True,
+    momentum=0.85,
+    weight_decay=0.009,
+    label_smoothing=0.2,
+    lr_schedule="onecycle",
+    warmup_fraction=0.23,
+    onecycle_start=0.2,
+    onecycle_end=0.07,
+    augment="flip,crop:padding=2",
+    tta=True,
+    tta_translate=1,
+    checkpoint_every=0,
+    eval_every_epochs=0,
+    mixed_precision="bf16_if_fast",  # resolved when the recipe is (recipes.AT_RUN_TIME)
+)
+RECIPES = {
+    "fast": dict(
+        widths=(24, 96, 96),
+        activation="gelu",
+        global_batch_size=256,
+        learning_rate=0.375,
+        epochs=10,
+        train_minutes=11.0,
+        steps_per_loop=25,
+        budget_ladder=True,
+    ),
+    "full": dict(
+        widths=(64, 256, 256),
+        activation="gelu",
+        global_batch_size=1024,
+        learning_rate=1.5,
+        epochs=10,
+        steps_per_loop=49,
+        lookahead_every=5,
+    ),
+}
 
-
-def __getattr__(name):
-    if name == "DEFAULTS":
-        return recipes.defaults("cifar")
-    raise AttributeError(f"module 'trainers.cifar' has no attribute {name!r}")
-
+recipes.register(
+    "cifar",
+    config=ExperimentConfig,
+    run=run_experiment,
+    defaults=DEFAULTS,
+    recipes=RECIPES,
+    check_run_dir=check_run_dir,
+)
 
 if __name__ == "__main__":
     cli.main("cifar")

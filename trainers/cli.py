@@ -1,9 +1,10 @@
-"""The command line shared by the image trainers: absl flags -> recipes.configs -> run_experiment.
+"""The command line of every trainer: absl flags -> recipes.configs -> the trainer's run function.
 
 Every flag is validated before any data is read or model built; a bad one prints one line naming
 the flag, the value and the valid choices, and exits with status 2. The flags and their help come
-from the config dataclasses (framework/config_flags.py); the values from trainers/recipes.py, with
-the flags given on the command line over them, exactly as `recipes.configs(trainer, recipe, **flags)`
+from the trainer's config dataclass and TrainConfig (framework/config_flags.py); the values from the
+trainer's defaults and recipes (registered by trainers/<name>.py in trainers/recipes.py), with the
+flags given on the command line over them, exactly as `recipes.configs(trainer, recipe, **flags)`
 gives them to a notebook. Nothing here imports TensorFlow before the flags are parsed, so `--help`
 answers at once, and TensorFlow's start-up lines are hidden unless `--verbose`.
 """
@@ -17,9 +18,9 @@ from absl import app, flags, logging
 
 from framework import config_flags
 from framework.config import ConfigError, TrainConfig
-from framework.tf_startup import import_tensorflow  # noqa: F401 (trainers call cli.import_tensorflow)
+from framework.tf_startup import import_tensorflow
+from framework.tpu_env import configure_pjrt
 from trainers import recipes as recipes_lib
-from trainers.experiment import ExperimentConfig
 
 FLAGS = flags.FLAGS
 
@@ -42,10 +43,11 @@ KEY_TRAIN_OPTIONS = (
 
 
 def define_flags(name: str, key_module: str | None = "__main__") -> None:
-    """The flags of trainer `name`: ExperimentConfig's and TrainConfig's fields with the trainer's
-    defaults, and --recipe, --repeats, --sweep, --verbose. May be called again."""
+    """The flags of trainer `name`: its config class's and TrainConfig's fields with the trainer's
+    defaults, and --recipe, --repeats, --sweep, --variants, --verbose. May be called again."""
     defaults = recipes_lib.defaults(name, resolve=False)
-    exp_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    config_cls = recipes_lib.config_class(name)
+    exp_fields = {f.name for f in dataclasses.fields(config_cls)}
     # Values computed at run time (e.g. bf16 where it is fast) are shown as the fields' defaults.
     static = {
         k: v
@@ -53,7 +55,7 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
         if not (isinstance(v, str) and v in recipes_lib.AT_RUN_TIME)
     }
     config_flags.define_flags(
-        ExperimentConfig,
+        config_cls,
         defaults={k: v for k, v in static.items() if k in exp_fields},
         key_module=key_module,
     )
@@ -67,8 +69,8 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
         "repeats": lambda: flags.DEFINE_integer(
             "repeats",
             1,
-            "Train N fresh models (seeds seed..seed+N-1); report mean/std of test accuracy "
-            "and the logit- and probability-averaging ensembles.",
+            "Train N fresh models (seeds seed..seed+N-1); report the mean/std of every final "
+            "metric (a classifier's: also the logit- and probability-averaging ensembles).",
         ),
         "sweep": lambda: flags.DEFINE_string(
             "sweep",
@@ -105,16 +107,12 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
             FLAGS.register_key_flag_for_module(module, FLAGS[flag_name])
 
 
-def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None = None) -> None:
+def main(name: str) -> None:
     """Entry point of `python -m trainers.<name>`: parses flags, runs, maps failures to exit codes.
 
-    The trainer's defaults and recipes are trainers/recipes.py's; `defaults`/`recipes` register a
-    trainer that is not there (a new file calling `cli.main("mine", DEFAULTS)`).
+    The trainer is the one trainers/<name>.py registers (recipes.register): its config class, run
+    function, defaults and recipes.
     """
-    if defaults is not None and name not in recipes_lib.DEFAULTS:
-        recipes_lib.DEFAULTS[name] = dict(defaults)
-        if recipes:
-            recipes_lib.RECIPES[name] = dict(recipes)
     define_flags(name)
 
     def _main(argv):
@@ -123,8 +121,6 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
         if (
             FLAGS.strategy == "tpu"
         ):  # TensorFlow finds a TPU VM's chips only if told before its import
-            from framework.tpu_env import configure_pjrt
-
             configure_pjrt()
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
@@ -132,40 +128,33 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
         with exit_codes():
             exp, config = configs_from_flags(name)
             logging.info("%s", describe(exp, config))
-            if FLAGS.sweep or FLAGS.variants:
-                from trainers.repeats import sweep
-
-                sweep(
-                    name,
-                    FLAGS.recipe if "recipe" in FLAGS else None,
-                    grid=FLAGS.sweep,
-                    variants=FLAGS.variants,
-                    repeats=FLAGS.repeats,
-                    **given_options(),
-                )
-                return
-            if FLAGS.repeats != 1:
-                from trainers.repeats import exports_given, run_repeats
-
-                print(
-                    json.dumps(
-                        run_repeats(
-                            exp, config, FLAGS.repeats, exports=exports_given(given_options())
-                        ),
-                        indent=1,
-                    )
-                )
-                return
-            if run is None:
-                from trainers.experiment import run_experiment
-
-                result = run_experiment(exp, config)
-            else:
-                result = run(exp, config)
-        summary = {k: v for k, v in result.items() if k != "config"}
-        print(json.dumps(summary, indent=1, default=str))
+            result = run(name, exp, config)
+        if result is not None:
+            summary = {k: v for k, v in result.items() if k != "config"}
+            print(json.dumps(summary, indent=1, default=str))
 
     app.run(_main, flags_parser=parse_flags)
+
+
+def run(name: str, exp, config: TrainConfig) -> dict | None:
+    """What the command line asked for: a --sweep or --variants (its tables; None), --repeats (their
+    summary) or one run (result.json's dict), each through the trainer's run function."""
+    from trainers import repeats  # lazy: keeps TF out of --help
+
+    if FLAGS.sweep or FLAGS.variants:
+        repeats.sweep(
+            name,
+            FLAGS.recipe if "recipe" in FLAGS else None,
+            grid=FLAGS.sweep,
+            variants=FLAGS.variants,
+            repeats=FLAGS.repeats,
+            **given_options(name),
+        )
+        return None
+    if FLAGS.repeats != 1:
+        exports = repeats.exports_given(given_options(name))
+        return repeats.run_repeats(exp, config, FLAGS.repeats, exports=exports, trainer=name)
+    return recipes_lib.trainer_entry(name).fn(exp, config)
 
 
 @contextlib.contextmanager
@@ -173,35 +162,34 @@ def exit_codes():
     """How a run's failures end the command: bad input (a flag, a combination, a file, a checkpoint of
     another run) one line and exit 2; a NaN exit 1 (the last good checkpoint kept); a signal 128+N
     after its checkpoint. Every trainer's main runs inside it."""
-    from framework import NonFiniteLossError, TrainingInterrupted
-    from framework.checkpointing import CheckpointError
-    from framework.data.datasets import DataError
+    from framework import checkpointing, controller  # lazy: keeps TF out of --help
+    from framework.data import datasets  # lazy: keeps TF out of --help
 
     try:
         yield
-    except (ConfigError, DataError, CheckpointError) as err:
+    except (ConfigError, datasets.DataError, checkpointing.CheckpointError) as err:
         fail(str(err))
-    except NonFiniteLossError as err:
+    except controller.NonFiniteLossError as err:
         logging.error("%s", err)
         sys.exit(1)
-    except TrainingInterrupted as err:
+    except controller.TrainingInterrupted as err:
         logging.warning("%s", err)
         sys.exit(128 + err.signum)
 
 
 def configs_from_flags(name: str):
     """(ExperimentConfig, TrainConfig) for trainer `name`: its recipe with the flags given over it."""
-    given = given_options()
+    given = given_options(name)
     recipe = FLAGS.recipe if "recipe" in FLAGS else None
     if recipe:
         logging.info("recipe: %s", recipes_lib.pick(name, recipe, strategy=FLAGS.strategy))
     return recipes_lib.configs(name, recipe, **given)
 
 
-def given_options() -> dict:
-    """The options the command line gave (ExperimentConfig's and TrainConfig's flags), parsed."""
+def given_options(name: str) -> dict:
+    """The options the command line gave (trainer `name`'s config's and TrainConfig's flags), parsed."""
     return {
-        **config_flags.flag_dict(ExperimentConfig, given_only=True),
+        **config_flags.flag_dict(recipes_lib.config_class(name), given_only=True),
         **config_flags.flag_dict(TrainConfig, given_only=True),
     }
 

@@ -15,16 +15,19 @@ apply to the chosen model or optimizer (the cifar recipe's momentum with --optim
 widths with --model=cnn, its --tta_translate with --notta) is dropped with one info line; an option
 given that does not apply is a ConfigError.
 
-The values were measured where they say so: see the trainers' docstrings (trainers/cifar.py).
+A trainer's defaults and recipes are in its own file (trainers/cifar.py), which registers them here
+with its config class and run function (`register`); this module names no trainer.
 No TensorFlow is imported here until a recipe is resolved ("auto" looks at the hardware).
 """
 
 import dataclasses
 import os
+from typing import Callable
 
 from absl import logging
 
 from framework.config import ConfigError, TrainConfig
+from framework.registry import Registry
 
 
 def _bf16_if_fast(strategy: str | None = None):
@@ -32,7 +35,7 @@ def _bf16_if_fast(strategy: str | None = None):
         strategy == "tpu"
     ):  # TPUs compute in bf16; before the TPU system starts TensorFlow lists no TPU
         return "bf16"
-    from framework.precision import bf16_is_fast
+    from framework.precision import bf16_is_fast  # lazy: keeps TF out of --help
 
     return "bf16" if bf16_is_fast() else "none"
 
@@ -40,79 +43,44 @@ def _bf16_if_fast(strategy: str | None = None):
 # Values computed when a recipe is resolved (they look at the hardware, so they import TensorFlow).
 AT_RUN_TIME = {"bf16_if_fast": _bf16_if_fast}
 
-_CNN_ON_MNIST = dict(
-    optimizer="adam",
-    learning_rate=1e-3,
-    global_batch_size=128,
-    lr_schedule="cosine",
-    warmup_fraction=0.02,
-)
+# trainer name -> its entry: the run function `run(config, train_config) -> result dict`, with
+#   config    its config dataclass (the fields beside TrainConfig's; ExperimentConfig for images)
+#   defaults  {option: value}: what `python -m trainers.<name>` runs without flags
+#   recipes   {recipe name: {option: value}} over the defaults ("auto", the command line's default,
+#             picks "full" on a GPU/TPU and "fast" on a CPU)
+#   check_run_dir(config, train_config)  refuses a --model_dir of other settings (repeats, sweeps)
+#   metric    the result that ranks a sweep's cells
+# Each trainer registers itself in its own file (trainers/mnist.py: `recipes.register(...)`), found
+# by its module's name: trainers/<name>.py.
+TRAINERS = Registry("trainer", package="trainers", flag="trainer")
 
-# trainer -> its defaults (what `python -m trainers.<name>` runs without flags).
-DEFAULTS = {
-    "mnist": dict(dataset="mnist", model="cnn", epochs=3, **_CNN_ON_MNIST),
-    # Named policies skip flips on 1-channel images; this spec flips: clothes are left-right symmetric.
-    "fashion_mnist": dict(
-        dataset="fashion_mnist",
-        model="cnn_bn",
-        epochs=5,
-        augment="flip,crop:padding=3",
-        **_CNN_ON_MNIST,
-    ),
-    # airbench94 (trainers/cifar.py has the sources and the measurements).
-    "cifar": dict(
-        dataset="cifar10",
-        model="airbench",
-        optimizer="sgd",
-        nesterov=True,
-        momentum=0.85,
-        weight_decay=0.009,
-        label_smoothing=0.2,
-        lr_schedule="onecycle",
-        warmup_fraction=0.23,
-        onecycle_start=0.2,
-        onecycle_end=0.07,
-        augment="flip,crop:padding=2",
-        tta=True,
-        tta_translate=1,
-        checkpoint_every=0,
-        eval_every_epochs=0,
-        mixed_precision="bf16_if_fast",
-    ),
-    "triplet": dict(
-        epochs=3,
-        global_batch_size=64,
-        learning_rate=1e-3,
-        lr_schedule="cosine",
-        monitor="test_triplet_accuracy",
-    ),
-}
 
-# trainer -> recipe name -> values over the defaults. "auto" (the command line's default) picks
-# "full" on a GPU/TPU and "fast" on a CPU.
-RECIPES = {
-    "cifar": {
-        "fast": dict(
-            widths=(24, 96, 96),
-            activation="gelu",
-            global_batch_size=256,
-            learning_rate=0.375,
-            epochs=10,
-            train_minutes=11.0,
-            steps_per_loop=25,
-            budget_ladder=True,
-        ),
-        "full": dict(
-            widths=(64, 256, 256),
-            activation="gelu",
-            global_batch_size=1024,
-            learning_rate=1.5,
-            epochs=10,
-            steps_per_loop=49,
-            lookahead_every=5,
-        ),
-    },
-}
+def register(
+    name: str,
+    *,
+    config,
+    run: Callable,
+    defaults: dict,
+    recipes: dict | None = None,
+    check_run_dir: Callable,
+    metric: str = "test_accuracy",
+) -> None:
+    """Declares trainer `name` (called by trainers/<name>.py, beside its defaults and recipes)."""
+    TRAINERS.register(
+        name,
+        config=config,
+        defaults=dict(defaults),
+        recipes=dict(recipes or {}),
+        check_run_dir=check_run_dir,
+        metric=metric,
+    )(run)
+
+
+def trainer_entry(name: str):
+    """The registry entry of trainer `name` (trainers/<name>.py is imported for it, and only it, so
+    that `--help` imports no other trainer); a name that is no trainer is a ConfigError."""
+    return TRAINERS.get(name)
+
 
 # Over any recipe: a few steps on a few examples, for tests and for trying a notebook cell.
 SMOKE = dict(
@@ -147,19 +115,18 @@ MODEL_OPTIONS = (
 
 
 def trainers() -> tuple:
-    return tuple(DEFAULTS)
+    """Every trainer's name (imports every module of trainers/ to find them)."""
+    return tuple(TRAINERS.names())
 
 
-def names(trainer: str) -> tuple:
-    """The recipes of `trainer` (() for a trainer that has only its defaults)."""
-    _check_trainer(trainer)
-    return tuple(RECIPES.get(trainer, {}))
+def names(name: str) -> tuple:
+    """The recipes of trainer `name` (() for a trainer that has only its defaults)."""
+    return tuple(trainer_entry(name).recipes)
 
 
-def defaults(trainer: str, *, resolve: bool = True, strategy: str | None = None) -> dict:
+def defaults(name: str, *, resolve: bool = True, strategy: str | None = None) -> dict:
     """The trainer's defaults; `resolve=False` leaves hardware-dependent values named (no TensorFlow)."""
-    _check_trainer(trainer)
-    values = {"model_dir": os.path.join("runs", trainer), **DEFAULTS[trainer]}
+    values = {"model_dir": os.path.join("runs", name), **trainer_entry(name).defaults}
     return _resolve(values, strategy) if resolve else values
 
 
@@ -172,7 +139,7 @@ def get(
     values = defaults(trainer, strategy=strategy)
     name = pick(trainer, name, strategy=strategy)
     if name:
-        values.update(RECIPES[trainer][name])
+        values.update(trainer_entry(trainer).recipes[name])
     if smoke:
         values.update(SMOKE)
     return values
@@ -186,7 +153,7 @@ def pick(trainer: str, name: str | None, *, strategy: str | None = None) -> str 
             raise ConfigError(f"--recipe={name}: {trainer} has no recipes")
         return None
     if name == "auto":
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: keeps TF out of --help
 
         accelerated = (
             strategy == "tpu"
@@ -250,15 +217,9 @@ def resolve_options(
     return values
 
 
-def config_class(trainer: str):
-    _check_trainer(trainer)
-    if trainer == "triplet":
-        from trainers.triplet import TripletConfig
-
-        return TripletConfig
-    from trainers.experiment import ExperimentConfig
-
-    return ExperimentConfig
+def config_class(name: str):
+    """The trainer's config dataclass (the options beside TrainConfig's)."""
+    return trainer_entry(name).config
 
 
 def _drop_inapplicable(
@@ -316,8 +277,3 @@ def _resolve(values: dict, strategy: str | None = None) -> dict:
         k: AT_RUN_TIME[v](strategy) if isinstance(v, str) and v in AT_RUN_TIME else v
         for k, v in values.items()
     }
-
-
-def _check_trainer(trainer: str) -> None:
-    if trainer not in DEFAULTS:
-        raise ConfigError(f"{trainer!r}: no such trainer; valid choices: {', '.join(DEFAULTS)}")

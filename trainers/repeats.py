@@ -19,8 +19,9 @@ checked before any trains; each runs `repeats` times in `model_dir/<cell>/repeat
 Each folder is a run directory (framework/run_record.py): the same command resumes, other settings
 are refused before anything trains, and --fresh_start moves all of model_dir aside once.
 
-From Python: `sweep("mnist", None, variants=..., repeats=3, model_dir=...)`; a trainer with its own
-run function (the triplet trainer) builds its cells with `sweep_cells` and runs them with `run_cells`.
+From Python: `sweep("mnist", None, variants=..., repeats=3, model_dir=...)`. Every trainer's series
+runs through its registered run function and run-directory check (trainers/recipes.py's TRAINERS);
+a classifier's (run_experiment) also gives the test-logit ensembles.
 """
 
 import dataclasses
@@ -35,7 +36,7 @@ from absl import flags, logging
 
 from framework import ConfigError, TrainConfig, config_flags, run_record
 from framework.outputs import write_json
-from trainers import compare
+from trainers import compare, recipes
 from trainers.experiment import ExperimentConfig, check_run_dir, load_data, run_experiment
 
 # Per-run exports a series writes only when the user asks for them (fields of either config).
@@ -57,16 +58,30 @@ class Cell:
 
 # ---------------------------------------------------------------- repeats
 def run_repeats(
-    exp: ExperimentConfig, config: TrainConfig, repeats: int, *, exports: dict | None = None
+    exp,
+    config: TrainConfig,
+    repeats: int,
+    *,
+    exports: dict | None = None,
+    trainer: str | None = None,
 ) -> dict:
     """`repeats` fresh models in config.model_dir/repeat_<i>; returns (and writes as repeats.json) the
-    mean/std of every final metric, the test accuracies and the two ensembles' accuracies.
-    `exports`: the HEAVY_EXPORTS to write per repeat, e.g. {"export": True} (default: none)."""
+    mean/std of every final metric, and for a classifier the test accuracies and the two ensembles'
+    accuracies. `exports`: the HEAVY_EXPORTS to write per repeat, e.g. {"export": True} (default:
+    none). `trainer`: the registered trainer whose run function trains each (default: run_experiment,
+    for an ExperimentConfig)."""
     if not config.model_dir:
         raise ConfigError("--repeats needs --model_dir (each repeat writes its model there)")
-    return run_cells(
-        config.model_dir, [Cell("", {}, exp, config, exports=dict(exports or {}))], repeats
-    )[0]
+    cell = Cell("", {}, exp, config, exports=dict(exports or {}))
+    return run_cells(config.model_dir, [cell], repeats, **_trainer_run(trainer))[0]
+
+
+def _trainer_run(trainer: str | None) -> dict:
+    """run_cells' `run` and `check` for a registered trainer (None: the image classifier's)."""
+    if trainer is None:
+        return dict(run=run_experiment, check=check_run_dir)
+    entry = recipes.trainer_entry(trainer)
+    return dict(run=entry.fn, check=entry.check_run_dir)
 
 
 def exports_given(options: dict) -> dict:
@@ -79,15 +94,15 @@ def run_cells(
     cells: Sequence[Cell],
     repeats: int = 1,
     *,
-    run: Callable | None = None,
+    run: Callable = run_experiment,
     check: Callable | None = check_run_dir,
 ) -> list[dict]:
     """Every cell `repeats` times (cell.config.model_dir/repeat_<i>, seeds seed..seed+N-1), after
     checking every repeat's folder (`check(exp, config)` raises); --fresh_start on any cell first moves
     the whole of model_dir aside once. Writes and returns each cell's summary (repeats.json).
 
-    `run(exp, config) -> result dict` trains one model (default: run_experiment, which also gives the
-    test logits for the ensembles); the triplet trainer passes its own."""
+    `run(exp, config) -> result dict` trains one model: a trainer's registered run function
+    (run_experiment also gives the test logits for the ensembles)."""
     if repeats < 1:
         raise ConfigError(f"--repeats={repeats}: must be >= 1")
     if any(cell.config.fresh_start for cell in cells):
@@ -105,7 +120,7 @@ def run_cells(
     for cell, runs in series:
         summary = (
             _classifier_series(runs)
-            if run is None
+            if run is run_experiment
             else series_summary([run(e, c) for e, c in runs])
         )
         write_json(os.path.join(cell.config.model_dir, "repeats.json"), summary)
@@ -355,7 +370,9 @@ def sweep(
     --repeats=N --<option>=<value>...`: each cell's configs are `recipes.configs(trainer, recipe,
     **options, **cell's options)`. Writes sweep.md, sweep.json and compare.md/json/png in model_dir."""
     cells = recipe_cells(trainer, recipe, grid=grid, variants=variants, smoke=smoke, **options)
-    return run_sweep_cells(os.path.dirname(cells[0].config.model_dir), cells, repeats)
+    model_dir = os.path.dirname(cells[0].config.model_dir)
+    metric = recipes.trainer_entry(trainer).metric
+    return run_sweep_cells(model_dir, cells, repeats, metric=metric, **_trainer_run(trainer))
 
 
 def recipe_cells(
@@ -369,8 +386,6 @@ def recipe_cells(
 ) -> list[Cell]:
     """The cells of `sweep` (each cell's configs: recipes.configs(trainer, recipe, **options, **cell's
     options)), all built and so validated; nothing is written."""
-    from trainers import recipes
-
     _, config = recipes.configs(
         trainer, recipe, smoke=smoke, **options
     )  # the options alone must be valid
@@ -416,7 +431,7 @@ def run_sweep_cells(
     cells: Sequence[Cell],
     repeats: int = 1,
     *,
-    run: Callable | None = None,
+    run: Callable = run_experiment,
     check: Callable | None = check_run_dir,
     metric: str = "test_accuracy",
 ) -> list[dict]:
