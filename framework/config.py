@@ -254,8 +254,8 @@ class TrainConfig:
                 f"(got --strategy={self.strategy})"
             )
         if self.jit_compile and self.strategy in ("mirrored", "multi_worker"):
-            # TF's "merge_call called while defining a new graph" (and keras#21366 with fp16): measured
-            # failing on 2 CPU replicas, so refused rather than left to fail after the model is built.
+            # TF's "merge_call called while defining a new graph" (and keras#21366 with fp16): it fails
+            # on replicas, so it is refused here rather than left to fail after the model is built.
             raise ConfigError(
                 f"--jit_compile with --strategy={self.strategy}: XLA-compiling the replicated "
                 "step fails in TensorFlow 2.21; drop --jit_compile, or use --strategy=default|"

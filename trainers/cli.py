@@ -62,9 +62,8 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
     config_flags.define_flags(
         TrainConfig, defaults={k: v for k, v in static.items() if k not in exp_fields}
     )
-    module = (
-        sys.argv[0] if key_module == "__main__" else key_module
-    )  # absl's name for the main module
+    # absl's name for the main module
+    module = sys.argv[0] if key_module == "__main__" else key_module
     own = {
         "repeats": lambda: flags.DEFINE_integer(
             "repeats",

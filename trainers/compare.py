@@ -15,12 +15,14 @@ and compare.png (a bar per group: the mean, with the std as its error bar).
 A RUN_DIR without any result.json is one line and exit 2. `--help` imports no TensorFlow.
 """
 
+import argparse
 import json
 import os
 import re
 import sys
 
 import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to choose
 
 # result.json numbers that describe the run's set-up or bookkeeping, not how well or fast it did.
 NOT_METRICS = (
@@ -160,15 +162,11 @@ def _number(value: float, like: float | None = None) -> str:
 
 def bar_chart(table: dict, path: str) -> str:
     """compare.png: one panel per metric, a bar per group (its mean; the error bar is the std)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels, metrics = list(table["groups"]), table["metrics"]
     cols = min(3, max(len(metrics), 1))
     rows = -(-max(len(metrics), 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 0.5 + 3.2 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 0.5 + 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         stats = [table["groups"][g]["metrics"].get(metric) for g in labels]
         means = [s["mean"] if s else np.nan for s in stats]
@@ -181,7 +179,6 @@ def bar_chart(table: dict, path: str) -> str:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
@@ -201,8 +198,6 @@ def write(run_dirs, out_dir: str) -> dict:
 
 
 def main(argv=None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="python -m trainers.compare",
         description="Mean, std, median, min and max of every final "
@@ -224,9 +219,8 @@ def main(argv=None) -> int:
     except CompareError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(
-        markdown(table).split("\n\n")[0]
-    )  # the summary table; each metric's full table is in the file
+    # The summary table; each metric's full table is in the file.
+    print(markdown(table).split("\n\n")[0])
     print(f"wrote {', '.join(os.path.join(out, name) for name in OUTPUTS)}")
     return 0
 

@@ -31,9 +31,8 @@ from framework.registry import Registry
 
 
 def _bf16_if_fast(strategy: str | None = None):
-    if (
-        strategy == "tpu"
-    ):  # TPUs compute in bf16; before the TPU system starts TensorFlow lists no TPU
+    # TPUs compute in bf16; before the TPU system starts TensorFlow lists no TPU.
+    if strategy == "tpu":
         return "bf16"
     from framework.precision import bf16_is_fast  # lazy: keeps TF out of --help
 
@@ -103,15 +102,8 @@ SCHEDULE_OPTIONS = {
     "warmup_fraction": ("cosine", "onecycle"),
     "warmup_steps": ("cosine", "onecycle"),
 }
-MODEL_OPTIONS = (
-    "widths",
-    "dense_widths",
-    "padding",
-    "pool",
-    "activation",
-    "budget_ladder",
-)  # a recipe's
-# architecture is its model's
+# A recipe's architecture is its model's: dropped when another --model is given.
+MODEL_OPTIONS = ("widths", "dense_widths", "padding", "pool", "activation", "budget_ladder")
 
 
 def trainers() -> tuple:

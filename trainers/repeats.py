@@ -386,9 +386,8 @@ def recipe_cells(
 ) -> list[Cell]:
     """The cells of `sweep` (each cell's configs: recipes.configs(trainer, recipe, **options, **cell's
     options)), all built and so validated; nothing is written."""
-    _, config = recipes.configs(
-        trainer, recipe, smoke=smoke, **options
-    )  # the options alone must be valid
+    # The options alone must be valid.
+    _, config = recipes.configs(trainer, recipe, smoke=smoke, **options)
     return sweep_cells(
         config.model_dir,
         grid=grid,

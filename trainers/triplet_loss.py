@@ -113,9 +113,8 @@ def odd_one_hits(e0, e1, e2, shares):
     nothing to either sum (it is neither a 0 nor a NaN in the mean)."""
     shares = tf.reshape(tf.cast(shares, tf.float32), [-1, 3])
     d01, d02, d12 = _squared_distances(e0, e1, e2)
-    pair_distance = tf.stack(
-        [d12, d02, d01], axis=-1
-    )  # column k: the distance of the pair without face k
+    # Column k: the distance of the pair without face k.
+    pair_distance = tf.stack([d12, d02, d01], axis=-1)
     odd = tf.argmax(shares, axis=-1)
     closest = tf.gather(pair_distance, odd, batch_dims=1)
     others = tf.where(tf.one_hot(odd, 3) > 0, tf.constant(float("inf")), pair_distance)

@@ -18,7 +18,7 @@ from framework.data.image_folder import MAX_IMAGE_PIXELS
 from trainers import fec_data, models, optimizers, plots
 from trainers import triplet_loss as triplet_loss_lib
 from trainers.experiment import run_reading_files
-from trainers.triplet import TripletConfig, check_run_dir
+from trainers.triplet_config import TripletConfig, check_run_dir
 
 
 class TripletTask:
@@ -196,9 +196,8 @@ def train(triplet_config: TripletConfig, config: framework.TrainConfig) -> dict:
         raise ConfigError(
             f"--model={opts['model']} on {input_shape[0]}x{input_shape[1]} images: {problem}"
         )
-    streamed = (
-        data.train
-    )  # FEC streamed from disk: its skipped files (--on_corrupt=skip) in result.json
+    # FEC streamed from disk: its skipped files (--on_corrupt=skip) go into result.json.
+    streamed = data.train
     if opts["steps_per_epoch"]:
         data = dataclasses.replace(
             data, train=StepsEpoch(data.train, opts["steps_per_epoch"], config.global_batch_size)
