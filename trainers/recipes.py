@@ -51,7 +51,7 @@ AT_RUN_TIME = {"bf16_if_fast": _bf16_if_fast}
 #   metric    the result that ranks a sweep's cells
 # Each trainer registers itself in its own file (trainers/mnist.py: `recipes.register(...)`), found
 # by its module's name: trainers/<name>.py.
-TRAINERS = Registry("trainer", package="trainers", flag="trainer")
+TRAINERS = Registry("trainer", package="trainers")
 
 
 def register(
@@ -78,6 +78,10 @@ def register(
 def trainer_entry(name: str):
     """The registry entry of trainer `name` (trainers/<name>.py is imported for it, and only it, so
     that `--help` imports no other trainer); a name that is no trainer is a ConfigError."""
+    if name not in TRAINERS:
+        raise ConfigError(
+            f"{name!r}: no such trainer; valid choices: {', '.join(TRAINERS.names())}"
+        )
     return TRAINERS.get(name)
 
 

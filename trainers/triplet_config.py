@@ -21,7 +21,8 @@ class TripletConfig:
     data_dir: str = option("", "Dataset folder ('' = $DATA_DIR, ~/.keras/datasets, download).")
     model: str = option("cnn", "Embedding backbone (a trainers.models name).")
     optimizer: str = option(
-        "adam", "Optimizer: sgd, adam, adamw, lamb, rmsprop, lion (trainers/optimizers.py)."
+        "adam",
+        "Optimizer: sgd, adam, adamw, lamb, rmsprop, lion, adabound (trainers/optimizers.py).",
     )
     embedding_dim: int = option(16, "Embedding size.")
     scale: float = option(4.0, "Embeddings are L2-normalised, then multiplied by this.")
