@@ -117,9 +117,8 @@ def main(name: str) -> None:
     def _main(argv):
         if len(argv) > 1:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
-        if (
-            FLAGS.strategy == "tpu"
-        ):  # TensorFlow finds a TPU VM's chips only if told before its import
+        # TensorFlow finds a TPU VM's chips only if told before its import.
+        if FLAGS.strategy == "tpu":
             configure_pjrt()
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
