@@ -99,8 +99,8 @@ def random_hue(images, seed, *, max_delta: float = 0.05):
     tf.image.adjust_hue's HSV shift), then clips to [0, 1]. No-op unless C == 3.
 
     Own op: besides the one-delta-per-batch limit, the HSV round trip picks the hue formula by testing
-    `channel == max(channels)`, which XLA can break when it fuses it after other arithmetic (seen on CPU
-    after a bilinear resample: 7% of pixels got another hue); a 3x3 matrix per sample has no such test.
+    `channel == max(channels)`, which XLA can break when it fuses it after other arithmetic (on CPU after
+    a bilinear resample, pixels got another hue); a 3x3 matrix per sample has no such test.
     """
     images, seed = check_images(images), check_seed(seed)
     if not 0.0 <= max_delta <= 0.5:
