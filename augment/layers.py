@@ -38,18 +38,16 @@ class Augment(keras.layers.Layer):
     """
 
     def __init__(self, policy: str, *, seed: int | None = None, flip: bool | None = None, **kwargs):
-        kwargs.setdefault(
-            "autocast", False
-        )  # our ops compute in float32, under mixed precision too
+        # Our ops compute in float32, also under mixed precision.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if not isinstance(policy, str):
             raise TypeError(
                 f"Augment takes a policy name or spec string, got {type(policy).__name__}"
             )
         self.policy, self.seed, self.flip = policy, seed, flip
-        probe = self._policy_for(
-            (32, 32, 3)
-        )  # a bad name or option fails here, not at the first step
+        # A bad name or option fails here, not at the first step.
+        probe = self._policy_for((32, 32, 3))
         if probe.soft_labels:
             raise ValueError(
                 f"Augment({policy!r}): a layer sees no labels, so it takes no label-mixing op "
@@ -66,9 +64,7 @@ class Augment(keras.layers.Layer):
 
     def build(self, input_shape):
         self._built_policy = self._policy_for(input_shape[1:])
-        policies.check_policy(
-            self._built_policy, input_shape[1:]
-        )  # e.g. a crop larger than the image
+        policies.check_policy(self._built_policy, input_shape[1:])  # a crop larger than the image
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self._policy_for(input_shape[1:]).output_shape(input_shape[1:]))

@@ -221,9 +221,8 @@ def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
         images, labels = tf.zeros([2, height, width, channels]), tf.zeros([2], tf.int32)
         if policy.soft_labels:
             labels = ops.soft_labels(labels, policy.num_classes)
-        for i, (name, fn) in enumerate(
-            policy.steps
-        ):  # one op at a time, to name the one that fails
+        # One op at a time, to name the one that fails.
+        for i, (name, fn) in enumerate(policy.steps):
             try:
                 if ops.mixes_labels(fn):
                     images, labels = fn(
@@ -233,10 +232,7 @@ def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
                     images = fn(images, tf.constant([1, i]))
             except ValueError as err:  # our own checks: the message names the option
                 raise ValueError(f"{name}: {' '.join(str(err).split())}") from err
-            except (
-                TypeError,
-                tf.errors.OpError,
-            ) as err:  # a value of the wrong kind, found deeper down
+            except (TypeError, tf.errors.OpError) as err:  # a value of the wrong kind, deeper down
                 message = " ".join((getattr(err, "message", None) or str(err)).split())
                 raise ValueError(
                     f"{name}: an option value of the wrong type or shape ({message})"
@@ -254,9 +250,8 @@ def _flip_crop(height: int, width: int, channels: int, flip: bool):
 
 
 def _standard(height, width, channels, flip):
-    size = max(
-        1, min(height, width) // 4
-    )  # 8 px for 32x32 (the Cutout paper's CIFAR-100 size), 7 for 28
+    # 8 px for 32x32 (the Cutout paper's CIFAR-100 size), 7 for 28.
+    size = max(1, min(height, width) // 4)
     return _flip_crop(height, width, channels, flip) + [
         functools.partial(ops.random_cutout, size=size)
     ]

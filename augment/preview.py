@@ -20,9 +20,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-if (
-    __name__ == "__main__"
-):  # a command: TensorFlow's start-up lines hidden, as the trainers hide them
+# A command: TensorFlow's start-up lines hidden, as the trainers hide them.
+if __name__ == "__main__":
     from framework.tf_startup import import_tensorflow
 
     import_tensorflow(verbose="--verbose" in sys.argv)

@@ -135,9 +135,8 @@ def affine_transform(
     ys, xs = tf.meshgrid(
         tf.range(height, dtype=tf.float32), tf.range(width, dtype=tf.float32), indexing="ij"
     )
-    grid = tf.stack(
-        [tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), tf.ones([height * width])]
-    )  # [3, HW]
+    ones = tf.ones([height * width])
+    grid = tf.stack([tf.reshape(xs, [-1]), tf.reshape(ys, [-1]), ones])  # [3, HW]
     src = tf.einsum("bij,jn->bin", m, grid)  # [B, 2, HW]
     x_in, y_in = src[:, 0], src[:, 1]
     flat = tf.reshape(images, tf.stack([batch, height * width, channels]))
