@@ -28,6 +28,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 import augment  # noqa: E402
 from framework import config_flags  # noqa: E402
@@ -70,7 +71,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def load_dataset(name: str, data_dir: str | None):
     """framework.data.datasets.load, imported late so this module imports without it (tests replace this)."""
-    from framework.data import datasets
+    from framework.data import datasets  # lazy: keeps TF out of --help
 
     return datasets.load(name, data_dir=data_dir)
 
@@ -89,8 +90,6 @@ def make_figure(
     images: np.ndarray, labels: np.ndarray, class_names, policy, *, seed: int, cols: int
 ):
     """A matplotlib Figure (no pyplot, so no global backend state): rows x (1 + cols) cells."""
-    from matplotlib.figure import Figure
-
     rows = len(images)
     columns = augmented_columns(images, labels, policy, seed=seed, cols=cols)
     gray = images.shape[-1] == 1
@@ -174,9 +173,7 @@ def write_folder_preview(
     seed: int = 0,
 ) -> str:
     """Image folder `path`: a row per class, `per_class` images before and after the policy; writes `out`."""
-    from matplotlib.figure import Figure
-
-    from framework.data import image_folder
+    from framework.data import image_folder  # lazy: keeps TF out of --help
 
     if per_class < 1:
         raise ValueError(f"`per_class` ({per_class}) must be positive")

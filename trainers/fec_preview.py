@@ -21,6 +21,7 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from augment import preview  # noqa: E402
 from framework import config_flags  # noqa: E402
@@ -51,8 +52,6 @@ def write_fec_preview(
     *, csv_path: str, image_dir: str, out: str, rows: int = 6, image_size: int = 0, seed: int = 0
 ) -> str:
     """`rows` FEC training triplets: the three faces, each with its odd-one-out vote share; writes `out`."""
-    from matplotlib.figure import Figure  # lazy: keeps matplotlib out of --help
-
     from trainers import fec_data  # lazy: keeps TF out of --help
 
     if rows < 1:
