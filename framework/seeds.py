@@ -21,6 +21,7 @@ import functools
 import inspect
 
 import tensorflow as tf
+from absl import logging
 
 # One counter-based algorithm everywhere: "auto_select" may pick different ones eagerly and under XLA.
 ALG = "philox"
@@ -51,17 +52,35 @@ def as_int32(x) -> tf.Tensor:
     return low32(x) if x.dtype == tf.int64 else tf.cast(x, tf.int32)
 
 
+def _declares_step_seed(layer) -> bool:
+    return STEP_SEED in getattr(layer, "_call_context_args", ())
+
+
 def takes_step_seed(model) -> bool:
     """Whether one of `model`'s own layers declares the `step_seed` call argument (see the module
     docstring) and the model's call passes keyword arguments on to its layers."""
     params = inspect.signature(model.call).parameters.values()
     if not any(p.kind == p.VAR_KEYWORD or p.name == STEP_SEED for p in params):
         return False
-    return any(STEP_SEED in getattr(layer, "_call_context_args", ()) for layer in model.layers)
+    return any(_declares_step_seed(layer) for layer in model.layers)
 
 
 def call_with_step_seed(model, seed):
-    """`model` as the step calls it: with `step_seed=seed` where its layers take one, else itself."""
-    if not takes_step_seed(model):
+    """`model` as the step calls it: with `step_seed=seed` where its layers take one, else itself.
+    A layer that declares the argument but cannot get it (inside a nested model) is named in a
+    warning: it draws from its own seed instead."""
+    reached = {id(layer) for layer in model.layers} if takes_step_seed(model) else set()
+    missed = [
+        layer.name
+        for layer in model._flatten_layers(include_self=False)
+        if _declares_step_seed(layer) and id(layer) not in reached
+    ]
+    if missed:
+        logging.warning(
+            "%s take the step's seed only as layers of the model itself (not of a nested model, "
+            "nor of a model whose call takes no **kwargs): they draw from their own seed instead",
+            ", ".join(missed),
+        )
+    if not reached:
         return model
     return functools.partial(model, **{STEP_SEED: seed})

@@ -3,6 +3,8 @@ Trainer it gives the same images as --augment for the same seed (so the same tra
 (or the centre crop) with training=False; its own SeedGenerator elsewhere, under XLA too; saves as
 .keras. Also crop_to end to end: the model is built for the cropped size, evaluation is centre-cropped."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -79,7 +81,7 @@ def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
     assert with_task["test_loss"] == pytest.approx(with_layer["test_loss"], rel=1e-5)
 
 
-def test_step_seed_argument_gives_the_policy_images(digits):
+def test_step_seed_argument_gives_the_policy_images(digits, caplog):
     """Given the step's seed s (the `step_seed` call argument the Trainer's step passes), the layer's
     output is policy(images, labels, s); a layer with seed=1 draws from fold_in(s, 1), other
     parameters; inside a Sequential model the argument reaches the layer; with training=False:
@@ -95,6 +97,10 @@ def test_step_seed_argument_gives_the_policy_images(digits):
     model = keras.Sequential([keras.Input((28, 28, 1)), layers.Augment(SPEC)])
     assert seeds.takes_step_seed(model) and not seeds.takes_step_seed(_model(28))
     np.testing.assert_array_equal(seeds.call_with_step_seed(model, seed)(x, training=True), want)
+    nested = keras.Sequential([keras.Input((28, 28, 1)), model])
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert seeds.call_with_step_seed(nested, seed) is nested
+    assert model.layers[0].name in caplog.text and "nested model" in caplog.text
     np.testing.assert_array_equal(first(x, training=False), x[:, 2:26, 2:26])
     np.testing.assert_array_equal(layers.Augment("flip,shear:max_degrees=20")(x, training=False), x)
 
