@@ -10,76 +10,51 @@ RandomCrop or a cutout Lambda in theirs.
 sample on its own; otherwise it is the identity, or the centre crop after crop_to (so the model takes
 the same input either way and outputs the cropped size). It compiles under XLA (jit_compile=True, TPU).
 
-Seeds: inside our Trainer's step (`seed_scope`, which the step enters), the layer draws from the step's
-seed of (run seed, step, replica), so it gives exactly the images `--augment` would for the same seed;
-elsewhere (Keras `fit`, your own loop) from its own `keras.random.SeedGenerator(seed)`.
+Seeds: inside our Trainer's step the layer takes the step's seed of (run seed, step, replica) as its
+`step_seed` call argument (framework.seeds: the step passes it, as Keras passes `training`), so it
+gives exactly the images `--augment` would for the same seed; `seed=k` folds k into it, so two
+layers in one model draw differently. Elsewhere (Keras `fit`, your own loop) it draws from its own
+`keras.random.SeedGenerator(seed)`. It must be one of the model's own layers (not inside a nested
+model) to receive the step's seed.
 The model saves and loads as .keras (safe mode: no Lambda).
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import keras
 import tensorflow as tf
 
-from augment import ops, policies
-
-# Per thread: MirroredStrategy traces each replica's step in a thread of its own, each with its seed.
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def seed_scope(seed, *, start: int = 0):
-    """Inside, every Augment layer called with training=True draws from `seed` (int32/int64 [2], e.g.
-    augment.step_seed(run_seed, step, replica)) instead of its SeedGenerator: the k-th call (from
-    `start`) takes `seed` itself for k == 0, else fold_in(seed, k), so two layers draw differently. The
-    Trainer passes start=1 when --augment has already drawn from `seed`. Entered while tracing."""
-    previous = getattr(_local, "scope", None)
-    _local.scope = [seed, start]
-    try:
-        yield
-    finally:
-        _local.scope = previous
-
-
-def _next_scope_seed():
-    scope = getattr(_local, "scope", None)
-    if scope is None:
-        return None
-    seed, k = scope
-    scope[1] += 1
-    return seed if k == 0 else ops._fold_in(ops._check_seed(seed), k)
+from augment import policies
+from framework import seeds
 
 
 @keras.saving.register_keras_serializable(package="augment")
 class Augment(keras.layers.Layer):
     """A policy name or spec string (as --augment) as a layer: augments with training=True, per sample.
 
-    `seed` seeds the layer's own SeedGenerator (used outside our Trainer); `flip` as `get_policy`
+    `seed` seeds the layer's own SeedGenerator (used outside our Trainer; inside it, folded into the
+    step's seed when given); `flip` as `get_policy`
     (None: named policies flip colour images only). Images float32 in [0, 1] (or uint8), NHWC.
     """
 
     def __init__(self, policy: str, *, seed: int | None = None, flip: bool | None = None, **kwargs):
-        kwargs.setdefault(
-            "autocast", False
-        )  # our ops compute in float32, under mixed precision too
+        # Our ops compute in float32, also under mixed precision.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if not isinstance(policy, str):
             raise TypeError(
                 f"Augment takes a policy name or spec string, got {type(policy).__name__}"
             )
         self.policy, self.seed, self.flip = policy, seed, flip
-        probe = self._policy_for(
-            (32, 32, 3)
-        )  # a bad name or option fails here, not at the first step
+        # A bad name or option fails here, not at the first step.
+        probe = self._policy_for((32, 32, 3))
         if probe.soft_labels:
             raise ValueError(
                 f"Augment({policy!r}): a layer sees no labels, so it takes no label-mixing op "
                 "(mixup, cutmix, mixup_or_cutmix, the 'strong' policy): use --augment for those"
             )
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self._register_call_context_args(seeds.STEP_SEED)  # the Trainer's step passes it
         self._built_policy = None
 
     def _policy_for(self, image_shape):
@@ -89,21 +64,20 @@ class Augment(keras.layers.Layer):
 
     def build(self, input_shape):
         self._built_policy = self._policy_for(input_shape[1:])
-        policies.check_policy(
-            self._built_policy, input_shape[1:]
-        )  # e.g. a crop larger than the image
+        policies.check_policy(self._built_policy, input_shape[1:])  # a crop larger than the image
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self._policy_for(input_shape[1:]).output_shape(input_shape[1:]))
 
-    def call(self, images, training=None):
+    def call(self, images, training=None, step_seed=None):
         policy = self._built_policy
         if not training:
             transform = policy.eval_transform
             return images if transform is None else transform(images)
-        seed = _next_scope_seed()
-        if seed is None:
+        if step_seed is None:
             seed = self.seed_generator.next()
+        else:
+            seed = step_seed if self.seed is None else seeds.fold_in(step_seed, self.seed)
         x = images if images.dtype in (tf.float32, tf.uint8) else tf.cast(images, tf.float32)
         out, _ = policy(x, tf.zeros(tf.shape(x)[:1], tf.int32), seed)
         return out if out.dtype == images.dtype else tf.cast(out, images.dtype)

@@ -2,7 +2,7 @@
 
 Contract (what the engine calls inside its compiled step): `policy(images, labels, seed)` with images
 float32 NHWC in [0, 1] and a static batch size, labels int32 [B] or float32 [B, K], seed int32/int64 [2]
-(from `step_seed`). Returns images float32 NHWC in [0, 1] and labels: float32 [B, K] when
+(from framework.seeds.step_seed). Returns images float32 NHWC in [0, 1] and labels: float32 [B, K] when
 `policy.soft_labels` (the policy mixes samples: int labels are one-hot encoded), otherwise the labels
 unchanged. Each op gets its own seed, split from `seed`.
 
@@ -20,6 +20,7 @@ import functools
 from typing import Callable, Sequence
 
 import tensorflow as tf
+from absl import logging
 
 from augment import ops
 
@@ -37,16 +38,24 @@ class Policy:
 
     @property
     def compiles(self) -> bool:
-        """Whether every step is an op of augment.ops (each tested the same eagerly, in graph and under XLA),
-        so the policy can run as one XLA cluster; a callable of your own may not compile."""
-        return all(_is_builtin(fn) for _, fn in self.steps)
+        """Whether every step is an op registered with xla=True (each tested the same eagerly, in graph
+        and under XLA), so the policy can run as one XLA cluster; any other callable may not compile."""
+        return all(ops.compiles(fn) for _, fn in self.steps)
 
     def compiled(self) -> Callable:
-        """The policy as one XLA cluster where it `compiles`, else itself: XLA fuses its ops into one pass over
-        the batch, where TF runs each op as its own pass over the whole float batch (flip of 128 160x160 images
-        on 2 cores: 30 -> 3 ms in the step, 36 -> 6.5 ms in tf.data; the same pixels). The engine's step and
-        the host pipeline (tf.data) both run it so."""
-        return tf.function(self, jit_compile=True) if self.compiles else self
+        """The policy as one XLA cluster where it `compiles`, else itself (and one info line naming the
+        steps that keep it out of XLA): XLA fuses its ops into one pass over the batch, where TF runs each
+        op as its own pass over the whole float batch, for the same pixels. The engine's step and the
+        host pipeline (tf.data) both run it so."""
+        if self.compiles:
+            return tf.function(self, jit_compile=True)
+        uncompiled = [name for name, fn in self.steps if not ops.compiles(fn)]
+        logging.info(
+            "augmentation %r runs without XLA: %s not registered with xla=True",
+            self.name,
+            ", ".join(uncompiled),
+        )
+        return self
 
     @property
     def soft_labels(self) -> bool:
@@ -57,7 +66,7 @@ class Policy:
         images = tf.convert_to_tensor(images)
         labels = tf.convert_to_tensor(labels)
         if self.soft_labels:
-            labels = ops._soft_labels(labels, self.num_classes)
+            labels = ops.soft_labels(labels, self.num_classes)
         if not self.steps:
             return images, labels
         seeds = ops.split_seed(seed, len(self.steps))
@@ -145,15 +154,6 @@ def _literal(text: str):
         return text.strip()
 
 
-def _is_builtin(fn) -> bool:
-    """fn is a function of augment.ops, or a functools.partial of one whose callable options are too."""
-    if isinstance(fn, functools.partial):
-        return _is_builtin(fn.func) and all(
-            _is_builtin(v) for v in fn.keywords.values() if callable(v)
-        )
-    return getattr(fn, "__module__", None) == ops.__name__
-
-
 def compose(
     op_list: Sequence[OpLike] | str, *, num_classes: int | None = None, name: str = "custom"
 ) -> Policy:
@@ -168,9 +168,9 @@ def compose(
             op = (op, {})
         if isinstance(op, tuple):
             op_name, kwargs = op
-            if op_name not in ops.REGISTRY:
+            if op_name not in ops.OPS:
                 raise ValueError(
-                    f"unknown augmentation op {op_name!r}; valid ops: {sorted(ops.REGISTRY)}"
+                    f"unknown augmentation op {op_name!r}; valid ops: {ops.OPS.names()}"
                 )
             label = op_name + "".join(f" {k}={v}" for k, v in kwargs.items())
             steps.append((label, _op_from_registry(op_name, dict(kwargs))))
@@ -191,8 +191,8 @@ def compose(
 
 
 def _op_from_registry(op_name: str, kwargs: dict) -> Callable:
-    """REGISTRY[op_name] with `kwargs`; a `prob` the op does not take itself wraps it in ops.sometimes."""
-    op = ops.REGISTRY[op_name]
+    """The registered op with `kwargs`; a `prob` the op does not take itself wraps it in ops.sometimes."""
+    op = ops.OPS.get(op_name).fn
     takes = ops.options(op)
     prob = kwargs.pop("prob") if "prob" in kwargs and "prob" not in takes else None
     unknown = [k for k in kwargs if k not in takes]
@@ -220,10 +220,9 @@ def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
     with tf.device("/CPU:0"):
         images, labels = tf.zeros([2, height, width, channels]), tf.zeros([2], tf.int32)
         if policy.soft_labels:
-            labels = ops._soft_labels(labels, policy.num_classes)
-        for i, (name, fn) in enumerate(
-            policy.steps
-        ):  # one op at a time, to name the one that fails
+            labels = ops.soft_labels(labels, policy.num_classes)
+        # One op at a time, to name the one that fails.
+        for i, (name, fn) in enumerate(policy.steps):
             try:
                 if ops.mixes_labels(fn):
                     images, labels = fn(
@@ -233,10 +232,7 @@ def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
                     images = fn(images, tf.constant([1, i]))
             except ValueError as err:  # our own checks: the message names the option
                 raise ValueError(f"{name}: {' '.join(str(err).split())}") from err
-            except (
-                TypeError,
-                tf.errors.OpError,
-            ) as err:  # a value of the wrong kind, found deeper down
+            except (TypeError, tf.errors.OpError) as err:  # a value of the wrong kind, deeper down
                 message = " ".join((getattr(err, "message", None) or str(err)).split())
                 raise ValueError(
                     f"{name}: an option value of the wrong type or shape ({message})"
@@ -254,9 +250,8 @@ def _flip_crop(height: int, width: int, channels: int, flip: bool):
 
 
 def _standard(height, width, channels, flip):
-    size = max(
-        1, min(height, width) // 4
-    )  # 8 px for 32x32 (the Cutout paper's CIFAR-100 size), 7 for 28
+    # 8 px for 32x32 (the Cutout paper's CIFAR-100 size), 7 for 28.
+    size = max(1, min(height, width) // 4)
     return _flip_crop(height, width, channels, flip) + [
         functools.partial(ops.random_cutout, size=size)
     ]
@@ -301,10 +296,10 @@ def get_policy(
     if name in POLICIES:
         steps = POLICIES[name](height, width, channels, flip)
         return compose(steps, num_classes=num_classes, name=name)
-    is_spec = "," in name or ":" in name or name in ops.REGISTRY
+    is_spec = "," in name or ":" in name or name in ops.OPS
     if not is_spec:
         raise ValueError(
             f"unknown augmentation policy {name!r}; valid policies: {sorted(POLICIES)}, "
-            f"or a spec of ops like 'flip,crop:padding=4' from {sorted(ops.REGISTRY)}"
+            f"or a spec of ops like 'flip,crop:padding=4' from {ops.OPS.names()}"
         )
     return compose(name, num_classes=num_classes, name=name)

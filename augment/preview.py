@@ -3,13 +3,11 @@
     python -m augment.preview --dataset=cifar10 --augment=standard --out=grid.png [--data_dir=DIR]
         [--seed=0] [--rows=8] [--cols=8]
     python -m augment.preview --image_folder=PATH --augment=standard --per_class=4 --out=folder.png
-    python -m augment.preview --fec_csv=FILE --fec_images=DIR --rows=6 --out=triplets.png
 
 An image folder (class-per-folder; its training split: train/, or for a flat folder the 80% the trainers
 train on): one row per class, `per_class`
 of its images as they are, then the same images after the policy (step 0), decoding only those files.
-FEC triplets: one row per triplet, its three faces in CSV order, each with the share of annotators who
-picked it as the odd one out (the majority's odd one marked).
+(FEC triplets and their votes: `python -m trainers.fec_preview`, beside the data they come from.)
 
 Row r shows one training image: the original in the first column, then the policy's output at steps
 0..cols-1 (seed `step_seed(seed, step, replica 0)`, as a training run would draw them). Labels are shown
@@ -22,15 +20,15 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-if (
-    __name__ == "__main__"
-):  # a command: TensorFlow's start-up lines hidden, as the trainers hide them
+# A command: TensorFlow's start-up lines hidden, as the trainers hide them.
+if __name__ == "__main__":
     from framework.tf_startup import import_tensorflow
 
     import_tensorflow(verbose="--verbose" in sys.argv)
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 import augment  # noqa: E402
 from framework import config_flags  # noqa: E402
@@ -57,14 +55,8 @@ class PreviewConfig:
         "images of each class, before and after --augment.",
     )
     per_class: int = option(4, "--image_folder: images shown per class.")
-    fec_csv: str = option(
-        "", "Draw --rows FEC triplets of this CSV (with --fec_images) and their votes."
-    )
-    fec_images: str = option("", "The folder of the FEC CSV's {id}.jpg faces.")
     image_size: int = option(
-        0,
-        "--image_folder/--fec_csv: resize images to this (0: the folder's first "
-        "image's size; FEC: 96).",
+        0, "--image_folder: resize images to this (0: the folder's first image's size)."
     )
     verbose: bool = option(
         False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."
@@ -79,7 +71,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 def load_dataset(name: str, data_dir: str | None):
     """framework.data.datasets.load, imported late so this module imports without it (tests replace this)."""
-    from framework.data import datasets
+    from framework.data import datasets  # lazy: keeps TF out of --help
 
     return datasets.load(name, data_dir=data_dir)
 
@@ -98,8 +90,6 @@ def make_figure(
     images: np.ndarray, labels: np.ndarray, class_names, policy, *, seed: int, cols: int
 ):
     """A matplotlib Figure (no pyplot, so no global backend state): rows x (1 + cols) cells."""
-    from matplotlib.figure import Figure
-
     rows = len(images)
     columns = augmented_columns(images, labels, policy, seed=seed, cols=cols)
     gray = images.shape[-1] == 1
@@ -159,7 +149,7 @@ def _hide_axes(ax):
     ax.set_yticks([])
 
 
-def _show(ax, image):
+def show_image(ax, image):
     """One uint8 or [0, 1] float image in a cell."""
     image = np.asarray(image, np.float32) / (255.0 if np.asarray(image).dtype == np.uint8 else 1.0)
     gray = image.shape[-1] == 1
@@ -183,9 +173,7 @@ def write_folder_preview(
     seed: int = 0,
 ) -> str:
     """Image folder `path`: a row per class, `per_class` images before and after the policy; writes `out`."""
-    from matplotlib.figure import Figure
-
-    from framework.data import image_folder
+    from framework.data import image_folder  # lazy: keeps TF out of --help
 
     if per_class < 1:
         raise ValueError(f"`per_class` ({per_class}) must be positive")
@@ -208,7 +196,7 @@ def write_folder_preview(
         for c, ax in enumerate(row):
             k = c % per_class
             if k < len(mine):
-                _show(ax, x[mine[k]] if c < per_class else after[mine[k]])
+                show_image(ax, x[mine[k]] if c < per_class else after[mine[k]])
             else:
                 ax.axis("off")
             if label == 0:
@@ -220,80 +208,41 @@ def write_folder_preview(
     return out
 
 
-def write_fec_preview(
-    *, csv_path: str, image_dir: str, out: str, rows: int = 6, image_size: int = 0, seed: int = 0
-) -> str:
-    """`rows` FEC training triplets: the three faces, each with its odd-one-out vote share; writes `out`."""
-    from matplotlib.figure import Figure
-
-    from trainers import fec_data
-
-    if rows < 1:
-        raise ValueError(f"`rows` ({rows}) must be positive")
-    table = fec_data.read_fec_rows(csv_path, image_dir, subset=None)
-    pick = np.sort(
-        np.random.default_rng(seed).choice(len(table), size=min(rows, len(table)), replace=False)
-    )
-    size = image_size or 96
-    faces, shares = fec_data.FECTriplets(table.take(pick), (size, size, 3)).arrays()
-    fig = Figure(figsize=(4.2, 1.5 * len(pick) + 0.4), dpi=100)
-    axes = fig.subplots(len(pick), 3, squeeze=False)
-    for r, row in enumerate(axes):
-        odd = int(np.argmax(shares[r])) if shares[r].max() > 0.5 else None
-        for k, ax in enumerate(row):
-            _show(ax, faces[r, k])
-            ax.set_xlabel(
-                f"odd one: {shares[r, k]:.0%}" + (" (majority)" if k == odd else ""),
-                fontsize=6,
-                color="crimson" if k == odd else "black",
-            )
-        row[0].set_ylabel(f"line {table.lines[pick[r]]}", fontsize=6)
-    fig.suptitle(
-        "FEC triplets: share of annotators who picked each face as the odd one out", fontsize=7
-    )
-    fig.tight_layout()
-    fig.savefig(out, format="png")
-    return out
-
-
 def main(argv, flag_values: flags.FlagValues = FLAGS) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = config_flags.from_flags(PreviewConfig, flag_values=flag_values)
-    from framework.data.datasets import DataError
+    if config.image_folder:
+        write_and_report(
+            write_folder_preview,
+            path=config.image_folder,
+            augment_name=config.augment,
+            out=config.out,
+            per_class=config.per_class,
+            image_size=config.image_size,
+            seed=config.seed,
+        )
+    else:
+        write_and_report(
+            write_preview,
+            dataset=config.dataset,
+            augment_name=config.augment,
+            out=config.out,
+            data_dir=config.data_dir,
+            seed=config.seed,
+            rows=config.rows,
+            cols=config.cols,
+        )
+
+
+def write_and_report(write, **kwargs) -> None:
+    """A preview command's end: `write(**kwargs)`, then "wrote PATH"; a bad file, folder or option
+    (DataError, ValueError) is one line on stderr and exit 2."""
+    from framework.data.datasets import DataError  # lazy: keeps TF out of --help
 
     try:
-        if config.fec_csv or config.fec_images:
-            if not (config.fec_csv and config.fec_images):
-                raise ValueError("--fec_csv and --fec_images go together")
-            path = write_fec_preview(
-                csv_path=config.fec_csv,
-                image_dir=config.fec_images,
-                out=config.out,
-                rows=config.rows,
-                image_size=config.image_size,
-                seed=config.seed,
-            )
-        elif config.image_folder:
-            path = write_folder_preview(
-                path=config.image_folder,
-                augment_name=config.augment,
-                out=config.out,
-                per_class=config.per_class,
-                image_size=config.image_size,
-                seed=config.seed,
-            )
-        else:
-            path = write_preview(
-                dataset=config.dataset,
-                augment_name=config.augment,
-                out=config.out,
-                data_dir=config.data_dir,
-                seed=config.seed,
-                rows=config.rows,
-                cols=config.cols,
-            )
-    except (DataError, ValueError) as err:  # a bad folder, CSV or option: one line, exit 2
+        path = write(**kwargs)
+    except (DataError, ValueError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)
     print(f"wrote {path}")

@@ -10,9 +10,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from augment.layers import seed_scope
-from augment.ops import step_seed
-from framework import lookahead, precision, schedules
+from framework import lookahead, precision, schedules, seeds
 from framework.config import TrainConfig
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
@@ -100,19 +98,20 @@ class Trainer:
     # ---------------------------------------------------------------- per replica
     def train_step(self, batch, step):
         """One optimisation step (number `step`) on this replica's share of the global batch."""
-        seed = self._augment_seed(step)  # for --augment, and for augment.layers inside the model
+        seed = self._step_seed(step)  # for --augment, and for the model's layers that take one
         inputs, labels = self.task.prepare(
             batch, seed=seed if self.task.uses_seed else None, training=True
+        )
+        # The model's layers draw from another seed than the task's (unused, pruned, without them).
+        model = seeds.call_with_step_seed(
+            self.model, seeds.fold_in(seed, 1) if self.task.uses_seed else seed
         )
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
         # the global mean gradient. (Keras losses with their default reduction already divide by the
         # replica count inside a strategy since Keras 3.8: we take per-example losses and do it once.)
         with tf.GradientTape() as tape:
-            with seed_scope(
-                seed, start=int(self.task.uses_seed)
-            ):  # unused (pruned) without such layers
-                logits = self.task.forward(self.model, inputs, training=True)
+            logits = self.task.forward(model, inputs, training=True)
             per_example_loss = self.task.loss(labels, logits)
             data_loss = tf.nn.compute_average_loss(
                 per_example_loss, global_batch_size=self.global_batch_size
@@ -176,9 +175,9 @@ class Trainer:
     def _train_step_in_chunk(self, chunk, j, step):
         return self.train_step(tf.nest.map_structure(lambda t: t[j], chunk), step)
 
-    def _augment_seed(self, step):
+    def _step_seed(self, step):
         # One seed function for the step and the host pipeline: reproducible, and replicas differ.
-        return step_seed(
+        return seeds.step_seed(
             self.config.seed, step, tf.distribute.get_replica_context().replica_id_in_sync_group
         )
 

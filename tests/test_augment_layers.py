@@ -3,6 +3,8 @@ Trainer it gives the same images as --augment for the same seed (so the same tra
 (or the centre crop) with training=False; its own SeedGenerator elsewhere, under XLA too; saves as
 .keras. Also crop_to end to end: the model is built for the cropped size, evaluation is centre-cropped."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import tensorflow as tf
 import augment
 import framework
 from augment import layers
-from framework import ClassificationTask, Data, TrainConfig
+from framework import ClassificationTask, Data, TrainConfig, seeds
 
 SPEC = (
     "crop_to:size=24,prob=0.8,brightness_scale:factors=(0.6,1.4)"  # cheap to compile, draws 3 ways
@@ -40,7 +42,7 @@ def _model(input_side, *front):
 
 def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
     """The same policy as --augment (the task) or as a layer in the model, same run seed, 2 replicas:
-    the same augmented images at every step and replica (seed_scope, per replica thread), hence the
+    the same augmented images at every step and replica (the step_seed call argument), hence the
     same weights; evaluation centre-crops in the task as in the layer, hence the same test loss."""
     config = TrainConfig(
         global_batch_size=32,
@@ -79,18 +81,26 @@ def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
     assert with_task["test_loss"] == pytest.approx(with_layer["test_loss"], rel=1e-5)
 
 
-def test_seed_scope_gives_the_policy_images(digits):
-    """Inside seed_scope(s) the first layer's output is policy(images, labels, s); a second layer draws
-    from fold_in(s, 1), not the same parameters; with training=False: identity, or the centre crop."""
+def test_step_seed_argument_gives_the_policy_images(digits, caplog):
+    """Given the step's seed s (the `step_seed` call argument the Trainer's step passes), the layer's
+    output is policy(images, labels, s); a layer with seed=1 draws from fold_in(s, 1), other
+    parameters; inside a Sequential model the argument reaches the layer; with training=False:
+    identity, or the centre crop."""
     x = tf.constant(digits.train[0][:16], tf.float32) / 255.0
     y = tf.constant(digits.train[1][:16])
     seed = augment.step_seed(5, 3, 1)
-    first, second = layers.Augment(SPEC), layers.Augment(SPEC)
-    with layers.seed_scope(seed):
-        a, b = first(x, training=True), second(x, training=True)
+    first, second = layers.Augment(SPEC), layers.Augment(SPEC, seed=1)
+    a, b = first(x, training=True, step_seed=seed), second(x, training=True, step_seed=seed)
     want = augment.get_policy(SPEC, num_classes=10, image_shape=(28, 28, 1))(x, y, seed)[0]
     np.testing.assert_array_equal(a, want)
     assert a.shape == (16, 24, 24, 1) and not np.array_equal(a, b)
+    model = keras.Sequential([keras.Input((28, 28, 1)), layers.Augment(SPEC)])
+    assert seeds.takes_step_seed(model) and not seeds.takes_step_seed(_model(28))
+    np.testing.assert_array_equal(seeds.call_with_step_seed(model, seed)(x, training=True), want)
+    nested = keras.Sequential([keras.Input((28, 28, 1)), model])
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        assert seeds.call_with_step_seed(nested, seed) is nested
+    assert model.layers[0].name in caplog.text and "nested model" in caplog.text
     np.testing.assert_array_equal(first(x, training=False), x[:, 2:26, 2:26])
     np.testing.assert_array_equal(layers.Augment("flip,shear:max_degrees=20")(x, training=False), x)
 

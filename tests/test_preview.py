@@ -1,4 +1,5 @@
-"""python -m augment.preview on an image folder (before/after the policy, per class) and on FEC triplets."""
+"""python -m augment.preview on an image folder (before/after the policy, per class), and
+python -m trainers.fec_preview on FEC triplets."""
 
 import matplotlib.image
 import numpy as np
@@ -8,15 +9,16 @@ from absl import flags
 
 from augment import preview
 from tests.test_triplet import ROWS, _write_fec_sample
+from trainers import fec_preview
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(args):
+def _run(args, command=preview):
     fv = flags.FlagValues()
-    preview.define_flags(fv)
+    command.define_flags(fv)
     fv(["preview", *args])
-    preview.main(["preview"], fv)
+    command.main(["preview"], fv)
 
 
 def _grid(path):
@@ -60,7 +62,8 @@ def test_fec_preview_draws_three_faces_per_triplet(tmp_path):
             "--rows=3",
             "--image_size=24",
             f"--out={out}",
-        ]
+        ],
+        fec_preview,
     )
     assert _grid(out) == (490, 420)  # 3 triplets x 3 faces
 
@@ -72,7 +75,8 @@ def test_preview_bad_folder_is_one_line_exit_2(tmp_path, capsys):
                 f"--fec_csv={tmp_path / 'none.csv'}",
                 f"--fec_images={tmp_path}",
                 f"--out={tmp_path / 'x.png'}",
-            ]
+            ],
+            fec_preview,
         )
     assert done.value.code == 2
     err = capsys.readouterr().err.strip()
