@@ -249,5 +249,13 @@ def write_and_report(write, **kwargs) -> None:
 
 
 if __name__ == "__main__":
+    if any(arg.startswith(("--fec_csv", "--fec_images")) for arg in sys.argv[1:]):
+        # The FEC preview lives beside its data loader now: augment/ imports nothing from trainers/.
+        print(
+            "error: the FEC triplet preview moved: python -m trainers.fec_preview "
+            "--fec_csv=F --fec_images=DIR (same flags)",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     define_flags()
     app.run(main)
