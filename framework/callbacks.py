@@ -36,8 +36,6 @@ from framework.config import ConfigError
 
 # The attributes in which Keras' monitoring callbacks keep their progress (MonitorCallback, EarlyStopping).
 PROGRESS = ("wait", "best", "best_epoch", "stopped_epoch")
-# Keys of a history row that are not metrics: fit's logs have no such keys.
-NOT_LOGS = ("epoch", "step", "wall_seconds")
 
 
 def load(spec: str) -> list:
@@ -92,9 +90,8 @@ def check(callbacks, *, log_names) -> None:
                 "holds the whole run, and the same command resumes it"
             )
         monitor = getattr(callback, "monitor", None)
-        if isinstance(callback, keras.callbacks.EarlyStopping) or hasattr(
-            callback, "_set_monitor_op"
-        ):
+        # Keras' monitoring callbacks (EarlyStopping; ModelCheckpoint when it keeps the best only).
+        if hasattr(callback, "_set_monitor_op") and getattr(callback, "save_best_only", True):
             if monitor not in log_names:
                 raise ConfigError(
                     f"callbacks: {kind}(monitor={monitor!r}) names no metric of this run; "
@@ -110,11 +107,12 @@ def check(callbacks, *, log_names) -> None:
 class KerasCallbacks(Action):
     """The controller's driver of a CallbackList; its checkpointed state is the callbacks' progress."""
 
-    name = "callbacks"
-
-    def __init__(self, callbacks, *, model, steps_per_epoch: int, total_steps: int):
+    def __init__(self, callbacks, *, model, optimizer, steps_per_epoch: int, total_steps: int):
         self.steps_per_epoch = steps_per_epoch
-        self.model = model
+        self.model, self.optimizer = model, optimizer
+        self.name = (
+            "callbacks" if callbacks else ""
+        )  # a run without callbacks saves no state of theirs
         self.list = keras.callbacks.CallbackList(
             list(callbacks),
             model=model,
@@ -125,11 +123,13 @@ class KerasCallbacks(Action):
         self._epoch = None  # the epoch begun and not yet ended
         self._loaded = None  # progress restored from a checkpoint, applied after on_train_begin
 
-    def __bool__(self) -> bool:
-        return bool(self.list.callbacks)
-
     def train_begin(self, resumed: bool) -> None:
         self.model.stop_training = False
+        if self.name and not hasattr(self.model, "optimizer"):
+            # fit's model has its optimizer (TensorBoard reads its iterations and LR); ours is the
+            # trainer's. Set around object tracking, so checkpoints and exports stay as they were.
+            object.__setattr__(self.model, "optimizer", self.optimizer)
+            self._lent_optimizer = True
         if resumed:
             for callback in self.list.callbacks:
                 if isinstance(callback, keras.callbacks.CSVLogger):
@@ -158,16 +158,23 @@ class KerasCallbacks(Action):
         prefix = f"{split}_"
         self.list.on_test_end({k.removeprefix(prefix): v for k, v in metrics.items()})
 
-    def epoch_end(self, row: dict) -> str | None:
-        """At an epoch's end (or the run's last step): `row` holds the epoch's train means and the
-        evaluation's metrics, if any."""
-        self.logs = {k: v for k, v in row.items() if k not in NOT_LOGS}
+    def epoch_end(self, logs: dict) -> str | None:
+        """At an epoch's end (or the run's last step): `logs` holds the epoch's train means and the
+        evaluation's metrics, if it evaluated."""
+        self.logs = dict(logs)
         self.list.on_epoch_end(self._epoch, self.logs)
         self._epoch = None
         return self._stop()
 
     def train_end(self) -> None:
         self.list.on_train_end(getattr(self, "logs", None))
+        self.close()
+
+    def close(self) -> None:
+        """Takes back the optimizer lent to the model (also when training failed)."""
+        if getattr(self, "_lent_optimizer", False):
+            object.__delattr__(self.model, "optimizer")
+            self._lent_optimizer = False
 
     def _stop(self) -> str | None:
         return "callback" if getattr(self.model, "stop_training", False) else None

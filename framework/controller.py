@@ -104,6 +104,7 @@ class Controller:
         self.callbacks = user_callbacks.KerasCallbacks(
             callbacks,
             model=trainer.model,
+            optimizer=trainer.optimizer,
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps,
         )
@@ -195,9 +196,10 @@ class Controller:
                 self.callbacks.train_begin(resumed=start_step > 0)
                 try:
                     self.result["stop_reason"] = self._train(iterator, start_step)
+                    self.callbacks.train_end()
                 finally:
                     self.profile.close()
-                self.callbacks.train_end()
+                    self.callbacks.close()
         return self._finish(start)
 
     def evaluate(self, split: str) -> dict[str, float]:

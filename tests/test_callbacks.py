@@ -2,6 +2,7 @@
 each run's TensorBoard HParams (framework/hparams.py), read back with TensorBoard's own reader."""
 
 import csv
+import os
 
 import keras
 import pytest
@@ -84,9 +85,15 @@ def test_hooks_and_logs_keys_are_fits(tmp_path):
 
 def test_a_no_op_callback_leaves_the_run_bit_identical_and_hparams_are_written(tmp_path):
     without = ours(tmp_path / "a")
-    with_one = ours(tmp_path / "b", callbacks=[keras.callbacks.Callback(), Recorder()])
+    board = keras.callbacks.TensorBoard(
+        str(tmp_path / "keras_tb")
+    )  # reads the optimizer fit would have
+    with_one = ours(tmp_path / "b", callbacks=[keras.callbacks.Callback(), Recorder(), board])
     assert with_one["weights_fingerprint"] == without["weights_fingerprint"]
     assert with_one["test_accuracy"] == without["test_accuracy"]
+    assert os.listdir(
+        tmp_path / "keras_tb" / "validation"
+    )  # Keras' TensorBoard callback wrote there
     # TensorBoard's reader finds the run's HParams and its final metrics in model_dir.
     events = event_accumulator.EventAccumulator(
         str(tmp_path / "a"), size_guidance={event_accumulator.TENSORS: 0}
