@@ -183,3 +183,28 @@ def test_the_callbacks_flag_is_checked_before_training(tmp_path):
             data(), model_fn=mlp_fn(), optimizer_fn=sgd, task=task(),
         )  # fmt: skip
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_bad_callbacks_flag_exits_2_with_one_line_before_training(tmp_path, data_dir):
+    from cli_runs import run_commands
+
+    (tmp_path / "cbs.py").write_text(
+        "import keras\n\ndef plateau():\n    return [keras.callbacks.ReduceLROnPlateau()]\n"
+    )
+    bad = {
+        "module": ("no_such_module:fn", "No module named 'no_such_module'"),
+        "plateau": (f"{tmp_path}/cbs.py:plateau", "ReduceLROnPlateau sets optimizer.learning_rate"),
+    }
+    runs = run_commands(
+        {
+            key: (
+                "trainers.mnist",
+                [f"--callbacks={spec}", "--train_steps=2", f"--model_dir={tmp_path / key}"],
+            )
+            for key, (spec, _) in bad.items()
+        }
+    )
+    for key, (code, _, stderr) in runs.items():
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(errors) == 1 and bad[key][1] in errors[0], stderr[-2000:]
+        assert "Traceback" not in stderr and not (tmp_path / key / "checkpoints").exists()
