@@ -3,7 +3,7 @@
 At the end of a run, in model_dir (an events file of its own, beside train/ and eval/):
 
     hparams     every option of run_config.json with a single value (numbers, strings, booleans; a
-                tuple as its comma-joined text), as the plugin's session-start summary
+                tuple as its comma-joined text) but the folder, as the plugin's session-start summary
     scalars     result.json's final numbers under their result.json names (test_accuracy,
                 examples_per_sec, ...), at the run's last step
 
@@ -14,7 +14,6 @@ metrics in the table and the parallel-coordinates view. `python -m trainers.comp
 """
 
 import numbers
-import os
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
@@ -26,12 +25,16 @@ NOT_METRICS = frozenset(
         *("best_step", "target_step", "weights_fingerprint"),
     }
 )
+# Options that name where the run is rather than how it trains (TensorBoard shows the run's folder).
+NOT_HPARAMS = frozenset({"model_dir", "fresh_start"})
 
 
 def hparam_values(run_config: dict) -> dict:
     """The options TensorBoard can take as hyperparameters: one number, string or boolean each."""
     found = {}
     for name, value in run_config.items():
+        if name in NOT_HPARAMS:
+            continue
         if isinstance(value, (list, tuple)):
             value = ",".join(map(str, value))
         if isinstance(value, (bool, str)) or isinstance(value, numbers.Real):
@@ -57,7 +60,7 @@ def write(model_dir: str | None, run_config: dict, result: dict) -> None:
         return
     writer = tf.summary.create_file_writer(model_dir)
     with writer.as_default(step=int(result.get("train_steps", 0))):
-        hp.hparams(hparam_values(run_config), trial_id=os.path.basename(os.path.abspath(model_dir)))
+        hp.hparams(hparam_values(run_config))  # its session group: a hash of these values
         for name, value in final_metrics(result).items():
             tf.summary.scalar(name, value)
     writer.close()

@@ -53,9 +53,8 @@ class Recorder(keras.callbacks.Callback):
 
 
 def ours(model_dir, callbacks=(), **overrides) -> dict:
-    cfg = config(
-        model_dir=str(model_dir), epochs=2, steps_per_loop=4, eval_splits=("val",), **overrides
-    )
+    overrides = {"epochs": 2, "steps_per_loop": 4, "eval_splits": ("val",), **overrides}
+    cfg = config(model_dir=str(model_dir), **overrides)
     return train(cfg, data(), model_fn=mlp_fn(), optimizer_fn=sgd, task=task(), callbacks=callbacks)
 
 
@@ -83,32 +82,62 @@ def test_hooks_and_logs_keys_are_fits(tmp_path):
     assert ("on_epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]) in in_loop.seen
 
 
-def test_a_no_op_callback_leaves_the_run_bit_identical_and_hparams_are_written(tmp_path):
+def test_a_no_op_callback_leaves_the_run_bit_identical(tmp_path):
     without = ours(tmp_path / "a")
-    board = keras.callbacks.TensorBoard(
-        str(tmp_path / "keras_tb")
-    )  # reads the optimizer fit would have
+    board = keras.callbacks.TensorBoard(str(tmp_path / "keras_tb"))  # reads fit's model.optimizer
     with_one = ours(tmp_path / "b", callbacks=[keras.callbacks.Callback(), Recorder(), board])
     assert with_one["weights_fingerprint"] == without["weights_fingerprint"]
     assert with_one["test_accuracy"] == without["test_accuracy"]
     assert os.listdir(
         tmp_path / "keras_tb" / "validation"
     )  # Keras' TensorBoard callback wrote there
-    # TensorBoard's reader finds the run's HParams and its final metrics in model_dir.
+
+
+def hparams_experiment(logdir: str):
+    """What TensorBoard's HPARAMS tab shows for a log folder: the plugin's experiment, inferred from the runs."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(logdir)
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, logdir)
+    plugin = backend_context.Context(
+        base_plugin.TBContext(logdir=logdir, multiplexer=mux, data_provider=provider)
+    )
+    request = context.RequestContext()
+    return plugin.experiment_from_metadata(
+        request, "", True, plugin.hparams_metadata(request, ""),
+        plugin.hparams_from_data_provider(request, "", limit=None),
+    )  # fmt: skip
+
+
+def test_runs_write_hparams_that_tensorboard_compares(tmp_path):
+    """Two runs that differ in their learning rate: TensorBoard's reader finds each run's HParams and final
+    metrics, and its HPARAMS tab marks the learning rate (only) as differing, with test_accuracy a metric."""
+    results = {
+        lr: ours(tmp_path / "runs" / f"lr_{lr}", learning_rate=lr, epochs=1) for lr in (0.05, 0.1)
+    }
     events = event_accumulator.EventAccumulator(
-        str(tmp_path / "a"), size_guidance={event_accumulator.TENSORS: 0}
+        str(tmp_path / "runs" / "lr_0.05"), size_guidance={event_accumulator.TENSORS: 0}
     )
     events.Reload()
     content = events.PluginTagToContent("hparams")[hparams_metadata.SESSION_START_INFO_TAG]
     hparams = hparams_metadata.parse_session_start_info_plugin_data(content).hparams
     assert hparams["learning_rate"].number_value == pytest.approx(0.05)
     assert hparams["eval_splits"].string_value == "val"
-    assert hparams["jit_compile"].bool_value is False
+    assert hparams["jit_compile"].bool_value is False and "model_dir" not in hparams
     final = events.Tensors("test_accuracy")
-    assert [e.step for e in final] == [16]
+    assert [e.step for e in final] == [8]
     assert float(tensor_util.make_ndarray(final[0].tensor_proto)) == pytest.approx(
-        without["test_accuracy"]
+        results[0.05]["test_accuracy"]
     )
+    experiment = hparams_experiment(str(tmp_path / "runs"))
+    differs = {info.name for info in experiment.hparam_infos if info.differs}
+    assert differs == {"learning_rate"}, differs
+    assert "test_accuracy" in {info.name.tag for info in experiment.metric_infos}
 
 
 def test_early_stopping_and_csv_logger_resume_where_they_were(tmp_path):
