@@ -52,6 +52,42 @@ def build(input_shape, num_classes):
                              keras.layers.Flatten(), keras.layers.Dense(num_classes)])
 '''
 
+EVERY_HOOK_CALLBACK = '''\
+import json
+import os
+
+import keras
+
+HOOKS = [f"on_{stage}_{when}" for stage in ("train", "epoch", "train_batch", "test", "test_batch",
+                                             "predict", "predict_batch") for when in ("begin", "end")]
+
+
+class EveryHook(keras.callbacks.Callback):
+    """The notebooks' custom callback with every hook: it counts each call and prints the epoch ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = dict.fromkeys(HOOKS, 0)
+        for hook in HOOKS:
+            setattr(self, hook, self._counter(hook))
+
+    def _counter(self, hook):
+        def called(*args, **kwargs):
+            self.calls[hook] += 1
+            if hook == "on_epoch_end":
+                logs = kwargs.get("logs", args[1] if len(args) > 1 else None) or {}
+                print(f"epoch {args[0]}: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())))
+            if hook == "on_train_end":  # the counts, for the report's table
+                out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "every_hook", "hooks.json")
+                with open(out, "w") as f:
+                    json.dump(self.calls, f)
+        return called
+
+
+def callbacks():
+    return [EveryHook()]
+'''
+
 # The cifar trainer's defaults are airbench's recipe (SGD, label smoothing, TTA, bf16, a time budget); the
 # notebooks' Keras CNNs train with none of it, so their commands say so.
 PLAIN_KERAS = (
@@ -103,6 +139,13 @@ EXPERIMENTS = [
         "trainers.mnist",
         "--model=mlp --widths=128 --epochs=20 --target='loss<=0.05'",
         ["stop_reason", "train_steps", "test_accuracy"],
+    ),
+    (
+        "every_hook",
+        "a custom callback with every hook (keras.callbacks.Callback), in our compiled loop",
+        "trainers.mnist",
+        "--model=mlp --widths=128 --epochs=3 --callbacks={work}/every_hook_callback.py:callbacks",
+        ["test_accuracy", "hooks"],
     ),
     (
         "binary",
@@ -203,6 +246,8 @@ def write_inputs(work: str, smoke: bool) -> None:
     os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, "augmented_model.py"), "w") as f:
         f.write(MODEL_WITH_AUGMENT_LAYER)
+    with open(os.path.join(work, "every_hook_callback.py"), "w") as f:
+        f.write(EVERY_HOOK_CALLBACK)
     folder = os.path.join(work, "folder")
     if os.path.isdir(folder):
         return
@@ -273,6 +318,9 @@ def read_result(run_dir: str) -> dict:
                 variants[name] = float(value)
     if variants:
         result["variants"] = variants
+    if os.path.exists(os.path.join(run_dir, "hooks.json")):  # every_hook: how often each hook ran
+        with open(os.path.join(run_dir, "hooks.json")) as f:
+            result["hooks"] = ", ".join(f"{k} x{n}" for k, n in json.load(f).items() if n)
     return result
 
 

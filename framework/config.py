@@ -163,6 +163,11 @@ class TrainConfig:
         "val_loss<=0.3; train_loss: the training set evaluated, needs --eval_splits=train,...). "
         "An unknown name is refused before training.",
     )
+    callbacks: str = option(
+        "",
+        "package.module:fn or path/to/file.py:fn returning a list of Keras callbacks, run as fit runs "
+        "them (on_train_batch_* once per compiled loop); checked before training.",
+    )
     export: bool = option(True, "Write the final model as .keras and SavedModel.", advanced=True)
     fresh_start: bool = option(
         False,

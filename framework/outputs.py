@@ -10,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from framework import profiling
+
 
 def write_json(path: str, data) -> None:
     """Atomic write (temp file + rename): a reader never sees half a file."""
@@ -151,3 +153,79 @@ class _ProgressBar:
     def clear(self):
         sys.stderr.write("\n")
         sys.stderr.flush()
+
+
+class LoopReport:
+    """What each loop reports: its console line (rate, ETA, input-bound verdict), its train summaries, and
+    the input-wait versus step-time account of the session (result.json's input_profile)."""
+
+    def __init__(
+        self, writer: RunWriter, strategy, *, total_steps: int, steps_per_epoch: int, batch
+    ):
+        self.writer, self.strategy, self.batch = writer, strategy, batch
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self._rate = None  # steps/s, smoothed, for the ETA
+        self._last_summary = 0.0
+        self._host_cpu = None
+        # Train-loop seconds and input-wait seconds of this session: the loops that traced train_loop
+        # apart, since tracing is neither step nor input time.
+        self._wait_and_loop = {"traced": [0.0, 0.0], "compiled": [0.0, 0.0]}
+
+    def add(self, info, *, traced: bool) -> None:
+        """One loop (controller.LoopInfo): its time, its line and (at most once a second) its summaries."""
+        account = self._wait_and_loop["traced" if traced else "compiled"]
+        account[0] += info.input_seconds
+        account[1] += info.seconds
+        step, seconds = info.step, info.seconds
+        rate = info.steps / seconds
+        self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+        examples_per_sec = info.steps * self.batch / seconds
+        if self._host_cpu is None:
+            self._host_cpu = profiling.step_on_host_cpu(self.strategy)
+        self.writer.loop_line(
+            step=step,
+            total=self.total_steps,
+            epoch=info.epoch,
+            metrics=info.metrics,
+            examples_per_sec=examples_per_sec,
+            input_fraction=info.input_seconds / seconds,
+            eta_seconds=(self.total_steps - step) / self._rate,
+            bound=profiling.classify(info.input_seconds / seconds, step_on_host_cpu=self._host_cpu),
+        )
+        # At most one train summary a second (and at every epoch end): each write costs memory
+        # that the soak benchmark saw grow when loops of a small model ran 20 times a second.
+        if (
+            time.time() - self._last_summary >= 1.0
+            or step % self.steps_per_epoch == 0
+            or step == self.total_steps
+        ):
+            self._last_summary = time.time()
+            self.writer.scalars(
+                "train",
+                step,
+                {
+                    **info.metrics,
+                    "examples_per_sec": examples_per_sec,
+                    "input_wait_fraction": info.input_seconds / seconds,
+                    "step_seconds": (seconds - info.input_seconds) / info.steps,
+                },
+            )
+
+    def input_profile(self, measured: bool) -> dict:
+        """Input wait versus step time over this session's train loops."""
+        if not measured:
+            return {"input_wait_fraction": None, "bound": "not measured (--deterministic)"}
+        # The loops that ran already compiled; the tracing loop only when no other ran (a short run).
+        wait, loop = self._wait_and_loop["compiled"]
+        if not loop:
+            wait, loop = self._wait_and_loop["traced"]
+        fraction = wait / max(loop, 1e-9)
+        bound = profiling.classify(
+            fraction, step_on_host_cpu=profiling.step_on_host_cpu(self.strategy)
+        )
+        return {
+            "input_wait_fraction": fraction,
+            "bound": bound,
+            "input_wait_seconds": wait,
+            "train_loop_seconds": loop,
+        }

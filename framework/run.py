@@ -111,10 +111,12 @@ def train(
     optimizer_fn,
     task,
     hooks=(),
+    callbacks=(),
     run_config: dict | None = None,
     strategy=None,
 ) -> dict:
-    """Train, evaluate on data.evals['test'] and return result.json's contents.
+    """Train, evaluate on data.evals['test'] and return result.json's contents. `hooks(LoopInfo)` run
+    after every loop (True pauses the run); `callbacks`: Keras callbacks (framework/callbacks.py).
 
     A `config.model_dir` that holds a run with another configuration (`run_config`, else `config`,
     and the training arrays' shapes) is refused; `config.fresh_start` moves its files aside first
@@ -130,4 +132,7 @@ def train(
     trainer = build_trainer(
         config, data, model_fn=model_fn, optimizer_fn=optimizer_fn, task=task, strategy=strategy
     )
-    return Controller(trainer, data, config, hooks=hooks, run_config=run_config).run()
+    controller = Controller(
+        trainer, data, config, hooks=hooks, callbacks=callbacks, run_config=run_config
+    )
+    return controller.run()

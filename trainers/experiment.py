@@ -802,6 +802,7 @@ def run_experiment(
     config: TrainConfig,
     *,
     hooks=(),
+    callbacks=(),
     strategy=None,
     data=None,
     on_trained=None,
@@ -913,7 +914,13 @@ def run_experiment(
             lambda row: plots.write_curves(config.model_dir, task.metric_names, eval_splits)
         )
     controller = framework.Controller(
-        trainer, data, config, hooks=hooks, eval_hooks=live_curves, run_config=run_config
+        trainer,
+        data,
+        config,
+        hooks=hooks,
+        eval_hooks=live_curves,
+        callbacks=callbacks,
+        run_config=run_config,
     )
     result = run_reading_files(controller, ds)
     if exp.eval_transforms:
