@@ -10,7 +10,7 @@
 Nothing found gives a `DataError` listing every place looked at and the flag to pass.
 
 JPEG datasets are decoded once, in parallel, then cached in memory (per process) and on disk as an
-uncompressed .npz under `cache_dir()`, so later processes load CIFAR-10 in about 0.1 s.
+uncompressed .npz under `cache_dir()`, so later processes skip the decode.
 Returned arrays are read-only: they are shared by every caller in the process.
 """
 
