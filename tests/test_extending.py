@@ -41,6 +41,7 @@ SOURCE_FILE = f'''
 import csv
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from framework.data.datasets import ArrayDataset, DataError
