@@ -6,24 +6,19 @@ import keras
 
 from trainers import airbench_net
 from trainers.models import MODELS
-from trainers.models.common import activations_problem, size_problem, widths_problem, with_head
+from trainers.models.common import staged_check, with_head
 
 MEANING = "conv group 1, 2, 3 channels"
 
 
-def check(name, image_size=None, widths=None, activation=None, batchnorm=None, **options):
-    default = airbench_net.DEFAULT_WIDTHS
-    problem = widths_problem(name, widths or default, default, MEANING, count=len(default))
-    if problem:
-        return "widths", problem
-    problem = activation and activations_problem(name, activation)
-    if problem:
-        return "activation", problem
+# 2x2 whitening, 3 pools, the final pool of 3
+_staged = staged_check(airbench_net.DEFAULT_WIDTHS, MEANING, lambda s: (s - 1) // 2 // 2 // 2 // 3)
+
+
+def check(name, image_size=None, batchnorm=None, **options):
     if batchnorm is False:
         return "batchnorm", "airbench always has BatchNorm"
-    # 2x2 whitening, 3 pools, the final pool of 3
-    problem = size_problem(name, image_size, lambda s: (s - 1) // 2 // 2 // 2 // 3)
-    return ("input_shape", problem) if problem else None
+    return _staged(name, image_size=image_size, **options)
 
 
 @MODELS.register(

@@ -192,3 +192,20 @@ def size_problem(name, image_size, feature_size, hint=""):
         return None
     smallest = next((s for s in range(1, 1 << 16) if feature_size(s) >= 1), None)
     return f"{name} needs images of at least {smallest}x{smallest} pixels{hint}"
+
+
+def staged_check(default, meaning, feature_size):
+    """The check of a net of `len(default)` stages and one activation (resnet9, airbench): that many
+    positive widths, one activation name, and images large enough for `feature_size(side) >= 1`."""
+
+    def check(name, image_size=None, widths=None, activation=None, **options):
+        problem = widths_problem(name, widths or default, default, meaning, count=len(default))
+        if problem:
+            return "widths", problem
+        problem = activation and activations_problem(name, activation)
+        if problem:
+            return "activation", problem
+        problem = size_problem(name, image_size, feature_size)
+        return ("input_shape", problem) if problem else None
+
+    return check

@@ -8,22 +8,15 @@ as the speed-record recipes do). conv -> pool -> BN -> activation in every block
 import keras
 
 from trainers.models import MODELS
-from trainers.models.common import activations_problem, size_problem, widths_problem, with_head
+from trainers.models.common import staged_check, with_head
 
 WIDTHS = (64, 128, 256, 512)
 MEANING = "prep, layer1, layer2, layer3 channels"
 LOGIT_SCALE = 0.125
 
 
-def check(name, image_size=None, widths=None, activation=None, **options):
-    problem = widths_problem(name, widths or WIDTHS, WIDTHS, MEANING, count=len(WIDTHS))
-    if problem:
-        return "widths", problem
-    problem = activation and activations_problem(name, activation)
-    if problem:
-        return "activation", problem
-    problem = size_problem(name, image_size, lambda s: s // 2 // 2 // 2)  # 3 max-pools
-    return ("input_shape", problem) if problem else None
+# 3 max-pools before the global pool
+check = staged_check(WIDTHS, MEANING, lambda s: s // 2 // 2 // 2)
 
 
 @MODELS.register(
