@@ -221,14 +221,16 @@ class ExperimentConfig:
             _choice("eval_transforms", name, EVAL_TRANSFORMS)
         if self.augment != "none":
             import augment  # lazy: keeps TF out of --help
+            from framework.tasks import TASKS  # lazy: keeps TF out of --help
 
             try:
                 policy = augment.get_policy(self.augment, num_classes=10, image_shape=(32, 32, 3))
             except ValueError as err:
                 raise ConfigError(f"--augment={self.augment!r}: {err}") from err
-            if policy.soft_labels and self.task == "regression":
+            if policy.soft_labels and not TASKS.get(self.task).get("soft_labels"):
                 raise ConfigError(
-                    f"--augment={self.augment!r} mixes labels (mixup/cutmix): not for --task=regression"
+                    f"--augment={self.augment!r} mixes labels (mixup/cutmix): not for "
+                    f"--task={self.task}"
                 )
             if normalize_steps(policy) and self.input_range != "0,1":
                 raise ConfigError(
