@@ -78,7 +78,10 @@ _NEEDS_ARRAYS = {
     "synthetic_data": lambda e: e.synthetic_data,
     "eval_transforms": lambda e: e.eval_transforms,
     "train_minutes": lambda e: e.train_minutes,
-    "alternating_flip": lambda e: e.alternating_flip and e.dataset == "tfrecords",
+    # Its flip needs each example's id, which only some streamed sources give.
+    "alternating_flip": lambda e: (
+        e.alternating_flip and not sources.SOURCES.get(e.dataset).get("example_ids", True)
+    ),
 }
 
 

@@ -12,6 +12,7 @@ the user's subsets of it) or listed for streaming (a `StreamedSplits`, where it 
   reads_dir  True where it reads the user's own files from --data_dir (required, and part of the
              run's identity: another folder is another run)
   streams    True where it can stream from disk (--data_in_memory=no applies)
+  example_ids  False where its streamed examples carry no id (per-example ops need the arrays)
 
 A new file here is a new `--dataset` name; nothing else lists it.
 """

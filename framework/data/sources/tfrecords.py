@@ -7,7 +7,8 @@ from framework.data import tfrecords as shards
 from framework.data.sources import SOURCES
 
 
-@SOURCES.register("tfrecords", reads_dir=True, streams=True)
+# Streamed records carry no example ids: per-example ops (--alternating_flip) need them in memory.
+@SOURCES.register("tfrecords", reads_dir=True, streams=True, example_ids=False)
 def tfrecords(data_dir, *, image_size=None, in_memory="auto", **options):
     listed = shards.list_tfrecords(data_dir, image_size=image_size)
     if streaming.choose_in_memory(in_memory, listed.decoded_bytes, f"tfrecords {data_dir}"):
