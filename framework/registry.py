@@ -95,6 +95,9 @@ class Registry:
         self._load(name)
         return name in self._entries
 
+    def __iter__(self):
+        return iter(self.names())
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._entries)

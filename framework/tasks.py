@@ -9,10 +9,19 @@ list of metric names. Three image tasks share `prepare` and `forward` and differ
 
 `task.kind` says which (code that reads per-class outputs skips the others), and `task.num_outputs` is
 the width of the model's last layer. The triplet trainer has its own task with the same four methods.
+
+`TASKS` names them for `--task`: `TASKS.get(name).fn(num_classes, label_smoothing=..., loss=...,
+**image_options)` makes one. An entry declares what goes with it: `classes` (the number of classes
+it needs, binary: 2), `losses` (the --loss values it takes), `soft_labels` (mixup/cutmix labels
+apply), `per_class` (label smoothing and per-class scores apply).
 """
 
 import keras
 import tensorflow as tf
+
+from framework.registry import Registry
+
+TASKS = Registry("task")
 
 INPUT_RANGES = {"0,1": (0.0, 1.0), "-0.5,0.5": (-0.5, 0.5), "-1,1": (-1.0, 1.0)}
 
@@ -175,3 +184,18 @@ class RegressionTask(_ImageTask):
         metrics["mae"].update_state(
             tf.abs(outputs[:, 0] - tf.cast(labels, tf.float32)), sample_weight=sample_weight
         )
+
+
+@TASKS.register("classification", soft_labels=True, per_class=True)
+def classification(num_classes, *, label_smoothing=0.0, loss="", **image_options):
+    return ClassificationTask(num_classes, label_smoothing=label_smoothing, **image_options)
+
+
+@TASKS.register("binary", classes=2, soft_labels=True, per_class=True)
+def binary(num_classes, *, label_smoothing=0.0, loss="", **image_options):
+    return BinaryTask(label_smoothing=label_smoothing, **image_options)
+
+
+@TASKS.register("regression", losses=RegressionTask.LOSSES)
+def regression(num_classes, *, label_smoothing=0.0, loss="", **image_options):
+    return RegressionTask(loss=loss or "mse", **image_options)

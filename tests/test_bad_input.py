@@ -54,7 +54,7 @@ BAD_CONFIGS = [
     ),
     (
         dict(task="ranking"),
-        r"--task='ranking': unknown; valid choices: classification, binary, regression",
+        r"--task='ranking': unknown; valid choices: binary, classification, regression",
     ),
     (dict(loss="mae"), r"--loss=mae is for --task=regression"),
     (
@@ -199,7 +199,7 @@ def test_triplet_refuses_bad_values_before_reading_data(tmp_path):
 
     cfg = TrainConfig(model_dir=str(tmp_path / "run"), train_steps=2)
     for kwargs, match in (
-        (dict(model="resnet1000"), r"--model='resnet1000': unknown; valid choices: mlp"),
+        (dict(model="resnet1000"), r"--model='resnet1000': unknown; valid choices: airbench, cnn"),
         (dict(embedding_dim=0), r"--embedding_dim=0: must be >= 1"),
         (dict(scale=0.0), r"--scale=0.0: must be > 0"),
         (dict(num_train=0), r"--num_train=0: must be >= 1"),

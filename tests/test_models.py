@@ -246,10 +246,10 @@ def test_freeze_backbone_leaves_only_the_head_trainable(name):
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"name": "vgg"}, "`name` \\('vgg'\\) must be one of mlp, cnn"),
+        ({"name": "vgg"}, "`name` \\('vgg'\\) must be one of airbench, cnn"),
         ({"input_shape": (28, 28)}, "`input_shape`"),
         ({"num_classes": 0}, "`num_classes` \\(0\\)"),
-        ({"widths": (8, 8)}, "`widths` \\(\\(8, 8\\)\\) must be 4 positive integers for resnet9"),
+        ({"widths": (8, 8)}, "`widths` \\(\\(8, 8\\)\\): resnet9 takes 4 positive widths"),
         ({"activation": "nope"}, "`activation` \\('nope'\\)"),
         ({"dropout": 1.5}, "`dropout` \\(1.5\\)"),
         ({"seed": -1}, "`seed` \\(-1\\)"),
@@ -479,7 +479,7 @@ def test_mlp_with_no_hidden_layer_is_linear_and_takes_one_activation_per_layer()
         "relu",
         "sigmoid",
     ]
-    with pytest.raises(ValueError, match="3 activations for the 2 layers"):
+    with pytest.raises(ValueError, match="3 activations for 2 hidden layers"):
         models.build_model("mlp", input_shape=(4,), num_classes=2, activation="relu,relu,relu")
 
 

@@ -82,9 +82,11 @@ def test_other_settings_are_refused_before_anything_is_built(tmp_path, data_dir,
     import framework
 
     monkeypatch.setattr(framework, "build_trainer", lambda *a, **k: pytest.fail("built a trainer"))
-    from trainers import experiment
+    from trainers import experiment_data
 
-    monkeypatch.setattr(experiment, "load_data", lambda *a, **k: pytest.fail("loaded the data"))
+    monkeypatch.setattr(
+        experiment_data, "load_data", lambda *a, **k: pytest.fail("loaded the data")
+    )
     with pytest.raises(RunDirectoryError) as err:
         run_experiment(EXP, _config(tmp_path, learning_rate=0.01, train_steps=5))
     message = str(err.value)

@@ -11,7 +11,7 @@ What it takes from the PyTorch original, and how:
     airbench feeds it pixels normalised to mean 0; we feed [0, 1] pixels and start its bias at
     -kernel . mean patch, which gives the same centred output.
   * The other convs start as identity on their first `in_channels` filters (torch's `dirac_`), and
-    all kernels start from PyTorch's default U(+-1/sqrt(fan_in)) (models._Layers, torch_init).
+    all kernels start from PyTorch's default U(+-1/sqrt(fan_in)) (models.common.Layers, torch_init).
   * BatchNorm has no scale, a bias that moves 64x faster than the other weights (airbench's
     `bias_scaler`) and momentum 0.6 (airbench's value, in Keras' convention; PyTorch's 0.4).
 """
@@ -107,8 +107,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 normalises in float32 with separate moments, casts and element-wise ops; FusedBatchNormV3
     takes the bf16 activations as they are (float32 statistics) in one oneDNN kernel, forward and
-    backward: +13-15% ex/s for the full net at batch 1024 on a 2-core Zen 5 CPU (PyTorch's BatchNorm is
-    fused likewise). Same variables, same moving-average update (the biased batch variance, as Keras);
+    backward, as PyTorch's BatchNorm is (benchmarks/reports/ has the step profile). Same variables, same moving-average update (the biased batch variance, as Keras);
     inference, synchronized statistics and anything else go through Keras' own call.
     """
 
@@ -174,7 +173,7 @@ def whitening_weights(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
 
 
 def build_airbench(inputs, layers, widths, activation, dropout, whitening_images=None):
-    """The body from `inputs` to the pooled features; `layers` is models._Layers (names, seeds)."""
+    """The body from `inputs` to the pooled features; `layers` is models.common.Layers (names, seeds)."""
     channels = inputs.shape[-1]
     whiten_width = 2 * WHITENING_PATCH * WHITENING_PATCH * channels
     whiten = PatchWhitening(

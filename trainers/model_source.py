@@ -1,4 +1,4 @@
-"""Where the model comes from when it is not one of trainers/models.py's names, and warm starts.
+"""Where the model comes from when it is not one of trainers/models/' names, and warm starts.
 
 `--model` takes, besides a built-in name:
   path/to/file.py:function    a function in a Python file

@@ -11,8 +11,8 @@ memory); a corrupt image stops loading with its path, or with on_corrupt="skip" 
 While streaming JPEGs with on_corrupt="fail", files are not checked one by one (streaming.py says why):
 a decode error fails the run, and `find_unreadable` names the file.
 
-`load_image_folder` decodes every image into memory; `stream_image_folder` lists the files only and
-returns sources that read and decode them in tf.data while training (framework/data/streaming.py):
+Both split the folder in `list_splits`. `load_image_folder` decodes every image into memory;
+`list_image_folder` lists the files only and returns sources that read and decode them in tf.data while training (framework/data/streaming.py):
 the same splits, the order and exact resume of the in-memory path, memory bounded whatever the size.
 """
 
@@ -44,17 +44,6 @@ class ImageFolderDataset(ArrayDataset):
     @property
     def num_skipped(self) -> int:
         return len(self.skipped)
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderSplit:
-    """One folder of class sub-folders, decoded: x uint8 (N, H, W, C), y int32 (N,)."""
-
-    x: np.ndarray
-    y: np.ndarray
-    class_names: tuple[str, ...]
-    files: tuple[str, ...]
-    skipped: tuple[str, ...]
 
 
 class _BadImage(Exception):
@@ -132,61 +121,6 @@ def _decode(path, max_image_pixels, image_size) -> np.ndarray:
     return image
 
 
-def read_image_folder(
-    path: str,
-    *,
-    class_names: tuple[str, ...] | None = None,
-    image_size: int | None = None,
-    on_corrupt: str = "fail",
-    max_image_pixels: int = MAX_IMAGE_PIXELS,
-) -> FolderSplit:
-    """Decodes PATH/<class>/* into arrays. `class_names` fixes the classes (for a test folder)."""
-    if on_corrupt not in ("fail", "skip"):
-        raise ValueError(f"`on_corrupt` ({on_corrupt!r}) must be 'fail' or 'skip'")
-    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
-        raise ValueError(f"`image_size` ({image_size}) must be a positive integer")
-    class_names, files, labels = _list_images(path, class_names)
-
-    def decode(f):
-        try:
-            return _decode(f, max_image_pixels, image_size)
-        except _BadImage as e:
-            return e
-
-    # Eager TF ops release the GIL while they run, so threads decode in parallel.
-    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        results = list(pool.map(decode, files))
-    bad = [f"{f}: {r}" for f, r in zip(files, results) if isinstance(r, _BadImage)]
-    if bad and on_corrupt == "fail":
-        raise DataError(
-            f"{bad[0]}. Fix or remove it, or pass on_corrupt='skip' (--on_corrupt=skip) to skip "
-            f"such files" + (f" ({len(bad)} bad files in all)" if len(bad) > 1 else "")
-        )
-    if bad:
-        logging.warning("Skipped %d corrupt image(s) under %s, e.g. %s", len(bad), path, bad[0])
-    kept = [(f, r, y) for f, r, y in zip(files, results, labels) if not isinstance(r, _BadImage)]
-    if not kept:
-        raise DataError(f"{path}: all {len(files)} images are corrupt, e.g. {bad[0]}")
-    files, images, labels = map(list, zip(*kept))
-
-    sizes = {}
-    for f, image in zip(files, images):
-        sizes.setdefault(image.shape[:2], f)
-    if len(sizes) > 1:
-        (s1, f1), (s2, f2) = list(sizes.items())[:2]
-        raise DataError(
-            f"{path}: images have different sizes, e.g. {f1} is {s1[0]}x{s1[1]} and {f2} is "
-            f"{s2[0]}x{s2[1]}; pass image_size=N (--image_size=N) to resize all to NxN"
-        )
-    if any(image.shape[-1] == 3 for image in images):  # some colour: make the grey ones RGB too
-        images = [
-            np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image for image in images
-        ]
-    return FolderSplit(
-        np.stack(images), np.asarray(labels, np.int32), class_names, tuple(files), tuple(bad)
-    )
-
-
 def load_image_folder(
     path: str,
     *,
@@ -197,66 +131,110 @@ def load_image_folder(
     seed: int = 0,
     name: str | None = None,
 ) -> ImageFolderDataset:
-    """Loads an image folder (either layout in the module docstring) as an ArrayDataset.
+    """Decodes an image folder (either layout in the module docstring) into an ArrayDataset: the
+    splits of `list_splits` (the streamed path's too), every file decoded. Grey images become RGB
+    where any image is colour.
 
-    test_split: the seeded fraction held out as the test split when there are no train/ and test/ folders.
+    test_split: the seeded fraction held out as the test split when there are no train/ and test/
+    folders.
     """
+    _check_options(on_corrupt, image_size)
     path = os.path.expanduser(path)
-    name = name or os.path.basename(os.path.normpath(path))
-    kwargs = dict(image_size=image_size, on_corrupt=on_corrupt, max_image_pixels=max_image_pixels)
-    x_val = y_val = None
-    if split_folders(path):
-        folders = split_folders(path)
-        train = read_image_folder(folders["train"], **kwargs)
-        test = read_image_folder(folders["test"], class_names=train.class_names, **kwargs)
-        x_train, y_train, x_test, y_test = train.x, train.y, test.x, test.y
-        skipped = train.skipped + test.skipped
-        if "val" in folders:
-            val = read_image_folder(folders["val"], class_names=train.class_names, **kwargs)
-            x_val, y_val, skipped = val.x, val.y, skipped + val.skipped
-    else:
-        if not 0.0 < test_split < 1.0:
-            raise ValueError(
-                f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
-                f"and test/ folders"
-            )
-        train = read_image_folder(path, **kwargs)
-        n_test = int(round(len(train.y) * test_split))
-        if not 0 < n_test < len(train.y):
+    class_names, listed = list_splits(path, test_split=test_split, seed=seed)
+    files = [f for split_files, _ in listed.values() for f in split_files]
+
+    def decode(f):
+        try:
+            return _decode(f, max_image_pixels, image_size)
+        except _BadImage as e:
+            return e
+
+    # Eager TF ops release the GIL while they run, so threads decode in parallel.
+    with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        decoded = dict(zip(files, pool.map(decode, files)))
+    bad = [f"{f}: {r}" for f, r in decoded.items() if isinstance(r, _BadImage)]
+    if bad and on_corrupt == "fail":
+        raise DataError(
+            f"{bad[0]}. Fix or remove it, or pass on_corrupt='skip' (--on_corrupt=skip) to skip "
+            f"such files" + (f" ({len(bad)} bad files in all)" if len(bad) > 1 else "")
+        )
+    if bad:
+        logging.warning("Skipped %d corrupt image(s) under %s, e.g. %s", len(bad), path, bad[0])
+    kept = {f: image for f, image in decoded.items() if not isinstance(image, _BadImage)}
+    sizes = {}
+    for f, image in kept.items():
+        sizes.setdefault(image.shape[:2], f)
+    if len(sizes) > 1:
+        (s1, f1), (s2, f2) = list(sizes.items())[:2]
+        raise DataError(
+            f"{path}: images have different sizes, e.g. {f1} is {s1[0]}x{s1[1]} and {f2} is "
+            f"{s2[0]}x{s2[1]}; pass image_size=N (--image_size=N) to resize all to NxN"
+        )
+    colour = any(image.shape[-1] == 3 for image in kept.values())
+    arrays = {}
+    for split, (split_files, labels) in listed.items():
+        pairs = [(kept[f], y) for f, y in zip(split_files, labels) if f in kept]
+        if not pairs:
             raise DataError(
-                f"{path}: `test_split` ({test_split}) of {len(train.y)} images leaves {n_test} "
-                f"for testing; both splits need images (add images or change test_split)"
+                f"{path}: all {len(split_files)} {split} images are corrupt, e.g. "
+                f"{split_files[0]}: {decoded[split_files[0]]}"
             )
-        perm = np.random.default_rng(seed).permutation(len(train.y))
-        test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
-        x_train, y_train, x_test, y_test = (
-            train.x[train_idx],
-            train.y[train_idx],
-            train.x[test_idx],
-            train.y[test_idx],
-        )
-        skipped = train.skipped
-    if (
-        len({x.shape[-1] for x in (x_train, x_test, x_val) if x is not None}) > 1
-    ):  # some all grey, some colour
-        x_train, x_test, x_val = (
-            np.repeat(x, 3, axis=-1) if x is not None and x.shape[-1] == 1 else x
-            for x in (x_train, x_test, x_val)
-        )
+        images = [np.repeat(x, 3, axis=-1) if colour and x.shape[-1] == 1 else x for x, _ in pairs]
+        arrays[split] = (np.stack(images), np.asarray([y for _, y in pairs], np.int32))
+    x_val, y_val = arrays.get("val", (None, None))
     try:
         return ImageFolderDataset(
-            name,
-            x_train,
-            y_train,
-            x_test,
-            y_test,
-            train.class_names,
+            name or os.path.basename(os.path.normpath(path)),
+            *arrays["train"],
+            *arrays["test"],
+            class_names,
             x_val=x_val,
             y_val=y_val,
-            skipped=skipped,
+            skipped=tuple(bad),
         )
     except DataError as e:
         raise DataError(f"{path}: {e}") from e
+
+
+def list_splits(path: str, *, test_split: float = 0.2, seed: int = 0):
+    """(class_names, {'train', 'test'[, 'val']: (files, labels)}): the folder's own splits, or a
+    seeded `test_split` fraction of its files held out as 'test'. Both loaders split here."""
+    folders = split_folders(path)
+    if folders:
+        class_names, files, labels = _list_images(folders["train"])
+        listed = {"train": (files, labels)}
+        for split in ("test", "val"):
+            if split in folders:
+                listed[split] = tuple(_list_images(folders[split], class_names)[1:])
+        return class_names, listed
+    if not 0.0 < test_split < 1.0:
+        raise ValueError(
+            f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
+            f"and test/ folders"
+        )
+    class_names, files, labels = _list_images(path)
+    n_test = int(round(len(files) * test_split))
+    if not 0 < n_test < len(files):
+        raise DataError(
+            f"{path}: `test_split` ({test_split}) of {len(files)} images leaves {n_test} "
+            f"for testing; both splits need images (add images or change test_split)"
+        )
+    perm = np.random.default_rng(seed).permutation(len(files))
+
+    def pick(idx):
+        return [files[i] for i in idx], [labels[i] for i in idx]
+
+    return class_names, {
+        "train": pick(np.sort(perm[n_test:])),
+        "test": pick(np.sort(perm[:n_test])),
+    }
+
+
+def _check_options(on_corrupt, image_size):
+    if on_corrupt not in ("fail", "skip"):
+        raise ValueError(f"`on_corrupt` ({on_corrupt!r}) must be 'fail' or 'skip'")
+    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
+        raise ValueError(f"`image_size` ({image_size}) must be a positive integer")
 
 
 def split_folders(path: str) -> dict[str, str] | None:
@@ -390,33 +368,10 @@ def list_image_folder(
     images, the first of each class, for the image shape: (image_size, image_size) if given, else the
     first image's size (others are resized to it while streaming); RGB if any of those is colour.
     Splits and the test_split draw are those of `load_image_folder` (before any corrupt file is skipped)."""
-    if on_corrupt not in ("fail", "skip"):
-        raise ValueError(f"`on_corrupt` ({on_corrupt!r}) must be 'fail' or 'skip'")
+    _check_options(on_corrupt, image_size)
     path = os.path.expanduser(path)
     name = name or os.path.basename(os.path.normpath(path))
-    folders = split_folders(path)
-    if folders:
-        class_names, files, labels = _list_images(folders["train"])
-        listed = {"train": (files, labels)}
-        for split in ("test", "val"):
-            if split in folders:
-                listed[split] = _list_images(folders[split], class_names)[1:]
-    else:
-        if not 0.0 < test_split < 1.0:
-            raise ValueError(
-                f"`test_split` ({test_split}) must be in (0, 1) for {path}, which has no train/ "
-                f"and test/ folders"
-            )
-        class_names, files, labels = _list_images(path)
-        n_test = int(round(len(files) * test_split))
-        if not 0 < n_test < len(files):
-            raise DataError(
-                f"{path}: `test_split` ({test_split}) of {len(files)} images leaves {n_test} "
-                f"for testing; both splits need images (add images or change test_split)"
-            )
-        perm = np.random.default_rng(seed).permutation(len(files))
-        pick = lambda idx: ([files[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
-        listed = {"train": pick(np.sort(perm[n_test:])), "test": pick(np.sort(perm[:n_test]))}
+    class_names, listed = list_splits(path, test_split=test_split, seed=seed)
     image_shape = _probe_shape(path, listed["train"], image_size, max_image_pixels)
     skipped = streaming.SkippedFiles()
     splits = {

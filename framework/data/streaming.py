@@ -11,8 +11,8 @@ in parallel). Two paths, chosen per source by `checks_each_file`:
       2^29 bytes of pixels (Pillow's hard bomb limit, 2 x 89.5M RGB pixels) before allocating it; the pipeline
       then fails with TF's error, which names no file, and `image_folder.find_unreadable` names it (the
       trainers do this, then exit 2 in one line). `max_image_pixels` is checked on the decoded size of a file
-      that needs a resize (one of the target size is under it). The checks cost ~15% of a 160x160 decode
-      on 2 cores: what they buy is skipping; failing needs none of them. Not caught before the decode: a PNG
+      that needs a resize (one of the target size is under it). The checks cost a share of the decode's
+      time: what they buy is skipping; failing needs none of them. Not caught before the decode: a PNG
       misnamed .jpg (decoded whatever its size, then refused by the pixel limit).
 `choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
 IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
@@ -168,7 +168,7 @@ def decode_image_file(
     recorded in `skipped`. `max_image_pixels` 0 sets no limit (and parses no header).
 
     A JPEG of the right size, the common case, runs about 20 small ops and three branches besides the
-    decode (together ~20% of a 160x160 decode on 2 cores): the PNG parse and the error message are built
+    decode (a share of the decode's time): the PNG parse and the error message are built
     only in the branches that need them.
     """
     height, width, channels = image_shape

@@ -27,9 +27,7 @@ stream them while training (bounded memory). What a streamed training run guaran
       in-memory path checks the counts). Without `{split}.json` the shards are counted once, by reading them.
 """
 
-import json
 import os
-import re
 import sys
 from typing import Sequence
 
@@ -40,6 +38,17 @@ from absl import flags
 from framework.data import datasets
 from framework.data.datasets import ArrayDataset, DataError, tf_error_text
 from framework.data.streaming import StreamedSplits
+from framework.data.tfrecord_format import (  # noqa: F401  write_tfrecords, shard_paths: re-exported
+    FEATURES,
+    SHARD_RE,
+    expected_counts,
+    parse_batch,
+    read_index,
+    shard_files,
+    shard_paths,
+    shard_splits,
+    write_tfrecords,
+)
 from framework.input_pipeline import (
     AUTOTUNE,
     DatasetFn,
@@ -50,134 +59,6 @@ from framework.input_pipeline import (
     check_train_stream,
     epoch_permutation,
 )
-
-_SHARD_RE = re.compile(r"^(?P<split>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
-_FORMAT = "tfloops-raw-uint8-v1"
-
-
-def shard_paths(out_dir: str, split: str, num_shards: int) -> list[str]:
-    return [
-        os.path.join(out_dir, f"{split}-{i:05d}-of-{num_shards:05d}.tfrecord")
-        for i in range(num_shards)
-    ]
-
-
-def _example(image: np.ndarray, label: int) -> bytes:
-    feature = tf.train.Feature
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "image": feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                "shape": feature(int64_list=tf.train.Int64List(value=list(image.shape))),
-                "label": feature(int64_list=tf.train.Int64List(value=[int(label)])),
-            }
-        )
-    ).SerializeToString()
-
-
-def _write_json(path, obj):
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-
-
-def write_tfrecords(
-    x: np.ndarray,
-    y: np.ndarray,
-    out_dir: str,
-    split: str,
-    num_shards: int = 1,
-    *,
-    class_names: Sequence[str] | None = None,
-) -> list[str]:
-    """Writes (x, y) as `num_shards` shards of consecutive examples; returns their paths.
-
-    Shards are written under temporary names and renamed at the end; older shards of the same split
-    (another shard count) are removed, so `{split}-*` never mixes two writes.
-    """
-    x, y = np.asarray(x), np.asarray(y)
-    if x.dtype != np.uint8 or x.ndim != 4:
-        raise ValueError(f"`x` must be uint8 images (N, H, W, C), got {x.dtype} {x.shape}")
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-        raise ValueError(
-            f"`y` must be {len(x)} non-negative integer labels, got {y.dtype} {y.shape}"
-        )
-    if len(x) == 0:
-        raise DataError(f"{out_dir}: the {split} split is empty; nothing to write")
-    if not isinstance(num_shards, int) or not 1 <= num_shards <= len(x):
-        raise ValueError(
-            f"`num_shards` ({num_shards}) must be an integer in [1, {len(x)}] (the examples)"
-        )
-    if not re.fullmatch(r"[A-Za-z0-9_.]+", split):
-        raise ValueError(f"`split` ({split!r}) must be a plain name such as 'train'")
-    tf.io.gfile.makedirs(out_dir)
-    paths = shard_paths(out_dir, split, num_shards)
-    counts = {}
-    for path, idx in zip(paths, np.array_split(np.arange(len(x)), num_shards)):
-        with tf.io.TFRecordWriter(path + ".tmp") as writer:
-            for i in idx:
-                writer.write(_example(x[i], y[i]))
-        counts[os.path.basename(path)] = len(idx)
-    for old in tf.io.gfile.glob(os.path.join(out_dir, f"{split}-*-of-*.tfrecord")):
-        m = _SHARD_RE.match(os.path.basename(old))
-        if m and m["split"] == split and old not in paths:
-            tf.io.gfile.remove(old)
-    for path in paths:
-        tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-    _write_json(
-        os.path.join(out_dir, f"{split}.json"),
-        {
-            "format": _FORMAT,
-            "num_examples": len(x),
-            "image_shape": list(x.shape[1:]),
-            "class_names": list(class_names) if class_names is not None else None,
-            "shards": counts,
-        },
-    )
-    return paths
-
-
-def _files(pattern: str) -> list[str]:
-    files = sorted(
-        f for f in tf.io.gfile.glob(pattern) if not f.endswith(".tmp")
-    )  # .tmp: being written
-    if not files:
-        raise DataError(
-            f"no TFRecord files match {pattern!r}; write them with "
-            f"`python -m framework.data.tfrecords --dataset=NAME --out_dir=DIR`"
-        )
-    return files
-
-
-_FEATURES = {
-    "image": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "shape": tf.io.FixedLenFeature([3], tf.int64, default_value=[0, 0, 0]),
-    "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-}
-
-
-def _parse_batch(records, filename):
-    """Parses a batch of records from one file: vectorised, about 6x faster than one example at a time."""
-    f = tf.io.parse_example(records, _FEATURES)
-    shape, label = f["shape"], f["label"]
-    ok = tf.reduce_all(shape > 0) & tf.reduce_all(label >= 0) & tf.reduce_all(shape == shape[:1])
-    ok &= tf.reduce_all(
-        tf.strings.length(f["image"]) == tf.cast(tf.reduce_prod(shape, axis=1), tf.int32)
-    )
-    check = tf.debugging.Assert(
-        ok,
-        [
-            "Malformed TFRecord example in",
-            filename,
-            ": image, shape or label missing "
-            "or inconsistent, or images of different sizes in one file; rewrite it "
-            "with python -m framework.data.tfrecords",
-        ],
-    )
-    with tf.control_dependencies([check]):
-        images = tf.io.decode_raw(f["image"], tf.uint8)
-    images = tf.reshape(images, tf.concat([tf.shape(images)[:1], tf.cast(shape[0], tf.int32)], 0))
-    return images, tf.cast(label, tf.int32)
 
 
 def read_tfrecords(
@@ -190,7 +71,7 @@ def read_tfrecords(
     A malformed example fails with the file's name; a truncated or bit-flipped shard fails with TF's
     DataLossError (use `load_tfrecords` to have those named too).
     """
-    batches = _batches(_files(pattern), image_shape, num_parallel_reads)
+    batches = _batches(shard_files(pattern), image_shape, num_parallel_reads)
     return batches.map(lambda images, labels, filename: (images, labels)).unbatch()
 
 
@@ -199,7 +80,7 @@ def _batches(files, image_shape=None, num_parallel_reads=None) -> tf.data.Datase
 
     def per_file(f):
         def parse(records):
-            images, labels = _parse_batch(records, f)
+            images, labels = parse_batch(records, f)
             if image_shape is not None:
                 images = tf.ensure_shape(images, [None, *image_shape])
             return images, labels, f
@@ -217,33 +98,6 @@ def _batches(files, image_shape=None, num_parallel_reads=None) -> tf.data.Datase
     )
 
 
-def _expected_counts(files) -> dict[str, tuple[int, str]]:
-    """{file: (records it should hold, the index saying so)} for the shards that `{split}.json` lists."""
-    expected, indexes = {}, {}
-    for path in files:
-        m = _SHARD_RE.match(os.path.basename(path))
-        index = os.path.join(os.path.dirname(path), f"{m['split']}.json") if m else None
-        if index and index not in indexes:
-            indexes[index] = _read_index(index).get("shards", {})
-        if index and os.path.basename(path) in indexes[index]:
-            expected[path] = (indexes[index][os.path.basename(path)], index)
-    return expected
-
-
-def _read_index(index) -> dict:
-    """The `{split}.json` written beside the shards, or {} when there is none."""
-    if not tf.io.gfile.exists(index):
-        return {}
-    try:
-        with tf.io.gfile.GFile(index) as f:
-            info = json.load(f)
-        if not isinstance(info, dict) or not isinstance(info.get("shards", {}), dict):
-            raise ValueError("not a dict of shards")
-        return info
-    except ValueError as e:
-        raise DataError(f"{index} is truncated or corrupt ({e}); write the shards again") from e
-
-
 def _first_bad_file(files) -> str | None:
     """Reads the files one by one (slow, only after a failure) to name the one that fails."""
     for path in files:
@@ -258,7 +112,7 @@ def _first_bad_file(files) -> str | None:
 def load_tfrecords(pattern: str) -> tuple[np.ndarray, np.ndarray]:
     """All examples matching `pattern` as arrays (x uint8 (N, H, W, C), y int32 (N,)), in file-name order.
     A malformed, truncated or corrupt shard gives a DataError naming it."""
-    files = _files(pattern)
+    files = shard_files(pattern)
     xs, ys, counts, shapes = [], [], dict.fromkeys(files, 0), {}
     try:
         for x, y, path in _batches(files).as_numpy_iterator():
@@ -272,7 +126,7 @@ def load_tfrecords(pattern: str) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: malformed, truncated or corrupt TFRecord file ({tf_error_text(e)}); "
             f"write it again"
         ) from e
-    for path, (expected, index) in _expected_counts(files).items():
+    for path, (expected, index) in expected_counts(files).items():
         if counts[path] != expected:  # TF's reader stops at a cut record without an error
             raise DataError(
                 f"{path}: holds {counts[path]} records but {index} says {expected}: the file is "
@@ -289,20 +143,8 @@ def load_tfrecords(pattern: str) -> tuple[np.ndarray, np.ndarray]:
 def load_tfrecord_dataset(directory: str, *, name: str | None = None) -> ArrayDataset:
     """The train/test (and val, when written) shards in `directory` as an ArrayDataset."""
     splits, class_names = {}, None
-    for split in ("train", "test", "val"):
-        pattern = os.path.join(directory, f"{split}-*-of-*.tfrecord")
-        if split == "val" and not tf.io.gfile.glob(pattern):
-            continue
-        index = _read_index(os.path.join(directory, f"{split}.json"))
-        missing = sorted(
-            set(index.get("shards", {})) - {os.path.basename(f) for f in _files(pattern)}
-        )
-        if missing:
-            raise DataError(
-                f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
-                f"again or write the shards again"
-            )
-        splits[split] = load_tfrecords(pattern)
+    for split, (files, index) in shard_splits(directory).items():
+        splits[split] = load_tfrecords(os.path.join(directory, f"{split}-*-of-*.tfrecord"))
         class_names = class_names or index.get("class_names")
     if class_names is None:  # shards written without names: number the classes
         class_names = [str(i) for i in range(int(max(y.max() for _, y in splits.values())) + 1)]
@@ -340,7 +182,7 @@ class RecordShards(StreamedSource):
     def parse(self, records):
         """Serialized records [...] -> (uint8 images [..., H, W, C], int32 labels [...])."""
         shape = tf.shape(records)
-        f = tf.io.parse_example(tf.reshape(records, [-1]), _FEATURES)
+        f = tf.io.parse_example(tf.reshape(records, [-1]), FEATURES)
         ok = tf.reduce_all(tf.equal(f["shape"], self.stored_shape)) & tf.reduce_all(f["label"] >= 0)
         check = tf.debugging.Assert(
             ok,
@@ -475,18 +317,7 @@ def list_tfrecords(
     `{split}.json` lists is there, and the first record of every shard parses as one of ours (a file that
     is not TFRecord fails here, naming it). `shard_options`: RecordShards' cycle_length, shuffle_buffer."""
     splits, class_names, shapes = {}, None, {}
-    for split in ("train", "test", "val"):
-        pattern = os.path.join(directory, f"{split}-*-of-*.tfrecord")
-        if split == "val" and not tf.io.gfile.glob(pattern):
-            continue
-        files = _files(pattern)
-        index = _read_index(os.path.join(directory, f"{split}.json"))
-        missing = sorted(set(index.get("shards", {})) - {os.path.basename(f) for f in files})
-        if missing:
-            raise DataError(
-                f"{directory}: shards {missing} listed in {split}.json are missing; copy them "
-                f"again or write the shards again"
-            )
+    for split, (files, index) in shard_splits(directory).items():
         for path in files:
             shapes.setdefault(_first_record_shape(path), path)
         counts = index.get("shards", {})
@@ -525,7 +356,7 @@ def _first_record_shape(path) -> tuple[int, ...]:
         record = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         if record is None:
             raise DataError(f"{path}: empty TFRecord file; write the shards again")
-        f = tf.io.parse_single_example(record, _FEATURES)
+        f = tf.io.parse_single_example(record, FEATURES)
     except tf.errors.OpError as e:
         raise DataError(
             f"{path}: not a TFRecord file of images, or corrupt ({tf_error_text(e)}); write it "
@@ -545,7 +376,7 @@ def tfrecords_labels_head(files, n: int = 10_000) -> np.ndarray:
     labels = (
         tf.data.TFRecordDataset(files)
         .take(n)
-        .map(lambda r: tf.io.parse_single_example(r, _FEATURES)["label"])
+        .map(lambda r: tf.io.parse_single_example(r, FEATURES)["label"])
     )
     return np.fromiter(labels.as_numpy_iterator(), np.int64)
 
