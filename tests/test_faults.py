@@ -24,6 +24,7 @@ from framework import checkpointing, run_record
 from framework.checkpointing import WriteError
 from framework.run_record import RunDirectoryError
 from tests import engine_helpers as h
+from tests.test_processes import _final_variables
 
 STEPS = 64
 
@@ -49,17 +50,8 @@ def _train(model_dir, **overrides):
     )
 
 
-def _variables(model_dir):
-    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    return {
-        name: tf.train.load_variable(path, name)
-        for name, _ in tf.train.list_variables(path)
-        if name.startswith(("model_variables", "optimizer", "step"))
-    }
-
-
 def _assert_same_weights(a, b):
-    va, vb = _variables(a), _variables(b)
+    va, vb = _final_variables(a), _final_variables(b)
     assert va.keys() == vb.keys() and int(vb["step/.ATTRIBUTES/VARIABLE_VALUE"]) == STEPS
     for name in va:
         np.testing.assert_array_equal(va[name], vb[name], err_msg=name)
