@@ -302,7 +302,7 @@ def _fault_row(work, half, reference, name) -> dict:
             return dict(fault=name, injected=1, outcome=LOST, detail=detail)
     code, _, err = _run(_trainer(model_dir, extra))
     if code == 0 and _same(_weights(model_dir), reference):
-        warned = [line.split("] ", 1)[-1] for line in err.splitlines() if "damaged" in line]
+        warned = [line.split("] ", 1)[-1] for line in err.splitlines() if "; resuming from" in line]
         outcome, detail = RESUMED, refusal or (warned[0] if warned else "")
     elif _one_line_refusal(code, err) and _checkpoint_files(model_dir) == before:
         outcome, detail = REFUSED, _error_line(err)

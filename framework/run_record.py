@@ -110,11 +110,14 @@ def prepare(
 
 def repair_checkpoints(model_dir: str) -> None:
     """checkpoints/ and best/ made resumable from their newest intact checkpoint (a RunDirectoryError
-    when a folder holds checkpoints and none reads), before any worker restores one."""
+    when a folder holds checkpoints and none reads), before any worker restores one. A folder without
+    `ckpt-*` files is left as it is (the chief's Checkpointer clears a lone index when it starts)."""
     # lazy: keeps TF out of --help
-    from framework.checkpointing import CheckpointError, repair
+    from framework.checkpointing import CheckpointError, checkpoint_numbers, repair
 
     for folder in CHECKPOINT_DIRS:
+        if not checkpoint_numbers(os.path.join(model_dir, folder)):
+            continue
         try:
             repair(os.path.join(model_dir, folder))
         except CheckpointError as err:
