@@ -22,6 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 from framework import profiling
+from framework.checkpointing import WriteError, atomic_write
 from framework.config import parse_target
 from framework.controls import Monitor
 from framework.strategies import agreed
@@ -245,11 +246,17 @@ class Export(Action):
 
     def finish(self, result: dict) -> None:
         keras_path, saved_model = self.writer.path("model.keras"), self.writer.path("saved_model")
-        self.model.save(keras_path)
+        # Each written beside its place and renamed there: a full disk leaves no half file (WriteError,
+        # one line; the same command resumes at the final checkpoint and exports again).
+        with atomic_write(keras_path) as tmp:
+            self.model.save(tmp)
         verbosity = logging.get_verbosity()
         logging.set_verbosity(logging.WARNING)  # the SavedModel writer logs a page of INFO lines
         try:
-            self.model.export(saved_model, verbose=False)
+            with atomic_write(saved_model) as tmp:
+                self.model.export(tmp, verbose=False)
+        except WriteError:
+            raise
         except (
             Exception
         ) as err:  # serving export is a bonus; the .keras file is the model of record

@@ -11,14 +11,13 @@ import tensorflow as tf
 from absl import logging
 
 from framework import profiling
+from framework.checkpointing import atomic_write
 
 
 def write_json(path: str, data) -> None:
-    """Atomic write (temp file + rename): a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    """Atomic write (temp file + rename): a reader never sees half a file; a full disk is one line."""
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=2, default=_jsonable)
-    os.replace(tmp, path)
 
 
 def _jsonable(value):

@@ -9,12 +9,19 @@
     NOT_TRAINING and EVALUATION);
   * `fresh_start=True` moves the directory's files into `model_dir/previous/<time>/` (nothing is
     deleted) and starts from step 0;
-  * then the chief writes the record.
+  * then the chief writes the record, after `framework.checkpointing.repair` has made the
+    checkpoints (and best/) resumable: damaged ones moved to `model_dir/damaged/<time>/`, the index
+    rebuilt; none readable is refused (never a silent start from step 0).
+
+A record that cannot be read is refused in one line naming it: the checkpoints do not hold the
+configuration, so it cannot be rebuilt; moving it away resumes without comparing.
 
 Only the chief worker reads and writes the directory; on several workers they agree on the verdict
 (an all-reduce, which also keeps any worker from restoring before the chief moved files aside).
 """
 
+import contextlib
+import glob
 import json
 import os
 import time
@@ -24,6 +31,7 @@ from absl import logging
 from framework.config import ConfigError
 
 RECORD_FILE = "run_config.json"
+CHECKPOINT_DIRS = ("checkpoints", "best")
 PREVIOUS_DIR = "previous"  # where --fresh_start moves an earlier run's files
 
 # Options that never change what is trained: where and how often outputs are written, how the same
@@ -87,6 +95,7 @@ def prepare(
                     logging.info("--fresh_start: moved the earlier run's files to %s", moved)
             else:
                 check(model_dir, record, ignore=ignore)
+                repair_checkpoints(model_dir)
             write(model_dir, record)
         except RunDirectoryError as err:
             error = err
@@ -97,6 +106,22 @@ def prepare(
         )
     if error:
         raise error
+
+
+def repair_checkpoints(model_dir: str) -> None:
+    """checkpoints/ and best/ made resumable from their newest intact checkpoint (a RunDirectoryError
+    when a folder holds checkpoints and none reads), before any worker restores one. A folder without
+    `ckpt-*` files is left as it is (the chief's Checkpointer clears a lone index when it starts)."""
+    # lazy: keeps TF out of --help
+    from framework.checkpointing import CheckpointError, checkpoint_numbers, repair
+
+    for folder in CHECKPOINT_DIRS:
+        if not checkpoint_numbers(os.path.join(model_dir, folder)):
+            continue
+        try:
+            repair(os.path.join(model_dir, folder))
+        except CheckpointError as err:
+            raise RunDirectoryError(str(err)) from err
 
 
 def check(model_dir: str, record: dict, *, ignore=()) -> None:
@@ -141,20 +166,24 @@ def differences(old: dict, new: dict, *, ignore=()) -> list[tuple[str, object, o
 
 
 def has_checkpoint(model_dir: str | None) -> bool:
-    """Whether `model_dir` holds a checkpoint that a run would resume (CheckpointManager's index)."""
-    return bool(model_dir) and os.path.isfile(os.path.join(model_dir, "checkpoints", "checkpoint"))
+    """Whether `model_dir` holds a checkpoint that a run would resume: CheckpointManager's index, or
+    `ckpt-*.index` files whose index is lost (framework.checkpointing.repair rebuilds it)."""
+    if not model_dir:
+        return False
+    folder = os.path.join(model_dir, "checkpoints")
+    return os.path.isfile(os.path.join(folder, "checkpoint")) or bool(
+        glob.glob(os.path.join(glob.escape(folder), "ckpt-*.index"))
+    )
 
 
 def read(model_dir: str) -> dict | None:
     """The recorded configuration; for a run from before records, the one in its result.json."""
     path = os.path.join(model_dir, RECORD_FILE)
     if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)["config"]
+        return _load(path, "config")
     result = os.path.join(model_dir, "result.json")
     if os.path.isfile(result):
-        with open(result) as f:
-            config = dict(json.load(f).get("config") or {})
+        config = dict(_load(result, "config", required=False) or {})
         if not config:
             return None
         if config.pop("time_budget", None) is not None:
@@ -165,11 +194,28 @@ def read(model_dir: str) -> dict | None:
     return None
 
 
+def _load(path: str, key: str, *, required: bool = True):
+    """`key` of the JSON object in `path`; a RunDirectoryError in one line if the file is damaged."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or (required and not isinstance(data.get(key), dict)):
+            raise ValueError(f"no {key!r} object in it")
+        return data.get(key)
+    except (OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunDirectoryError(
+            f"{path} cannot be read ({reason}): it records the settings this run was trained with, "
+            "which its checkpoints do not hold. Put back a good copy, or move the file away to "
+            "resume without comparing settings; --fresh_start or another --model_dir starts afresh"
+        ) from err
+
+
 def write(model_dir: str, record: dict) -> None:
+    path = os.path.join(model_dir, RECORD_FILE)
+    tmp = f"{path}.tmp{os.getpid()}"
     try:
         os.makedirs(model_dir, exist_ok=True)
-        path = os.path.join(model_dir, RECORD_FILE)
-        tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump(
                 {"config": _jsonable(record), "written": time.strftime("%Y-%m-%d %H:%M:%S")},
@@ -179,6 +225,8 @@ def write(model_dir: str, record: dict) -> None:
             )
         os.replace(tmp, path)
     except OSError as err:
+        with contextlib.suppress(OSError):  # a half-written record is not left beside the good one
+            os.remove(tmp)
         raise RunDirectoryError(f"--model_dir={model_dir}: cannot write there ({err})") from err
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from augment import step_seed
 from framework import ConfigError, input_pipeline
+from framework.checkpointing import atomic_write
 
 # Batch transforms of [N, H, W, C] images (uint8 or float in [0, 1]), as TensorFlow ops so that a streamed
 # test set is transformed in its tf.data pipeline like an in-memory one.
@@ -116,7 +117,10 @@ def write_predictions(
     entries = {}
     writer = controller.writer
     if writer.model_dir:
-        np.savez_compressed(writer.path("predictions.npz"), **arrays)
+        with atomic_write(
+            writer.path("predictions.npz")
+        ) as tmp:  # a full disk: one line, no half file
+            np.savez_compressed(tmp, **arrays)
         entries["predictions_file"] = writer.path("predictions.npz")
     if getattr(task, "kind", "classification") != "classification":
         return entries  # a binary or regression task: predictions only, no classes

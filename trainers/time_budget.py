@@ -42,7 +42,8 @@ import time
 
 from absl import logging
 
-from framework import build_trainer, input_pipeline, run_record
+from framework import ConfigError, build_trainer, input_pipeline, run_record
+from framework.checkpointing import atomic_write
 from framework.strategies import agreed
 
 BUDGET_FILE = "time_budget.json"
@@ -141,7 +142,7 @@ def steps_for_budget(
         )
     if config.model_dir:
         os.makedirs(config.model_dir, exist_ok=True)
-        with open(os.path.join(config.model_dir, BUDGET_FILE), "w") as f:
+        with atomic_write(os.path.join(config.model_dir, BUDGET_FILE)) as tmp, open(tmp, "w") as f:
             json.dump(decision, f, indent=2)
     return decision
 
@@ -311,8 +312,22 @@ def throwaway_loop(*, config, data, model_fn, optimizer_fn, task, strategy):
 
 
 def _read(model_dir):
+    """The decision a resumed run reuses; a damaged file is one line (a ConfigError): the checkpoints do
+    not hold the step count it chose, and measuring again would change the rest of the run."""
     path = os.path.join(model_dir, BUDGET_FILE) if model_dir else None
     if not path or not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            decision = json.load(f)
+        for key in ("minutes", "global_batch_size", "train_steps"):
+            if not isinstance(decision.get(key), (int, float)):
+                raise ValueError(f"no number {key!r} in it")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(
+            f"{path} cannot be read ({str(err).splitlines()[0]}): it holds the train_steps "
+            "--train_minutes chose for this run. Put back a good copy; or move it away to measure "
+            "again (the rest of the run then follows the new step count); --fresh_start or another "
+            "--model_dir starts afresh"
+        ) from err
+    return decision
