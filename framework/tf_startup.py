@@ -5,14 +5,17 @@ import os
 import sys
 import tempfile
 
+_hidden: list[str] = []  # what the quiet import wrote to stderr, for replay_hidden()
+
 
 def import_tensorflow(verbose: bool = False):
     """Imports TensorFlow without its start-up lines (oneDNN, CUDA not found, absl::InitializeLog).
 
-    TF 2.21 writes them through C++ absl logging before absl::InitializeLog(), which ignores
+    TF writes them through C++ absl logging before absl::InitializeLog(), which ignores
     TF_CPP_MIN_LOG_LEVEL, so only file descriptor 2 can hide them: it points at a temporary file
     during the import and the first device listing (where cuInit fails on a machine without a GPU),
-    and what was written there is replayed if the import fails. oneDNN itself stays on (speed).
+    and what was written there is replayed if the import fails, and kept for `replay_hidden()` (a
+    TPU that cannot start says why only there). oneDNN itself stays on (speed).
     """
     if "tensorflow" in sys.modules or verbose:
         import tensorflow as tf
@@ -24,6 +27,15 @@ def import_tensorflow(verbose: bool = False):
 
         tf.config.list_physical_devices()
     return tf
+
+
+def replay_hidden() -> str:
+    """Writes the start-up lines the quiet import hid to stderr (once); returns them."""
+    text = "".join(_hidden).strip()
+    _hidden.clear()
+    if text:
+        print(f"TensorFlow's start-up lines (hidden at import):\n{text}", file=sys.stderr)
+    return text
 
 
 @contextlib.contextmanager
@@ -44,3 +56,5 @@ def _stderr_captured():
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+        captured.seek(0)
+        _hidden.append(captured.read(1 << 16).decode(errors="replace"))

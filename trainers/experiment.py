@@ -808,8 +808,9 @@ def run_experiment(
 ) -> dict:
     """Train one model and return result.json's contents (also written under config.model_dir).
     `on_trained(controller)` is called once the model is trained (--repeats' ensembles: controller.predict)."""
-    from trainers import evaluation
+    from trainers import evaluation, tpu_guard
 
+    tpu_guard.check(exp, config)  # what a TPU cannot run: refused before the TPU is started
     strategy = strategy or framework.prepare_runtime(config)
     check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
     ds = None
