@@ -26,7 +26,33 @@ def import_tensorflow(verbose: bool = False):
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    _absl_min_log_level(tf)
     return tf
+
+
+def _absl_min_log_level(tf) -> None:
+    """TF 2.20 never calls absl::InitializeLog(), so its first XLA compile (our GELU kernels) writes
+    "All log messages before absl::InitializeLog() ..." and an INFO line to stderr, TF_CPP_MIN_LOG_LEVEL
+    or not (TF 2.21 initialises the log itself: tensorflow#102212). absl::SetMinLogLevel, exported by
+    libtensorflow_framework, applies TF_CPP_MIN_LOG_LEVEL to those lines too. Its C++ name carries absl's
+    version, so it is looked up in the library's symbol names (near the start of the file)."""
+    import ctypes
+    import mmap
+    import re
+
+    if tuple(int(x) for x in tf.__version__.split(".")[:2]) >= (2, 21):
+        return
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    path = os.path.join(os.path.dirname(tf.__file__), "libtensorflow_framework.so.2")
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            found = re.search(rb"_ZN4absl12lts_\d+14SetMinLogLevelENS0_18LogSeverityAtLeastE", data)
+            if found is None or not level.isdigit():
+                return
+            symbol = found.group().decode()
+        getattr(ctypes.CDLL(path), symbol)(ctypes.c_int(min(int(level), 3)))
+    except (OSError, AttributeError, ValueError):  # another build of TF: its lines stay
+        return
 
 
 def replay_hidden() -> str:
