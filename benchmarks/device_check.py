@@ -171,6 +171,22 @@ def parity(one: dict, many: dict) -> dict:
     return checks
 
 
+def no_device_report(out: str, device: str, setup: dict, notes: str) -> None:
+    """The report of a machine without the device: what was looked at, nothing measured."""
+    from benchmarks.report import write_report
+
+    write_report(
+        out,
+        title=f"Device check: no {device}",
+        summary={"verdict": f"no {device}: nothing measured"},
+        rows=[],
+        columns=["run"],
+        setup=setup,
+        notes=notes,
+    )
+    print(f"device check: no {device} usable on this machine; nothing measured | report: {out}")
+
+
 def main(argv):
     del argv
     if FLAGS.tpu:
@@ -191,18 +207,13 @@ def main(argv):
         + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
     if not gpus and not FLAGS.allow_cpu:
-        write_report(
+        return no_device_report(
             out,
-            title="Device check: no GPU",
-            summary={"verdict": "no GPU: nothing measured"},
-            rows=[],
-            columns=["run"],
-            setup=setup,
-            notes="nvidia-smi lists no GPU on this machine. Run this on a "
+            "GPU",
+            setup,
+            "nvidia-smi lists no GPU on this machine. Run this on a "
             "GPU machine (or `--allow_cpu --smoke` to test the script).",
         )
-        print(f"device check: no GPU on this machine; nothing measured | report: {out}")
-        return
     on_gpu = bool(gpus)
     size = (
         [

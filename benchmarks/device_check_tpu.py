@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.device_check import cifar_run, parity
+from benchmarks.device_check import cifar_run, no_device_report, parity
 
 
 def tpu_check(flags_) -> None:
@@ -42,18 +42,13 @@ def tpu_check(flags_) -> None:
     }
     on_tpu = check.returncode == 0
     if not on_tpu and not flags_.allow_cpu:
-        write_report(
+        return no_device_report(
             out,
-            title="Device check: no TPU",
-            summary={"verdict": "no TPU: nothing measured"},
-            rows=[],
-            columns=["run"],
-            setup=setup,
-            notes="`python -m framework.tpu_env --check` found no usable TPU (its lines are in the "
+            "TPU",
+            setup,
+            "`python -m framework.tpu_env --check` found no usable TPU (its lines are in the "
             "setup). Run this in a `!python` cell on a TPU VM, in a fresh runtime.",
         )
-        print(f"device check: no TPU usable here; nothing measured | report: {out}")
-        return
     placement = ["--strategy=tpu"] if on_tpu else ["--strategy=default"]
     small = ["--train_examples=1024", "--test_examples=256", "--global_batch_size=64"]
     steps = 4 if flags_.smoke else 100
