@@ -125,7 +125,10 @@ def main(name: str, defaults: dict | None = None, run=None, recipes: dict | None
         ):  # TensorFlow finds a TPU VM's chips only if told before its import
             from framework.tpu_env import configure_pjrt
 
-            configure_pjrt()
+            try:
+                configure_pjrt()
+            except ConfigError as err:  # a bad TFLOOPS_TPU_RUNTIME: one line, exit 2
+                fail(str(err))
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
             tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop
