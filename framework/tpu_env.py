@@ -130,10 +130,11 @@ def check() -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from framework import strategies  # lazy: TensorFlow, after the PJRT variables
     from framework.tf_startup import import_tensorflow
 
-    tf = import_tensorflow()
+    tf = import_tensorflow()  # lazy: TensorFlow, after the PJRT variables, quietly
+    from framework import strategies
+
     try:
         libtpu = metadata.version("libtpu")
     except metadata.PackageNotFoundError:
