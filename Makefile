@@ -11,6 +11,8 @@ export DATA_DIR
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # A GPU box (nvidia-smi runs) gets TensorFlow with its CUDA libraries: plain tensorflow brings none.
 TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo '[and-cuda]')
+# The stamp names the flavour installed, so a venv made on a CPU node is reinstalled on a GPU node.
+STAMP := $(VENV)/.installed-tf$(TF)-$(if $(TF_EXTRA),cuda,cpu)
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): much of a test is one-core work (tracing, TensorFlow imports in the
 # subprocesses of CLI tests) or waiting on other processes (a killed worker's health check), so 3 workers
@@ -18,9 +20,10 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 3
 
 .PHONY: setup train test lint mnist benchmarks clean
-setup: $(VENV)/.installed
+setup: $(STAMP)
 
-$(VENV)/.installed: requirements.txt
+$(STAMP): requirements.txt
+	rm -f $(VENV)/.installed*
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	sed -e 's/^tensorflow==.*/tensorflow$(TF_EXTRA)==$(TF).0/' -e 's/^tensorboard==.*/tensorboard==$(TF).0/' \

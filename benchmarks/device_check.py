@@ -13,7 +13,16 @@ process, figures read from its result.json), in this order, each only while time
      shared peer script is a CPU port): its wall time and last output lines beside ours;
   6. time to 94% with `--recipe=full --target=test_accuracy>=0.94`, repeated while time allows (mean ± std).
 Without a GPU it writes a report saying so and exits 0 (the suite runs this path); `--allow_cpu --smoke`
-runs every step on the CPU at toy size, to check the script itself before a device is lent.
+runs every step on the CPU at toy size, to check the script itself before a device is lent. On several
+GPUs the parity batch is the recipe's, rounded down to a multiple of the GPU count, and a mirrored fp16
+run checks loss scaling across replicas.
+
+    python -m benchmarks.device_check --tpu        # in a subprocess cell on a TPU VM (Colab v5e-1, Kaggle v5e-8)
+
+writes benchmarks/reports/device/tpu/: each trainer's step compiled for the TPU (mnist, fashion_mnist,
+cifar's full recipe: GELU kernels, fused BN, lookahead, bf16), checkpoint and resume equal to one
+uninterrupted run (weights fingerprint), and the full recipe's examples/s. `--strategy=tpu` takes every
+core, so N replicas against 1 is not compared there. Unverified on a TPU until its report exists.
 """
 
 import json
@@ -44,6 +53,9 @@ def define_flags() -> None:
     )
     flags.DEFINE_bool(
         "allow_cpu", False, "Run the GPU steps on the CPU (2 logical devices) to test the script."
+    )
+    flags.DEFINE_bool(
+        "tpu", False, "The TPU check (a TPU VM), reported under benchmarks/reports/device/tpu."
     )
     flags.DEFINE_bool(
         "smoke",
@@ -96,13 +108,21 @@ def versions() -> dict:
         return {"tensorflow": f"import failed: {out.stderr.strip()[-300:]}"}
 
 
-def cifar_run(name: str, flags_: list[str], work: str, timeout: float) -> dict:
-    """`python -m trainers.cifar` with `flags_`; its result.json plus the command's wall time and status."""
-    model_dir = os.path.join(work, name)
+def divisible_batch(batch: int, replicas: int) -> int:
+    """`batch` rounded down to a multiple of `replicas` (3 GPUs: 1024 -> 1023), so every GPU count runs."""
+    return max(batch - batch % replicas, replicas)
+
+
+def cifar_run(
+    name: str, flags_: list[str], work: str, timeout: float, trainer: str = "cifar"
+) -> dict:
+    """`python -m trainers.<trainer>` with `flags_`; its result.json plus the command's wall time and
+    status. A second call with the same `name` continues in the same model_dir (a resume)."""
+    model_dir = os.path.join(work, name.split(" #")[0])
     command = [
         sys.executable,
         "-m",
-        "trainers.cifar",
+        f"trainers.{trainer}",
         f"--model_dir={model_dir}",
         "--noexport",
         *flags_,
@@ -119,7 +139,7 @@ def cifar_run(name: str, flags_: list[str], work: str, timeout: float) -> dict:
         "name": name,
         "status": status,
         "command_seconds": time.time() - start,
-        "command": "python -m trainers.cifar " + " ".join(shlex.quote(f) for f in flags_),
+        "command": f"python -m trainers.{trainer} " + " ".join(shlex.quote(f) for f in flags_),
         "error": "" if status == 0 else " / ".join(tail),
         **{
             k: result.get(k)
@@ -151,8 +171,28 @@ def parity(one: dict, many: dict) -> dict:
     return checks
 
 
+def no_device_report(out: str, device: str, setup: dict, notes: str) -> None:
+    """The report of a machine without the device: what was looked at, nothing measured."""
+    from benchmarks.report import write_report
+
+    write_report(
+        out,
+        title=f"Device check: no {device}",
+        summary={"verdict": f"no {device}: nothing measured"},
+        rows=[],
+        columns=["run"],
+        setup=setup,
+        notes=notes,
+    )
+    print(f"device check: no {device} usable on this machine; nothing measured | report: {out}")
+
+
 def main(argv):
     del argv
+    if FLAGS.tpu:
+        from benchmarks.device_check_tpu import tpu_check
+
+        return tpu_check(FLAGS)
     from benchmarks.report import bar_plot, write_report
 
     out = FLAGS.out or os.path.join(os.path.dirname(__file__), "reports", "device")
@@ -167,18 +207,13 @@ def main(argv):
         + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
     if not gpus and not FLAGS.allow_cpu:
-        write_report(
+        return no_device_report(
             out,
-            title="Device check: no GPU",
-            summary={"verdict": "no GPU: nothing measured"},
-            rows=[],
-            columns=["run"],
-            setup=setup,
-            notes="nvidia-smi lists no GPU on this machine. Run this on a "
+            "GPU",
+            setup,
+            "nvidia-smi lists no GPU on this machine. Run this on a "
             "GPU machine (or `--allow_cpu --smoke` to test the script).",
         )
-        print(f"device check: no GPU on this machine; nothing measured | report: {out}")
-        return
     on_gpu = bool(gpus)
     size = (
         [
@@ -192,7 +227,9 @@ def main(argv):
         else [f"--train_steps={FLAGS.steps}", "--test_examples=2000"]
     )
     base = ["--recipe=full", "--train_minutes=0", "--eval_every_epochs=0", *size]
-    many = ["--strategy=mirrored"] + ([] if on_gpu else ["--num_cpu_devices=2"])
+    replicas = len(gpus) if on_gpu else 2
+    many = ["--strategy=mirrored"] + ([] if on_gpu else [f"--num_cpu_devices={replicas}"])
+    parity_batch = [f"--global_batch_size={divisible_batch(64 if FLAGS.smoke else 1024, replicas)}"]
     one = ["--strategy=one_device"] if on_gpu else ["--strategy=default"]
     runs, summary = [], {}
     work = tempfile.mkdtemp(prefix="device_check_")
@@ -217,14 +254,21 @@ def main(argv):
         "--deterministic",
         "--sync_batchnorm",
     ]  # BN over the global batch too
-    single = run("1 device fp32", one + fp32)
+    single = run("1 device fp32", one + fp32 + parity_batch)
     if on_gpu and len(gpus) < 2:
         summary["replicas_parity"] = (
             "one GPU: mirrored on 1 replica equals one_device trivially; not compared"
         )
     else:
         summary["replicas_parity"] = parity(
-            single, run(f"mirrored fp32 ({len(gpus) or 2} replicas)", many + fp32)
+            single, run(f"mirrored fp32 ({replicas} replicas)", many + fp32 + parity_batch)
+        )
+        # fp16 across replicas: one loss scale, the same skip decision on every replica.
+        result = run(
+            f"mirrored fp16 ({replicas} replicas)", many + parity_batch + ["--mixed_precision=fp16"]
+        )
+        summary["mirrored_fp16_finite_loss"] = (
+            result.get("test_loss") is not None and result["test_loss"] == result["test_loss"]
         )
     # 3. bf16 and fp16 on one device.
     for precision in ("bf16", "fp16"):

@@ -243,7 +243,7 @@ def op_times(logdir: str) -> tuple[dict, dict]:
             xla_runs = [
                 (e.offset_ps, e.offset_ps + e.duration_ps)
                 for e in line.events
-                if plane.event_metadata[e.metadata_id].name == _XLA_RUN
+                if _is_xla_run(plane.event_metadata[e.metadata_id].name)
             ]
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
@@ -270,6 +270,16 @@ def op_times(logdir: str) -> tuple[dict, dict]:
                 by_category[category] += ps / _PS_PER_MS
                 by_op[f"{category} / {op_type}"] += ps / _PS_PER_MS
     return dict(by_category), dict(by_op)
+
+
+def _is_xla_run(name: str) -> bool:
+    """An event of an XLA executable running: TF 2.21 marks the whole run (_XLA_RUN); TF 2.20 shows only
+    XLA CPU's thunks (`call`, `..._fusion.clone`, their `end: ...`), never TensorFlow op events."""
+    if name == _XLA_RUN:
+        return True
+    if _OP_EVENT.match(name):
+        return False
+    return name == "call" or name.startswith("end: ") or "fusion" in name
 
 
 def _holds(event, spans) -> bool:

@@ -45,6 +45,12 @@ class TrainConfig:
     tpu: str = option(
         "local", "TPU name for TPUClusterResolver ('local' on Colab/Kaggle TPU VMs).", advanced=True
     )
+    gpu_memory_growth: bool = option(
+        True,
+        "GPU memory grows as needed, so processes can share a GPU; --nogpu_memory_growth maps "
+        "it all at the start.",
+        advanced=True,
+    )
     data_service: str = option(
         "",
         "grpc://HOST:PORT of a tf.data service dispatcher: its data workers make the "

@@ -13,7 +13,8 @@ instead (WORKSPACE.md).
 `--data_workers=N` also starts a tf.data service on localhost, a dispatcher and N data workers in one
 child process of their own (`python -m framework.data_service`, output prefixed `[data service]`), and
 appends `--data_service=grpc://localhost:PORT` to the command: the trainers' input is made there
-(framework/data_service.py says what that changes in the data order). It stops with the trainers.
+(framework/data_service.py says what that changes in the data order). It sees no GPU
+(CUDA_VISIBLE_DEVICES=), and stops with the trainers.
 """
 
 import json
@@ -166,6 +167,12 @@ def _stop(procs, grace_seconds):
             os.killpg(p.pid, signal.SIGKILL)
 
 
+def data_service_env() -> dict:
+    """The data service child's environment: no GPU (it decodes and batches on the CPU; a TensorFlow
+    that saw the GPUs would take memory on each of them from the trainers)."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+
 def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Popen, str]:
     """`python -m framework.data_service` with `num_workers` data workers; returns (process, address) once
     it serves. Its later output is prefixed `[data service]`. Raises RuntimeError if it does not start."""
@@ -173,6 +180,7 @@ def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Pop
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "framework.data_service", f"--workers={num_workers}"],
+        env=data_service_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,

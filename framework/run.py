@@ -27,7 +27,10 @@ def prepare_runtime(config: TrainConfig) -> tf.distribute.Strategy:
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategies.make_strategy(
-        config.strategy, num_cpu_devices=config.num_cpu_devices, tpu=config.tpu
+        config.strategy,
+        num_cpu_devices=config.num_cpu_devices,
+        tpu=config.tpu,
+        gpu_memory_growth=config.gpu_memory_growth,
     )
     if config.mixed_precision == "fp16" and config.strategy == "tpu":
         raise ConfigError(

@@ -51,6 +51,7 @@ NOT_TRAINING = frozenset(
         "strategy",
         "num_cpu_devices",
         "tpu",
+        "gpu_memory_growth",
         "jit_compile",
         "deterministic",
         "data_service",

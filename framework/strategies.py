@@ -8,6 +8,7 @@ import weakref
 import tensorflow as tf
 from absl import logging
 
+from framework import tf_startup, tpu_env
 from framework.config import ConfigError
 
 # The kernel driver lists each NVIDIA GPU here, whether or not this TensorFlow has CUDA libraries.
@@ -20,18 +21,21 @@ def nvidia_gpus() -> list[str]:
     return sorted(glob.glob(NVIDIA_GPU_GLOB)) or sorted(glob.glob(NVIDIA_DEVICE_GLOB))
 
 
-def check_gpus_seen(strategy: str) -> None:
+def check_gpus_seen(strategy: str, num_cpu_devices: int = 0) -> None:
     """Never train on the CPU of a GPU box in silence: TensorFlow without CUDA libraries sees no GPU.
 
-    --strategy=mirrored|one_device stop (ConfigError: exit 2 from the CLI); others warn once."""
+    --strategy=mirrored|one_device stop (ConfigError: exit 2 from the CLI); others warn once. CPU
+    replicas asked for (--num_cpu_devices=N>1) are the CPU on purpose."""
     global _warned_unseen_gpus
-    if strategy == "tpu" or tf.config.list_physical_devices("GPU") or not nvidia_gpus():
+    if strategy == "tpu" or num_cpu_devices > 1:
+        return
+    if tf.config.list_physical_devices("GPU") or not nvidia_gpus():
         return
     cause = (
         f"this machine has {len(nvidia_gpus())} NVIDIA GPU(s) but TensorFlow sees none (installed "
-        "without CUDA libraries, or CUDA_VISIBLE_DEVICES hides them): run `make setup` again on this "
-        "machine (it installs tensorflow[and-cuda] when nvidia-smi works) or pip install "
-        f"'tensorflow[and-cuda]=={tf.__version__}'"
+        "without CUDA libraries, or CUDA_VISIBLE_DEVICES hides them): run `make setup` on this "
+        "machine (where nvidia-smi works it reinstalls the venv with tensorflow[and-cuda]) or pip "
+        f"install 'tensorflow[and-cuda]=={tf.__version__}'"
     )
     if strategy in ("mirrored", "one_device"):
         raise ConfigError(f"--strategy={strategy}: {cause}; --strategy=default trains on the CPU")
@@ -63,10 +67,24 @@ def configure_cpu_devices(num_devices: int) -> None:
             ) from err
 
 
+def configure_gpu_memory(growth: bool = True) -> None:
+    """GPU memory grows as it is needed (`growth`), so that processes can share a GPU (test workers, a
+    notebook beside a run); without it TensorFlow maps nearly all of each GPU at the start. Must happen
+    before TensorFlow initialises its runtime; a runtime already initialised keeps its setting."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, growth)
+        except (RuntimeError, ValueError):  # already initialised (a second run in a notebook)
+            return
+
+
 def make_strategy(
-    name: str, *, num_cpu_devices: int = 0, tpu: str = "local"
+    name: str, *, num_cpu_devices: int = 0, tpu: str = "local", gpu_memory_growth: bool = True
 ) -> tf.distribute.Strategy:
-    check_gpus_seen(name)
+    """`--strategy` as a tf.distribute strategy. mirrored with --num_cpu_devices=N>1 is N CPU replicas,
+    whether or not GPUs are visible (how the tests check 2 replicas against 1 on any machine)."""
+    check_gpus_seen(name, num_cpu_devices)
+    configure_gpu_memory(gpu_memory_growth)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
@@ -74,8 +92,7 @@ def make_strategy(
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     if name == "mirrored":
         configure_cpu_devices(num_cpu_devices)
-        gpus = tf.config.list_logical_devices("GPU")
-        if gpus:
+        if num_cpu_devices <= 1 and tf.config.list_logical_devices("GPU"):
             return tf.distribute.MirroredStrategy()
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         if num_cpu_devices:
@@ -123,10 +140,18 @@ def _multi_worker_strategy():
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
+def on_tpu_vm() -> bool:
+    """Whether this machine has TPU chips attached (a TPU VM): their device files."""
+    return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
 def _tpu_strategy(tpu_name: str):
+    busy = tpu_env.busy_message()
+    if busy:  # TensorFlow would find no TPU, and say why only in the start-up lines it hid
+        tf_startup.replay_hidden()
+        raise ConfigError(f"--strategy=tpu: {busy}")
     # Without a TPU the resolver can wait on metadata servers for minutes: look for the device first.
-    on_tpu_vm = bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
-    if tpu_name == "local" and not on_tpu_vm and "TPU_NAME" not in os.environ:
+    if tpu_name == "local" and not on_tpu_vm() and "TPU_NAME" not in os.environ:
         raise ConfigError(
             "--strategy=tpu: no TPU found on this machine (no /dev/accel* or /dev/vfio devices, TPU_NAME "
             "unset). On Colab choose Runtime > Change runtime type > TPU; on Kaggle choose the "
@@ -140,16 +165,25 @@ def _tpu_strategy(tpu_name: str):
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as err:
+        tf_startup.replay_hidden()  # libtpu's own reason ("TPU is already in use by process ...")
+        busy = tpu_env.busy_message()
         raise ConfigError(
-            f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). Likely causes: "
-            f"tensorflow-cpu instead of tensorflow-tpu (Kaggle's image; this is {_tf_package()}), "
-            "a libtpu newer than TF 2.20 was built for (pip install libtpu==0.0.14), or PJRT "
-            "variables set after TensorFlow was imported: see WORKSPACE.md's TPU cells"
+            f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). "
+            + (
+                busy
+                or "Likely causes: another process holds the TPU (a notebook kernel that imported "
+                "TensorFlow: restart the runtime), "
+                f"tensorflow-cpu instead of tensorflow-tpu (Kaggle's image; this is {tf_package()}), "
+                "a libtpu newer than TF 2.20 was built for (pip install libtpu==0.0.14), PJRT "
+                "variables set after TensorFlow was imported (see WORKSPACE.md's TPU cells), or a TPU "
+                "generation that needs TFLOOPS_TPU_RUNTIME=stream_executor (v2-v4) or "
+                "TFLOOPS_TPU_MLIR_BRIDGE=1"
+            )
         ) from err
     return tf.distribute.TPUStrategy(resolver)
 
 
-def _tf_package() -> str:
+def tf_package() -> str:
     from importlib import metadata
 
     for name in ("tensorflow-tpu", "tensorflow-cpu", "tensorflow"):

@@ -119,7 +119,10 @@ def main(name: str) -> None:
             fail(f"unexpected arguments {argv[1:]}: flags are written --name=value")
         # TensorFlow finds a TPU VM's chips only if told before its import.
         if FLAGS.strategy == "tpu":
-            configure_pjrt()
+            try:
+                configure_pjrt()
+            except ConfigError as err:  # a bad TFLOOPS_TPU_RUNTIME: one line, exit 2
+                fail(str(err))
         tf = import_tensorflow(verbose=FLAGS.verbose)
         if not FLAGS.verbose:
             tf.get_logger().setLevel("WARNING")  # keep the console to our one line per loop

@@ -75,8 +75,9 @@ def run_experiment(
     `on_trained(controller)` is called once the model is trained (--repeats' ensembles: controller.predict)."""
     # lazy: keeps TF out of --help
     from framework.controller import eval_split_names
-    from trainers import evaluation, experiment_data, experiment_model
+    from trainers import evaluation, experiment_data, experiment_model, tpu_guard
 
+    tpu_guard.check(exp, config)  # what a TPU cannot run: refused before the TPU is started
     strategy = strategy or framework.prepare_runtime(config)
     check_run_dir(exp, config)  # a --model_dir of another run fails before the data is read ...
     ds = None

@@ -20,11 +20,32 @@ def _pyplot():
 
 
 def write_plots(model_dir: str, model, sample_images: np.ndarray, **curve_options) -> list[str]:
-    written = [write_curves(model_dir, **curve_options)]
-    path = write_activations(model_dir, model, sample_images)
-    if path:
-        written.append(path)
-    return written
+    """curves.png and activations.png after a run. A plot that fails is one warning line, never a failed
+    run (the model is trained and saved). On a TPU the activations are skipped: their probe runs the model
+    eagerly on the host, where TPU VM builds of TensorFlow cannot run its XLA kernels (GELU)."""
+    written = [_safely("curves.png", write_curves, model_dir, **curve_options)]
+    if _on_tpu():
+        logging.warning("plots: no activations.png on a TPU (its probe would run XLA on the host)")
+    else:
+        written.append(
+            _safely("activations.png", write_activations, model_dir, model, sample_images)
+        )
+    return [path for path in written if path]
+
+
+def _safely(name: str, write, *args, **kwargs) -> str | None:
+    try:
+        return write(*args, **kwargs)
+    except Exception as err:  # a plot is a by-product: the finished run stands
+        first = (str(err).splitlines() or [""])[0]
+        logging.warning("plots: no %s: %s: %s", name, type(err).__name__, first)
+        return None
+
+
+def _on_tpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("TPU"))
 
 
 def write_curves(model_dir: str, metrics=("loss", "accuracy"), splits=None) -> str:
