@@ -9,9 +9,8 @@ from absl import logging
 HIGHLY_INPUT_BOUND = 0.20  # the TF Profiler calls a run "highly input-bound" above 20% input wait
 NOT_INPUT_BOUND = 0.05  # ... and "not input-bound" below 5%
 # When the step runs on the host's CPU, tf.data's decode threads take the step's cores while it computes,
-# so the wait in next() shows only part of what the input costs: on the streamed image folder of
-# benchmarks.input_vs_step (2 cores) input alone gave 4,113 ex/s, step alone 6,675, both 2,924 (the step
-# 1.9x slower beside the decode), with only 19% input wait. There the thresholds are halved.
+# so the wait in next() shows only part of what the input costs: the step itself runs slower beside the
+# decode (benchmarks/reports/input_vs_step/folder). There the thresholds are halved.
 HOST_CPU_SCALE = 0.5
 
 

@@ -161,7 +161,7 @@ def test_a_dead_worker_stops_the_other(tmp_path):
     script = (
         "import os,sys,json; t=json.loads(os.environ['TF_CONFIG'])['task']['index']; "
         "sys.argv += ['--bogus_flag=1'] if t == 1 else []; "
-        "from trainers import mnist, cli; cli.main('mnist', mnist.DEFAULTS)"
+        "from trainers import cli; cli.main('mnist')"
     )
     args = [
         sys.executable,

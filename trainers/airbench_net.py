@@ -1,4 +1,4 @@
-"""airbench94's network in Keras (Keller Jordan, "94% on CIFAR-10 in 3.29 seconds", 2024).
+"""airbench94's network in Keras (Keller Jordan's CIFAR-10 speed record, github.com/KellerJordan/cifar10-airbench).
 
     frozen 2x2 patch-whitening conv (24 channels, bias trained) -> GELU
     3 conv groups: conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU   (64, 256, 256)
@@ -107,8 +107,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 normalises in float32 with separate moments, casts and element-wise ops; FusedBatchNormV3
     takes the bf16 activations as they are (float32 statistics) in one oneDNN kernel, forward and
-    backward: +13-15% ex/s for the full net at batch 1024 on a 2-core Zen 5 CPU (PyTorch's BatchNorm is
-    fused likewise). Same variables, same moving-average update (the biased batch variance, as Keras);
+    backward, as PyTorch's BatchNorm does. Same variables, same moving-average update (the biased batch variance, as Keras);
     inference, synchronized statistics and anything else go through Keras' own call.
     """
 

@@ -4,9 +4,7 @@ Its defaults (trainers/recipes.py, printed at start): Adam 1e-3, batch 128, 3 ep
 LR with 2% linear warm-up (Keras' default would be a constant LR).
 """
 
-from trainers import cli, recipes
-
-DEFAULTS = recipes.DEFAULTS["mnist"]
+from trainers import cli
 
 if __name__ == "__main__":
     cli.main("mnist")
