@@ -10,6 +10,7 @@ per model (our loop and four `fit` settings, two epochs each, twice); the stream
 (cifar_jpeg, folder, memory: not yet timed at full size) add a few minutes each; step_profile and vs_peer
 (issue 14, not yet timed at full size) a few minutes each, more with the PyTorch peer's venv.
 
+Then the README's figures table is made again from the reports (benchmarks/readme_table.py).
 `--smoke` runs each benchmark at test size (seconds, figures meaningless) into --out, which the
 tests use to check that every report can still be made and carries its commit.
 """
@@ -20,6 +21,8 @@ import sys
 import time
 
 from absl import app, flags
+
+from benchmarks import readme_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORTS_DIR = os.path.join(ROOT, "benchmarks", "reports")
@@ -160,6 +163,9 @@ def main(argv):
             f"[{time.strftime('%H:%M:%S')}] {name}: done in {(time.time() - start) / 60:.1f} min",
             flush=True,
         )
+    if out_dir == REPORTS_DIR:
+        changed = readme_table.update()
+        print(f"README.md: figures table {'rewritten' if changed else 'already up to date'}")
 
 
 if __name__ == "__main__":
