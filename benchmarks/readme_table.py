@@ -85,7 +85,8 @@ def table(reports_dir: str = REPORTS_DIR) -> list[str]:
 
 
 def rewrite(text: str, lines: list[str]) -> str:
-    """`text` with what lies between the marker lines replaced by `lines`; ValueError without them."""
+    """`text` with what lies between the marker lines replaced by `lines`; ValueError without
+    them."""
     begin, end = MARKERS
     rows = text.split("\n")
     starts = [i for i, row in enumerate(rows) if row.strip() == begin]

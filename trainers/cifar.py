@@ -8,11 +8,11 @@ steps, then down to 0.07x. airbench's lr 11.5 and weight decay 0.0153 for a summ
 loss at batch 1024 are, for our mean loss and Keras' decoupled decay, lr 1.5 at batch 1024 (0.375
 at 256: the same per-example step) and weight decay 0.009 per unit of LR.
 
-  fast  For a CPU (`make train`, the default there): a time budget of training (--train_minutes), the
-        net and its length chosen by the budget's ladder (trainers/time_budget.py): the speed is
+  fast  For a CPU (`make train`, the default there): a time budget of training (--train_minutes),
+        the net and its length chosen by the budget's ladder (trainers/time_budget.py): the speed is
         measured at 3/8 width (24, 96, 96), then the widest rung of widths x epochs that fits, from
-        (24, 96, 96) x 10 up to (64, 256, 256) x 16; on a slow machine the first rung for as many steps
-        as fit. --widths or --epochs turns the ladder off (then at most --epochs).
+        (24, 96, 96) x 10 up to (64, 256, 256) x 16; on a slow machine the first rung for as many
+        steps as fit. --widths or --epochs turns the ladder off (then at most --epochs).
   full  airbench94 as published: full width, GELU, batch 1024, 10 epochs, lookahead every 5 steps
         (the default on a GPU/TPU).
 
