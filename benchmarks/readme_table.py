@@ -41,29 +41,31 @@ def _vs_peer(r: dict) -> str:
     return f"bf16 {r['bf16_ratio']:.2f}, fp32 {r['fp32_ratio']:.2f} (ours / PyTorch, ex/s)"
 
 
+def _input_vs_step(r: dict) -> str:
+    return (
+        f"{r['bound']}-bound, {r['combined_examples_per_sec']:,.0f} ex/s "
+        f"({r['mixed_precision']}, widths {tuple(r['widths'])})"
+    )
+
+
+def _soak(r: dict) -> str:
+    return (
+        f"{r['growth_second_half_mb']:.0f} MB RSS growth in the second half of "
+        f"{r['minutes']:.0f} min ({r['steps']:,} steps)"
+    )
+
+
 # report folder under benchmarks/reports/ -> (what it measures, the figure from its report.json)
 ROWS = {
     "loop_vs_fit/mlp": ("MNIST MLP 64-64, batch 32: our loop vs `fit`", _loop_vs_fit),
     "loop_vs_fit/cnn": ("MNIST CNN, batch 32: our loop vs `fit`", _loop_vs_fit),
     "loop_vs_fit/resnet9": ("ResNet-9, batch 32: our loop vs `fit`", _loop_vs_fit),
-    "input_vs_step/cifar": (
-        "CIFAR-10 fast recipe: input or step?",
-        lambda r: (
-            f"{r['bound']}-bound, {r['combined_examples_per_sec']:,.0f} ex/s "
-            f"({r['mixed_precision']}, widths {tuple(r['widths'])})"
-        ),
-    ),
+    "input_vs_step/cifar": ("CIFAR-10 fast recipe: input or step?", _input_vs_step),
     "vs_peer/fast": ("airbench fast net: speed against PyTorch", _vs_peer),
     "vs_peer/full": ("airbench94 full net: speed against PyTorch", _vs_peer),
     "fidelity/fast": ("airbench fast net, 10 epochs: test accuracy (TTA)", _fidelity),
     "fidelity/full": ("airbench94 full net, 10 epochs: test accuracy (TTA)", _fidelity),
-    "soak": (
-        "memory over a long run (MNIST MLP, checkpoints)",
-        lambda r: (
-            f"{r['growth_second_half_mb']:.0f} MB RSS growth in the second half of "
-            f"{r['minutes']:.0f} min ({r['steps']:,} steps)"
-        ),
-    ),
+    "soak": ("memory over a long run (MNIST MLP, checkpoints)", _soak),
 }
 
 
