@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import device_check
 
 
+@pytest.mark.cli
 def test_device_check_without_a_gpu_reports_no_gpu(tmp_path):
     assert device_check.gpu_names() == []  # the suite's machines have no GPU
     out = tmp_path / "device"

@@ -272,6 +272,7 @@ def test_a_run_from_before_records_is_compared_with_its_result_json(tmp_path):
         run_record.prepare(str(tmp_path), {**budget, "learning_rate": 0.2})
 
 
+@pytest.mark.cli
 def test_cli_refuses_another_configuration_with_one_line_and_exit_2(tmp_path, data_dir):
     def mnist(*args):
         return subprocess.run(

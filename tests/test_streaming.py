@@ -214,6 +214,7 @@ def test_a_decode_error_of_an_unchecked_jpeg_is_traced_to_its_file(tmp_path):
     assert find_unreadable([f for f in listed.splits["test"].files if f != cut]) is None
 
 
+@pytest.mark.cli
 def test_a_corrupt_jpeg_met_while_streaming_fails_the_command_in_one_line(tmp_path):
     root = make_folder(str(tmp_path), range(48), jpeg=True)
     make_folder(root, range(48, 54), "test", jpeg=True)
@@ -380,6 +381,7 @@ STREAMED = [
 ]  # 96 steps
 
 
+@pytest.mark.cli
 def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(jpeg_folder, tmp_path):
     args = STREAMED + [
         f"--data_dir={jpeg_folder}",
@@ -443,6 +445,7 @@ print("IDS", json.dumps(seen))
 """
 
 
+@pytest.mark.cli
 def test_two_workers_each_read_their_own_share(folder):
     from framework.launch import tf_configs
 

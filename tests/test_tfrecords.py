@@ -158,6 +158,7 @@ def test_converter_on_a_dataset_subset(tmp_path, data_dir, capsys):
     assert "cifar100 not found" in capsys.readouterr().err
 
 
+@pytest.mark.cli
 def test_converter_command_on_an_image_folder(tmp_path, cifar):
     for i in range(12):
         folder = tmp_path / "photos" / cifar.class_names[cifar.y_train[i]]

@@ -254,6 +254,7 @@ def bad_flag_runs(data_dir):
 
 @pytest.mark.xdist_group("bad_flag_runs")  # one worker starts them all (make test runs 2 workers)
 @pytest.mark.parametrize("args,needle", BAD_FLAGS)
+@pytest.mark.cli
 def test_cli_bad_flags_exit_2_with_one_line(args, needle, bad_flag_runs):
     returncode, stderr = bad_flag_runs[tuple(args)]
     assert returncode == 2, stderr[-2000:]
@@ -275,6 +276,7 @@ def test_repeats_report_mean_std_and_ensembles(tmp_path, data_dir):
     assert json.loads((tmp_path / "repeats.json").read_text())["repeats"] == 3
 
 
+@pytest.mark.cli
 def test_sweep_writes_a_table(tmp_path, data_dir):
     proc = subprocess.run(
         [
@@ -322,6 +324,7 @@ def _image_folder(root, corrupt=False):
 
 
 @pytest.mark.parametrize("on_corrupt", ["fail", "skip"])
+@pytest.mark.cli
 def test_image_folder_dataset_from_the_cli(tmp_path, on_corrupt):
     _image_folder(tmp_path / "images", corrupt=True)
     proc = subprocess.run(
