@@ -321,6 +321,7 @@ def test_fidelity_without_the_peer_venv_says_how(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_fidelity_runs_ours_with_the_peers_settings():
     from benchmarks import fidelity
     from framework import config_flags  # noqa: F401  (the flags' parser is the trainers')
