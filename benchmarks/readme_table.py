@@ -1,10 +1,10 @@
 """The README's figures table, made from the committed reports: `python -m benchmarks.readme_table`.
 
-Every row is read from one report.json under benchmarks/reports/ and names the CPU and the date of
-that report, so the table never mixes a figure with a machine it was not measured on. The table is
-written between the two marker lines of README.md (MARKERS) and nothing else in the file changes.
-`make benchmarks` (benchmarks/regenerate.py) calls it after remaking the reports; `--check` only
-says whether the README is up to date (exit 1 when it is not).
+Every row is read from one report.json under benchmarks/reports/ and names the CPU, the date and the
+commit of that report, so the table never mixes a figure with a machine it was not measured on. The
+table is written between the two marker lines of README.md (MARKERS) and nothing else in the file
+changes. `make benchmarks` (benchmarks/regenerate.py) calls it after remaking the reports; `--check`
+only says whether the README is up to date (exit 1 when it is not).
 """
 
 import argparse
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORTS_DIR = os.path.join(ROOT, "benchmarks", "reports")
 README = os.path.join(ROOT, "README.md")
 MARKERS = ("<!-- figures:begin -->", "<!-- figures:end -->")
-COLUMNS = ("what", "figure", "CPU", "date", "report")
+COLUMNS = ("what", "figure", "CPU", "date", "commit", "report")
 
 
 def _pct(value: float) -> str:
@@ -81,7 +81,8 @@ def table(reports_dir: str = REPORTS_DIR) -> list[str]:
             report = json.load(f)
         stamp = report["provenance"]
         link = f"[{name}](benchmarks/reports/{name}/report.md)"
-        cells = (what, figure(report), stamp["cpu"], stamp["date"].split()[0], link)
+        commit = stamp["commit"] + (" (uncommitted changes)" if stamp["dirty"] is True else "")
+        cells = (what, figure(report), stamp["cpu"], stamp["date"].split()[0], commit, link)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
