@@ -70,6 +70,7 @@ def _ids(images):
     return images[..., 1, 1, 0].numpy().reshape(-1)
 
 
+@pytest.mark.slow
 def test_streamed_folder_gives_the_in_memory_batches(folder):
     memory, streamed = load_image_folder(folder), list_image_folder(folder)
     assert streamed.image_shape == (16, 16, 1) and set(streamed.splits) == {"train", "val", "test"}

@@ -220,6 +220,7 @@ def _record_ids(images):
     return (images[..., 0, 0, 0] * 256 + images[..., 0, 1, 0]).reshape(-1)
 
 
+@pytest.mark.slow
 def test_streamed_shards_resume_exactly_and_split_over_pipelines(tmp_path):
     listed = _numbered_shards(str(tmp_path))
     train, ctx = listed.splits["train"], tf.distribute.InputContext()
