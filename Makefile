@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # on 2 cores keep both busy (11.6 min against 13.4 with 2, on a Zen 5). 0 runs in this process.
 TEST_WORKERS ?= 3
 
-.PHONY: setup train test lint mnist benchmarks clean
+.PHONY: setup train test test-fast lint mnist benchmarks clean
 setup: $(STAMP)
 
 $(STAMP): requirements.txt
@@ -39,6 +39,11 @@ mnist: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# The unit tests only (no CLI subprocesses, no training beyond a few steps): the edit-and-run loop.
+FAST_TESTS := -m "not slow and not cli" -k "not efficientnet"
+test-fast: setup
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(FAST_TESTS) $(PYTEST_ARGS)
 
 # ruff (pinned in requirements.txt, configured in pyproject.toml): lint, and the formatter's check.
 lint: setup

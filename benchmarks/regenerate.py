@@ -6,10 +6,12 @@ Each report is made by its own benchmark in its own process (a fresh TensorFlow 
 left warm by the one before), one after the other: timings on a shared machine are only worth
 something when nothing else runs. On the 2-core CPU of these reports, roughly 25 minutes in all:
 soak 10, input_vs_step/cifar about 5 (six short trainings of the fast recipe), loop_vs_fit about 2-3
-per model (our loop and four `fit` settings, two epochs each, twice); the streamed input_vs_step cases
-(cifar_jpeg, folder, memory: not yet timed at full size) add a few minutes each; step_profile and vs_peer
-(issue 14, not yet timed at full size) a few minutes each, more with the PyTorch peer's venv.
+per model (our loop and four `fit` settings, two epochs each, twice); the streamed input_vs_step
+cases (cifar_jpeg, folder, memory: not yet timed at full size) add a few minutes each; step_profile
+and vs_peer (issue 14, not yet timed at full size) a few minutes each, more with the PyTorch peer's
+venv.
 
+Then the README's figures table is made again from the reports (benchmarks/readme_table.py).
 `--smoke` runs each benchmark at test size (seconds, figures meaningless) into --out, which the
 tests use to check that every report can still be made and carries its commit.
 """
@@ -20,6 +22,8 @@ import sys
 import time
 
 from absl import app, flags
+
+from benchmarks import readme_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORTS_DIR = os.path.join(ROOT, "benchmarks", "reports")
@@ -67,7 +71,8 @@ REPORTS = {
         ["--smoke", "--memory_gb=0.03", "--memory_epochs=2"],
     ),
     "soak": ("benchmarks.soak", ["--minutes=10"], ["--minutes=0.02", "--checkpoint_every=50"]),
-    # Issue 14: where the step's time goes (ours and the PyTorch peer's, when its venv is there) and the ratio.
+    # Issue 14: where the step's time goes (ours and the PyTorch peer's, when its venv is there) and
+    # the ratio.
     "step_profile/cifar_fast_bf16": (
         "benchmarks.step_profile",
         ["--recipe=fast", "--mixed_precision=bf16", "--onednn_verbose"],
@@ -145,7 +150,8 @@ def main(argv):
     out_dir = FLAGS.out or REPORTS_DIR
     for name in unmade_reports():
         print(
-            f"warning: benchmarks/reports/{name} has no generator in benchmarks/regenerate.py: left as it is",
+            f"warning: benchmarks/reports/{name} has no generator in benchmarks/regenerate.py: "
+            "left as it is",
             file=sys.stderr,
         )
     env = {
@@ -162,6 +168,9 @@ def main(argv):
             f"[{time.strftime('%H:%M:%S')}] {name}: done in {(time.time() - start) / 60:.1f} min",
             flush=True,
         )
+    if out_dir == REPORTS_DIR:
+        changed = readme_table.update()
+        print(f"README.md: figures table {'rewritten' if changed else 'already up to date'}")
 
 
 if __name__ == "__main__":

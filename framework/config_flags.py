@@ -10,11 +10,11 @@
     config = config_flags.from_flags(MyConfig)
 
 The help text lives on the field (`metadata={"help": ...}`, which `framework.config.option` writes),
-so a flag cannot appear without it. bool, int, float and str fields (and `str | None`) become flags of
-that type; a tuple field becomes a list flag whose items are ints, or strs where the field's metadata
-says `"item": str`. With `key_module`, the flags are key flags of that module: its `--help` lists them,
-except fields marked `advanced`, which only `--helpfull` shows. `flag_dict(MyConfig, given_only=True)` is
-what the command line gave (trainers/cli.py puts it over a recipe's values).
+so a flag cannot appear without it. bool, int, float and str fields (and `str | None`) become flags
+of that type; a tuple field becomes a list flag whose items are ints, or strs where the field's
+metadata says `"item": str`. With `key_module`, the flags are key flags of that module: its `--help`
+lists them, except fields marked `advanced`, which only `--helpfull` shows. `flag_dict(MyConfig,
+given_only=True)` is what the command line gave (trainers/cli.py puts it over a recipe's values).
 
 This module imports no TensorFlow, so `--help` answers without loading it.
 """
@@ -64,7 +64,8 @@ def from_flags(config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, **ove
 def flag_dict(
     config_cls, *, flag_values: flags.FlagValues = flags.FLAGS, given_only: bool = False
 ) -> dict:
-    """{field: value} from parsed flags, tuples converted; `given_only`: the command line's flags only."""
+    """{field: value} from parsed flags, tuples converted; `given_only`: the command line's flags
+    only."""
     values = {}
     for field in dataclasses.fields(config_cls):
         flag = flag_values[field.name]

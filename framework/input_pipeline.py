@@ -10,9 +10,9 @@ instead of one map call per example), which keeps a 2-core CPU ahead of a small 
 Static shapes everywhere (`drop_remainder` semantics) so the same step compiles for TPU.
 
 A source is either arrays (held in memory, gathered per batch) or a `StreamedSource`, which builds
-its own tf.data pipeline (read from files while training, bounded memory): `IndexedSource` streams any
-indexable list of examples (an image folder's files) through the same index stream, so its order and
-exact resume are the arrays' (`framework/data/streaming.py` chooses between the two).
+its own tf.data pipeline (read from files while training, bounded memory): `IndexedSource` streams
+any indexable list of examples (an image folder's files) through the same index stream, so its order
+and exact resume are the arrays' (`framework/data/streaming.py` chooses between the two).
 """
 
 import abc
@@ -30,8 +30,9 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 
 
 class StreamedSource(abc.ABC):
-    """Examples the tf.data pipeline reads itself instead of arrays in memory: the engine asks only for
-    `num_examples`, `example_spec` (one example's parts, e.g. image and label) and the dataset functions."""
+    """Examples the tf.data pipeline reads itself instead of arrays in memory: the engine asks only
+    for `num_examples`, `example_spec` (one example's parts, e.g. image and label) and the dataset
+    functions."""
 
     num_examples: int
     example_spec: tuple  # of tf.TensorSpec, one per part of an example
@@ -52,15 +53,18 @@ class StreamedSource(abc.ABC):
         num_parallel_calls=AUTOTUNE,
         prefetch=AUTOTUNE,
     ) -> DatasetFn:
-        """As `train_dataset_fn` for arrays: per-replica chunks [K, b, ...], data order f(seed, epoch)."""
+        """As `train_dataset_fn` for arrays: per-replica chunks [K, b, ...], data order f(seed,
+        epoch)."""
 
     @abc.abstractmethod
     def eval_dataset_fn(self, *, global_batch_size: int) -> tuple[DatasetFn, int]:
-        """As `eval_dataset_fn` for arrays: fixed order, every example once per pass, weight 0 on padding."""
+        """As `eval_dataset_fn` for arrays: fixed order, every example once per pass, weight 0 on
+        padding."""
 
     @abc.abstractmethod
     def head(self, n: int) -> tuple[np.ndarray, ...]:
-        """The first `n` examples as arrays (e.g. airbench's whitening images, a plot's test images)."""
+        """The first `n` examples as arrays (e.g. airbench's whitening images, a plot's test
+        images)."""
 
 
 def num_examples(source) -> int:
@@ -85,9 +89,9 @@ def example_nbytes(source) -> int:
 def train_indices(
     num_examples: int, *, global_batch_size: int, seed: int, start_step: int, steps: int
 ) -> np.ndarray:
-    """The example indices of global batches [start_step, start_step + steps) in the training stream's order,
-    all input pipelines together (`train_index_batches` for one pipeline): e.g. which files a failed read was
-    among."""
+    """The example indices of global batches [start_step, start_step + steps) in the training
+    stream's order, all input pipelines together (`train_index_batches` for one pipeline): e.g.
+    which files a failed read was among."""
     if not steps_per_epoch(num_examples, global_batch_size):
         return np.zeros([0], np.int64)
     batches = train_index_batches(
@@ -133,8 +137,9 @@ def train_dataset_fn(
     example's id and epoch (e.g. `augment.example_ops.alternating_flip`); it runs in the gather.
     `num_parallel_calls` and `prefetch` (0: none) are there for the input benchmark's sweep.
     `arrays` may be a StreamedSource instead: it builds the same stream from its files.
-    `stop_step`: the same batches, but a finite stream of steps [start_step, stop_step) whose source is
-    the chunk numbers, which the tf.data service can split over its workers (framework/data_service.py).
+    `stop_step`: the same batches, but a finite stream of steps [start_step, stop_step) whose source
+    is the chunk numbers, which the tf.data service can split over its workers
+    (framework/data_service.py).
     """
     kwargs = dict(
         global_batch_size=global_batch_size,
@@ -263,8 +268,9 @@ def _chunk_indices(
     with_epoch,
     with_step,
 ) -> tf.data.Dataset:
-    """train_index_batches' global elements for steps [start_step, stop_step), one per chunk of `fetch` steps,
-    computed from the chunk number alone (one epoch permutation per chunk: the price of a splittable source)."""
+    """train_index_batches' global elements for steps [start_step, stop_step), one per chunk of
+    `fetch` steps, computed from the chunk number alone (one epoch permutation per chunk: the price
+    of a splittable source)."""
 
     def chunk(number):
         first = number * fetch
@@ -281,10 +287,11 @@ def _chunk_indices(
 
 
 class IndexedSource(StreamedSource):
-    """A streamed source whose examples are numbered 0..N-1 and read one by one (`load_example`), e.g.
-    an image folder's files: the train stream is the arrays' index stream, so the data order is
-    f(seed, epoch), each input pipeline reads only its own rows, and a resume at step S skips indices
-    only (exact). Files are read and decoded in parallel (`num_parallel_calls`), in deterministic order."""
+    """A streamed source whose examples are numbered 0..N-1 and read one by one (`load_example`),
+    e.g. an image folder's files: the train stream is the arrays' index stream, so the data order is
+    f(seed, epoch), each input pipeline reads only its own rows, and a resume at step S skips
+    indices only (exact). Files are read and decoded in parallel (`num_parallel_calls`), in
+    deterministic order."""
 
     @abc.abstractmethod
     def load_example(self, index: tf.Tensor) -> tuple[tuple, tf.Tensor]:
@@ -323,7 +330,8 @@ class IndexedSource(StreamedSource):
         )  # else the rows carry the parts alone
 
         def finish(parts, *kept):
-            """[K * b] rows -> the [K, b] chunk the array path gives (example_fn, host_fn as there)."""
+            """[K * b] rows -> the [K, b] chunk the array path gives (example_fn, host_fn as
+            there)."""
             parts, *kept = tf.nest.map_structure(
                 lambda t: tf.reshape(t, [fetch, -1, *t.shape[1:]]), (parts, *kept)
             )
@@ -356,7 +364,8 @@ class IndexedSource(StreamedSource):
                 keep_readable=self.skips_unreadable,
                 keep_element=keep_element,
             )
-            # One batch of K * b rows, reshaped to [K, b] in `finish`: .batch(b).batch(K) copied each chunk twice.
+            # One batch of K * b rows, reshaped to [K, b] in `finish`: .batch(b).batch(K) copied
+            # each chunk twice.
             chunks = rows.batch(fetch * per_replica, drop_remainder=True)
             return _finish(chunks.map(finish, num_parallel_calls=num_parallel_calls), prefetch)
 
@@ -397,8 +406,9 @@ class IndexedSource(StreamedSource):
         keep_readable=True,
         keep_element=True,
     ):
-        """Elements of [..., b] index tensors -> one element per example: (parts[, readable][, element row]),
-        readable and the row only where asked for (each part of an element costs per example)."""
+        """Elements of [..., b] index tensors -> one element per example: (parts[, readable][,
+        element row]), readable and the row only where asked for (each part of an element costs per
+        example)."""
 
         def flatten(*element):
             element = element if len(element) > 1 else element[0]
@@ -425,7 +435,8 @@ class IndexedSource(StreamedSource):
 
 
 def _first_tensor(element):
-    """The example index in an element row: index, (index, epoch) or ((index[, epoch]), step, replica)."""
+    """The example index in an element row: index, (index, epoch) or ((index[, epoch]), step,
+    replica)."""
     while isinstance(element, tuple):
         element = element[0]
     return element
@@ -472,7 +483,8 @@ def eval_dataset_fn(arrays, *, global_batch_size: int) -> tuple[DatasetFn, int]:
 
 
 def _eval_indices(num_examples: int, global_batch_size: int):
-    """(index, weight) [num_batches, B] of one evaluation pass: padding rows read example 0 with weight 0."""
+    """(index, weight) [num_batches, B] of one evaluation pass: padding rows read example 0 with
+    weight 0."""
     num_batches = -(-num_examples // global_batch_size)
     index = np.arange(num_batches * global_batch_size)
     weight = (index < num_examples).astype(np.float32)

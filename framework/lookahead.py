@@ -1,4 +1,5 @@
-"""airbench's lookahead: every `every` steps, average <- lerp(average, weights, 1 - rho), weights <- average.
+"""airbench's lookahead: every `every` steps, average <- lerp(average, weights, 1 - rho), weights <-
+average.
 
 rho = decay ** every * (step / total_steps) ** 3: almost no averaging early (the net moves fast),
 strong averaging at the end (airbench94: decay 0.95 every 5 steps). It covers every float variable

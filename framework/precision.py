@@ -9,7 +9,8 @@ POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 
 @contextlib.contextmanager
 def dtype_policy(mixed_precision: str):
-    """Build layers under the policy, then restore the global one (a notebook may build several models)."""
+    """Build layers under the policy, then restore the global one (a notebook may build several
+    models)."""
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[mixed_precision])
     try:
@@ -26,7 +27,8 @@ def wrap_optimizer(optimizer, mixed_precision: str):
 
 
 def bf16_is_fast() -> bool:
-    """bf16 pays off on TPUs, GPUs from Ampere on, and CPUs with AVX512_BF16 or AMX (oneDNN kernels)."""
+    """bf16 pays off on TPUs, GPUs from Ampere on, and CPUs with AVX512_BF16 or AMX (oneDNN
+    kernels)."""
     import tensorflow as tf
 
     if tf.config.list_physical_devices("TPU"):

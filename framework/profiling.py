@@ -8,15 +8,16 @@ from absl import logging
 
 HIGHLY_INPUT_BOUND = 0.20  # the TF Profiler calls a run "highly input-bound" above 20% input wait
 NOT_INPUT_BOUND = 0.05  # ... and "not input-bound" below 5%
-# When the step runs on the host's CPU, tf.data's decode threads take the step's cores while it computes,
-# so the wait in next() shows only part of what the input costs: on the streamed image folder of
-# benchmarks.input_vs_step (2 cores) input alone gave 4,113 ex/s, step alone 6,675, both 2,924 (the step
-# 1.9x slower beside the decode), with only 19% input wait. There the thresholds are halved.
+# When the step runs on the host's CPU, tf.data's decode threads take the step's cores while it
+# computes, so the wait in next() shows only part of what the input costs: the step itself runs
+# slower beside the decode (benchmarks/reports/input_vs_step/folder). There the thresholds are
+# halved.
 HOST_CPU_SCALE = 0.5
 
 
 def classify(input_wait_fraction: float, *, step_on_host_cpu: bool = False) -> str:
-    """'input-bound', 'partly input-bound' or 'step-bound' from the share of loop time spent in next()."""
+    """'input-bound', 'partly input-bound' or 'step-bound' from the share of loop time spent in
+    next()."""
     scale = HOST_CPU_SCALE if step_on_host_cpu else 1.0
     if input_wait_fraction >= HIGHLY_INPUT_BOUND * scale:
         return "input-bound"

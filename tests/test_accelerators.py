@@ -63,6 +63,7 @@ def test_launch_splits_the_gpus_evenly_over_workers():
         launch.gpu_assignments(2, ["0", "1", "2"], per_worker=2)
 
 
+@pytest.mark.cli
 def test_launch_hands_each_worker_its_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     assert launch.visible_gpus() == ["3", "5"]

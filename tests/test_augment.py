@@ -107,6 +107,7 @@ def _assert_images(out, like, atol=1e-6, side=None):
 
 
 @pytest.mark.parametrize("case", OPS)
+@pytest.mark.slow
 def test_op_contract(case, cifar):
     """Same result eagerly, in tf.function and under XLA; shape, dtype and range kept; reproducible with
     a seed, different across seeds, and each sample of a batch of one repeated image drawn on its own."""
@@ -434,6 +435,7 @@ def test_step_seed():
     assert not np.array_equal(augment.step_seed(8, 5, 1), got)
 
 
+@pytest.mark.slow
 def test_replicas_augment_differently(cifar):
     """Under MirroredStrategy (2 logical CPUs), each replica folds its id into the seed: same global seed
     and step, different augmentation; replica r equals the eager policy with step_seed(seed, step, r)."""
@@ -457,6 +459,7 @@ def test_replicas_augment_differently(cifar):
 
 
 @pytest.mark.parametrize("name", ["none", "flip_crop", "standard", "strong"])
+@pytest.mark.slow
 def test_named_policies_under_xla(name, cifar, mnist):
     for x, y in (cifar, mnist):
         policy = augment.get_policy(name, num_classes=10, image_shape=x.shape[1:])

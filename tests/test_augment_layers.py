@@ -40,6 +40,7 @@ def _model(input_side, *front):
     )
 
 
+@pytest.mark.slow
 def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
     """The same policy as --augment (the task) or as a layer in the model, same run seed, 2 replicas:
     the same augmented images at every step and replica (the step_seed call argument), hence the
@@ -105,6 +106,7 @@ def test_step_seed_argument_gives_the_policy_images(digits, caplog):
     np.testing.assert_array_equal(layers.Augment("flip,shear:max_degrees=20")(x, training=False), x)
 
 
+@pytest.mark.slow
 def test_seed_generator_outside_the_trainer_under_xla(digits, tmp_path):
     """Outside our Trainer: the layer's SeedGenerator, a new draw at each call and per sample, compiled
     with jit_compile=True; the model saves and loads as .keras (safe mode) with the same policy."""
@@ -134,6 +136,7 @@ def test_layer_refuses_what_it_cannot_do():
         _model(28, layers.Augment("crop_to:size=30"))
 
 
+@pytest.mark.slow
 def test_crop_to_end_to_end(data_dir, tmp_path):
     """recipes.configs('mnist', smoke=True, augment='crop_to:size=24,...'): the CNN is built for 24x24,
     and the reported test loss is the model's on the centre-cropped test images (not another window)."""

@@ -322,6 +322,7 @@ def bad_command_runs(fec_files, data_dir, tmp_path_factory):
     range(len(BAD_COMMANDS)),
     ids=[f"{t}{' ' + ' '.join(a) if isinstance(a, list) else ' ' + a}" for t, a, _ in BAD_COMMANDS],
 )
+@pytest.mark.cli
 def test_cli_bad_input_exits_2_with_one_line(index, bad_command_runs):
     returncode, stderr, model_dir = bad_command_runs[index]
     needle = BAD_COMMANDS[index][2]

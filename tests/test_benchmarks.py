@@ -70,6 +70,7 @@ def test_every_report_has_a_generator():
     "benchmark_smoke"
 )  # one worker runs the benchmarks once (make test runs 2 workers)
 @pytest.mark.parametrize("name", SMOKE)
+@pytest.mark.cli
 def test_smoke_report_carries_the_commit_and_parses(name, smoke_reports):
     out, heads, runs = smoke_reports
     returncode, output = runs[name]
@@ -172,6 +173,7 @@ def issue14_smokes(tmp_path_factory, data_dir):
 
 
 @pytest.mark.xdist_group("benchmark_smoke")
+@pytest.mark.cli
 def test_step_profile_names_where_the_step_goes(issue14_smokes):
     from benchmarks.step_profile import CATEGORIES
 
@@ -204,6 +206,7 @@ def test_step_profile_names_where_the_step_goes(issue14_smokes):
 
 
 @pytest.mark.xdist_group("benchmark_smoke")
+@pytest.mark.cli
 def test_vs_peer_without_the_peer_venv_says_how_and_still_measures_ours(issue14_smokes):
     out, runs = issue14_smokes
     returncode, output = runs["vs_peer"]
@@ -263,6 +266,7 @@ def test_step_profile_counts_onednn_rewrites_as_their_op():
         assert categorize(op, "model/conv_1/") == category, op
 
 
+@pytest.mark.cli
 def test_notebook_experiments_run_each_command_and_tabulate_its_figure(tmp_path, data_dir):
     """Issue 17's table at smoke size: each command runs as typed, in its own process, and its figure is read
     from the run's result.json (a series' repeats.json, a variant's folder)."""
@@ -295,6 +299,7 @@ def test_notebook_experiments_run_each_command_and_tabulate_its_figure(tmp_path,
     assert "| transfer_head |" in markdown and "SMOKE RUN" in markdown
 
 
+@pytest.mark.cli
 def test_fidelity_without_the_peer_venv_says_how(tmp_path):
     proc = subprocess.run(
         [
@@ -316,6 +321,7 @@ def test_fidelity_without_the_peer_venv_says_how(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_fidelity_runs_ours_with_the_peers_settings():
     from benchmarks import fidelity
     from framework import config_flags  # noqa: F401  (the flags' parser is the trainers')
@@ -366,6 +372,7 @@ def test_fidelity_runs_ours_with_the_peers_settings():
         ("--folder_image_size=-1", r"--folder_image_size=-1: must be >= 0"),
     ],
 )
+@pytest.mark.cli
 def test_input_vs_step_refuses_a_bad_value_before_measuring(tmp_path, flag, message):
     proc = subprocess.run(
         [

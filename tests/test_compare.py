@@ -90,6 +90,7 @@ def test_a_sweep_folder_groups_by_variant(tmp_path):
     )
 
 
+@pytest.mark.cli
 def test_a_folder_without_results_is_one_line_and_exit_2_and_help_needs_no_tensorflow(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = subprocess.run(

@@ -191,6 +191,7 @@ def trainer_help():
 
 
 @pytest.mark.xdist_group("trainer_help")  # one worker runs the fixture
+@pytest.mark.cli
 def test_every_flag_of_every_trainer_has_real_help(trainer_help):
     for name, (short, full) in trainer_help.items():
         ours = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -204,6 +205,7 @@ def test_every_flag_of_every_trainer_has_real_help(trainer_help):
 
 
 @pytest.mark.xdist_group("trainer_help")  # one worker runs the fixture
+@pytest.mark.cli
 def test_help_lists_the_trainers_key_flags_and_helpfull_the_rest(trainer_help):
     short, full = trainer_help["cifar"]
     assert short["augment"].startswith("On-device augmentation: a named policy")
@@ -238,6 +240,7 @@ def test_the_engine_config_holds_only_what_the_engine_reads():
 # --- point 11: no TensorFlow for --help, no start-up noise -------------------------------------------
 
 
+@pytest.mark.cli
 def test_help_imports_no_tensorflow_and_prints_no_noise():
     code, out, err = _finish(_python("-m", "trainers.mnist", "--help"))
     assert code == 0 and "--augment:" in out
@@ -387,6 +390,7 @@ def cifar_runs(tmp_path_factory, data_dir):
         ("notta", ["tta_translate=1 needs --tta"]),
     ],
 )
+@pytest.mark.cli
 def test_cifar_commands_drop_what_does_not_apply_and_train(cifar_runs, key, dropped):
     root, commands, done = cifar_runs
     code, out, err = done[key]
@@ -425,12 +429,14 @@ def test_cifar_commands_drop_what_does_not_apply_and_train(cifar_runs, key, drop
         ("user_translate", "error: --tta_translate=1 needs --tta"),
     ],
 )
+@pytest.mark.cli
 def test_a_users_value_that_does_not_apply_is_one_line_exit_2(cifar_runs, key, message):
     code, out, err = cifar_runs[2][key]
     assert code == 2 and err.strip().splitlines()[-1] == message and "Traceback" not in err
     assert [line for line in err.splitlines() if not line.startswith("I")] == [message]
 
 
+@pytest.mark.cli
 def test_verbose_shows_tensorflows_start_up_lines():
     code, out, err = _finish(
         _python(

@@ -207,6 +207,7 @@ def test_loop_metrics_are_per_loop_and_history_rows_are_epoch_means(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_resume_mid_epoch_gives_the_uninterrupted_history(tmp_path):
     def run(model_dir, hooks=()):
         cfg = h.config(model_dir=str(model_dir), epochs=3, checkpoint_every=16, deterministic=True)
@@ -233,6 +234,7 @@ def test_resume_mid_epoch_gives_the_uninterrupted_history(tmp_path):
     assert history_a["epoch"] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_actions_resume_their_state_and_decide_as_if_never_stopped(tmp_path):
     # LR 1e-12: no evaluation improves on the first, so plateau halves the LR at every later one
     # and early stopping ends epoch 4. Paused after epoch 2, a run without the actions' saved state
@@ -270,6 +272,7 @@ def test_actions_resume_their_state_and_decide_as_if_never_stopped(tmp_path):
 
 
 # ---------------------------------------------------------------- --target / --monitor names
+@pytest.mark.slow
 def test_target_on_a_train_metric_stops_at_the_epoch_that_meets_it(tmp_path):
     cfg = h.config(model_dir=str(tmp_path), epochs=20, target="loss<=0.3", eval_every_epochs=1)
     result = framework.train(
@@ -310,6 +313,7 @@ def test_unknown_metric_in_target_or_monitor_is_refused_before_training(flags, m
     assert int(trainer.step.numpy()) == 0
 
 
+@pytest.mark.slow
 def test_train_split_evaluated_each_epoch_and_a_target_on_it(tmp_path):
     """--eval_splits=train,test: the training set evaluated (train_loss) beside the steps' running mean (loss);
     a target on train_loss stops the run at the first epoch that meets it."""
@@ -332,6 +336,7 @@ def test_train_split_evaluated_each_epoch_and_a_target_on_it(tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
+@pytest.mark.slow
 def test_predict_returns_every_test_example_in_order(strategy):
     """500 test examples in batches of 32 (the last one padded), on 1 or 2 replicas: each row once, in the
     test set's order, and the logits give the evaluation's accuracy."""

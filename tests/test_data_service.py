@@ -63,6 +63,7 @@ def test_bad_address_is_a_config_error():
     assert data_service.parse_address("grpc://10.0.0.2:5050") == ("10.0.0.2", 5050)
 
 
+@pytest.mark.cli
 def test_launch_with_two_data_workers_trains(tmp_path, data_dir):
     args = [
         sys.executable,

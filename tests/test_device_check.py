@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import device_check
 
 
@@ -18,6 +20,7 @@ def _device_check(out, *args):
     return proc.stdout
 
 
+@pytest.mark.cli
 def test_device_check_without_a_gpu_reports_no_gpu(tmp_path):
     assert device_check.gpu_names() == []  # the suite's machines have no GPU
     out = tmp_path / "device"
@@ -39,6 +42,7 @@ def test_parity_flags_a_difference_beyond_tolerance():
     assert device_check.parity(one, {})["test_loss"] == "missing"
 
 
+@pytest.mark.cli
 def test_tpu_device_check_without_a_tpu_reports_no_tpu(tmp_path):
     out = tmp_path / "tpu"
     assert "no TPU usable on this machine; nothing measured" in _device_check(out, "--tpu")

@@ -43,6 +43,7 @@ def train_iterator(trainer, data, cfg, start_step=0):
     return iter(trainer.strategy.distribute_datasets_from_function(fn))
 
 
+@pytest.mark.slow
 def test_loops_trace_once_over_many_calls():
     cfg, data = h.config(), h.mnist_data()
     trainer = make_trainer(cfg, data)
@@ -75,6 +76,7 @@ def test_n_steps_per_call_equals_one_step_per_call():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_several_steps_per_fetch_change_nothing():
     """K batches per next(iterator) (chunks split per replica) train exactly like one per next()."""
     data, found = h.mnist_data(), {}
@@ -147,6 +149,7 @@ def test_two_replicas_equal_one_replica_mlp():
     np.testing.assert_allclose(one.train_results()["loss"], two.train_results()["loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_replicas_equal_one_with_sync_batchnorm_only():
     # lr 0.01: at 0.05 the float rounding of E[x^2]-E[x]^2 (sync) vs the direct variance grows to 5e-5.
     _, w1 = _train_weights("default", h.bn_cnn_fn(sync=False), steps=20, learning_rate=0.01)
@@ -174,6 +177,7 @@ def test_lookahead_averages_the_weights_at_its_steps():
     np.testing.assert_allclose(look.averages[0].numpy(), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_lookahead_on_two_replicas_equals_one_and_changes_the_run():
     kwargs = dict(steps=20, learning_rate=0.01, lookahead_every=5, epochs=0, train_steps=20)
     _, w1 = _train_weights("default", h.bn_cnn_fn(sync=True), **kwargs)
@@ -420,6 +424,7 @@ def _tensorboard_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
 
 
 @pytest.mark.parametrize("lookahead_every", [0, 3])
+@pytest.mark.slow
 def test_resume_after_stop_equals_uninterrupted(tmp_path, lookahead_every):
     def cfg(d):
         return h.config(
@@ -470,6 +475,7 @@ def test_resume_refuses_a_different_model(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_early_stopping_plateau_and_best_checkpoint(tmp_path):
     # A learning rate this small cannot move the test accuracy: every evaluation is "no improvement".
     cfg = h.config(
@@ -510,6 +516,7 @@ def test_target_stops_and_records_time_to_target(tmp_path):
     assert 0 < result["time_to_target_seconds"] <= result["wall_seconds"]
 
 
+@pytest.mark.slow
 def test_hooks_see_every_loop_and_a_second_run_in_one_process_works():
     seen = []
     for _ in range(2):  # a notebook re-running its cell
@@ -552,6 +559,7 @@ def test_full_disk_while_saving_is_reported_and_keeps_the_last_checkpoint(tmp_pa
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-32")
 
 
+@pytest.mark.slow
 def test_eval_every_epochs_and_the_last_evaluation_is_reused(tmp_path, monkeypatch):
     calls = []
     real_evaluate = framework.Controller.evaluate

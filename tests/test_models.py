@@ -112,6 +112,7 @@ def test_sync_batchnorm(name):
 
 
 @pytest.mark.parametrize("sync", [True, False])
+@pytest.mark.slow
 def test_two_replicas_equal_one_with_sync_batchnorm(sync):
     """With synchronized BN, a training step on 2 replicas updates BN statistics as 1 device does."""
     images, labels = _images((28, 28, 1), batch=8), np.arange(8) % 3
@@ -182,6 +183,7 @@ def test_mixed_bfloat16_logits_stay_float32(name):
         ("airbench", {"widths": (8, 16, 16)}),
     ],
 )
+@pytest.mark.slow
 def test_keras_save_load_safe_mode(tmp_path, name, kwargs):
     model = models.build_model(name, input_shape=(32, 32, 3), num_classes=4, seed=0, **kwargs)
     images = _images((32, 32, 3), batch=4)
@@ -211,6 +213,7 @@ def test_pretrained_offline_raises_clear_error(monkeypatch):
         models.build_model("cnn", input_shape=(32, 32, 3), num_classes=10, pretrained=True)
 
 
+@pytest.mark.slow
 def test_pretrained_failing_inside_keras_applications_raises_clear_error(monkeypatch):
     # Our download succeeds (say, a corrupt cached file), keras.applications' own one then fails.
     monkeypatch.setattr(keras.utils, "get_file", lambda *args, **kwargs: "cached.h5")
@@ -292,6 +295,7 @@ def test_optimizer_arguments():
         optimizers.build_optimizer("sgd", -1.0)
 
 
+@pytest.mark.slow
 def test_airbench_whitening_conv_whitens_real_patches(cifar):
     from trainers import airbench_net
 
@@ -569,6 +573,7 @@ def test_warm_start_copies_every_weight_and_a_new_head_of_another_size(tmp_path)
     assert [w.path for w in binary.trainable_weights] == ["logits/kernel", "logits/bias"]
 
 
+@pytest.mark.slow
 def test_init_from_a_run_starts_at_its_accuracy_and_a_saved_keras_model_fine_tunes(
     tmp_path, data_dir
 ):

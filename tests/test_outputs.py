@@ -104,6 +104,7 @@ def test_curves_are_rewritten_at_each_evaluation(run):
     assert os.path.getmtime(os.path.join(model_dir, "curves.png")) > mtimes[10]  # and epoch 2's
 
 
+@pytest.mark.slow
 def test_predictions_and_transforms_of_a_test_set_streamed_from_files(tmp_path):
     """An image folder streamed from its files: predict, the wrong images' lookup, a half and a flipped copy
     all go through the split's own tf.data pipeline."""

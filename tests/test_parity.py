@@ -104,6 +104,7 @@ def test_one_step_equals_keras_fit_with_l2_and_label_smoothing(strategy):
         np.testing.assert_allclose(ours, theirs, atol=2e-6)
 
 
+@pytest.mark.slow
 def test_host_augmentation_equals_device_augmentation_for_the_same_seed():
     """The same flip+crop per (seed, step, replica): in the tf.data map, or inside the step, on 2 replicas.
     (The image test below shows the augmentation changes every batch: equal weights are not "both did nothing".)"""
@@ -131,6 +132,7 @@ def test_host_augmentation_equals_device_augmentation_for_the_same_seed():
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_host_and_device_augmentation_see_the_same_images():
     """Image by image: the host pipeline's batch of (step, replica) is the device's augmentation of the raw one."""
     seed, batch = 5, 16

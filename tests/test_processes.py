@@ -9,7 +9,10 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
+
+pytestmark = pytest.mark.cli  # every test here runs trainers in their own processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST_MLP = [

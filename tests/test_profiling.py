@@ -5,6 +5,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import framework
@@ -19,6 +20,7 @@ def _slow_host_fn(batch, step, replica):
     return images + tf.cast(delay, images.dtype), labels
 
 
+@pytest.mark.slow
 def test_slow_pipeline_is_input_bound(monkeypatch):
     from framework import outputs
 
@@ -39,6 +41,7 @@ def test_slow_pipeline_is_input_bound(monkeypatch):
     assert loop_lines and "(input-bound)" in loop_lines[-1], loop_lines
 
 
+@pytest.mark.slow
 def test_synthetic_data_is_step_bound():
     data = h.mnist_data(train=16384)
     data.synthetic = True

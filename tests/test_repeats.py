@@ -10,6 +10,7 @@ from trainers import repeats
 SMOKE_MLP = dict(model="mlp", train_examples=384, test_examples=256, eval_transforms=("flip_ud",))
 
 
+@pytest.mark.slow
 def test_variants_train_in_their_folders_and_are_compared(tmp_path, data_dir):
     rows = repeats.sweep(
         "mnist",
@@ -121,6 +122,7 @@ def test_sweep_or_variants_not_both(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_a_series_exports_only_when_asked(tmp_path, data_dir):
     from trainers import recipes
 
@@ -169,6 +171,7 @@ def test_ensembles_follow_the_task():
     )
 
 
+@pytest.mark.slow
 def test_binary_repeats_ensemble_beats_chance(tmp_path, data_dir):
     from trainers import recipes
 

@@ -52,6 +52,7 @@ def _files(root: pathlib.Path, skip=()) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_the_same_command_resumes_even_with_other_output_settings(tmp_path, data_dir):
     paused = FirstSteps(stop_at=1)
     run_experiment(EXP, _config(tmp_path), hooks=[paused])
@@ -97,6 +98,7 @@ def test_other_settings_are_refused_before_anything_is_built(tmp_path, data_dir,
     assert _files(tmp_path) == before  # nothing written, moved or trained
 
 
+@pytest.mark.slow
 def test_fresh_start_moves_the_old_run_aside_and_trains_from_step_0(tmp_path, data_dir):
     run_experiment(EXP, _config(tmp_path, export=True))
     before = _files(tmp_path)
@@ -119,6 +121,7 @@ def test_fresh_start_moves_the_old_run_aside_and_trains_from_step_0(tmp_path, da
     assert len(list((tmp_path / run_record.PREVIOUS_DIR).iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_a_time_budget_is_recorded_as_asked_and_a_resume_reuses_its_decision(
     tmp_path, data_dir, monkeypatch
 ):
@@ -144,6 +147,7 @@ def test_a_time_budget_is_recorded_as_asked_and_a_resume_reuses_its_decision(
         )
 
 
+@pytest.mark.slow
 def test_repeats_check_every_repeat_before_training_and_fresh_start_keeps_them_together(
     tmp_path, data_dir
 ):
@@ -164,6 +168,7 @@ def test_repeats_check_every_repeat_before_training_and_fresh_start_keeps_them_t
     assert (tmp_path / "repeats.json").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_checks_every_cell_before_training_any(tmp_path, data_dir, monkeypatch):
     from trainers import repeats
 
@@ -183,6 +188,7 @@ def test_a_sweep_checks_every_cell_before_training_any(tmp_path, data_dir, monke
     assert not trained and _files(tmp_path).keys() == before.keys()
 
 
+@pytest.mark.slow
 def test_triplet_and_framework_train_follow_the_same_rule(tmp_path, data_dir):
     from framework import ClassificationTask, train
     from tests.engine_helpers import adam, mlp_fn, mnist_data
@@ -274,6 +280,7 @@ def test_a_run_from_before_records_is_compared_with_its_result_json(tmp_path):
         run_record.prepare(str(tmp_path), {**budget, "learning_rate": 0.2})
 
 
+@pytest.mark.cli
 def test_cli_refuses_another_configuration_with_one_line_and_exit_2(tmp_path, data_dir):
     def mnist(*args):
         return subprocess.run(

@@ -70,6 +70,7 @@ def _ids(images):
     return images[..., 1, 1, 0].numpy().reshape(-1)
 
 
+@pytest.mark.slow
 def test_streamed_folder_gives_the_in_memory_batches(folder):
     memory, streamed = load_image_folder(folder), list_image_folder(folder)
     assert streamed.image_shape == (16, 16, 1) and set(streamed.splits) == {"train", "val", "test"}
@@ -214,6 +215,7 @@ def test_a_decode_error_of_an_unchecked_jpeg_is_traced_to_its_file(tmp_path):
     assert find_unreadable([f for f in listed.splits["test"].files if f != cut]) is None
 
 
+@pytest.mark.cli
 def test_a_corrupt_jpeg_met_while_streaming_fails_the_command_in_one_line(tmp_path):
     root = make_folder(str(tmp_path), range(48), jpeg=True)
     make_folder(root, range(48, 54), "test", jpeg=True)
@@ -380,6 +382,7 @@ STREAMED = [
 ]  # 96 steps
 
 
+@pytest.mark.cli
 def test_kill_9_then_resume_equals_uninterrupted_on_a_streamed_folder(jpeg_folder, tmp_path):
     args = STREAMED + [
         f"--data_dir={jpeg_folder}",
@@ -443,6 +446,7 @@ print("IDS", json.dumps(seen))
 """
 
 
+@pytest.mark.cli
 def test_two_workers_each_read_their_own_share(folder):
     from framework.launch import tf_configs
 

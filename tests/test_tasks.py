@@ -24,6 +24,7 @@ def _history(model_dir):
         ("regression", dict(loss="mse", learning_rate=3e-3, lr_schedule="constant"), "test_mae"),
     ],
 )
+@pytest.mark.slow
 def test_binary_and_regression_tasks_learn_beyond_the_trivial_baseline(
     tmp_path, data_dir, mnist, task, options, metric
 ):
@@ -110,6 +111,7 @@ def test_task_kinds_and_output_widths():
     )
 
 
+@pytest.mark.slow
 def test_device_augmentation_compiles_builtin_policies_and_runs_your_own_ops_as_they_are():
     """Policies of augment.ops run as one XLA cluster in the step; an op of your own (here Python, which XLA
     cannot compile) runs as it is. Both give the policy's own pixels."""

@@ -158,6 +158,7 @@ def test_converter_on_a_dataset_subset(tmp_path, data_dir, capsys):
     assert "cifar100 not found" in capsys.readouterr().err
 
 
+@pytest.mark.cli
 def test_converter_command_on_an_image_folder(tmp_path, cifar):
     for i in range(12):
         folder = tmp_path / "photos" / cifar.class_names[cifar.y_train[i]]
@@ -219,6 +220,7 @@ def _record_ids(images):
     return (images[..., 0, 0, 0] * 256 + images[..., 0, 1, 0]).reshape(-1)
 
 
+@pytest.mark.slow
 def test_streamed_shards_resume_exactly_and_split_over_pipelines(tmp_path):
     listed = _numbered_shards(str(tmp_path))
     train, ctx = listed.splits["train"], tf.distribute.InputContext()

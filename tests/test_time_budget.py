@@ -147,6 +147,7 @@ def test_the_ladder_applies_only_when_neither_widths_nor_epochs_is_given():
         recipes.configs("mnist", budget_ladder=True)
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_trains_the_chosen_rung(tmp_path, data_dir, monkeypatch, caplog):
     from trainers import models
     from trainers.experiment import run_experiment

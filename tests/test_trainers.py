@@ -25,6 +25,7 @@ def _config(tmp_path, **kw):
 
 
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
+@pytest.mark.slow
 def test_mnist_cnn_learns(tmp_path, strategy, data_dir):
     cfg = _config(tmp_path, strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0)
     result = run_experiment(
@@ -34,6 +35,7 @@ def test_mnist_cnn_learns(tmp_path, strategy, data_dir):
     assert result["test_accuracy"] > 0.6  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_cifar_resnet9_learns_with_augmentation_tta_and_plots(tmp_path, data_dir):
     exp = ExperimentConfig(
         dataset="cifar10",
@@ -77,6 +79,7 @@ def test_cifar_resnet9_learns_with_augmentation_tta_and_plots(tmp_path, data_dir
     )  # not blank, not one map
 
 
+@pytest.mark.slow
 def test_a_subclassed_conv_model_trains_and_plots_its_curves_without_feature_maps(
     tmp_path, data_dir
 ):
@@ -110,6 +113,7 @@ def _png(path):
     return tf.io.decode_png(path.read_bytes()).numpy()
 
 
+@pytest.mark.slow
 def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_translate_tta(
     tmp_path, data_dir
 ):
@@ -145,6 +149,7 @@ def test_cifar_airbench_learns_on_two_replicas_with_alternating_flip_and_mirror_
     assert result["test_accuracy"] > 0.3  # chance is 0.1; 0.373 measured (64 steps)
 
 
+@pytest.mark.slow
 def test_train_minutes_fixes_the_steps_before_training_and_a_resume_reuses_them(
     tmp_path, data_dir, monkeypatch
 ):
@@ -173,6 +178,7 @@ def test_train_minutes_fixes_the_steps_before_training_and_a_resume_reuses_them(
     assert capped["train_steps"] == 3 * 64
 
 
+@pytest.mark.slow
 def test_robustness_transforms_and_pixel_permutation(tmp_path, data_dir):
     exp = ExperimentConfig(
         dataset="mnist",
@@ -188,6 +194,7 @@ def test_robustness_transforms_and_pixel_permutation(tmp_path, data_dir):
     assert "test_flip_ud_accuracy" in saved
 
 
+@pytest.mark.slow
 def test_subsets_binary_task_with_validation(tmp_path, data_dir):
     exp = ExperimentConfig(
         dataset="mnist", model="mlp", classes=(0, 1), image_size=6, validation_split=0.2
@@ -197,6 +204,7 @@ def test_subsets_binary_task_with_validation(tmp_path, data_dir):
     assert "val_accuracy" in history and result["test_accuracy"] > 0.9  # 0 vs 1 is easy even at 6x6
 
 
+@pytest.mark.slow
 def test_triplet_trainer_learns(tmp_path, data_dir):
     cfg = _config(tmp_path, epochs=1, monitor="test_triplet_accuracy")
     result = triplet.run_triplet(cfg, dataset="mnist", num_train=2048, num_test=512)
@@ -254,6 +262,7 @@ def bad_flag_runs(data_dir):
 
 @pytest.mark.xdist_group("bad_flag_runs")  # one worker starts them all (make test runs 2 workers)
 @pytest.mark.parametrize("args,needle", BAD_FLAGS)
+@pytest.mark.cli
 def test_cli_bad_flags_exit_2_with_one_line(args, needle, bad_flag_runs):
     returncode, stderr = bad_flag_runs[tuple(args)]
     assert returncode == 2, stderr[-2000:]
@@ -261,6 +270,7 @@ def test_cli_bad_flags_exit_2_with_one_line(args, needle, bad_flag_runs):
     assert not os.path.exists("/nonexistent/never")
 
 
+@pytest.mark.slow
 def test_repeats_report_mean_std_and_ensembles(tmp_path, data_dir):
     from trainers.repeats import run_repeats
 
@@ -275,6 +285,7 @@ def test_repeats_report_mean_std_and_ensembles(tmp_path, data_dir):
     assert json.loads((tmp_path / "repeats.json").read_text())["repeats"] == 3
 
 
+@pytest.mark.cli
 def test_sweep_writes_a_table(tmp_path, data_dir):
     proc = subprocess.run(
         [
@@ -322,6 +333,7 @@ def _image_folder(root, corrupt=False):
 
 
 @pytest.mark.parametrize("on_corrupt", ["fail", "skip"])
+@pytest.mark.cli
 def test_image_folder_dataset_from_the_cli(tmp_path, on_corrupt):
     _image_folder(tmp_path / "images", corrupt=True)
     proc = subprocess.run(

@@ -402,6 +402,7 @@ def test_fec_streams_in_seeded_order_and_resumes_exactly(tmp_path):
     assert not np.array_equal(steps(0, 1, seed=1)[0][1], stream[0][1])
 
 
+@pytest.mark.slow
 def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
     from framework import TrainConfig
     from trainers import triplet
@@ -494,6 +495,7 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_path, data_dir):
     """steps_per_epoch=3 (the notebook's 200): evaluations at steps 3 and 6 on a fixed sample of 64 test
     triplets; the stream goes on across those epochs; AdaBound, dropout and --plot."""
@@ -537,6 +539,7 @@ def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_pat
     np.testing.assert_array_equal(first, np.stack([c[0].numpy()[0] for c in plain.take(3)]))
 
 
+@pytest.mark.slow
 def test_triplet_sweep_over_scale_with_repeats(tmp_path, data_dir):
     import json
 

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 from test_processes import ROOT, _env, _latest_step
+
+pytestmark = pytest.mark.cli  # every test here runs trainers in their own processes
 
 ARGS = [
     sys.executable,

@@ -1,11 +1,11 @@
 """Activations of the built-in models; GELU as two fused kernels.
 
-Keras' `gelu` (exact, with erf) is five element-wise ops, and autodiff adds about twice as many for its
-gradient: each a pass over the activations, in bf16 each converting every element. On the fast CIFAR net
-that was 30% of the bf16 step's op time, 6.7x PyTorch's (79.5 against 11.8 ms) (benchmarks/reports/step_profile). Here the forward
-and the gradient are each one XLA-compiled function computed in float32 (a hand-written gradient, since
-autodiff of the fused forward would not be fused): 3.9x faster in bf16 and 4.2x in float32 at the fast net's
-shapes, the same function (the same erf; outputs within one bf16 rounding).
+Keras' `gelu` (exact, with erf) is five element-wise ops, and autodiff adds about twice as many for
+its gradient: each a pass over the activations, in bf16 each converting every element, which made
+GELU a large share of the CIFAR nets' step (benchmarks/reports/step_profile). Here the forward and
+the gradient are each one XLA-compiled function computed in float32 (a hand-written gradient, since
+autodiff of the fused forward would not be fused): the same function (the same erf; outputs within
+one bf16 rounding) in two passes instead of many.
 """
 
 import keras

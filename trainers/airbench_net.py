@@ -1,4 +1,5 @@
-"""airbench94's network in Keras (Keller Jordan, "94% on CIFAR-10 in 3.29 seconds", 2024).
+"""airbench94's network in Keras (Keller Jordan's CIFAR-10 speed record,
+github.com/KellerJordan/cifar10-airbench).
 
     frozen 2x2 patch-whitening conv (24 channels, bias trained) -> GELU
     3 conv groups: conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU   (64, 256, 256)
@@ -33,7 +34,8 @@ BN_MOMENTUM = 0.6  # Keras convention: running = 0.6 * running + 0.4 * batch (to
 
 @keras.saving.register_keras_serializable(package="tfloops")
 class PatchWhitening(keras.layers.Layer):
-    """A 'valid' conv whose kernel is frozen (set from the data by `build_airbench`) and whose bias trains."""
+    """A 'valid' conv whose kernel is frozen (set from the data by `build_airbench`) and whose bias
+    trains."""
 
     def __init__(
         self, filters, patch_size=WHITENING_PATCH, kernel_initializer="glorot_uniform", **kwargs
@@ -105,10 +107,11 @@ class ScaledBias(keras.layers.Layer):
 class FusedBatchNorm(keras.layers.BatchNormalization):
     """Keras' BatchNormalization (no scale, no centre), trained through TensorFlow's fused kernel.
 
-    Keras 3 normalises in float32 with separate moments, casts and element-wise ops; FusedBatchNormV3
-    takes the bf16 activations as they are (float32 statistics) in one oneDNN kernel, forward and
-    backward, as PyTorch's BatchNorm is (benchmarks/reports/ has the step profile). Same variables, same moving-average update (the biased batch variance, as Keras);
-    inference, synchronized statistics and anything else go through Keras' own call.
+    Keras 3 normalises in float32 with separate moments, casts and element-wise ops;
+    FusedBatchNormV3 takes the bf16 activations as they are (float32 statistics) in one oneDNN
+    kernel, forward and backward, as PyTorch's BatchNorm does. Same variables, same moving-average
+    update (the biased batch variance, as Keras); inference, synchronized statistics and anything
+    else go through Keras' own call.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -148,7 +151,8 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
 
 def whitening_weights(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
-    """Kernel (patch, patch, channels, 2 * patch * patch * channels) and bias that whiten image patches.
+    """Kernel (patch, patch, channels, 2 * patch * patch * channels) and bias that whiten image
+    patches.
 
     `images`: (n, h, w, c) float in [0, 1] (a few thousand training images are enough). The bias
     subtracts the mean patch, so the outputs are centred as well as decorrelated.

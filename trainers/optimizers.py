@@ -1,9 +1,10 @@
-"""Optimizers by name: `build_optimizer("sgd", 0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)`.
+"""Optimizers by name: `build_optimizer("sgd", 0.1, momentum=0.9, nesterov=True,
+weight_decay=5e-4)`.
 
 Weight decay is Keras 3's decoupled decay for every optimizer: each step does
 `var -= learning_rate * weight_decay * var` (as in AdamW), on every variable, biases and BatchNorm
-included. PyTorch's SGD `weight_decay` instead adds `weight_decay * var` to the gradient, which momentum
-then accumulates, so the same number is not the same regularisation.
+included. PyTorch's SGD `weight_decay` instead adds `weight_decay * var` to the gradient, which
+momentum then accumulates, so the same number is not the same regularisation.
 """
 
 import keras
@@ -113,10 +114,11 @@ def build_optimizer(
 
 @keras.saving.register_keras_serializable(package="tfloops")
 class AdaBound(keras.optimizers.Optimizer):
-    """AdaBound (Luo et al., 2019; the FEC notebook's optimizer): Adam whose per-weight step size is clipped
-    to [final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))], bounds that close in on
-    final_lr, so it starts like Adam and ends like SGD at final_lr. As the paper's code, final_lr follows
-    the learning rate: it is scaled by lr_t / the learning rate given (a number; with a schedule it stays)."""
+    """AdaBound (Luo et al., 2019; the FEC notebook's optimizer): Adam whose per-weight step size is
+    clipped to [final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))], bounds that
+    close in on final_lr, so it starts like Adam and ends like SGD at final_lr. As the paper's code,
+    final_lr follows the learning rate: it is scaled by lr_t / the learning rate given (a number;
+    with a schedule it stays)."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
-"""`--plot`: curves.png (loss on a log scale and accuracy per epoch, the train steps and each evaluated
-split; rewritten at each evaluation), for conv models activations.png (the first conv layers' feature
-maps for a few test images), and with --predictions the confusion matrix and the most confidently wrong
-test images."""
+"""`--plot`: curves.png (loss on a log scale and accuracy per epoch, the train steps and each
+evaluated split; rewritten at each evaluation), for conv models activations.png (the first conv
+layers' feature maps for a few test images), and with --predictions the confusion matrix and the
+most confidently wrong test images."""
 
 import json
 import os
@@ -49,10 +49,10 @@ def _on_tpu() -> bool:
 
 
 def write_curves(model_dir: str, metrics=("loss", "accuracy"), splits=None) -> str:
-    """curves.png from history.json, one panel per metric: the train steps' epoch means drawn at mid-epoch
-    (x = epoch - 0.5, the mean over that epoch), one line per evaluated split at the epoch's end (epoch 0:
-    --eval_at_start); the loss on a log scale. `splits`: the evaluated splits (default: those with a
-    <split>_loss column). Rewritten at each evaluation with --plot."""
+    """curves.png from history.json, one panel per metric: the train steps' epoch means drawn at
+    mid-epoch (x = epoch - 0.5, the mean over that epoch), one line per evaluated split at the
+    epoch's end (epoch 0: --eval_at_start); the loss on a log scale. `splits`: the evaluated splits
+    (default: those with a <split>_loss column). Rewritten at each evaluation with --plot."""
     plt = _pyplot()
     with open(os.path.join(model_dir, "history.json")) as f:
         history = json.load(f)
@@ -145,7 +145,8 @@ def write_confusion_matrix(
 def write_image_grid(
     model_dir: str, images: np.ndarray, titles, name: str, suptitle: str, columns: int = 8
 ) -> str:
-    """Images in a grid, each with its title (uint8 or float in [0, 1]; one channel drawn in grey)."""
+    """Images in a grid, each with its title (uint8 or float in [0, 1]; one channel drawn in
+    grey)."""
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.1 * rows), squeeze=False)
@@ -175,8 +176,9 @@ def write_activations(
     images: int = 4,
     maps: int = 8,
 ) -> str | None:
-    """Feature maps of the first `layers` Conv2D layers for `images` test images; None for no convs, and
-    for a subclassed model (its call() is Python: no graph of layers whose outputs a probe could read)."""
+    """Feature maps of the first `layers` Conv2D layers for `images` test images; None for no convs,
+    and for a subclassed model (its call() is Python: no graph of layers whose outputs a probe could
+    read)."""
     import keras
 
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:layers]

@@ -1,38 +1,24 @@
-"""`--train_minutes`: train as many steps as fit in N minutes on this machine, decided before training.
+"""`--train_minutes`: train as many steps as fit in N minutes on this machine, decided before
+training.
 
 About 15 s of the real train loop are timed on a throwaway trainer, then the run gets a fixed
 `train_steps` (never more than `--epochs`), so the LR schedule, resume and the result stay
-deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it (the run
-directory's record, `framework.run_record`, holds the user's configuration: train_steps 0 and the
-minutes, not the steps chosen here).
+deterministic. The decision is kept in `model_dir/time_budget.json`: a resumed run reuses it (the
+run directory's record, `framework.run_record`, holds the user's configuration: train_steps 0 and
+the minutes, not the steps chosen here).
 
-With `--budget_ladder` (the cifar fast recipe's, off as soon as --widths or --epochs is given), the budget
-also picks the net: the largest rung of LADDERS[model] (widths x epochs) whose training fits. The speed
-measured on the recipe's net says how fast the wider nets could be; a candidate that might fit but is not
-sure to is timed too (at most two, ~30 s each with their tracing; choose_rung says how), since conv FLOPs
-alone over-charge the wide nets on a CPU (48,192,192 has 3.5x the fast net's FLOPs and runs 2.0-2.6x
-slower). When not even the first rung's epochs fit, the first rung trains what fits, as without a ladder.
-Then train_steps = the rung's epochs, whatever --epochs says. The line logged says it all: `time budget:
-11.0 min, measured 2,073 ex/s at 24,96,96, 1,133 at 40,160,160, 909 at 48,192,192 -> rung 40,160,160 x 12
-epochs, est. 8.8 min` (`make train` on a fresh clone, Zen 5 EPYC: 9.3 min of training, 89.49%, 12.2 min
-for the whole command with .venv made).
+With `--budget_ladder` (the cifar fast recipe's, off as soon as --widths or --epochs is given), the
+budget also picks the net: the largest rung of LADDERS[model] (widths x epochs) whose training fits.
+The speed measured on the recipe's net says how fast the wider nets could be; a candidate that might
+fit but is not sure to is timed too (at most _MEASURED_RUNGS; choose_rung says how), since conv
+FLOPs alone over-charge the wide nets on a CPU (their element-wise ops grow only linearly with the
+width). When not even the first rung's epochs fit, the first rung trains what fits, as without a
+ladder. Then train_steps = the rung's epochs, whatever --epochs says. One `time budget:` line logs
+the budget, each speed measured, the rung chosen and its estimated minutes.
 
-The airbench ladder, batch 256 and the fast recipe's schedule throughout, TTA test accuracy on the shared
-JPEG CIFAR-10 (one run each unless said):
-  24,96,96 x 10     86.49% (5.4 min of training, 2-core Sapphire Rapids, issue 14); 87.52% +- 0.13% over 3 seeds
-                    with the peer's settings (benchmarks/reports/fidelity/fast, Zen 5 EPYC)
-  32,128,128 x 12   88.50% (`make train` on a fresh clone, 2-core Zen 5 EPYC measured at 2,635 ex/s: 5.8 min
-                    of training, 6.9 min for the whole command: half the budget unused, hence the next rung)
-  40,160,160 x 12   89.49% (the same machine, --widths=40,160,160 --epochs=12: 9.1 min of training, 10.0 min
-                    for the command with .venv made; the rung `make train` picks there, having timed it)
-  (48,192,192 x 10, not a rung: 89.44% in 9.2 min of training on the same machine, no better than 40 x 12;
-   per epoch 55 s against 46 s, so conv FLOPs over-estimate the wider nets' cost there)
-  48,192,192 x 14   89.73% (the same machine, --widths=48,192,192 --epochs=14: 886 ex/s, 13.0 min of training,
-                    14.0 min for the command: past an 11-minute budget, and +0.24 points for +4 minutes)
-  64,256,256 x 16   not measured yet. The full recipe (batch 1024 x 10 epochs): 90.70% +- 0.23% over 3 seeds,
-                    18.7 min of training each on the same machine (the PyTorch original: 90.75% +- 0.08%, 16 min;
-                    benchmarks/reports/fidelity/full). On this JPEG data 90% takes the full net's 10 epochs,
-                    more than a 15-minute `make train` leaves on 2 cores, for PyTorch as for us.
+The rungs grow the net and its epochs together, batch 256 and the fast recipe's schedule throughout,
+up to the full net's width: a wider net needs more epochs to pay for its cost (measured runs: the
+README's table and benchmarks/reports/).
 """
 
 import json
@@ -59,10 +45,9 @@ LADDERS = {
 }
 _WARMUP_STEPS = 5  # the first steps after tracing run slower (oneDNN primitive caches fill)
 _TIMED_STEPS = 5  # timed in chunks of this many steps (whole lookahead cycles) ...
-_TIMED_SECONDS = (
-    15.0  # ... as many as fill this long: a 2-core machine's speed wanders by +-15% from one
-)
-#                        15 s loop to the next, and 5 steps alone read 328 ex/s for a run that went at 408
+# ... as many as fill this long: a small CPU's speed wanders from one loop to the next, and a few
+# steps alone read well below the run's speed.
+_TIMED_SECONDS = 15.0
 _TIMED_SHARE = 0.05  # ... or this share of the budget, if less
 _MEASURED_RUNGS = 2  # candidate rungs timed besides the recipe's net (each ~15 s + its tracing)
 
@@ -80,9 +65,10 @@ def steps_for_budget(
     widths=(),
     rung_model_fn=None,
 ) -> dict:
-    """{'train_steps', 'examples_per_sec', 'minutes', ...}: the steps that fit, at most epochs * per_epoch;
-    with `ladder` (rungs of (widths, epochs), the model measured at `widths`), also the rung's 'widths'.
-    `rung_model_fn(widths)` builds a rung's model, to time a candidate rung (choose_rung)."""
+    """{'train_steps', 'examples_per_sec', 'minutes', ...}: the steps that fit, at most epochs *
+    per_epoch; with `ladder` (rungs of (widths, epochs), the model measured at `widths`), also the
+    rung's 'widths'. `rung_model_fn(widths)` builds a rung's model, to time a candidate rung
+    (choose_rung)."""
     # Only a resume reuses the decision (framework.run_record has checked that it is the same run);
     # a new run in the directory (nothing to resume) measures again.
     saved = _read(config.model_dir) if run_record.has_checkpoint(config.model_dir) else None
@@ -131,8 +117,8 @@ def steps_for_budget(
             "epochs": steps / per_epoch,
         }
         logging.info(
-            "time budget: %.0f ex/s measured; %g minutes fit %d steps (%.2f epochs; --epochs=%d caps "
-            "at %d)",
+            "time budget: %.0f ex/s measured; %g minutes fit %d steps (%.2f epochs; --epochs=%d "
+            "caps at %d)",
             rate,
             minutes,
             fit,
@@ -158,16 +144,16 @@ def choose_rung(
     image_size: int = 32,
     measure=None,
 ) -> dict:
-    """The largest rung of `ladder` whose training fits `minutes`; the first rung cut to what fits when
-    none does. Pure Python but for `measure(widths) -> ex/s`, which times a rung's net (at most
+    """The largest rung of `ladder` whose training fits `minutes`; the first rung cut to what fits
+    when none does. Pure Python but for `measure(widths) -> ex/s`, which times a rung's net (at most
     _MEASURED_RUNGS of them).
 
-    Speeds come from the nets measured (`examples_per_sec` at `measured_widths`, then the rungs timed):
-    between two of them by log-log interpolation over conv FLOPs, past the widest one measured by its
-    FLOPs (cost per example proportional: an over-estimate, since element-wise ops grow only linearly
-    with the width). A rung is timed when an optimistic guess (cost growing as the square root of
-    FLOPs, as measured on 2-core CPUs: 48,192,192 costs 2.0-2.6x the fast net for 3.5x its FLOPs) says it
-    fits and the FLOPs estimate says it does not: the largest such rung first."""
+    Speeds come from the nets measured (`examples_per_sec` at `measured_widths`, then the rungs
+    timed): between two of them by log-log interpolation over conv FLOPs, past the widest one
+    measured by its FLOPs (cost per example proportional: an over-estimate, since element-wise ops
+    grow only linearly with the width). A rung is timed when an optimistic guess (cost growing as
+    the square root of FLOPs, closer to what CPUs show for these nets) says it fits and the FLOPs
+    estimate says it does not: the largest such rung first."""
     speeds = {
         conv_flops(measured_widths, image_size): examples_per_sec
     }  # conv FLOPs -> measured ex/s
@@ -202,7 +188,9 @@ def choose_rung(
             or conv_flops(guess[0], image_size) in speeds
             or estimate_minutes(guess[0], guess[1] * steps_per_epoch, between=False) <= minutes
         ):
-            break  # nothing to time: no candidate, timed already, or it fits by FLOPs from a net timed below
+            # nothing to time: no candidate, timed already, or it fits by FLOPs from a net timed
+            # below
+            break
         speeds[conv_flops(guess[0], image_size)] = measure(guess[0])
     chosen = largest_fitting(beyond=1.0)
     if chosen is None:  # even the first rung's epochs do not fit: it trains what does
@@ -226,8 +214,8 @@ def choose_rung(
     also = "".join(f", {rate:,.0f} at {','.join(map(str, w))}" for w, rate in timed.items())
     line = (
         f"time budget: {minutes:.1f} min, measured {examples_per_sec:,.0f} ex/s at "
-        f"{','.join(map(str, measured_widths))}{also} -> rung {','.join(map(str, widths))} x {shown}, "
-        f"est. {estimate:.1f} min"
+        f"{','.join(map(str, measured_widths))}{also} -> rung {','.join(map(str, widths))} "
+        f"x {shown}, est. {estimate:.1f} min"
     )
     return {
         "minutes": minutes,
@@ -244,8 +232,8 @@ def choose_rung(
 
 
 def conv_flops(widths, image_size: int = 32, channels: int = 3) -> int:
-    """Forward FLOPs of airbench's convolutions for one image (trainers/airbench_net.py): the 2x2 whitening
-    conv (valid), then per group a 3x3 conv, a 2x2 max-pool, a 3x3 conv (same padding)."""
+    """Forward FLOPs of airbench's convolutions for one image (trainers/airbench_net.py): the 2x2
+    whitening conv (valid), then per group a 3x3 conv, a 2x2 max-pool, a 3x3 conv (same padding)."""
     whiten = 2 * 2 * 2 * channels  # 2 x p*p*c filters
     size = image_size - 1
     flops = 2 * size * size * 2 * 2 * channels * whiten
@@ -261,8 +249,9 @@ def conv_flops(widths, image_size: int = 32, channels: int = 3) -> int:
 def measure_examples_per_sec(
     *, config, data, model_fn, optimizer_fn, task, strategy, seconds: float
 ) -> float:
-    """Examples per second of the real train loop over about `seconds` (at least one chunk of steps),
-    on a throwaway trainer (its own model copy). Several workers measure together and agree on it."""
+    """Examples per second of the real train loop over about `seconds` (at least one chunk of
+    steps), on a throwaway trainer (its own model copy). Several workers measure together and agree
+    on it."""
     # With lookahead, warm up a whole cycle (its first update runs slow) and time whole cycles.
     every = config.lookahead_every or 1
     warmup = max(_WARMUP_STEPS, every)
@@ -291,8 +280,8 @@ def measure_examples_per_sec(
 
 
 def throwaway_loop(*, config, data, model_fn, optimizer_fn, task, strategy):
-    """(trainer, iterator): the run's real train loop on its own model copy, one batch per next(), for
-    timing (and benchmarks.step_profile's trace) before or apart from the run."""
+    """(trainer, iterator): the run's real train loop on its own model copy, one batch per next(),
+    for timing (and benchmarks.step_profile's trace) before or apart from the run."""
     trainer = build_trainer(
         config.replace(steps_per_fetch=1),
         data,
