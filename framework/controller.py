@@ -23,7 +23,15 @@ from typing import Callable, Sequence
 import numpy as np
 from absl import logging
 
-from framework import actions, hparams, input_pipeline, outputs, predictions, profiling
+from framework import (
+    actions,
+    data_service,
+    hparams,
+    input_pipeline,
+    outputs,
+    predictions,
+    profiling,
+)
 from framework import callbacks as user_callbacks
 from framework.checkpointing import Checkpointer
 from framework.config import TrainConfig
@@ -415,8 +423,6 @@ class Controller:
             return input_pipeline.synthetic_dataset_fn(data.train, **batches)
         batches.update(start_step=start_step, host_fn=data.host_fn, **data.pipeline)
         if config.data_service:  # the same batches, made by the service's workers (not their order)
-            from framework import data_service
-
             logging.info(
                 "training input: tf.data service at %s, steps %d-%d",
                 config.data_service,

@@ -36,7 +36,10 @@ skipped-file count of --on_corrupt=skip) is refused with --data_service.
 
 import sys
 
+from absl import flags
+
 from framework.config import ConfigError, parse_address
+from framework.tf_startup import import_tensorflow
 
 READY = "data service ready:"  # the line `python -m framework.data_service` prints once it serves
 
@@ -44,7 +47,7 @@ READY = "data service ready:"  # the line `python -m framework.data_service` pri
 def can_split(source) -> bool:
     """True when the service can split `source`'s stream by chunk numbers (distributed_epoch): arrays,
     and streamed sources whose examples are indexed (input_pipeline.IndexedSource)."""
-    from framework import input_pipeline
+    from framework import input_pipeline  # lazy: keeps TF out of --help
 
     return not isinstance(source, input_pipeline.StreamedSource) or isinstance(
         source, input_pipeline.IndexedSource
@@ -66,9 +69,9 @@ def train_dataset_fn(
 ):
     """The stream of `input_pipeline.train_dataset_fn(source, ...)` for steps [start_step, stop_step),
     made by the data workers of the dispatcher at `address` (see the module docstring for its order)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: keeps TF out of --help
 
-    from framework import input_pipeline
+    from framework import input_pipeline  # lazy: keeps TF out of --help
 
     parse_address(address)
     if getattr(source, "skips_unreadable", False):
@@ -100,7 +103,7 @@ def train_dataset_fn(
 
 def distribute(dataset, address: str, *, splittable: bool):
     """`dataset`, made by the service's data workers: distributed_epoch when its source can be split."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: keeps TF out of --help
 
     mode = "distributed_epoch" if splittable else "parallel_epochs"
     # No compression: uint8 image batches barely shrink, and on one machine it only costs CPU.
@@ -111,7 +114,7 @@ def start_servers(num_workers: int, *, port: int = 0, dispatcher: str = ""):
     """A dispatcher on `port` (0: any free one; none when `dispatcher` names one elsewhere) and
     `num_workers` data workers of it, in this process. Returns (address, servers); keep the servers
     referenced: they stop when collected."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: keeps TF out of --help
 
     service = tf.data.experimental.service
     servers = []
@@ -129,10 +132,6 @@ def start_servers(num_workers: int, *, port: int = 0, dispatcher: str = ""):
 
 
 def main(argv):
-    from absl import flags
-
-    from framework.tf_startup import import_tensorflow
-
     args = flags.FLAGS
     import_tensorflow(verbose=False)
     try:
@@ -145,8 +144,6 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_integer("port", 0, "Dispatcher port (0: any free port; the address is printed).")
     flags.DEFINE_integer("workers", 1, "Data workers to start in this process.")
     flags.DEFINE_string(

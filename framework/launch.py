@@ -28,6 +28,8 @@ import time
 
 from absl import app, flags
 
+from framework.data_service import READY
+
 flags.DEFINE_integer("workers", 2, "Number of worker processes.")
 flags.DEFINE_integer("grace_seconds", 10, "After a worker fails, how long the others get to exit.")
 flags.DEFINE_integer(
@@ -176,8 +178,6 @@ def data_service_env() -> dict:
 def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Popen, str]:
     """`python -m framework.data_service` with `num_workers` data workers; returns (process, address) once
     it serves. Its later output is prefixed `[data service]`. Raises RuntimeError if it does not start."""
-    from framework.data_service import READY
-
     proc = subprocess.Popen(
         [sys.executable, "-m", "framework.data_service", f"--workers={num_workers}"],
         env=data_service_env(),

@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+import tensorflow as tf
 
 POLICIES = {"none": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -29,8 +30,6 @@ def wrap_optimizer(optimizer, mixed_precision: str):
 def bf16_is_fast() -> bool:
     """bf16 pays off on TPUs, GPUs from Ampere on, and CPUs with AVX512_BF16 or AMX (oneDNN
     kernels)."""
-    import tensorflow as tf
-
     if tf.config.list_physical_devices("TPU"):
         return True
     gpus = tf.config.list_physical_devices("GPU")

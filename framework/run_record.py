@@ -113,8 +113,11 @@ def repair_checkpoints(model_dir: str) -> None:
     """checkpoints/ and best/ made resumable from their newest intact checkpoint (a RunDirectoryError
     when a folder holds checkpoints and none reads), before any worker restores one. A folder without
     `ckpt-*` files is left as it is (the chief's Checkpointer clears a lone index when it starts)."""
-    # lazy: keeps TF out of --help
-    from framework.checkpointing import CheckpointError, checkpoint_numbers, repair
+    from framework.checkpointing import (  # lazy: keeps TF out of --help
+        CheckpointError,
+        checkpoint_numbers,
+        repair,
+    )
 
     for folder in CHECKPOINT_DIRS:
         if not checkpoint_numbers(os.path.join(model_dir, folder)):
@@ -304,7 +307,7 @@ def chief_from_env() -> bool:
 def _is_chief(strategy) -> bool:
     if strategy is None:
         return True
-    from framework.strategies import is_chief
+    from framework.strategies import is_chief  # lazy: keeps TF out of --help
 
     return is_chief(strategy)
 
@@ -312,6 +315,6 @@ def _is_chief(strategy) -> bool:
 def _all_agree(strategy, ok: bool) -> bool:
     """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief here);
     a lone process agrees with itself."""
-    from framework.strategies import agreed
+    from framework.strategies import agreed  # lazy: keeps TF out of --help
 
     return strategy is None or agreed(strategy, 1.0 if ok else 0.0) > 1.0 - 1e-9

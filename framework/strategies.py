@@ -4,12 +4,15 @@ import glob
 import json
 import os
 import weakref
+from importlib import metadata
 
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.distribute import collective_all_reduce_strategy
 
-from framework import tf_startup, tpu_env
+from framework import tf_startup
 from framework.config import ConfigError
+from framework.tpu_lock import busy_message
 
 # The kernel driver lists each NVIDIA GPU here, whether or not this TensorFlow has CUDA libraries.
 NVIDIA_GPU_GLOB, NVIDIA_DEVICE_GLOB = "/proc/driver/nvidia/gpus/*", "/dev/nvidia[0-9]*"
@@ -132,8 +135,6 @@ def _multi_worker_strategy():
     # before the strategy starts its check thread.
     interval = os.environ.get("TFLOOPS_HEALTH_CHECK_SECONDS")
     if interval:
-        from tensorflow.python.distribute import collective_all_reduce_strategy
-
         extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
         if hasattr(extended, "_check_health_interval"):
             extended._check_health_interval = float(interval)
@@ -146,7 +147,7 @@ def on_tpu_vm() -> bool:
 
 
 def _tpu_strategy(tpu_name: str):
-    busy = tpu_env.busy_message()
+    busy = busy_message()
     if busy:  # TensorFlow would find no TPU, and say why only in the start-up lines it hid
         tf_startup.replay_hidden()
         raise ConfigError(f"--strategy=tpu: {busy}")
@@ -166,7 +167,7 @@ def _tpu_strategy(tpu_name: str):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as err:
         tf_startup.replay_hidden()  # libtpu's own reason ("TPU is already in use by process ...")
-        busy = tpu_env.busy_message()
+        busy = busy_message()
         raise ConfigError(
             f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). "
             + (
@@ -184,8 +185,6 @@ def _tpu_strategy(tpu_name: str):
 
 
 def tf_package() -> str:
-    from importlib import metadata
-
     for name in ("tensorflow-tpu", "tensorflow-cpu", "tensorflow"):
         try:
             return f"{name} {metadata.version(name)}"

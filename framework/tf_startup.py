@@ -1,7 +1,10 @@
 """Import TensorFlow without its start-up lines, for our commands (`--verbose` shows them)."""
 
 import contextlib
+import ctypes
+import mmap
 import os
+import re
 import sys
 import tempfile
 
@@ -18,12 +21,12 @@ def import_tensorflow(verbose: bool = False):
     TPU that cannot start says why only there). oneDNN itself stays on (speed).
     """
     if "tensorflow" in sys.modules or verbose:
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: keeps TF out of --help
 
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the INFO/WARNING lines after the import
     with _stderr_captured():
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: keeps TF out of --help
 
         tf.config.list_physical_devices()
     _absl_min_log_level(tf)
@@ -36,10 +39,6 @@ def _absl_min_log_level(tf) -> None:
     or not (TF 2.21 initialises the log itself: tensorflow#102212). absl::SetMinLogLevel, exported by
     libtensorflow_framework, applies TF_CPP_MIN_LOG_LEVEL to those lines too. Its C++ name carries absl's
     version, so it is looked up in the library's symbol names (near the start of the file)."""
-    import ctypes
-    import mmap
-    import re
-
     if tuple(int(x) for x in tf.__version__.split(".")[:2]) >= (2, 21):
         return
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")

@@ -9,6 +9,7 @@ early stop, logs) is in controller.py.
 import keras
 import tensorflow as tf
 from absl import logging
+from tensorflow.python.framework import config as tf_config
 
 from framework import lookahead, precision, schedules, seeds
 from framework.config import TrainConfig
@@ -338,8 +339,6 @@ def _global_norm(grads):
 
 def _op_determinism_enabled() -> bool:
     # Process-wide once enabled (by any earlier run in this process); no public getter exists.
-    from tensorflow.python.framework import config as tf_config
-
     return tf_config.is_op_determinism_enabled()
 
 

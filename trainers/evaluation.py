@@ -11,6 +11,7 @@ import tensorflow as tf
 from augment import step_seed
 from framework import ConfigError, input_pipeline
 from framework.checkpointing import atomic_write
+from trainers import plots
 
 # Batch transforms of [N, H, W, C] images (uint8 or float in [0, 1]), as TensorFlow ops so that a streamed
 # test set is transformed in its tf.data pipeline like an in-memory one.
@@ -132,8 +133,6 @@ def write_predictions(
             labels, arrays[f"logits_{name}"].argmax(-1), num_classes
         )[0]
     if plot and writer.model_dir:
-        from trainers import plots
-
         predicted = arrays["logits"].argmax(-1)
         plots.write_confusion_matrix(
             writer.model_dir, confusion_matrix(labels, predicted, num_classes), class_names

@@ -21,7 +21,9 @@ import numpy as np
 
 import framework
 from framework import TrainConfig
+from framework import run_record as record
 from framework.data.sources import SOURCES
+from trainers import tpu_guard
 from trainers.experiment_config import (  # noqa: F401  re-exported
     AUGMENT_WHERE,
     EVAL_TRANSFORMS,
@@ -73,9 +75,12 @@ def run_experiment(
 ) -> dict:
     """Train one model and return result.json's contents (also written under config.model_dir).
     `on_trained(controller)` is called once the model is trained (--repeats' ensembles: controller.predict)."""
-    # lazy: keeps TF out of --help
-    from framework.controller import eval_split_names
-    from trainers import evaluation, experiment_data, experiment_model, tpu_guard
+    from framework.controller import eval_split_names  # lazy: keeps TF out of --help
+    from trainers import (  # lazy: keeps TF out of --help
+        evaluation,
+        experiment_data,
+        experiment_model,
+    )
 
     tpu_guard.check(exp, config)  # what a TPU cannot run: refused before the TPU is started
     strategy = strategy or framework.prepare_runtime(config)
@@ -119,7 +124,7 @@ def run_experiment(
         train_images=experiment_data.first_images(data.train, exp),
     )
     if exp.train_minutes and not config.train_steps:
-        from trainers.time_budget import LADDERS, steps_for_budget
+        from trainers.time_budget import LADDERS, steps_for_budget  # lazy: keeps TF out of --help
 
         budget = steps_for_budget(
             exp.train_minutes,
@@ -170,7 +175,7 @@ def run_experiment(
     )
     live_curves = []  # --plot: curves.png rewritten after each history row
     if exp.plot and config.model_dir:
-        from trainers import plots
+        from trainers import plots  # lazy: keeps TF out of --help
 
         live_curves.append(
             lambda row: plots.write_curves(config.model_dir, task.metric_names, eval_splits)
@@ -218,8 +223,6 @@ def check_run_dir(
 ) -> None:
     """Refuses a --model_dir that holds a run with another configuration (see framework.run_record);
     with `write`, also starts afresh there (--fresh_start) and records this configuration."""
-    from framework import run_record as record  # lazy: keeps TF out of --help
-
     # A named dataset is the same wherever its file lives; the user's own files are the folder.
     ignore = () if SOURCES.get(exp.dataset).get("reads_dir") else ("data_dir",)
     ignore += ("predictions", "eval_at_start")  # outputs: they change no training

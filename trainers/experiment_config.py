@@ -7,9 +7,12 @@ framework/data/sources/, trainers/models/, framework/tasks.py.
 import dataclasses
 import functools
 
+import augment
 from framework import ConfigError
 from framework.config import option
 from framework.data.sources import SOURCES
+from framework.registry import Entry
+from trainers import model_source
 
 AUGMENT_WHERE = ("device", "host")
 # The options that pick or shape a built-in model (trainers/models/ OPTIONS); a custom --model sets
@@ -192,9 +195,8 @@ class ExperimentConfig:
     )
 
     def __post_init__(self):
-        # lazy: keeps TF out of --help
-        from trainers import model_source, optimizers
-        from trainers.time_budget import LADDERS
+        from trainers import optimizers  # lazy: keeps TF out of --help
+        from trainers.time_budget import LADDERS  # lazy: keeps TF out of --help
 
         source = SOURCES.get(self.dataset)
         _choice("on_corrupt", self.on_corrupt, ("fail", "skip"))
@@ -220,7 +222,6 @@ class ExperimentConfig:
         for name in self.eval_transforms:
             _choice("eval_transforms", name, EVAL_TRANSFORMS)
         if self.augment != "none":
-            import augment  # lazy: keeps TF out of --help
             from framework.tasks import TASKS  # lazy: keeps TF out of --help
 
             try:
@@ -306,8 +307,6 @@ class ExperimentConfig:
             )
 
     def to_dict(self) -> dict:
-        from trainers import model_source  # lazy: keeps TF out of --help
-
         # A callable --model is recorded by its name.
         return {**dataclasses.asdict(self), "model": model_source.describe(self.model)}
 
@@ -393,7 +392,6 @@ def _choice(name, value, choices):
 
 def _model_entry(model):
     """The registered entry of a built-in --model; an empty one for a custom model."""
-    from framework.registry import Entry
     from trainers import models  # lazy: keeps TF out of --help
 
     if isinstance(model, str) and model in models.MODELS:

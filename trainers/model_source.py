@@ -27,8 +27,9 @@ import sys
 import zipfile
 
 import numpy as np
+from absl import logging
 
-from framework import ConfigError
+from framework import ConfigError, run_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ def parse(model) -> Source:
     """What `--model` names (no file is read)."""
     if callable(model):
         return Source("callable", model)
-    from trainers import models
+    from trainers import models  # lazy: keeps TF out of --help
 
     if model in models.MODELS:
         return Source("builtin", model)
@@ -74,7 +75,7 @@ def check(model) -> None:
     if source.kind in ("builtin", "callable"):
         return
     if source.kind == "unknown":
-        from trainers import models
+        from trainers import models  # lazy: keeps TF out of --help
 
         raise ConfigError(
             f"--model={model!r}: unknown; valid choices: {', '.join(models.MODELS)}, "
@@ -141,11 +142,13 @@ def _import_file(source: Source):
 
 def build(model, *, input_shape, num_outputs: int, seed=None):
     """The Keras model `model` (a custom source) gives for this input shape and output width, checked."""
-    import keras
+    import keras  # lazy: keeps TF out of --help
 
     source = parse(model)
     if source.kind == "keras":
-        from trainers import models  # noqa: F401  registers the custom layers our own exports use
+        from trainers import (
+            models,  # lazy: keeps TF out of --help; registers our own exports' custom layers  # noqa: F401
+        )
 
         try:
             built = keras.saving.load_model(source.path, compile=False)
@@ -178,8 +181,8 @@ def build(model, *, input_shape, num_outputs: int, seed=None):
 def check_model(model, *, input_shape, num_outputs: int, what: str):
     """`model` itself if it is a Keras model mapping (2, *input_shape) float32 images to float
     (2, num_outputs) outputs; else a ConfigError saying which of these it is not."""
-    import keras
-    import tensorflow as tf
+    import keras  # lazy: keeps TF out of --help
+    import tensorflow as tf  # lazy: keeps TF out of --help
 
     if not isinstance(model, keras.Model):
         raise ConfigError(
@@ -235,7 +238,7 @@ def check_init_from(path: str) -> None:
 
 def _init_file(path: str):
     """('keras', file) or ('checkpoint', prefix) for --init_from=path."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: keeps TF out of --help
 
     if os.path.isfile(path):
         if not path.endswith(".keras") or not zipfile.is_zipfile(path):
@@ -262,12 +265,12 @@ def _init_file(path: str):
 
 def initial_values(path: str) -> list[np.ndarray]:
     """The values of the model variables of --init_from, in the model's variable order."""
-    import keras
-    import tensorflow as tf
+    import keras  # lazy: keeps TF out of --help
+    import tensorflow as tf  # lazy: keeps TF out of --help
 
     kind, where = _init_file(path)
     if kind == "keras":
-        from trainers import models  # noqa: F401  registers our custom layers
+        from trainers import models  # lazy: keeps TF out of --help; registers our custom layers  # noqa: F401
 
         try:
             model = keras.saving.load_model(where, compile=False)
@@ -289,8 +292,6 @@ def initial_values(path: str) -> list[np.ndarray]:
 def warm_start(model, values: list[np.ndarray], *, path: str, what: str, log: bool = True) -> None:
     """Assigns `values` to `model.variables`; a head of another size is left as built (logged unless
     `log` is False: the check before training builds the model once more)."""
-    from absl import logging
-
     variables = list(model.variables)
     head = head_layer(model)
     head_ids = {id(v) for v in head.variables} if head is not None else set()
@@ -327,8 +328,6 @@ def _first_mismatch(variables, values, mismatched) -> str:
 
 def _run_options(path: str) -> str:
     """', e.g. model=cnn widths=...' from the run's run_config.json, when there is one."""
-    from framework import run_record
-
     try:
         recorded = run_record.read(path) if os.path.isdir(path) else None
     except (OSError, ValueError):

@@ -6,15 +6,16 @@ most confidently wrong test images."""
 import json
 import os
 
+import keras
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 
 def _pyplot():
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     return plt
 
@@ -43,8 +44,6 @@ def _safely(name: str, write, *args, **kwargs) -> str | None:
 
 
 def _on_tpu() -> bool:
-    import tensorflow as tf
-
     return bool(tf.config.list_logical_devices("TPU"))
 
 
@@ -179,8 +178,6 @@ def write_activations(
     """Feature maps of the first `layers` Conv2D layers for `images` test images; None for no convs,
     and for a subclassed model (its call() is Python: no graph of layers whose outputs a probe could
     read)."""
-    import keras
-
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:layers]
     if not convs:
         return None

@@ -8,7 +8,9 @@ platform Host": tensorflow#58934, #61976), and the TPU compiles the whole step w
 """
 
 import dataclasses
+import functools
 
+import augment
 from framework.config import ConfigError
 
 
@@ -22,7 +24,6 @@ def check(exp, config) -> None:
             f"--augment={exp.augment!r} on the host CPU (tensorflow#58934); use --augment_on=device "
             "(it runs in the TPU step)"
         )
-    import augment  # lazy: keeps TF out of --help
 
     policy = augment.get_policy(exp.augment, num_classes=10, image_shape=(32, 32, 3))
     names = uncompiled_ops(policy)
@@ -45,8 +46,6 @@ def uncompiled_ops(policy) -> list[str]:
 
 def _declares_xla(fn) -> bool:
     """The op's own `xla` property (False: no XLA kernel), on the function or on its registry entry."""
-    import functools
-
     from augment import ops  # lazy: keeps TF out of --help
 
     base = fn.func if isinstance(fn, functools.partial) else fn

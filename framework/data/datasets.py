@@ -24,6 +24,7 @@ import zipfile
 import zlib
 from typing import Callable, Sequence
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -356,8 +357,6 @@ def _read_cifar_pickles(name, files) -> ArrayDataset:
 
 def _download(name) -> ArrayDataset:
     """keras.datasets, which downloads to (and then reuses) ~/.keras/datasets."""
-    import keras  # imported here: only this path needs it
-
     module = getattr(keras.datasets, name)
     kwargs = {"label_mode": "fine"} if name == "cifar100" else {}
     (x_train, y_train), (x_test, y_test) = module.load_data(**kwargs)

@@ -37,6 +37,7 @@ from absl import flags
 
 from framework.data import datasets
 from framework.data.datasets import ArrayDataset, DataError, tf_error_text
+from framework.data.image_folder import load_image_folder
 from framework.data.streaming import StreamedSplits
 from framework.data.tfrecord_format import (  # noqa: F401  write_tfrecords, shard_paths: re-exported
     FEATURES,
@@ -482,8 +483,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_folder(fv):
-    from framework.data.image_folder import load_image_folder  # only this path needs it
-
     ds = load_image_folder(
         fv.image_folder,
         image_size=fv.image_size,
