@@ -181,6 +181,7 @@ def held_tpu_lock(tmp_path, monkeypatch):
     holder.wait()
 
 
+@pytest.mark.cli
 def test_a_held_tpu_names_its_process_and_says_restart_the_runtime(held_tpu_lock, monkeypatch):
     from framework import tpu_env
 
@@ -307,6 +308,7 @@ def test_the_data_service_child_gets_no_gpu(monkeypatch):
     assert seen["CUDA_VISIBLE_DEVICES"] == "" and os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
 
 
+@pytest.mark.cli
 def test_make_setup_reinstalls_when_the_cuda_extra_changes(tmp_path):
     """The venv stamp names the flavour: a venv made on a CPU node is out of date on a GPU node
     (nvidia-smi works there), so `make setup` reinstalls it with tensorflow[and-cuda]."""

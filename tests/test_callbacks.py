@@ -58,6 +58,7 @@ def ours(model_dir, callbacks=(), **overrides) -> dict:
     return train(cfg, data(), model_fn=mlp_fn(), optimizer_fn=sgd, task=task(), callbacks=callbacks)
 
 
+@pytest.mark.slow
 def test_hooks_and_logs_keys_are_fits(tmp_path):
     """The same recording callback under Model.fit (steps_per_execution=4, our steps_per_loop) and in our
     loop: the same hooks in the same order, the same epochs and batch indices, the same logs keys (ours add
@@ -82,6 +83,7 @@ def test_hooks_and_logs_keys_are_fits(tmp_path):
     assert ("on_epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]) in in_loop.seen
 
 
+@pytest.mark.slow
 def test_a_no_op_callback_leaves_the_run_bit_identical(tmp_path):
     without = ours(tmp_path / "a")
     board = keras.callbacks.TensorBoard(str(tmp_path / "keras_tb"))  # reads fit's model.optimizer
@@ -114,6 +116,7 @@ def hparams_experiment(logdir: str):
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_runs_write_hparams_that_tensorboard_compares(tmp_path):
     """Two runs that differ in their learning rate: TensorBoard's reader finds each run's HParams and final
     metrics, and its HPARAMS tab marks the learning rate (only) as differing, with test_accuracy a metric."""
@@ -140,6 +143,7 @@ def test_runs_write_hparams_that_tensorboard_compares(tmp_path):
     assert "test_accuracy" in {info.name.tag for info in experiment.metric_infos}
 
 
+@pytest.mark.slow
 def test_early_stopping_and_csv_logger_resume_where_they_were(tmp_path):
     """EarlyStopping stops at the epoch it stops at under an uninterrupted run, even when the run was paused
     (a hook) and resumed in between: its wait and best travel in the checkpoint. CSVLogger keeps one row per
@@ -214,6 +218,7 @@ def test_the_callbacks_flag_is_checked_before_training(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.cli
 def test_a_bad_callbacks_flag_exits_2_with_one_line_before_training(tmp_path, data_dir):
     from cli_runs import run_commands
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 
+import pytest
 import tensorflow as tf
 from cli_runs import ROOT, run_commands
 
@@ -42,6 +43,7 @@ import csv
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from framework.data.datasets import ArrayDataset, DataError
@@ -103,6 +105,8 @@ def _result(model_dir):
         return json.load(f)
 
 
+@pytest.mark.cli
+@pytest.mark.slow
 def test_a_model_file_and_a_source_file_train_by_name(tmp_path, mnist):
     _write_csv_dataset(tmp_path / "csv", mnist)
     common = ["--train_steps=120", "--global_batch_size=64", "--steps_per_loop=40", "--epochs=1"]

@@ -63,6 +63,7 @@ def new_op(tmp_path):
         sys.modules.pop(f"augment.ops._{name}", None)
 
 
+@pytest.mark.cli
 def test_a_new_op_file_trains_from_the_command_line_compiled_with_xla(tmp_path, data_dir, new_op):
     name, marker = new_op(xla=True)
     proc = subprocess.run(

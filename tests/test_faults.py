@@ -95,6 +95,7 @@ def copy(untouched, tmp_path):
     return model_dir
 
 
+@pytest.mark.slow
 def test_a_truncated_newest_checkpoint_is_moved_aside_and_the_one_before_resumes(copy, untouched):
     folder = copy / "checkpoints"
     _truncate(str(folder / "ckpt-64"))
@@ -117,6 +118,7 @@ def test_a_truncated_newest_checkpoint_is_moved_aside_and_the_one_before_resumes
     assert not glob.glob(str(folder / "*tmp*")) and not glob.glob(str(folder / "*_temp*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", ["garbage", "missing", "stale"])
 def test_a_lost_or_garbage_index_is_rebuilt_and_no_checkpoint_is_overwritten(
     copy, untouched, index
@@ -144,6 +146,7 @@ def test_a_lost_or_garbage_index_is_rebuilt_and_no_checkpoint_is_overwritten(
     )
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_is_refused_in_one_line_and_nothing_moves(copy):
     for number in (32, 48, 64):
         _truncate(str(copy / "checkpoints" / f"ckpt-{number}"))
@@ -156,6 +159,7 @@ def test_no_readable_checkpoint_is_refused_in_one_line_and_nothing_moves(copy):
     assert sorted(os.listdir(copy / "checkpoints")) == before and not _damaged(copy)
 
 
+@pytest.mark.slow
 def test_an_unreadable_best_checkpoint_is_refused_in_one_line(copy):
     (best,) = glob.glob(str(copy / "best" / "ckpt-*.index"))
     _truncate(best[: -len(".index")])
@@ -166,6 +170,7 @@ def test_an_unreadable_best_checkpoint_is_refused_in_one_line(copy):
     assert "aside to go on without the best checkpoint" in message and "--fresh_start" in message
 
 
+@pytest.mark.slow
 def test_run_files_read_on_resume_fail_in_one_line_or_are_rebuilt(copy, untouched):
     (copy / "history.json").write_text('{"step": [16, 3')  # cut short: rebuilt from the checkpoint
     _train(copy)
@@ -193,6 +198,7 @@ def _full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_save_on_a_full_disk_leaves_the_folder_resumable(copy, untouched, monkeypatch):
     """The disk fills in the middle of the save of step 48 (its files half there): one line, its partial
     files gone; once space is freed the same call resumes from ckpt-32 and ends as if nothing happened."""
@@ -230,6 +236,7 @@ def test_a_checkpoint_save_on_a_full_disk_leaves_the_folder_resumable(copy, unto
     _assert_same_weights(untouched, copy)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_the_export_or_a_run_file_is_one_line_and_no_half_file(
     copy, monkeypatch
 ):
@@ -273,6 +280,7 @@ def _denied():
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
 
+@pytest.mark.slow
 def test_has_checkpoint_sees_checkpoints_whose_index_is_lost(copy):
     (copy / "checkpoints" / "checkpoint").unlink()
     assert run_record.has_checkpoint(str(copy))

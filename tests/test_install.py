@@ -9,6 +9,8 @@ import sys
 import sysconfig
 import tomllib
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What tensorflow-tpu 2.20 brings itself, at its own versions: the TPU cells install us with --no-deps.
 TENSORFLOWS_OWN = {"tensorflow", "tensorboard", "numpy"}
@@ -57,6 +59,8 @@ def test_metadata_pins_are_requirements_txt_and_the_tpu_cells_skip_only_tensorfl
         assert "keras" in cell_pins  # TF 2.20 would bring an older Keras than ours
 
 
+@pytest.mark.cli
+@pytest.mark.slow
 def test_editable_install_runs_from_another_folder(tmp_path):
     """The checkout installed (-e) into a fresh venv that sees this venv's packages through a .pth file:
     --no-index --no-build-isolation downloads nothing. Then, from another folder, the trainer's smoke command

@@ -20,6 +20,7 @@ def _compiled_step(controller):
     assert getattr(step, "_jit_compile", False), "the step was not compiled with XLA"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "trainer,recipe",
     [("mnist", None), ("fashion_mnist", None), ("cifar", "fast"), ("cifar", "full")],
@@ -38,6 +39,7 @@ def test_each_trainers_step_compiles_as_one_xla_program(tmp_path, data_dir, trai
     assert result["train_steps"] == 2 and np.isfinite(result["test_loss"])
 
 
+@pytest.mark.slow
 def test_triplet_step_compiles_as_one_xla_program(tmp_path, data_dir):
     from trainers import triplet
 
@@ -70,6 +72,7 @@ def host_op(monkeypatch):
         yield "host_flip"
 
 
+@pytest.mark.slow
 def test_a_step_that_cannot_compile_fails_naming_the_op(tmp_path, data_dir, host_op):
     exp, config = recipes.configs(
         "mnist", None, smoke=True, model_dir=str(tmp_path), augment=host_op, **XLA
