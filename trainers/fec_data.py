@@ -13,7 +13,7 @@ one row per triplet, and a folder holding `{id}.jpg` for every face id:
 `read_fec_rows` reads and checks the CSV (every column, every image file present) before anything trains;
 `FECTriplets` streams its rows: each row's three images are read and decoded in the tf.data map
 (parallel calls), as uint8 [3, H, W, C] with the vote shares votesK / sum(votes) [3], in CSV column
-order. It is an IndexedSource (framework/input_pipeline.py): the order is a function of (seed, epoch)
+order. It is an IndexedSource (framework/streamed_source.py): the order is a function of (seed, epoch)
 over the rows, a resume at step S is exact, and memory is bounded whatever the CSV's size.
 `load_fec` decodes a split into memory in the (I1, I2, I3) order: (I1, I2) the most similar pair, I3
 the odd one out (the face with the most votes, the first of them on a tie), weight max(votes) / sum(votes).
@@ -30,7 +30,7 @@ import tensorflow as tf
 from framework.data import streaming
 from framework.data.datasets import DataError
 from framework.data.image_folder import unreadable_file_message
-from framework.input_pipeline import IndexedSource
+from framework.streamed_source import IndexedSource
 
 FEC_COLUMNS = ("face1", "face2", "face3", "votes1", "votes2", "votes3", "subset")
 

@@ -28,7 +28,7 @@ from absl import logging
 
 from framework.data import streaming
 from framework.data.datasets import ArrayDataset, DataError, resize_images, tf_error_text
-from framework.input_pipeline import IndexedSource
+from framework.streamed_source import IndexedSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb limit: about 256 MiB of RGB pixels

@@ -50,16 +50,16 @@ from framework.data.tfrecord_format import (  # noqa: F401  write_tfrecords, sha
     shard_splits,
     write_tfrecords,
 )
-from framework.input_pipeline import (
+from framework.index_stream import (
     AUTOTUNE,
     DatasetFn,
-    StreamedSource,
     _eval_indices,
     _finish,
     _split_for_replicas,
     check_train_stream,
     epoch_permutation,
 )
+from framework.streamed_source import StreamedSource
 
 
 def read_tfrecords(
