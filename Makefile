@@ -15,8 +15,8 @@ TF_EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo '[and-cuda]')
 STAMP := $(VENV)/.installed-tf$(TF)-$(if $(TF_EXTRA),cuda,cpu)
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): much of a test is one-core work (tracing, TensorFlow imports in the
-# subprocesses of CLI tests) or waiting on other processes (a killed worker's health check), so 3 workers
-# on 2 cores keep both busy (11.6 min against 13.4 with 2, on a Zen 5). 0 runs in this process.
+# subprocesses of CLI tests) or waiting on other processes (a killed worker's health check), so
+# 3 workers on 2 cores keep both busy. 0 runs in this process.
 TEST_WORKERS ?= 3
 
 .PHONY: setup train test test-fast lint mnist benchmarks clean

@@ -6,7 +6,7 @@ strong averaging at the end (airbench94: decay 0.95 every 5 steps). It covers ev
 of the model, BatchNorm's moving statistics included, as airbench's state_dict does.
 
 Keras has an EMA of weights (`use_ema`, `ema_overwrite_frequency`), but with a constant momentum
-and over trainable weights only; this is the ramped version airbench measured.
+and over trainable weights only; this is the ramped version airbench94 trains with.
 The update runs at the end of the replicated step, in a merge_call (cross-replica context inside the
 step's program), so on a TPU it is no separate program between steps.
 """

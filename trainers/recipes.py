@@ -6,7 +6,7 @@ the tests and notebooks.
     recipes.get("cifar", "fast")                         # {option: value}: defaults, then the recipe
     exp, config = recipes.configs("cifar", "fast", model_dir="/content/runs/cifar")
     run_experiment(exp, config)                          # = python -m trainers.cifar --recipe=fast
-    recipes.configs("cifar", "fast", smoke=True)         # the same run at test size: seconds on a CPU
+    recipes.configs("cifar", "fast", smoke=True)         # the same run at test size (the tests' smoke runs)
 
 `configs(trainer, recipe, **options)` is also what `python -m trainers.<name>` does with the flags
 given on its command line. The options given win over the recipe, the recipe over the trainer's

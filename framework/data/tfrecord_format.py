@@ -119,7 +119,7 @@ FEATURES = {
 
 
 def parse_batch(records, filename):
-    """Parses a batch of records from one file: vectorised, much faster than one example at a time."""
+    """Parses a batch of records from one file: vectorised: one parse op per batch instead of one per example."""
     f = tf.io.parse_example(records, FEATURES)
     shape, label = f["shape"], f["label"]
     ok = tf.reduce_all(shape > 0) & tf.reduce_all(label >= 0) & tf.reduce_all(shape == shape[:1])

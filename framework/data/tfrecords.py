@@ -2,7 +2,7 @@
 
 Each record is a tf.train.Example with
     image  bytes      the raw uint8 pixels, H*W*C bytes in C order (not PNG: an exact round trip and no
-                      encode/decode cost; CIFAR-10 takes 184 MB)
+                      encode/decode cost, for H*W*C bytes per image on disk)
     shape  int64 x 3  (H, W, C)
     label  int64
 Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`. Beside them `{split}.json` holds the number of
