@@ -146,9 +146,8 @@ def build(model, *, input_shape, num_outputs: int, seed=None):
 
     source = parse(model)
     if source.kind == "keras":
-        from trainers import (
-            models,  # lazy: keeps TF out of --help; registers our own exports' custom layers  # noqa: F401
-        )
+        # Registers the custom layers our own exports use.
+        from trainers import models  # noqa: F401  # lazy: keeps TF out of --help
 
         try:
             built = keras.saving.load_model(source.path, compile=False)
@@ -270,7 +269,8 @@ def initial_values(path: str) -> list[np.ndarray]:
 
     kind, where = _init_file(path)
     if kind == "keras":
-        from trainers import models  # lazy: keeps TF out of --help; registers our custom layers  # noqa: F401
+        # Registers our custom layers.
+        from trainers import models  # noqa: F401  # lazy: keeps TF out of --help
 
         try:
             model = keras.saving.load_model(where, compile=False)
