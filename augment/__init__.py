@@ -2,10 +2,11 @@
 
     policy = augment.get_policy("standard", num_classes=10, image_shape=(32, 32, 3))
     seed = augment.step_seed(config.seed, step, replica_id)   # framework.seeds; tensors are fine
-    images, labels = policy(images, labels, seed)              # labels float32 [B, K] if policy.soft_labels
+    images, labels = policy(images, labels, seed)              # labels float32 [B, K] if
+    policy.soft_labels
 
-Ops live in `augment.ops`, one module per family, each registered in `augment.OPS` where it is defined
-(a new file in augment/ops/ adds one); `augment.compose` builds your own policy
+Ops live in `augment.ops`, one module per family, each registered in `augment.OPS` where it is
+defined (a new file in augment/ops/ adds one); `augment.compose` builds your own policy
 from callables, registry names or a spec string like "flip,crop:padding=4,cutout:size=8".
 `augment.layers.Augment(policy)` is the same as a Keras layer inside your model (active with
 training=True). The preview CLI is `python -m augment.preview` (not imported here).
@@ -13,7 +14,8 @@ training=True). The preview CLI is `python -m augment.preview` (not imported her
 
 import importlib
 
-# Imported on first use (PEP 562), so `python -m augment.preview` can hide TensorFlow's start-up lines.
+# Imported on first use (PEP 562), so `python -m augment.preview` can hide TensorFlow's start-up
+# lines.
 _EXPORTS = {
     "OPS": "augment.ops",
     "split_seed": "augment.ops",

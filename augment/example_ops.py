@@ -1,17 +1,18 @@
 """Per-example transforms that need each example's identity and epoch, which the step does not see.
 
-They run in the input pipeline's gather (`input_pipeline.train_dataset_fn(example_fn=...)`), on uint8
-rows, as `example_fn(rows, index, epoch) -> rows`: `rows` is the tuple of gathered arrays (images
-first), `index` the examples' ids and `epoch` their epoch (both shaped like the batch of ids). The
-stream stays a pure function of (seed, epoch), so a resume and the host-augmentation path see the
-same images.
+They run in the input pipeline's gather (`input_pipeline.train_dataset_fn(example_fn=...)`), on
+uint8 rows, as `example_fn(rows, index, epoch) -> rows`: `rows` is the tuple of gathered arrays
+(images first), `index` the examples' ids and `epoch` their epoch (both shaped like the batch of
+ids). The stream stays a pure function of (seed, epoch), so a resume and the host-augmentation path
+see the same images.
 """
 
 import tensorflow as tf
 
 
 def first_epoch_mirror(num_examples: int, seed: int) -> tf.Tensor:
-    """Which examples alternating flip mirrors in even epochs (a random half; odd epochs: the others)."""
+    """Which examples alternating flip mirrors in even epochs (a random half; odd epochs: the
+    others)."""
     draws = tf.random.stateless_uniform(
         [num_examples], seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(-1, tf.int64)])
     )
@@ -20,8 +21,9 @@ def first_epoch_mirror(num_examples: int, seed: int) -> tf.Tensor:
 
 def alternating_flip(num_examples: int, seed: int):
     """airbench's alternating flip: in the first epoch a random half of the images is mirrored, and
-    every later epoch mirrors exactly the images the epoch before did not, so each image is seen both
-    ways in every two epochs (a random flip leaves a quarter of them the same way two epochs running)."""
+    every later epoch mirrors exactly the images the epoch before did not, so each image is seen
+    both ways in every two epochs (a random flip leaves a quarter of them the same way two epochs
+    running)."""
 
     def example_fn(rows, index, epoch):
         images, *rest = rows

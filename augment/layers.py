@@ -1,14 +1,15 @@
-"""Our augmentation ops as a Keras layer: augmentation inside the model, as the notebooks put RandomFlip,
-RandomCrop or a cutout Lambda in theirs.
+"""Our augmentation ops as a Keras layer: augmentation inside the model, as the notebooks put
+RandomFlip, RandomCrop or a cutout Lambda in theirs.
 
     model = keras.Sequential([keras.Input((28, 28, 1)),
                               augment.layers.Augment("crop_to:size=24,affine:max_degrees=10,prob=0.7"),
                               keras.layers.Flatten(), keras.layers.Dense(10)])
 
 `Augment(policy)` takes a named policy ("flip_crop", "standard") or a spec string, the same as
---augment, without the label-mixing ops (a layer sees no labels). With training=True it augments each
-sample on its own; otherwise it is the identity, or the centre crop after crop_to (so the model takes
-the same input either way and outputs the cropped size). It compiles under XLA (jit_compile=True, TPU).
+--augment, without the label-mixing ops (a layer sees no labels). With training=True it augments
+each sample on its own; otherwise it is the identity, or the centre crop after crop_to (so the model
+takes the same input either way and outputs the cropped size). It compiles under XLA
+(jit_compile=True, TPU).
 
 Seeds: inside our Trainer's step the layer takes the step's seed of (run seed, step, replica) as its
 `step_seed` call argument (framework.seeds: the step passes it, as Keras passes `training`), so it
@@ -30,7 +31,8 @@ from framework import seeds
 
 @keras.saving.register_keras_serializable(package="augment")
 class Augment(keras.layers.Layer):
-    """A policy name or spec string (as --augment) as a layer: augments with training=True, per sample.
+    """A policy name or spec string (as --augment) as a layer: augments with training=True, per
+    sample.
 
     `seed` seeds the layer's own SeedGenerator (used outside our Trainer; inside it, folded into the
     step's seed when given); `flip` as `get_policy`

@@ -1,15 +1,16 @@
 """Named augmentation policies for trainers, and composition of your own.
 
-Contract (what the engine calls inside its compiled step): `policy(images, labels, seed)` with images
-float32 NHWC in [0, 1] and a static batch size, labels int32 [B] or float32 [B, K], seed int32/int64 [2]
-(from framework.seeds.step_seed). Returns images float32 NHWC in [0, 1] and labels: float32 [B, K] when
-`policy.soft_labels` (the policy mixes samples: int labels are one-hot encoded), otherwise the labels
-unchanged. Each op gets its own seed, split from `seed`.
+Contract (what the engine calls inside its compiled step): `policy(images, labels, seed)` with
+images float32 NHWC in [0, 1] and a static batch size, labels int32 [B] or float32 [B, K], seed
+int32/int64 [2] (from framework.seeds.step_seed). Returns images float32 NHWC in [0, 1] and labels:
+float32 [B, K] when `policy.soft_labels` (the policy mixes samples: int labels are one-hot encoded),
+otherwise the labels unchanged. Each op gets its own seed, split from `seed`.
 
 The image size is kept unless the policy crops to a smaller size (crop_to): then
-`policy.output_shape(image_shape)` is the model's input shape, and `policy.eval_transform` (the centre
-crop) is what evaluation images get. Any op takes `prob=` in a spec ("affine:max_degrees=10,prob=0.7"):
-each sample gets it with that probability (ops with a `prob` of their own use theirs).
+`policy.output_shape(image_shape)` is the model's input shape, and `policy.eval_transform` (the
+centre crop) is what evaluation images get. Any op takes `prob=` in a spec
+("affine:max_degrees=10,prob=0.7"): each sample gets it with that probability (ops with a `prob` of
+their own use theirs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ OpLike = Callable | str | tuple[str, dict]
 
 @dataclasses.dataclass(frozen=True)
 class Policy:
-    """A callable `policy(images, labels, seed) -> (images, labels)`; build with `compose`/`get_policy`."""
+    """A callable `policy(images, labels, seed) -> (images, labels)`; build with
+    `compose`/`get_policy`."""
 
     name: str
     steps: tuple[Step, ...]
@@ -38,15 +40,16 @@ class Policy:
 
     @property
     def compiles(self) -> bool:
-        """Whether every step is an op registered with xla=True (each tested the same eagerly, in graph
-        and under XLA), so the policy can run as one XLA cluster; any other callable may not compile."""
+        """Whether every step is an op registered with xla=True (each tested the same eagerly, in
+        graph and under XLA), so the policy can run as one XLA cluster; any other callable may not
+        compile."""
         return all(ops.compiles(fn) for _, fn in self.steps)
 
     def compiled(self) -> Callable:
-        """The policy as one XLA cluster where it `compiles`, else itself (and one info line naming the
-        steps that keep it out of XLA): XLA fuses its ops into one pass over the batch, where TF runs each
-        op as its own pass over the whole float batch, for the same pixels. The engine's step and the
-        host pipeline (tf.data) both run it so."""
+        """The policy as one XLA cluster where it `compiles`, else itself (and one info line naming
+        the steps that keep it out of XLA): XLA fuses its ops into one pass over the batch, where TF
+        runs each op as its own pass over the whole float batch, for the same pixels. The engine's
+        step and the host pipeline (tf.data) both run it so."""
         if self.compiles:
             return tf.function(self, jit_compile=True)
         uncompiled = [name for name, fn in self.steps if not ops.compiles(fn)]
@@ -90,9 +93,9 @@ class Policy:
 
     @property
     def eval_transform(self) -> Callable | None:
-        """`images -> images` for evaluation when the policy changes the image size (crop_to: the centre
-        crop of the same size, so evaluation images fit the model), else None (evaluation images are
-        left alone)."""
+        """`images -> images` for evaluation when the policy changes the image size (crop_to: the
+        centre crop of the same size, so evaluation images fit the model), else None (evaluation
+        images are left alone)."""
         counterparts = [ops.eval_counterpart(fn) for _, fn in self.steps]
         counterparts = [fn for fn in counterparts if fn is not None]
         if not counterparts:
@@ -112,9 +115,9 @@ class Policy:
 def parse_spec(spec: str) -> list[tuple[str, dict]]:
     """ "flip,crop:padding=4,fill_mode=constant,cutout:size=8" -> [(name, kwargs), ...].
 
-    Ops are separated by commas; `name:key=value` starts an op and further `key=value` items belong to
-    it. Values are Python literals (ints, floats, tuples, True) or else plain strings. Commas inside
-    brackets don't split: "normalize:mean=(0.49,0.48,0.45),std=(0.25,0.24,0.26)".
+    Ops are separated by commas; `name:key=value` starts an op and further `key=value` items belong
+    to it. Values are Python literals (ints, floats, tuples, True) or else plain strings. Commas
+    inside brackets don't split: "normalize:mean=(0.49,0.48,0.45),std=(0.25,0.24,0.26)".
     """
     items, depth, current = [], 0, ""
     for ch in spec:
@@ -157,9 +160,9 @@ def _literal(text: str):
 def compose(
     op_list: Sequence[OpLike] | str, *, num_classes: int | None = None, name: str = "custom"
 ) -> Policy:
-    """Builds a Policy from ops applied in order: callables (image ops `fn(images, seed)` or label ops
-    marked `mixes_labels`, e.g. functools.partial(ops.random_crop, padding=4)), registry names, (name,
-    kwargs) pairs, or a spec string for `parse_spec`. Label ops need `num_classes`."""
+    """Builds a Policy from ops applied in order: callables (image ops `fn(images, seed)` or label
+    ops marked `mixes_labels`, e.g. functools.partial(ops.random_crop, padding=4)), registry names,
+    (name, kwargs) pairs, or a spec string for `parse_spec`. Label ops need `num_classes`."""
     if isinstance(op_list, str):
         op_list = parse_spec(op_list)
     steps = []
@@ -191,7 +194,8 @@ def compose(
 
 
 def _op_from_registry(op_name: str, kwargs: dict) -> Callable:
-    """The registered op with `kwargs`; a `prob` the op does not take itself wraps it in ops.sometimes."""
+    """The registered op with `kwargs`; a `prob` the op does not take itself wraps it in
+    ops.sometimes."""
     op = ops.OPS.get(op_name).fn
     takes = ops.options(op)
     prob = kwargs.pop("prob") if "prob" in kwargs and "prob" not in takes else None
@@ -212,10 +216,10 @@ def _op_from_registry(op_name: str, kwargs: dict) -> Callable:
 
 
 def check_policy(policy: Policy, image_shape: Sequence[int]) -> tuple[int, ...]:
-    """Runs `policy` once, eagerly on the CPU, on two blank images of `image_shape`: a bad option value
-    (a negative padding, a cutout larger than the image, a crop larger than the image, a word where a
-    number goes) raises ValueError here, before anything is built or trained, instead of inside the
-    compiled step. Returns the output image shape (H, W, C), as `policy.output_shape`."""
+    """Runs `policy` once, eagerly on the CPU, on two blank images of `image_shape`: a bad option
+    value (a negative padding, a cutout larger than the image, a crop larger than the image, a word
+    where a number goes) raises ValueError here, before anything is built or trained, instead of
+    inside the compiled step. Returns the output image shape (H, W, C), as `policy.output_shape`."""
     height, width, channels = (int(d) for d in image_shape)
     with tf.device("/CPU:0"):
         images, labels = tf.zeros([2, height, width, channels]), tf.zeros([2], tf.int32)
@@ -281,8 +285,8 @@ POLICIES: dict[str, Callable] = {
 def get_policy(
     name: str, *, num_classes: int, image_shape: Sequence[int], flip: bool | None = None
 ) -> Policy:
-    """A named policy ('none', 'flip_crop', 'standard', 'strong') for images of `image_shape` (H, W, C),
-    or a spec string for `parse_spec` such as "flip,crop:padding=4".
+    """A named policy ('none', 'flip_crop', 'standard', 'strong') for images of `image_shape` (H, W,
+    C), or a spec string for `parse_spec` such as "flip,crop:padding=4".
 
     Scales with the image: crop padding round(size / 8) (4 px at 32x32), cutout size // 4 (8 px).
     `flip=None` flips only colour images: left-right flips change the meaning of digits and letters,

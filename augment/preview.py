@@ -4,15 +4,17 @@
         [--seed=0] [--rows=8] [--cols=8]
     python -m augment.preview --image_folder=PATH --augment=standard --per_class=4 --out=folder.png
 
-An image folder (class-per-folder; its training split: train/, or for a flat folder the 80% the trainers
-train on): one row per class, `per_class`
-of its images as they are, then the same images after the policy (step 0), decoding only those files.
-(FEC triplets and their votes: `python -m trainers.fec_preview`, beside the data they come from.)
+An image folder (class-per-folder; its training split: train/, or for a flat folder the 80% the
+trainers train on): one row per class, `per_class`
+of its images as they are, then the same images after the policy (step 0), decoding only those
+files. (FEC triplets and their votes: `python -m trainers.fec_preview`, beside the data they come
+from.)
 
 Row r shows one training image: the original in the first column, then the policy's output at steps
-0..cols-1 (seed `step_seed(seed, step, replica 0)`, as a training run would draw them). Labels are shown
-under augmented cells when the policy mixes samples (the two largest soft-label weights).
-Data comes from `framework.data.datasets.load(dataset, data_dir)`, which looks in $DATA_DIR by default.
+0..cols-1 (seed `step_seed(seed, step, replica 0)`, as a training run would draw them). Labels are
+shown under augmented cells when the policy mixes samples (the two largest soft-label weights).
+Data comes from `framework.data.datasets.load(dataset, data_dir)`, which looks in $DATA_DIR by
+default.
 """
 
 from __future__ import annotations
@@ -64,13 +66,14 @@ class PreviewConfig:
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    """Defined only when run as a program (or into a FlagValues a test passes), so importing this module
-    never clashes with a trainer's flags of the same names."""
+    """Defined only when run as a program (or into a FlagValues a test passes), so importing this
+    module never clashes with a trainer's flags of the same names."""
     config_flags.define_flags(PreviewConfig, flag_values=flag_values, key_module="__main__")
 
 
 def load_dataset(name: str, data_dir: str | None):
-    """framework.data.datasets.load, imported late so this module imports without it (tests replace this)."""
+    """framework.data.datasets.load, imported late so this module imports without it (tests replace
+    this)."""
     from framework.data import datasets  # lazy: keeps TF out of --help
 
     return datasets.load(name, data_dir=data_dir)
@@ -130,7 +133,8 @@ def write_preview(
     rows: int = 8,
     cols: int = 8,
 ) -> str:
-    """Loads `dataset`, augments `rows` random training images `cols` times, writes the grid to `out`."""
+    """Loads `dataset`, augments `rows` random training images `cols` times, writes the grid to
+    `out`."""
     if rows < 1 or cols < 1:
         raise ValueError(f"`rows` ({rows}) and `cols` ({cols}) must be positive")
     ds = load_dataset(dataset, data_dir)
@@ -172,7 +176,8 @@ def write_folder_preview(
     image_size: int = 0,
     seed: int = 0,
 ) -> str:
-    """Image folder `path`: a row per class, `per_class` images before and after the policy; writes `out`."""
+    """Image folder `path`: a row per class, `per_class` images before and after the policy; writes
+    `out`."""
     from framework.data import image_folder  # lazy: keeps TF out of --help
 
     if per_class < 1:

@@ -1,29 +1,34 @@
-"""One call on a GPU machine: does the framework work there, and how fast? Writes benchmarks/reports/device/.
+"""One call on a GPU machine: does the framework work there, and how fast? Writes
+benchmarks/reports/device/.
 
     python -m benchmarks.device_check [--minutes=8] [--data_dir=DIR] [--peer_command="python airbench94.py"]
 
-Each measurement is a run of the product as a user makes it (`python -m trainers.cifar ...` in its own
-process, figures read from its result.json), in this order, each only while time is left:
+Each measurement is a run of the product as a user makes it (`python -m trainers.cifar ...` in its
+own process, figures read from its result.json), in this order, each only while time is left:
   1. devices and versions;
-  2. "N replicas == 1": the same steps (float32, --deterministic, --sync_batchnorm) on one GPU (one_device) and on all GPUs
-     (mirrored): test loss, accuracy and weights fingerprint compared within a tolerance;
+  2. "N replicas == 1": the same steps (float32, --deterministic, --sync_batchnorm) on one GPU
+     (one_device) and on all GPUs (mirrored): test loss, accuracy and weights fingerprint compared
+     within a tolerance;
   3. bf16 and fp16 on one GPU: examples/s and a finite loss;
-  4. ours vs Keras `fit` on the CIFAR net (`benchmarks.loop_vs_fit --model=resnet9`, its ratio, one run);
-  5. ours vs a PyTorch peer, where `--peer_command` names one (e.g. airbench94.py fetched by hand; the
-     shared peer script is a CPU port): its wall time and last output lines beside ours;
-  6. time to 94% with `--recipe=full --target=test_accuracy>=0.94`, repeated while time allows (mean ± std).
-Without a GPU it writes a report saying so and exits 0 (the suite runs this path); `--allow_cpu --smoke`
-runs every step on the CPU at toy size, to check the script itself before a device is lent. On several
-GPUs the parity batch is the recipe's, rounded down to a multiple of the GPU count, and a mirrored fp16
-run checks loss scaling across replicas.
+  4. ours vs Keras `fit` on the CIFAR net (`benchmarks.loop_vs_fit --model=resnet9`, its ratio, one
+     run);
+  5. ours vs a PyTorch peer, where `--peer_command` names one (e.g. airbench94.py fetched by hand;
+     the shared peer script is a CPU port): its wall time and last output lines beside ours;
+  6. time to 94% with `--recipe=full --target=test_accuracy>=0.94`, repeated while time allows (mean
+     ± std).
+Without a GPU it writes a report saying so and exits 0 (the suite runs this path); `--allow_cpu
+--smoke` runs every step on the CPU at toy size, to check the script itself before a device is lent.
+On several GPUs the parity batch is the recipe's, rounded down to a multiple of the GPU count, and a
+mirrored fp16 run checks loss scaling across replicas.
 
     python -m benchmarks.device_check --tpu        # in a subprocess cell on a TPU VM (Colab v5e-1, Kaggle v5e-8)
 
-writes benchmarks/reports/device/tpu/: each trainer's step compiled for the TPU (mnist, fashion_mnist,
-cifar's full recipe: GELU kernels, fused BN, lookahead, bf16), checkpoint and resume equal to one
-uninterrupted run (weights fingerprint), and the full recipe's examples/s. `--strategy=tpu` takes every
-core, so N replicas against 1 is not compared there. Unverified on a TPU until its report exists.
-"""
+writes benchmarks/reports/device/tpu/: each trainer's step compiled for the TPU (mnist,
+fashion_mnist, cifar's full recipe: GELU kernels, fused BN, lookahead, bf16), checkpoint and resume
+equal to one uninterrupted run (weights fingerprint), and the full recipe's examples/s.
+`--strategy=tpu` takes every core, so N replicas against 1 is not compared there. Unverified on a
+TPU until its report exists.
+"""  # noqa: E501
 
 import json
 import os
@@ -91,9 +96,10 @@ def gpu_names() -> list[str]:
 
 def versions() -> dict:
     code = (
-        "import json, keras, tensorflow as tf; print(json.dumps({'tensorflow': tf.__version__, 'keras': "
-        "keras.__version__, 'tf_gpus': [d.name for d in tf.config.list_physical_devices('GPU')], "
-        "'cuda_build': tf.test.is_built_with_cuda()}))"
+        "import json, keras, tensorflow as tf; print(json.dumps({'tensorflow': tf.__version__, "
+        "'keras': keras.__version__, 'tf_gpus': [d.name for d in "
+        "tf.config.list_physical_devices('GPU')], 'cuda_build': "
+        "tf.test.is_built_with_cuda()}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -109,15 +115,16 @@ def versions() -> dict:
 
 
 def divisible_batch(batch: int, replicas: int) -> int:
-    """`batch` rounded down to a multiple of `replicas` (3 GPUs: 1024 -> 1023), so every GPU count runs."""
+    """`batch` rounded down to a multiple of `replicas` (3 GPUs: 1024 -> 1023), so every GPU count
+    runs."""
     return max(batch - batch % replicas, replicas)
 
 
 def cifar_run(
     name: str, flags_: list[str], work: str, timeout: float, trainer: str = "cifar"
 ) -> dict:
-    """`python -m trainers.<trainer>` with `flags_`; its result.json plus the command's wall time and
-    status. A second call with the same `name` continues in the same model_dir (a resume)."""
+    """`python -m trainers.<trainer>` with `flags_`; its result.json plus the command's wall time
+    and status. A second call with the same `name` continues in the same model_dir (a resume)."""
     model_dir = os.path.join(work, name.split(" #")[0])
     command = [
         sys.executable,
@@ -335,7 +342,8 @@ def main(argv):
     timed = [r for r in runs if r.get("examples_per_sec")]
     write_report(
         out,
-        title=f"Device check: {', '.join(gpus) if gpus else 'CPU (script test, not a measurement)'}",
+        title="Device check: "
+        f"{', '.join(gpus) if gpus else 'CPU (script test, not a measurement)'}",
         summary=summary,
         rows=runs,
         setup=setup,

@@ -1,15 +1,16 @@
 """`python -m benchmarks.device_check --tpu`: the first session on a TPU VM, in one subprocess cell.
 
-Each measurement is a run of the product as a user makes it (`python -m trainers.<name> --strategy=tpu`,
-figures read from its result.json), each only while time is left (--minutes, 8 by default):
+Each measurement is a run of the product as a user makes it (`python -m trainers.<name>
+--strategy=tpu`, figures read from its result.json), each only while time is left (--minutes, 8 by
+default):
   1. the TPU itself: `python -m framework.tpu_env --check` (versions, devices; who holds the TPU);
   2. each trainer's step compiled for the TPU, a few steps: mnist, fashion_mnist (augmentation), and
      cifar's full recipe (GELU kernels, fused BN, lookahead, bf16);
-  3. checkpoint and resume: the full recipe stopped half-way and resumed equals one uninterrupted run
-     (weights fingerprint, test loss);
+  3. checkpoint and resume: the full recipe stopped half-way and resumed equals one uninterrupted
+     run (weights fingerprint, test loss);
   4. the full recipe's examples/s over more steps.
-Without a TPU it writes a report saying so and exits 0; `--allow_cpu --smoke` runs every step on the CPU
-(--strategy=default) at toy size, to check the script itself.
+Without a TPU it writes a report saying so and exits 0; `--allow_cpu --smoke` runs every step on the
+CPU (--strategy=default) at toy size, to check the script itself.
 """
 
 import glob

@@ -3,17 +3,19 @@
     python -m benchmarks.faults [--soak] [--kills=10] [--out=DIR] [--smoke]
 
 A reference run trains to the end untouched; a second run of the same command is stopped half-way
-(SIGTERM, so it holds checkpoints), copied once per fault, damaged, and resumed with the same command.
-Each outcome is one of
+(SIGTERM, so it holds checkpoints), copied once per fault, damaged, and resumed with the same
+command. Each outcome is one of
   resumed   the command finished, and its final weights equal the reference run's, bit for bit;
-  refused   exit 2 with one line (no traceback) that names the file, and no checkpoint moved or deleted;
+  refused   exit 2 with one line (no traceback) that names the file, and no checkpoint moved or
+            deleted;
   lost      anything else: other weights, a traceback, a checkpoint gone. The table must show none.
-Full disks and permission errors are fake writers in the trainer's own process (`inject`, below): the
-failing command must be refused in one line, then the same command, space freed, must resume.
+Full disks and permission errors are fake writers in the trainer's own process (`inject`, below):
+the failing command must be refused in one line, then the same command, space freed, must resume.
 
 `--soak` adds SIGKILL at --kills random moments of one run (half of them while a checkpoint is being
 written), resuming each time with the same command, and the same for 2 localhost workers with one
-worker killed; their final weights must equal uninterrupted runs'. Writes benchmarks/reports/faults/.
+worker killed; their final weights must equal uninterrupted runs'. Writes
+benchmarks/reports/faults/.
 """
 
 import concurrent.futures
@@ -31,7 +33,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 4096 examples, batch 16, 3 epochs: 768 steps, a checkpoint every 16 (many saves to land a kill in).
+# 4096 examples, batch 16, 3 epochs: 768 steps, a checkpoint every 16 (many saves to land a kill
+# in).
 COMMAND = [
     "--model=mlp",
     "--widths=32",
@@ -85,7 +88,8 @@ def _leftovers(d):
     _write(os.path.join(d, "checkpoints", "checkpoint.tmp3f2a"), "model_checkpoint_path: ")
 
 
-# name -> (what is done to a copy of the half-way run, the injected writer fault or None, extra flags)
+# name -> (what is done to a copy of the half-way run, the injected writer fault or None, extra
+# flags)
 FAULTS = {
     "newest checkpoint truncated": (lambda d: _truncate(_newest(d)), None, []),
     "newest checkpoint's bytes flipped": (lambda d: _flip_bytes(_newest(d)), None, []),
@@ -135,8 +139,8 @@ EXPECT_REFUSED = {
 
 
 def inject(fault: str, module: str, args: list[str]) -> None:
-    """Runs `python -m module args` with a writer that fails the way a full disk (or a permission) does,
-    in the middle of writing: the partial file is there when the error comes."""
+    """Runs `python -m module args` with a writer that fails the way a full disk (or a permission)
+    does, in the middle of writing: the partial file is there when the error comes."""
     import errno
     import runpy
 
@@ -317,8 +321,9 @@ def _error_line(stderr) -> str:
 
 
 def kill_soak(work, reference, kills: int, rng: random.Random) -> dict:
-    """SIGKILL at `kills` random moments (every other one while a checkpoint is being written), resuming
-    with the same command each time; then the run is finished and compared with the reference."""
+    """SIGKILL at `kills` random moments (every other one while a checkpoint is being written),
+    resuming with the same command each time; then the run is finished and compared with the
+    reference."""
     model_dir = os.path.join(work, "killed")
     in_save = 0
     for i in range(kills):
@@ -356,8 +361,9 @@ def kill_soak(work, reference, kills: int, rng: random.Random) -> dict:
 
 
 def worker_kill(work) -> dict:
-    """2 localhost workers, one killed (SIGKILL) mid-run: the survivor stops (health check), both are started
-    again with the same command and finish; final weights equal an uninterrupted 2-worker run's."""
+    """2 localhost workers, one killed (SIGKILL) mid-run: the survivor stops (health check), both
+    are started again with the same command and finish; final weights equal an uninterrupted
+    2-worker run's."""
     from framework.launch import tf_configs
 
     def start(model_dir):
@@ -440,9 +446,9 @@ def main(argv):
             + (f" --kills={FLAGS.kills}" if FLAGS.soak else ""),
             "trainer": "python -m trainers.mnist " + " ".join(COMMAND),
         },
-        notes="resumed: the same command finished with the weights of the run never touched, bit for bit. "
-        "refused with one line: exit 2, one line naming the file and the way out, no checkpoint moved or "
-        "deleted. lost: anything else.",
+        notes="resumed: the same command finished with the weights of the run never touched, "
+        "bit for bit. refused with one line: exit 2, one line naming the file and the way "
+        "out, no checkpoint moved or deleted. lost: anything else.",
     )
     print(json.dumps(summary))
     if lost:

@@ -1,18 +1,21 @@
-"""Port fidelity: our airbench against the PyTorch original, whole runs, several seeds each (issue 14.5).
+"""Port fidelity: our airbench against the PyTorch original, whole runs, several seeds each (issue
+14.5).
 
     python -m benchmarks.fidelity [--net=fast|full] [--seeds=3] [--peer_python=PATH] [--out=DIR] [--smoke]
 
-For each seed, one after the other: the peer script (../shared/peers/airbench_torch_cpu.py, airbench94 in
-PyTorch, in its own venv: see benchmarks/peer_torch.py) trains and scores the whole run, then our trainer
-does the same run as a user types it (`python -m trainers.cifar` with the airbench settings the peer uses:
-alternating flip, 2-pixel translate, lookahead every 5 steps, mirror + translate TTA). Reports each run's
-TTA test accuracy and training time, and mean +- std of each side and their difference, in
-benchmarks/reports/fidelity/<net>/. Without the peer's venv, one line says how to make it.
+For each seed, one after the other: the peer script (../shared/peers/airbench_torch_cpu.py,
+airbench94 in PyTorch, in its own venv: see benchmarks/peer_torch.py) trains and scores the whole
+run, then our trainer does the same run as a user types it (`python -m trainers.cifar` with the
+airbench settings the peer uses: alternating flip, 2-pixel translate, lookahead every 5 steps,
+mirror + translate TTA). Reports each run's TTA test accuracy and training time, and mean +- std of
+each side and their difference, in benchmarks/reports/fidelity/<net>/. Without the peer's venv, one
+line says how to make it.
 
   --net=fast  widths 24,96,96, batch 256, 10 epochs (the fast recipe's net)
-  --net=full  widths 64,256,256, batch 1024, 10 epochs (airbench94 as published: 16-19 min of training per run in bf16
-              on 2 Zen 5 cores, ~1.8 h for the 6 runs; ~1.5 h per run in float32 on AVX2)
-"""
+  --net=full  widths 64,256,256, batch 1024, 10 epochs (airbench94 as published: 16-19 min of
+              training per run in bf16 on 2 Zen 5 cores, ~1.8 h for the 6 runs; ~1.5 h per run in
+              float32 on AVX2)
+"""  # noqa: E501
 
 import json
 import os
@@ -33,7 +36,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command line, defined only when run as a program (the tests import this module beside others)."""
+    """The command line, defined only when run as a program (the tests import this module beside
+    others)."""
     flags.DEFINE_enum(
         "net", "fast", list(NETS), "fast: 24,96,96 at batch 256; full: 64,256,256 at batch 1024."
     )
@@ -51,8 +55,9 @@ def define_flags():
 
 
 def ours_flags(widths, batch, epochs: float, seed: int) -> list[str]:
-    """Our trainer's flags for the peer's run: its recipe's values are airbench's already; these add the
-    peer's alternating flip, translate-only batch augmentation and lookahead, and fix the length."""
+    """Our trainer's flags for the peer's run: its recipe's values are airbench's already; these add
+    the peer's alternating flip, translate-only batch augmentation and lookahead, and fix the
+    length."""
     steps = int(round(epochs * (50000 // batch)))
     return [
         f"--widths={','.join(map(str, widths))}",
@@ -115,7 +120,8 @@ def run_peer(python, widths, batch, epochs, seed) -> dict:
     found = re.search(r"RESULT .*train_s=(\S+) acc=(\S+) tta_acc=(\S+)", proc.stdout)
     if proc.returncode or not found:
         raise SystemExit(
-            f"the peer failed (exit {proc.returncode}): {' '.join(args)}\n{(proc.stdout + proc.stderr)[-2000:]}"
+            f"the peer failed (exit {proc.returncode}): {' '.join(args)}\n"
+            f"{(proc.stdout + proc.stderr)[-2000:]}"
         )
     return {
         "accuracy": float(found.group(3)),
@@ -164,7 +170,8 @@ def main(argv):
         mean_std(accuracy["PyTorch original"]),
         mean_std(accuracy["ours"]),
     )
-    # The difference's standard error from the two samples' spreads (Welch): a gap of several of these is not noise.
+    # The difference's standard error from the two samples' spreads (Welch): a gap of several of
+    # these is not noise.
     stderr = float(np.sqrt(peer_std**2 / seeds + our_std**2 / seeds))
     summary = {
         "net": FLAGS.net,
@@ -184,10 +191,10 @@ def main(argv):
         summary["smoke"] = True
     notes = (
         ("SMOKE RUN: a fraction of an epoch, the figures mean nothing.\n\n" if FLAGS.smoke else "")
-        + f"TTA test accuracy over {seeds} seeds each, on the shared JPEG CIFAR-10: PyTorch original "
-        f"{peer_mean:.2%} +- {peer_std:.2%}, ours {our_mean:.2%} +- {our_std:.2%}; ours - original = "
-        f"{(our_mean - peer_mean) * 100:+.2f} points (standard error of the difference "
-        f"{stderr * 100:.2f})."
+        + f"TTA test accuracy over {seeds} seeds each, on the shared JPEG CIFAR-10: PyTorch "
+        f"original {peer_mean:.2%} +- {peer_std:.2%}, ours {our_mean:.2%} +- "
+        f"{our_std:.2%}; ours - original = {(our_mean - peer_mean) * 100:+.2f} points "
+        f"(standard error of the difference {stderr * 100:.2f})."
     )
     write_report(
         out,

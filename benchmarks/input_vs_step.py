@@ -2,8 +2,9 @@
 
     python -m benchmarks.input_vs_step --trainer=cifar [--recipe=fast] [--out=DIR] [--steps=12] [--smoke]
 
-The trainer is measured as `python -m trainers.<trainer> --recipe=<recipe>` runs it (trainers/recipes.py;
-for cifar: airbench's net of trainers/airbench_net.py, "auto" = fast on a CPU, full on a GPU/TPU):
+The trainer is measured as `python -m trainers.<trainer> --recipe=<recipe>` runs it
+(trainers/recipes.py; for cifar: airbench's net of trainers/airbench_net.py, "auto" = fast on a CPU,
+full on a GPU/TPU):
 1. input alone: iterate the trainer's training dataset (same pipeline, no model);
 2. step alone: the trainer with --synthetic_data (one on-device batch, repeated);
 3. both: the trainer as it runs.
@@ -18,19 +19,19 @@ Streamed cases, where decoding decides (their code: benchmarks/input_vs_step_str
     python -m benchmarks.input_vs_step --case=folder --folder_size=384 --folder_image_size=160  # photos, resized
     python -m benchmarks.input_vs_step --case=memory [--memory_gb=3 --memory_epochs=3]     # RSS over a big folder
 
-Each streamed case measures, in the same process: the machine's raw decode rate (decode [+ resize] of the
-bytes in memory, a tf.data map over all cores, no training), for a folder the same decode over the files
-read from disk with no checks (what reading costs), the engine's streamed pipeline alone (delivered
-rate; the ratio to raw; these three alternated --limit_repeats times, medians), the step alone
-(synthetic batches), both, the verdict (which is slower, and the engine's own per-loop input-wait
-classification), and the measured effect of each fix: num_parallel_calls=1 versus AUTOTUNE, no
-prefetch, the decoded images cached in memory (when they fit), augmentation on the host instead of the
-device, and 1 or 2 tf.data service workers (in this process).
+Each streamed case measures, in the same process: the machine's raw decode rate (decode [+ resize]
+of the bytes in memory, a tf.data map over all cores, no training), for a folder the same decode
+over the files read from disk with no checks (what reading costs), the engine's streamed pipeline
+alone (delivered rate; the ratio to raw; these three alternated --limit_repeats times, medians), the
+step alone (synthetic batches), both, the verdict (which is slower, and the engine's own per-loop
+input-wait classification), and the measured effect of each fix: num_parallel_calls=1 versus
+AUTOTUNE, no prefetch, the decoded images cached in memory (when they fit), augmentation on the host
+instead of the device, and 1 or 2 tf.data service workers (in this process).
 The model is tiny (--stream_model) on purpose: it stands for a fast accelerator,
-where a real net's step is quicker than the host's decode; on a 2-core CPU a real net would be step-bound.
-`--case=memory` streams a generated folder of about --memory_gb decoded gigabytes for --memory_epochs
-epochs and reports the peak RSS and the RSS at each epoch end (is it flat?).
-"""
+where a real net's step is quicker than the host's decode; on a 2-core CPU a real net would be
+step-bound. `--case=memory` streams a generated folder of about --memory_gb decoded gigabytes for
+--memory_epochs epochs and reports the peak RSS and the RSS at each epoch end (is it flat?).
+"""  # noqa: E501
 
 import dataclasses
 import os
@@ -261,8 +262,8 @@ def main(_):
         columns=["setting", "input alone ex/s", "combined ex/s", "input wait"],
         setup={
             **machine_setup(),
-            "command": f"python -m benchmarks.input_vs_step --trainer={FLAGS.trainer} --recipe={FLAGS.recipe}"
-            + (" --smoke" if FLAGS.smoke else ""),
+            "command": f"python -m benchmarks.input_vs_step --trainer={FLAGS.trainer} "
+            f"--recipe={FLAGS.recipe}" + (" --smoke" if FLAGS.smoke else ""),
             "experiment": exp.to_dict(),
             "timed steps": steps,
             "train config": {k: v for k, v in config.to_dict().items() if k != "model_dir"},
@@ -274,11 +275,12 @@ def main(_):
             else ""
         )
         + (
-            f"The trainer as `{run}` trains: model {exp.model}"
-            f"{f' (widths {exp.widths})' if exp.widths else ''}, batch {config.global_batch_size}, "
-            f"augment {exp.augment} on the {exp.augment_on}, mixed precision {config.mixed_precision}. "
-            "The cache question does not arise here: loaders decode once (the CIFAR JPEGs are "
-            "decoded in parallel and cached as pixels), so the map only gathers whole batches."
+            f"The trainer as `{run}` trains: model "
+            f"{exp.model}{f' (widths {exp.widths})' if exp.widths else ''}, batch "
+            f"{config.global_batch_size}, augment {exp.augment} on the {exp.augment_on}, "
+            f"mixed precision {config.mixed_precision}. The cache question does not arise "
+            "here: loaders decode once (the CIFAR JPEGs are decoded in parallel and "
+            "cached as pixels), so the map only gathers whole batches."
         ),
         plots={
             "breakdown.png": bar_plot(
@@ -297,8 +299,8 @@ def main(_):
     )
     print(
         f"input alone {in_alone:,.0f} ex/s | step alone {step_alone:,.0f} ex/s | combined "
-        f"{both['examples_per_sec']:,.0f} ex/s | {bound}-bound | efficiency {summary['efficiency']:.3f} | "
-        f"report: {out}"
+        f"{both['examples_per_sec']:,.0f} ex/s | {bound}-bound | efficiency "
+        f"{summary['efficiency']:.3f} | report: {out}"
     )
 
 

@@ -25,7 +25,8 @@ CIFAR_JPEG = "cifar10_jpeg.npz"
 
 
 class JpegBytes(input_pipeline.IndexedSource):
-    """Example i = (decode_jpeg(blobs[i]), labels[i]): JPEG files held in memory, decoded while training."""
+    """Example i = (decode_jpeg(blobs[i]), labels[i]): JPEG files held in memory, decoded while
+    training."""
 
     def __init__(self, blobs, labels, image_shape):
         self.blobs, self.labels = list(blobs), np.asarray(labels, np.int32)
@@ -40,7 +41,8 @@ class JpegBytes(input_pipeline.IndexedSource):
 
 
 def decode(blob, image_shape):
-    """decode_jpeg, then a resize only when the file's size is not `image_shape` (what streaming does)."""
+    """decode_jpeg, then a resize only when the file's size is not `image_shape` (what streaming
+    does)."""
     image = tf.io.decode_jpeg(blob, channels=image_shape[-1])
     same = tf.reduce_all(tf.equal(tf.shape(image)[:2], image_shape[:2]))
     image = tf.cond(
@@ -67,8 +69,8 @@ def cifar_jpegs(data_dir: str, count: int, split: str = "train"):
 
 
 def make_folder(root: str, data_dir: str, count: int, size: int, test_count: int) -> str:
-    """root/train/<class>/*.jpg (`count` images) and root/test/<class>/*.jpg: CIFAR-10 upscaled to size x size
-    JPEGs (quality 90), made in a parallel tf.data map. Returns root."""
+    """root/train/<class>/*.jpg (`count` images) and root/test/<class>/*.jpg: CIFAR-10 upscaled to
+    size x size JPEGs (quality 90), made in a parallel tf.data map. Returns root."""
     for split, n in (("train", count), ("test", test_count)):
         blobs, labels = cifar_jpegs(data_dir, 50000 if split == "train" else n, split)
         source = tf.constant(blobs)
@@ -90,8 +92,8 @@ def make_folder(root: str, data_dir: str, count: int, size: int, test_count: int
 
 
 def raw_decode_rate(blobs, image_shape, batch: int, batches: int = 0) -> float:
-    """Images/s of decode (+ resize) alone over JPEG bytes already in memory, all cores, no training: over
-    `batches` batches after two (0: one pass over `blobs`)."""
+    """Images/s of decode (+ resize) alone over JPEG bytes already in memory, all cores, no
+    training: over `batches` batches after two (0: one pass over `blobs`)."""
     return _decode_rate(
         tf.data.Dataset.from_tensor_slices(tf.constant(blobs)),
         lambda b: decode(b, image_shape),
@@ -101,8 +103,8 @@ def raw_decode_rate(blobs, image_shape, batch: int, batches: int = 0) -> float:
 
 
 def read_decode_rate(files, image_shape, batch: int, batches: int = 0) -> float:
-    """Images/s of the same decode over the files read from disk, with none of the engine's checks: what
-    reading a file costs on this machine, the ceiling of any pipeline that reads them."""
+    """Images/s of the same decode over the files read from disk, with none of the engine's checks:
+    what reading a file costs on this machine, the ceiling of any pipeline that reads them."""
     return _decode_rate(
         tf.data.Dataset.from_tensor_slices(tf.constant(files)),
         lambda path: decode(tf.io.read_file(path), image_shape),
@@ -126,11 +128,12 @@ def _decode_rate(inputs, decode_fn, batch: int, batches: int) -> float:
 
 
 def limit_rates(source, blobs, image_shape, config, chunks: int, repeats: int) -> dict:
-    """{'raw', 'read' (image folders only), 'delivered'}: medians of `repeats` alternations of the raw decode
-    rate, the files read and decoded with no checks, and the engine's delivered rate, each timing the same
-    `chunks` batches after two; and {'delivered/raw', 'read/raw', 'delivered/read'}: the medians of the
-    ratios within each alternation. Alternated, and ratios paired, because this machine's speed drifts by
-    20% over a minute: a ratio of two rates taken apart is mostly noise."""
+    """{'raw', 'read' (image folders only), 'delivered'}: medians of `repeats` alternations of the
+    raw decode rate, the files read and decoded with no checks, and the engine's delivered rate,
+    each timing the same `chunks` batches after two; and {'delivered/raw', 'read/raw',
+    'delivered/read'}: the medians of the ratios within each alternation. Alternated, and ratios
+    paired, because this machine's speed drifts by 20% over a minute: a ratio of two rates taken
+    apart is mostly noise."""
     batch, files = config.global_batch_size, getattr(source, "files", None)
     measured = {"raw": [], "read": [], "delivered": []}
     for _ in range(repeats):
@@ -177,7 +180,8 @@ def input_alone(source, config, chunks: int, **pipeline) -> float:
 
 
 def trained(data, config, build, steps: int, hooks=()) -> dict:
-    """Examples/s and input-wait fraction of the real train loop over `steps` steps after a warm-up loop."""
+    """Examples/s and input-wait fraction of the real train loop over `steps` steps after a warm-up
+    loop."""
     loops = []
     config = config.replace(train_steps=2 * steps, steps_per_loop=steps)
     result = framework.train(config, data, hooks=[loops.append, *hooks], **build(data))
@@ -220,8 +224,9 @@ def builder(model: str, image_shape, augment_name: str, *, on_host: bool, seed: 
 
 
 def tiny_model(image_shape, seed: int):
-    """A stand-in for a fast accelerator's step: every k-th pixel (16x16), one hidden layer. Its step costs
-    little at any image size, so what the benchmark sees is the input pipeline's speed."""
+    """A stand-in for a fast accelerator's step: every k-th pixel (16x16), one hidden layer. Its
+    step costs little at any image size, so what the benchmark sees is the input pipeline's
+    speed."""
     import keras
 
     init = keras.initializers.GlorotUniform(seed)
@@ -442,12 +447,12 @@ def decode_case(FLAGS, data_dir, work, out):
             "augment": FLAGS.stream_augment,
             "raw decode": "tf.io.decode_jpeg (+ resize when the size "
             "differs) over the bytes in memory, tf.data map with AUTOTUNE, batch, no training",
-            "read + decode": "the same decode over the files read with tf.io.read_file, none of the "
-            "engine's checks (image folders)",
-            "corrupt files": "--on_corrupt=fail (the default): JPEGs are decoded unchecked, a decode "
-            "error names its file afterwards (framework/data/streaming.py)",
-            "rates": f"raw, read + decode and input alone: medians of {FLAGS.limit_repeats} alternations; "
-            "the ratios: medians of the ratios within each alternation"
+            "read + decode": "the same decode over the files read with tf.io.read_file, none of "
+            "the engine's checks (image folders)",
+            "corrupt files": "--on_corrupt=fail (the default): JPEGs are decoded unchecked, a "
+            "decode error names its file afterwards (framework/data/streaming.py)",
+            "rates": f"raw, read + decode and input alone: medians of {FLAGS.limit_repeats} "
+            "alternations; the ratios: medians of the ratios within each alternation"
             if not smoke
             else "one measurement each",
             "step alone": "synthetic batches: one random batch, repeated",
@@ -460,9 +465,9 @@ def decode_case(FLAGS, data_dir, work, out):
         + f"Source: {what}. The pipeline delivers {delivered:,.0f} ex/s, {ratio:.0%} of the "
         f"machine's raw decode rate ({raw:,.0f} images/s)"
         + (
-            f"; the same files read and decoded with none of the engine's checks run at {read:,.0f} "
-            f"images/s ({rates['read/raw']:.0%} of raw: what reading the files leaves), and the engine "
-            f"delivers {rates['delivered/read']:.0%} of that"
+            "; the same files read and decoded with none of the engine's checks run at "
+            f"{read:,.0f} images/s ({rates['read/raw']:.0%} of raw: what reading the files "
+            f"leaves), and the engine delivers {rates['delivered/read']:.0%} of that"
             if read
             else ""
         )
@@ -485,9 +490,10 @@ def decode_case(FLAGS, data_dir, work, out):
         },
     )
     print(
-        f"{FLAGS.case}: raw decode {raw:,.0f}/s | input alone {delivered:,.0f} ex/s ({ratio:.0%} of raw) | "
-        f"step alone {step_alone:,.0f} ex/s | combined {both['examples_per_sec']:,.0f} ex/s | {bound}-bound | "
-        f"engine: {both['engine_verdict']} | report: {out}"
+        f"{FLAGS.case}: raw decode {raw:,.0f}/s | input alone {delivered:,.0f} ex/s "
+        f"({ratio:.0%} of raw) | step alone {step_alone:,.0f} ex/s | combined "
+        f"{both['examples_per_sec']:,.0f} ex/s | {bound}-bound | engine: "
+        f"{both['engine_verdict']} | report: {out}"
     )
 
 
@@ -579,9 +585,10 @@ def memory_case(FLAGS, data_dir, work, out):
             "rss": "/proc/self/statm resident pages at each loop end; peak: getrusage ru_maxrss",
         },
         notes=("SMOKE RUN: a small folder, the figures mean nothing.\n\n" if FLAGS.smoke else "")
-        + f"{train.num_examples} JPEGs of {size}x{size}, {decoded_gb:.2f} GB decoded, streamed for "
-        f"{FLAGS.memory_epochs} epochs: peak RSS {summary['peak_rss_mb']:,.0f} MB, RSS at the epoch ends "
-        f"{', '.join(f'{m:,.0f}' for m in ends)} MB ({'flat' if summary['flat'] else 'not flat'}).",
+        + f"{train.num_examples} JPEGs of {size}x{size}, {decoded_gb:.2f} GB decoded, streamed "
+        f"for {FLAGS.memory_epochs} epochs: peak RSS {summary['peak_rss_mb']:,.0f} MB, RSS "
+        f"at the epoch ends {', '.join(f'{m:,.0f}' for m in ends)} MB "
+        f"({'flat' if summary['flat'] else 'not flat'}).",
         plots={
             "memory.png": bar_plot(
                 [f"epoch {e}" for e in sorted(epoch_end)],

@@ -154,8 +154,9 @@ def main(_):
     )
     print(
         f"{FLAGS.model}: ours {summary['ours_steps_per_sec']:.0f} steps/s | fit default "
-        f"{summary['fit_default_steps_per_sec']:.0f} | fit best ({best_fit}) {summary['fit_best_steps_per_sec']:.0f}"
-        f" | speedup vs default {summary['speedup_vs_fit_default']:.2f}x, vs best "
+        f"{summary['fit_default_steps_per_sec']:.0f} | fit best ({best_fit}) "
+        f"{summary['fit_best_steps_per_sec']:.0f} | speedup vs default "
+        f"{summary['speedup_vs_fit_default']:.2f}x, vs best "
         f"{summary['speedup_vs_fit_best']:.2f}x | report: {out}"
     )
 

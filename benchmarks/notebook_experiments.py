@@ -2,15 +2,16 @@
 
     python -m benchmarks.notebook_experiments [--only=NAME,...] [--out=DIR] [--smoke]   # about 10 min on 2 cores
 
-Runs every command below one after the other, as a user types it (`python -m trainers.X ...` in a fresh
-process, on the shared data), and writes DIR/report.md + report.json (default
+Runs every command below one after the other, as a user types it (`python -m trainers.X ...` in a
+fresh process, on the shared data), and writes DIR/report.md + report.json (default
 benchmarks/reports/notebook_experiments/): the command, the figure it produced, its wall time. The
-notebooks' own figures are not in this checkout (only their descriptions, in issue 17), so the column for
-them says what the notebook measured, not a number. Datasets missing offline are stood in for and said so:
-Fashion-MNIST by MNIST (the same command with trainers.fashion_mnist), the beans folders by a 3-class
-image folder written from CIFAR-10, the FEC faces by MNIST triplets. `--smoke` runs each on a few hundred
-examples (the test's mode: every command still parses, trains and writes its figure).
-"""
+notebooks' own figures are not in this checkout (only their descriptions, in issue 17), so the
+column for them says what the notebook measured, not a number. Datasets missing offline are stood in
+for and said so: Fashion-MNIST by MNIST (the same command with trainers.fashion_mnist), the beans
+folders by a 3-class image folder written from CIFAR-10, the FEC faces by MNIST triplets. `--smoke`
+runs each on a few hundred examples (the test's mode: every command still parses, trains and writes
+its figure).
+"""  # noqa: E501
 
 import json
 import os
@@ -50,7 +51,7 @@ def build(input_shape, num_classes):
                              keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
                              keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
                              keras.layers.Flatten(), keras.layers.Dense(num_classes)])
-'''
+'''  # noqa: E501
 
 EVERY_HOOK_CALLBACK = '''\
 import json
@@ -86,16 +87,17 @@ class EveryHook(keras.callbacks.Callback):
 
 def callbacks():
     return [EveryHook()]
-'''
+'''  # noqa: E501
 
-# The cifar trainer's defaults are airbench's recipe (SGD, label smoothing, TTA, bf16, a time budget); the
-# notebooks' Keras CNNs train with none of it, so their commands say so.
+# The cifar trainer's defaults are airbench's recipe (SGD, label smoothing, TTA, bf16, a time
+# budget); the notebooks' Keras CNNs train with none of it, so their commands say so.
 PLAIN_KERAS = (
-    "--optimizer=adam --learning_rate=1e-3 --lr_schedule=constant --label_smoothing=0 --weight_decay=0 "
-    "--notta --mixed_precision=none --global_batch_size=64 --augment=none --train_minutes=0"
+    "--optimizer=adam --learning_rate=1e-3 --lr_schedule=constant --label_smoothing=0 "
+    "--weight_decay=0 --notta --mixed_precision=none --global_batch_size=64 --augment=none "
+    "--train_minutes=0"
 )
-# name -> (the notebook and what it measures, module, flags, the result.json (or repeats.json) keys to
-# report); {work} is the work folder, {plain} PLAIN_KERAS.
+# name -> (the notebook and what it measures, module, flags, the result.json (or repeats.json) keys
+# to report); {work} is the work folder, {plain} PLAIN_KERAS.
 EXPERIMENTS = [
     (
         "mlp",
@@ -203,7 +205,8 @@ EXPERIMENTS = [
         "transfer_stage1",
         "transfer learning, stage 0: a backbone trained on CIFAR-10",
         "trainers.cifar",
-        "--model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every --epochs=3 {plain}",
+        "--model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
+        "--epochs=3 {plain}",
         ["test_accuracy"],
     ),
     (
@@ -211,16 +214,17 @@ EXPERIMENTS = [
         "stage 1: the frozen backbone, a new head, on a 3-class image folder (beans stand-in)",
         "trainers.cifar",
         "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_stage1 "
-        "--freeze_backbone --model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
-        "--epochs=5 {plain}",
+        "--freeze_backbone --model=cnn_bn --widths=32,64,128 --dense_widths=128 "
+        "--padding=same --pool=every --epochs=5 {plain}",
         ["test_accuracy"],
     ),
     (
         "transfer_finetune",
         "stage 2: unfreeze everything, fine-tune at a 10x lower LR",
         "trainers.cifar",
-        "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_head --model=cnn_bn "
-        "--widths=32,64,128 --dense_widths=128 --padding=same --pool=every --epochs=5 {plain} --learning_rate=1e-4",
+        "--dataset=image_folder --data_dir={work}/folder --init_from={work}/transfer_head "
+        "--model=cnn_bn --widths=32,64,128 --dense_widths=128 --padding=same --pool=every "
+        "--epochs=5 {plain} --learning_rate=1e-4",
         ["test_accuracy"],
     ),
     (
@@ -241,8 +245,8 @@ SMOKE = {
 
 
 def write_inputs(work: str, smoke: bool) -> None:
-    """The model file with augmentation layers, and a 3-class image folder (CIFAR's airplane, cat, ship
-    test images as PNGs in train/ and test/, as the beans folders are laid out)."""
+    """The model file with augmentation layers, and a 3-class image folder (CIFAR's airplane, cat,
+    ship test images as PNGs in train/ and test/, as the beans folders are laid out)."""
     os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, "augmented_model.py"), "w") as f:
         f.write(MODEL_WITH_AUGMENT_LAYER)
@@ -285,7 +289,8 @@ def figure(result: dict, keys) -> str:
 
 
 def read_result(run_dir: str) -> dict:
-    """result.json of a run; for --variants, each variant's mean test accuracy (from its summary or runs)."""
+    """result.json of a run; for --variants, each variant's mean test accuracy (from its summary or
+    runs)."""
     path = next(
         (
             os.path.join(run_dir, f)
@@ -374,12 +379,13 @@ def main(argv):
         )
         print(f"{name}: {rows[-1]['figure']} ({seconds:.0f} s)", flush=True)
     notes = (
-        "Each command as a user types it, run one after the other in fresh processes. The notebooks' own "
-        "figures are not in this checkout (issue 17 describes the experiments, not their numbers), so "
-        "there is no column for them. Stand-ins: MNIST for Fashion-MNIST (`trainers.fashion_mnist` takes "
-        "the same flags, with internet), a 3-class CIFAR-10 image folder for beans (no ImageNet "
-        "weights offline: stage 0 is our own CIFAR backbone), MNIST triplets for FEC (`--dataset=fec "
-        "--fec_csv=F --fec_images=DIR` with the faces)."
+        "Each command as a user types it, run one after the other in fresh processes. The "
+        "notebooks' own figures are not in this checkout (issue 17 describes the "
+        "experiments, not their numbers), so there is no column for them. Stand-ins: MNIST "
+        "for Fashion-MNIST (`trainers.fashion_mnist` takes the same flags, with internet), "
+        "a 3-class CIFAR-10 image folder for beans (no ImageNet weights offline: stage 0 "
+        "is our own CIFAR backbone), MNIST triplets for FEC (`--dataset=fec --fec_csv=F "
+        "--fec_images=DIR` with the faces)."
         + (" SMOKE RUN: a few hundred examples, figures meaningless." if FLAGS.smoke else "")
     )
     write_report(

@@ -1,18 +1,19 @@
-"""Runs the PyTorch peer script (../shared/peers/airbench_torch_cpu.py) under ITS OWN venv, timing its steps
-and, if asked, profiling some of them with torch.profiler. Imports only the standard library and torch:
+"""Runs the PyTorch peer script (../shared/peers/airbench_torch_cpu.py) under ITS OWN venv, timing
+its steps and, if asked, profiling some of them with torch.profiler. Imports only the standard
+library and torch:
 
     PEER_PYTHON benchmarks/peer_torch.py --out=peer.json --steps=50 [--warmup=5] [--profile] -- \\
         ../shared/peers/airbench_torch_cpu.py ../shared/datasets/cifar10_jpeg.npz --widths=24,96,96 --batch=256
 
 The script itself is not changed: a global optimizer-step hook (torch.optim.optimizer's
-`register_optimizer_step_post_hook`) stamps the time after every step, starts/stops the profiler at step
-boundaries and ends the script after warmup + steps (before its test-set evaluation). out.json holds
-{"steps", "batch", "seconds", "examples_per_sec"} of the timed steps and, with --profile, "self_ms" per
-category (the same categories as benchmarks/step_profile.py) and per op ("ops").
+`register_optimizer_step_post_hook`) stamps the time after every step, starts/stops the profiler at
+step boundaries and ends the script after warmup + steps (before its test-set evaluation). out.json
+holds {"steps", "batch", "seconds", "examples_per_sec"} of the timed steps and, with --profile,
+"self_ms" per category (the same categories as benchmarks/step_profile.py) and per op ("ops").
 
-The TensorFlow side (benchmarks.vs_peer, benchmarks.step_profile) imports this module for `find_python`
-and `run_peer` only: torch is imported in the peer's process alone.
-"""
+The TensorFlow side (benchmarks.vs_peer, benchmarks.step_profile) imports this module for
+`find_python` and `run_peer` only: torch is imported in the peer's process alone.
+"""  # noqa: E501
 
 import argparse
 import json
@@ -35,7 +36,8 @@ HOW_TO_CREATE = (
 
 
 def find_python(given: str = "") -> str | None:
-    """The peer venv's python: `given`, else $PEER_PYTHON, else .venv-peer/ in the repository; None if absent."""
+    """The peer venv's python: `given`, else $PEER_PYTHON, else .venv-peer/ in the repository; None
+    if absent."""
     path = given or os.environ.get("PEER_PYTHON") or os.path.join(DEFAULT_VENV, "bin", "python")
     return path if os.path.isfile(path) and os.access(path, os.X_OK) else None
 
@@ -44,8 +46,9 @@ def skip_line(given: str = "") -> str:
     """The one line said when the peer's python is not there."""
     tried = given or os.environ.get("PEER_PYTHON") or os.path.join(DEFAULT_VENV, "bin", "python")
     return (
-        f"PyTorch peer skipped: no python at {tried}. Create the peer venv in the repository with "
-        f"`{HOW_TO_CREATE}` (../shared/peers/README.md), or give --peer_python=PATH or $PEER_PYTHON."
+        f"PyTorch peer skipped: no python at {tried}. Create the peer venv in the repository "
+        f"with `{HOW_TO_CREATE}` (../shared/peers/README.md), or give --peer_python=PATH "
+        "or $PEER_PYTHON."
     )
 
 
@@ -62,8 +65,9 @@ def run_peer(
     epochs: float = 10.0,
     data: str = PEER_DATA,
 ) -> dict:
-    """The peer script on `widths` / `batch`, `warmup` + `steps` steps of its real loop (the LR schedule of
-    `epochs`), in the peer's venv: this module's out.json. Raises RuntimeError with the output's tail."""
+    """The peer script on `widths` / `batch`, `warmup` + `steps` steps of its real loop (the LR
+    schedule of `epochs`), in the peer's venv: this module's out.json. Raises RuntimeError with the
+    output's tail."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "peer.json")
         args = [
@@ -95,8 +99,8 @@ def run_peer(
             }
 
 
-# (category, pattern on the aten op name); first match wins. PyTorch computes a convolution's input and
-# filter gradients in one op (aten::convolution_backward), so its backward is not split.
+# (category, pattern on the aten op name); first match wins. PyTorch computes a convolution's input
+# and filter gradients in one op (aten::convolution_backward), so its backward is not split.
 TORCH_CATEGORIES = (
     ("conv backward (input + filter)", r"convolution_backward|conv.*backward"),
     ("conv forward", r"convolution|conv2d|_conv"),
@@ -194,7 +198,8 @@ def main():
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(
-        f"peer_torch: {result['examples_per_sec']:.0f} ex/s over {args.steps} steps of batch {batch}",
+        f"peer_torch: {result['examples_per_sec']:.0f} ex/s over {args.steps} steps of batch "
+        f"{batch}",
         flush=True,
     )
 

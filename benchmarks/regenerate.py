@@ -96,7 +96,8 @@ REPORTS = {
         ["--net=full", "--seeds=3"],
         ["--smoke"],
     ),  # ~1.8 h on 2 Zen 5 cores
-    # Issue 33: each fault injected into MNIST runs, SIGKILL soak included: resumed, refused or lost.
+    # Issue 33: each fault injected into MNIST runs, SIGKILL soak included: resumed, refused or
+    # lost.
     "faults": ("benchmarks.faults", ["--soak", "--kills=10"], ["--smoke"]),
     # Issue 17: the course notebooks' experiments, one command each.
     "notebook_experiments": (

@@ -1,4 +1,5 @@
-"""Benchmark reports: report.md (a table a person reads first, then the setup), report.json, PNG plots.
+"""Benchmark reports: report.md (a table a person reads first, then the setup), report.json, PNG
+plots.
 
 Every report says what made it (`provenance()`): the commit, "dirty" when the working tree had
 changes outside benchmarks/reports/ (a figure from uncommitted code cannot be reproduced from the
@@ -44,8 +45,8 @@ def provenance_line(stamp: dict) -> str:
 
 
 def _cpu_model(lscpu: str | None) -> str:
-    """lscpu's model name and the bf16 support that decides our speed ("AMD EPYC" alone names two kinds
-    of machine here: an AVX2-only one and one with AVX512_BF16)."""
+    """lscpu's model name and the bf16 support that decides our speed ("AMD EPYC" alone names two
+    kinds of machine here: an AVX2-only one and one with AVX512_BF16)."""
     name = platform.processor() or "unknown"
     for text, key in ((lscpu, "Model name:"), (_read("/proc/cpuinfo"), "model name")):
         found = [

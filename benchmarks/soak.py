@@ -118,9 +118,9 @@ def soak(model_dir):
         plots={"memory.png": plot},
     )
     print(
-        f"memory: start {summary['rss_start_mb']:.0f} MB, half-way {summary['rss_half_mb']:.0f} MB, end "
-        f"{summary['rss_end_mb']:.0f} MB over {end[1]} steps and {checkpoints} checkpoints "
-        f"({summary['minutes']:.1f} min)"
+        f"memory: start {summary['rss_start_mb']:.0f} MB, half-way {summary['rss_half_mb']:.0f} "
+        f"MB, end {summary['rss_end_mb']:.0f} MB over {end[1]} steps and {checkpoints} "
+        f"checkpoints ({summary['minutes']:.1f} min)"
     )
 
 

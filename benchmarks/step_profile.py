@@ -3,23 +3,26 @@
     python -m benchmarks.step_profile --trainer=cifar [--recipe=fast] [--steps=200] [--mixed_precision=bf16]
         [--onednn_verbose] [--nopeer | --peer_python=PATH] [--out=DIR] [--smoke]
 
-1. Our trainer's real train loop (the recipe's net, batch, precision and augmentation; trainers/recipes.py)
-   warms up, then --steps steps run under tf.profiler. The trace (the .xplane.pb the profiler writes; no
-   TensorBoard plugin needed) gives each TensorFlow op's time on the executor's threads, summed into
-   CATEGORIES by op type and name scope: conv forward / backward-input / backward-filter, BatchNorm, casts,
-   activation, pooling, optimizer update, augmentation (the task's augmentation, run under a name scope
-   here), everything else (its biggest op types are listed). Times are thread time per step, so on 2 cores
-   they can add up to more than the step's wall time; the shares are of their sum.
-2. --onednn_verbose: a few steps of `python -m trainers.<trainer>` with ONEDNN_VERBOSE=1 in a subprocess:
-   oneDNN's primitives by kind, implementation and ISA (avx2, avx512_core_bf16, ..._amx), their time, and
-   the layout reorders per step.
-3. For cifar, the PyTorch peer (../shared/peers/airbench_torch_cpu.py, the same net, batch, precision and
-   lookahead) under torch.profiler, in its own venv (benchmarks/peer_torch.py), grouped into the same
-   categories (PyTorch's convolution backward is one op: input and filter gradients together).
+1. Our trainer's real train loop (the recipe's net, batch, precision and augmentation;
+   trainers/recipes.py) warms up, then --steps steps run under tf.profiler. The trace (the
+   .xplane.pb the profiler writes; no TensorBoard plugin needed) gives each TensorFlow op's time on
+   the executor's threads, summed into CATEGORIES by op type and name scope: conv forward /
+   backward-input / backward-filter, BatchNorm, casts, activation, pooling, optimizer update,
+   augmentation (the task's augmentation, run under a name scope here), everything else (its biggest
+   op types are listed). Times are thread time per step, so on 2 cores they can add up to more than
+   the step's wall time; the shares are of their sum.
+2. --onednn_verbose: a few steps of `python -m trainers.<trainer>` with ONEDNN_VERBOSE=1 in a
+   subprocess: oneDNN's primitives by kind, implementation and ISA (avx2, avx512_core_bf16,
+   ..._amx), their time, and the layout reorders per step.
+3. For cifar, the PyTorch peer (../shared/peers/airbench_torch_cpu.py, the same net, batch,
+   precision and lookahead) under torch.profiler, in its own venv (benchmarks/peer_torch.py),
+   grouped into the same categories (PyTorch's convolution backward is one op: input and filter
+   gradients together).
 
-Report: benchmarks/reports/step_profile/<trainer>_<recipe>_<precision>/ (report.md, report.json, shares.png).
-Only the host CPU's ops are read: on a GPU the trace's device plane is not summarized here.
-"""
+Report: benchmarks/reports/step_profile/<trainer>_<recipe>_<precision>/ (report.md, report.json,
+shares.png). Only the host CPU's ops are read: on a GPU the trace's device plane is not summarized
+here.
+"""  # noqa: E501
 
 import collections
 import glob
@@ -147,8 +150,8 @@ _CALLS = {
 _OP_EVENT = re.compile(
     r"^(.*[^:]):([A-Za-z_]\w*)$"
 )  # "scope/name:OpType"; not "ExecutorState::Process"
-# A call compiled by XLA (a jit_compile function such as trainers/activations.py's GELU) runs as one async
-# op whose executable shows no TensorFlow op events: its time goes to the op's own name scope.
+# A call compiled by XLA (a jit_compile function such as trainers/activations.py's GELU) runs as one
+# async op whose executable shows no TensorFlow op events: its time goes to the op's own name scope.
 _ASYNC_OP, _XLA_RUN = "ExecutorState::ProcessAsync::Start", "CpuExecutable::ExecuteAsyncOnStream"
 _LOOP_PREFIX = re.compile(
     r"(while/body/_\d+/|while/)"
@@ -159,7 +162,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command line, defined only when run as a program (the tests import this module beside others)."""
+    """The command line, defined only when run as a program (the tests import this module beside
+    others)."""
     flags.DEFINE_enum(
         "trainer", "cifar", ["cifar", "mnist", "fashion_mnist"], "Trainer whose recipe to profile."
     )
@@ -204,8 +208,9 @@ def define_flags():
 
 
 def categorize(op_type: str, scope: str) -> str:
-    """The category of one TensorFlow op, from its type and its name scope (the loop frames stripped).
-    oneDNN's rewrites of an op (`_MklNativeConv2DBackpropInput`, `_MklConv2D`) count as the op."""
+    """The category of one TensorFlow op, from its type and its name scope (the loop frames
+    stripped). oneDNN's rewrites of an op (`_MklNativeConv2DBackpropInput`, `_MklConv2D`) count as
+    the op."""
     plain = re.sub(r"^_Mkl(Native)?", "", op_type)
     for category, types, pattern in _RULES:
         if (
@@ -218,8 +223,9 @@ def categorize(op_type: str, scope: str) -> str:
 
 
 def op_times(logdir: str) -> tuple[dict, dict]:
-    """({category: ms}, {"category / op type": ms}) of every op in the newest trace under `logdir`: each op's
-    own time (ops nested in it on the same thread subtracted) on the host's executor threads."""
+    """({category: ms}, {"category / op type": ms}) of every op in the newest trace under `logdir`:
+    each op's own time (ops nested in it on the same thread subtracted) on the host's executor
+    threads."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     paths = sorted(
@@ -273,8 +279,9 @@ def op_times(logdir: str) -> tuple[dict, dict]:
 
 
 def _is_xla_run(name: str) -> bool:
-    """An event of an XLA executable running: TF 2.21 marks the whole run (_XLA_RUN); TF 2.20 shows only
-    XLA CPU's thunks (`call`, `..._fusion.clone`, their `end: ...`), never TensorFlow op events."""
+    """An event of an XLA executable running: TF 2.21 marks the whole run (_XLA_RUN); TF 2.20 shows
+    only XLA CPU's thunks (`call`, `..._fusion.clone`, their `end: ...`), never TensorFlow op
+    events."""
     if name == _XLA_RUN:
         return True
     if _OP_EVENT.match(name):
@@ -296,8 +303,9 @@ def _op_name(plane, event) -> str:
 
 
 def onednn_summary(log_text: str, steps: int) -> dict:
-    """ONEDNN_VERBOSE=1 output -> {"max_isa", "primitives": [{kind, implementation, isa, count, ms}],
-    "isa_ms", "reorders", "reorders_per_step"} (oneDNN 3's `onednn_verbose,[v1,][time,]primitive,exec,...`)."""
+    """ONEDNN_VERBOSE=1 output -> {"max_isa", "primitives": [{kind, implementation, isa, count,
+    ms}], "isa_ms", "reorders", "reorders_per_step"} (oneDNN 3's
+    `onednn_verbose,[v1,][time,]primitive,exec,...`)."""
     max_isa, rows = "", collections.defaultdict(lambda: [0, 0.0])
     for line in log_text.splitlines():
         if not line.startswith("onednn_verbose"):
@@ -338,8 +346,8 @@ def onednn_summary(log_text: str, steps: int) -> dict:
 def run_onednn_verbose(
     trainer: str, recipe: str, steps: int, mixed_precision: str, smoke: bool
 ) -> dict:
-    """A few steps of the trainer's command with ONEDNN_VERBOSE=1 (its own process: the variable is read
-    when oneDNN starts), summarized."""
+    """A few steps of the trainer's command with ONEDNN_VERBOSE=1 (its own process: the variable is
+    read when oneDNN starts), summarized."""
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             sys.executable,
@@ -372,7 +380,8 @@ def run_onednn_verbose(
 def profile_ours(
     trainer_name: str, recipe: str, *, steps: int, warmup: int, mixed_precision: str, smoke: bool
 ):
-    """(our categories, per-op times, examples/s under the profiler, the recipe's exp and config)."""
+    """(our categories, per-op times, examples/s under the profiler, the recipe's exp and
+    config)."""
     from benchmarks.vs_peer import warmed_loop
     from trainers import recipes
 
@@ -484,16 +493,18 @@ def main(argv):
     columns = ["category", "ours ms/step", "ours share"] + (
         ["PyTorch ms/step", "PyTorch share"] if peer else []
     )
+    precision_flag = f" --mixed_precision={FLAGS.mixed_precision}" if FLAGS.mixed_precision else ""
     notes = (
-        f"`python -m benchmarks.step_profile --trainer={FLAGS.trainer} --recipe={recipe}"
-        f"{' --mixed_precision=' + FLAGS.mixed_precision if FLAGS.mixed_precision else ''}`: {steps} steps of "
-        f"our real train loop under tf.profiler ({ours_rate:,.0f} ex/s while traced), batch "
-        f"{config.global_batch_size}, precision {precision}"
-        f"{', widths ' + ','.join(map(str, exp.widths)) if exp.widths else ''}. ms/step is op time on the "
-        "executor threads (2 cores: can exceed the wall time); shares are of the sum."
+        f"`python -m benchmarks.step_profile --trainer={FLAGS.trainer} "
+        f"--recipe={recipe}{precision_flag}`: "
+        f"{steps} steps of our real train loop under tf.profiler ({ours_rate:,.0f} ex/s "
+        f"while traced), batch {config.global_batch_size}, precision "
+        f"{precision}{', widths ' + ','.join(map(str, exp.widths)) if exp.widths else ''}. "
+        "ms/step is op time on the executor threads (2 cores: can exceed the wall time); "
+        "shares are of the sum."
         + (
-            f" PyTorch: {peer['steps']} steps under torch.profiler ({peer['examples_per_sec']:,.0f} ex/s), "
-            "self CPU time per op."
+            f" PyTorch: {peer['steps']} steps under torch.profiler "
+            f"({peer['examples_per_sec']:,.0f} ex/s), self CPU time per op."
             if peer
             else ""
         )
@@ -586,8 +597,8 @@ def _append_details(out, steps, everything_else, peer, onednn) -> None:
             "",
             f"`{onednn['command']}`",
             "",
-            f"{onednn['reorders']} reorders ({onednn['reorders_per_step']:.1f} per training step); all "
-            f"primitives {onednn['total_ms']:.0f} ms.",
+            f"{onednn['reorders']} reorders ({onednn['reorders_per_step']:.1f} per training "
+            f"step); all primitives {onednn['total_ms']:.0f} ms.",
             "",
             "| kind | implementation | ISA | count | ms |",
             "|---|---|---|---|---|",

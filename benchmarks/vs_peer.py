@@ -3,11 +3,12 @@
     python -m benchmarks.vs_peer [--peer_python=PATH] [--precision=bf16|fp32|both] [--net=fast|full]
         [--steps=50] [--warmup=10] [--out=DIR] [--smoke]
 
-For each precision, one after the other: the peer (../shared/peers/airbench_torch_cpu.py, airbench94 in
-PyTorch, in its own venv: --peer_python, else $PEER_PYTHON, else .venv-peer/bin/python; see
-benchmarks/peer_torch.py), then our trainer's real train loop (trainers/recipes.py's cifar recipe of that
-net), each on the same widths, batch, precision (bf16: our mixed_bfloat16 / torch's bf16 autocast) and
-lookahead, --warmup untimed steps then --steps timed ones. Reports ex/s of each and ours/PyTorch.
+For each precision, one after the other: the peer (../shared/peers/airbench_torch_cpu.py, airbench94
+in PyTorch, in its own venv: --peer_python, else $PEER_PYTHON, else .venv-peer/bin/python; see
+benchmarks/peer_torch.py), then our trainer's real train loop (trainers/recipes.py's cifar recipe of
+that net), each on the same widths, batch, precision (bf16: our mixed_bfloat16 / torch's bf16
+autocast) and lookahead, --warmup untimed steps then --steps timed ones. Reports ex/s of each and
+ours/PyTorch.
 
   --net=fast  the fast recipe's net: widths 24,96,96, batch 256, no lookahead
   --net=full  airbench94's: widths 64,256,256, batch 1024, lookahead every 5 steps
@@ -32,7 +33,8 @@ FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The command line, defined only when run as a program (the tests import this module beside others)."""
+    """The command line, defined only when run as a program (the tests import this module beside
+    others)."""
     flags.DEFINE_string(
         "peer_python",
         "",
@@ -85,7 +87,8 @@ def warmed_loop(exp, config, *, warmup: int, wrap_task=None):
 
 
 def ours_examples_per_sec(net: str, mixed_precision: str, *, steps: int, warmup: int, smoke: bool):
-    """(examples/s of our real train loop over `steps` after `warmup`, exp, config) for recipe `net`."""
+    """(examples/s of our real train loop over `steps` after `warmup`, exp, config) for recipe
+    `net`."""
     from trainers import recipes
 
     exp, config = recipes.configs("cifar", net, smoke=smoke, mixed_precision=mixed_precision)
@@ -153,9 +156,10 @@ def main(argv):
             summary["peer_torch"] = peer["torch"]
     out = FLAGS.out or os.path.join(ROOT, "benchmarks", "reports", "vs_peer", FLAGS.net)
     notes = (
-        f"`python -m benchmarks.vs_peer --net={FLAGS.net} --precision={FLAGS.precision} --steps={steps}`: "
-        f"per precision, the PyTorch peer then our trainer's train loop, {warmup} untimed + {steps} timed "
-        "steps each, same widths, batch, precision and lookahead."
+        f"`python -m benchmarks.vs_peer --net={FLAGS.net} --precision={FLAGS.precision} "
+        f"--steps={steps}`: per precision, the PyTorch peer then our trainer's train loop, "
+        f"{warmup} untimed + {steps} timed steps each, same widths, batch, precision and "
+        "lookahead."
         + (f"\n\n{skipped}" if skipped else "".join(f"\n\nPeer: `{c}`" for c in commands))
         + ("\n\nFigures from --smoke: meaningless." if FLAGS.smoke else "")
     )

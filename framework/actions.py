@@ -88,7 +88,8 @@ class _Monitored(Action):
 
 
 class BestCheckpoint(_Monitored):
-    """Save a checkpoint whenever the monitored metric improves; result.json gets its step and value."""
+    """Save a checkpoint whenever the monitored metric improves; result.json gets its step and
+    value."""
 
     name = "best"
 
@@ -123,7 +124,8 @@ class ReduceLROnPlateau(_Monitored):
         new = max(scale * self.factor, self.floor)
         if new != scale:
             logging.info(
-                "reduce LR on plateau: %s did not improve for %d evaluations; LR scale %.4g -> %.4g",
+                "reduce LR on plateau: %s did not improve for %d evaluations; LR scale %.4g -> "
+                "%.4g",
                 self.monitor.name,
                 self.patience,
                 scale,
@@ -188,10 +190,11 @@ class Profile(Action):
 
 
 class Signals(Action):
-    """SIGTERM/SIGINT set `received`; at the loop's end `after_loop` turns it into `decided`, on which the
-    controller checkpoints and raises TrainingInterrupted (whatever the other actions decided), so the same
-    command resumes. `decided` is taken at one point per loop: a signal that lands after it (while the
-    checkpoint of that step is saved, say) counts at the next loop's end, on every worker alike."""
+    """SIGTERM/SIGINT set `received`; at the loop's end `after_loop` turns it into `decided`, on
+    which the controller checkpoints and raises TrainingInterrupted (whatever the other actions
+    decided), so the same command resumes. `decided` is taken at one point per loop: a signal that
+    lands after it (while the checkpoint of that step is saved, say) counts at the next loop's end,
+    on every worker alike."""
 
     def __init__(self, strategy=None):
         self.received = None  # set by the handler, at any moment
@@ -199,11 +202,13 @@ class Signals(Action):
         self.strategy = strategy
 
     def after_loop(self, info) -> None:
-        """On several workers a signal may reach one only: all agree (an all-reduce per loop) and take the
-        signal the others received, so every worker checkpoints (a collective) and stops at the same step."""
+        """On several workers a signal may reach one only: all agree (an all-reduce per loop) and
+        take the signal the others received, so every worker checkpoints (a collective) and stops at
+        the same step."""
         received = self.received  # read once: the handler may set it while this runs
         if self.strategy is not None:
-            # One all-reduce carries both: 1000 x (workers signalled) + the sum of their signal numbers.
+            # One all-reduce carries both: 1000 x (workers signalled) + the sum of their signal
+            # numbers.
             count, total = divmod(
                 round(
                     agreed(
@@ -246,8 +251,9 @@ class Export(Action):
 
     def finish(self, result: dict) -> None:
         keras_path, saved_model = self.writer.path("model.keras"), self.writer.path("saved_model")
-        # Each written beside its place and renamed there: a full disk leaves no half file (WriteError,
-        # one line; the same command resumes at the final checkpoint and exports again).
+        # Each written beside its place and renamed there: a full disk leaves no half file
+        # (WriteError, one line; the same command resumes at the final checkpoint and exports
+        # again).
         with atomic_write(keras_path) as tmp:
             self.model.save(tmp)
         verbosity = logging.get_verbosity()

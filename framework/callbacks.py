@@ -6,14 +6,18 @@ meaning and `logs` keys (WORKSPACE.md, "One naming"):
     set_model, set_params          before training: the Keras model; {"verbose", "epochs", "steps"}
     on_train_begin / on_train_end  around the run (on_train_end's logs: the last epoch's)
     on_epoch_begin(epoch)          0-based, as in fit; a resumed run begins the epoch it resumes in
-    on_train_batch_begin / _end    once per compiled loop, as fit does with steps_per_execution: begin
-                                   with the loop's first step in the epoch, end with its last step and
-                                   the loop's mean train metrics (--steps_per_loop=1: once per step)
+    on_train_batch_begin / _end    once per compiled loop, as fit does with steps_per_execution:
+    begin
+                                   with the loop's first step in the epoch, end with its last step
+                                   and the loop's mean train metrics (--steps_per_loop=1: once per
+                                   step)
     on_test_begin / on_test_end    around each evaluated split, with its metrics named bare (as
-                                   `evaluate` names them); no per-batch test hooks (one compiled pass)
-    on_epoch_end(epoch, logs)      the epoch's train means (`loss`, `accuracy`, ... plus the engine's
-                                   `learning_rate`, `reg_loss`, `grad_norm`) and, when it evaluated,
-                                   `<split>_<metric>` (`val_accuracy`, as fit names validation)
+                                   `evaluate` names them); no per-batch test hooks (one compiled
+                                   pass)
+    on_epoch_end(epoch, logs)      the epoch's train means (`loss`, `accuracy`, ... plus the
+                                   engine's `learning_rate`, `reg_loss`, `grad_norm`) and, when it
+                                   evaluated, `<split>_<metric>` (`val_accuracy`, as fit names
+                                   validation)
 
 `model.stop_training = True` (EarlyStopping's way) stops at the end of the current loop, with a
 checkpoint; the stop is final, as --early_stopping_patience's is. Monitoring callbacks' progress
@@ -34,13 +38,15 @@ import keras
 from framework.actions import Action
 from framework.config import ConfigError
 
-# The attributes in which Keras' monitoring callbacks keep their progress (MonitorCallback, EarlyStopping).
+# The attributes in which Keras' monitoring callbacks keep their progress (MonitorCallback,
+# EarlyStopping).
 PROGRESS = ("wait", "best", "best_epoch", "stopped_epoch")
 
 
 def load(spec: str) -> list:
-    """`--callbacks=package.module:fn` (or path/to/file.py:fn): fn() returns a list of Keras callbacks.
-    ConfigError, before training, when it cannot be imported, called or returns something else."""
+    """`--callbacks=package.module:fn` (or path/to/file.py:fn): fn() returns a list of Keras
+    callbacks. ConfigError, before training, when it cannot be imported, called or returns something
+    else."""
     where, _, name = spec.rpartition(":")
     if not where or not name.isidentifier():
         raise ConfigError(
@@ -70,8 +76,8 @@ def load(spec: str) -> list:
 
 
 def check(callbacks, *, log_names) -> None:
-    """ConfigError for what the compiled loop cannot honour; `log_names`: the keys on_epoch_end's logs
-    can hold (a monitor must name one of them)."""
+    """ConfigError for what the compiled loop cannot honour; `log_names`: the keys on_epoch_end's
+    logs can hold (a monitor must name one of them)."""
     for callback in callbacks:
         kind = type(callback).__name__
         if not isinstance(callback, keras.callbacks.Callback):
@@ -82,7 +88,8 @@ def check(callbacks, *, log_names) -> None:
         ):
             raise ConfigError(
                 f"callbacks: {kind} sets optimizer.learning_rate, which a schedule drives here "
-                "(--lr_schedule); use --reduce_lr_patience (with --reduce_lr_factor, --min_lr) instead"
+                "(--lr_schedule); use --reduce_lr_patience (with --reduce_lr_factor, "
+                "--min_lr) instead"
             )
         if isinstance(callback, keras.callbacks.BackupAndRestore):
             raise ConfigError(
@@ -99,13 +106,15 @@ def check(callbacks, *, log_names) -> None:
                 )
             if callback.mode == "auto" and not monitor.endswith("loss"):
                 raise ConfigError(
-                    f"callbacks: {kind}(monitor={monitor!r}, mode='auto'): the model is not compiled, "
-                    "so Keras cannot tell the direction; pass mode='max' or mode='min'"
+                    f"callbacks: {kind}(monitor={monitor!r}, mode='auto'): the model is not "
+                    "compiled, so Keras cannot tell the direction; pass mode='max' or "
+                    "mode='min'"
                 )
 
 
 class KerasCallbacks(Action):
-    """The controller's driver of a CallbackList; its checkpointed state is the callbacks' progress."""
+    """The controller's driver of a CallbackList; its checkpointed state is the callbacks'
+    progress."""
 
     def __init__(self, callbacks, *, model, optimizer, steps_per_epoch: int, total_steps: int):
         self.steps_per_epoch = steps_per_epoch

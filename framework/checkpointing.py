@@ -35,7 +35,8 @@ class CheckpointError(RuntimeError):
 
 
 class WriteError(CheckpointError):
-    """A file of the run could not be written (a full disk, a permission); the folder stays resumable."""
+    """A file of the run could not be written (a full disk, a permission); the folder stays
+    resumable."""
 
 
 class Checkpointer:
@@ -48,7 +49,8 @@ class Checkpointer:
         is_chief: bool = True,
         worker_id: int = 0,
     ):
-        # Loop state (history, controls) as JSON in a string variable: saved atomically with the weights.
+        # Loop state (history, controls) as JSON in a string variable: saved atomically with the
+        # weights.
         self.state = tf.Variable("{}", dtype=tf.string, trainable=False, name="loop_state")
         self.checkpoint = tf.train.Checkpoint(
             # Keras 3 models do not expose their variables to tf.train.Checkpoint: list them.
@@ -78,7 +80,8 @@ class Checkpointer:
         return tf.train.latest_checkpoint(self.directory)
 
     def restore(self) -> dict | None:
-        """Restore the newest complete checkpoint; returns its loop state, or None for a fresh run."""
+        """Restore the newest complete checkpoint; returns its loop state, or None for a fresh
+        run."""
         path = self.latest
         if path is None:
             return None
@@ -86,9 +89,10 @@ class Checkpointer:
             self.checkpoint.restore(path).assert_existing_objects_matched()
         except (AssertionError, ValueError, tf.errors.OpError) as err:
             raise CheckpointError(
-                f"cannot resume from {path}: it was written by a different configuration (another "
-                f"model, optimizer or precision?): {str(err).splitlines()[0]}. Use a new --model_dir, "
-                "or --fresh_start to start over there (the old run's files are moved aside)"
+                f"cannot resume from {path}: it was written by a different configuration "
+                f"(another model, optimizer or precision?): {str(err).splitlines()[0]}. "
+                "Use a new --model_dir, or --fresh_start to start over there (the old "
+                "run's files are moved aside)"
             ) from err
         return json.loads(self.state.numpy().decode())
 
@@ -98,8 +102,9 @@ class Checkpointer:
         try:
             path = self.manager.save(checkpoint_number=step)
         except (OSError, tf.errors.OpError) as err:
-            # What this save began is incomplete: remove it, so that neither the space it holds nor a
-            # half-written ckpt-<step> is left for the next resume (the previous checkpoint is intact).
+            # What this save began is incomplete: remove it, so that neither the space it holds nor
+            # a half-written ckpt-<step> is left for the next resume (the previous checkpoint is
+            # intact).
             _remove_new(self._write_dir, before, f"ckpt-{step}")
             if self._scratch:
                 shutil.rmtree(self._scratch, ignore_errors=True)
@@ -119,10 +124,11 @@ def repair(directory: str) -> str | None:
 
     Newest first, each `ckpt-N` is read back whole until one reads; those that did not are moved to
     `model_dir/damaged/<time>/<folder>/` with one warning line. Partial files of a save that died
-    (`ckpt-N_temp*`, `checkpoint.tmp*`) are removed: a finished save renames them away, so they never
-    hold a checkpoint. A missing, garbage or stale index is rebuilt; the checkpoints a rebuilt index
-    lists carry no timestamps, so CheckpointManager never rotates them away. If the folder holds
-    checkpoints and none reads, CheckpointError names them (never a silent start from step 0)."""
+    (`ckpt-N_temp*`, `checkpoint.tmp*`) are removed: a finished save renames them away, so they
+    never hold a checkpoint. A missing, garbage or stale index is rebuilt; the checkpoints a rebuilt
+    index lists carry no timestamps, so CheckpointManager never rotates them away. If the folder
+    holds checkpoints and none reads, CheckpointError names them (never a silent start from step
+    0)."""
     if not os.path.isdir(directory):
         return None
     for leftover in glob.glob(os.path.join(directory, "ckpt-*_temp*")) + glob.glob(
@@ -171,8 +177,8 @@ def checkpoint_numbers(directory: str) -> list[int]:
 
 
 def damage(prefix: str) -> str | None:
-    """Why the checkpoint `prefix` cannot be restored (one line), or None when every tensor reads back
-    (TF checks each tensor's CRC32C) and its loop state is a JSON object."""
+    """Why the checkpoint `prefix` cannot be restored (one line), or None when every tensor reads
+    back (TF checks each tensor's CRC32C) and its loop state is a JSON object."""
     files = sorted(glob.glob(glob.escape(prefix) + ".*"))
     stamp = tuple((os.path.getsize(f), os.path.getmtime(f)) for f in files)
     if _verified.get(prefix) == stamp:
@@ -193,9 +199,9 @@ def damage(prefix: str) -> str | None:
 
 @contextlib.contextmanager
 def atomic_write(path: str):
-    """Yields a temporary path beside `path` (same extension: Keras and NumPy want theirs) to write a
-    file or folder to; on success it replaces `path`, on any failure it is removed. A full disk or a
-    permission error becomes a WriteError: one line, and the same command resumes."""
+    """Yields a temporary path beside `path` (same extension: Keras and NumPy want theirs) to write
+    a file or folder to; on success it replaces `path`, on any failure it is removed. A full disk or
+    a permission error becomes a WriteError: one line, and the same command resumes."""
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp{os.getpid()}{ext}"
     try:
@@ -213,8 +219,9 @@ def atomic_write(path: str):
         _remove(tmp)
         if is_write_failure(err):
             raise WriteError(
-                f"could not write {path}: {_reason(err)}. Free space (or fix the permission) and run "
-                "the same command again: it resumes from the last complete checkpoint"
+                f"could not write {path}: {_reason(err)}. Free space (or fix the permission) "
+                "and run the same command again: it resumes from the last complete "
+                "checkpoint"
             ) from err
         raise
 
@@ -247,7 +254,8 @@ def _remove(path: str) -> None:
 
 
 def _remove_new(directory: str, before: set, prefix: str) -> None:
-    """Removes what a failed save of `prefix` added to `directory` (its files, temp folder, index temp)."""
+    """Removes what a failed save of `prefix` added to `directory` (its files, temp folder, index
+    temp)."""
     if not os.path.isdir(directory):
         return
     for name in set(os.listdir(directory)) - before:

@@ -98,7 +98,8 @@ class TrainConfig:
     decay_steps: int = option(
         0, "exponential: decay period in steps (0: the whole run).", advanced=True
     )
-    # Lookahead (airbench): every N steps, average the weights into a ramped EMA and restart from it.
+    # Lookahead (airbench): every N steps, average the weights into a ramped EMA and restart from
+    # it.
     lookahead_every: int = option(
         0, "Lookahead every N steps (airbench: 5): weights <- EMA of weights; 0 = off."
     )
@@ -171,8 +172,8 @@ class TrainConfig:
     )
     callbacks: str = option(
         "",
-        "package.module:fn or path/to/file.py:fn returning a list of Keras callbacks, run as fit runs "
-        "them (on_train_batch_* once per compiled loop); checked before training.",
+        "package.module:fn or path/to/file.py:fn returning a list of Keras callbacks, run as "
+        "fit runs them (on_train_batch_* once per compiled loop); checked before training.",
     )
     export: bool = option(True, "Write the final model as .keras and SavedModel.", advanced=True)
     fresh_start: bool = option(
@@ -265,8 +266,9 @@ class TrainConfig:
                 f"(got --strategy={self.strategy})"
             )
         if self.jit_compile and self.strategy in ("mirrored", "multi_worker"):
-            # TF's "merge_call called while defining a new graph" (and keras#21366 with fp16): it fails
-            # on replicas, so it is refused here rather than left to fail after the model is built.
+            # TF's "merge_call called while defining a new graph" (and keras#21366 with fp16): it
+            # fails on replicas, so it is refused here rather than left to fail after the model is
+            # built.
             raise ConfigError(
                 f"--jit_compile with --strategy={self.strategy}: XLA-compiling the replicated "
                 "step fails in TensorFlow 2.21; drop --jit_compile, or use --strategy=default|"
@@ -292,8 +294,8 @@ def parse_target(text: str) -> tuple[str, str, float]:
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """--data_service's 'grpc://host:port' -> (host, port); anything else is a ConfigError naming the
-    flag. Checked with the other options here; framework/data_service.py connects to it."""
+    """--data_service's 'grpc://host:port' -> (host, port); anything else is a ConfigError naming
+    the flag. Checked with the other options here; framework/data_service.py connects to it."""
     match = _ADDRESS.match(text or "")
     if not match or not 0 < int(match["port"]) < 65536:
         raise ConfigError(

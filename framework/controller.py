@@ -1,4 +1,5 @@
-"""The outer loop: runs compiled loops of steps, and between them evaluates, checkpoints, logs and stops.
+"""The outer loop: runs compiled loops of steps, and between them evaluates, checkpoints, logs and
+stops.
 
     state = restore() or fresh
     while step < total_steps:
@@ -9,10 +10,12 @@
                                                 # best checkpoint, LR on plateau, target, early stop
         at an epoch's end: the Keras callbacks' on_epoch_end (framework/callbacks.py)
         checkpoint when due; on SIGTERM/SIGINT checkpoint and stop
-    final checkpoint, test evaluation, export, result.json, TensorBoard HParams (framework/hparams.py)
+    final checkpoint, test evaluation, export, result.json, TensorBoard HParams
+    (framework/hparams.py)
 
 Train metrics are per loop (reset at each loop's start): the log line, TensorBoard and hooks see
-that loop's means. History rows hold each epoch's means (EpochMeans, checkpointed with the loop state).
+that loop's means. History rows hold each epoch's means (EpochMeans, checkpointed with the loop
+state).
 """
 
 import math
@@ -72,9 +75,9 @@ class Controller:
         callbacks: Sequence = (),
         run_config: dict | None = None,
     ):
-        """`hooks(LoopInfo)` run after every loop (True stops); `eval_hooks(actions.Row)` after every
-        history row, on the chief only, for outputs such as live plots; `callbacks`: Keras callbacks,
-        with config.callbacks' (framework/callbacks.py), on every worker."""
+        """`hooks(LoopInfo)` run after every loop (True stops); `eval_hooks(actions.Row)` after
+        every history row, on the chief only, for outputs such as live plots; `callbacks`: Keras
+        callbacks, with config.callbacks' (framework/callbacks.py), on every worker."""
         self.trainer, self.data, self.config = trainer, data, config
         self.strategy = trainer.strategy
         self.hooks = list(hooks)
@@ -90,7 +93,8 @@ class Controller:
         self.eval_split = next(
             (s for s in ("val", "test") if s in self.eval_splits), self.eval_splits[0]
         )
-        # Checked on the history rows: the train metrics' epoch means and the evaluation splits' metrics.
+        # Checked on the history rows: the train metrics' epoch means and the evaluation splits'
+        # metrics.
         eval_names = [f"{s}_{name}" for s in self.eval_splits for name in trainer.task.metric_names]
         check_metric_names(config, trainer.train_metric_names(), eval_names)
         callbacks = [
@@ -196,8 +200,8 @@ class Controller:
         )
         if self.config.eval_at_start and start_step == 0 and not self.history:
             self._evaluate_at_start()
-        # A run that early-stopped (ours or a callback's) or hit its target stays stopped when resumed;
-        # a hook's stop is a pause.
+        # A run that early-stopped (ours or a callback's) or hit its target stays stopped when
+        # resumed; a hook's stop is a pause.
         if self.result.get("stop_reason") not in ("early_stopping", "target", "callback"):
             self.result.pop("stop_reason", None)
             with self.signals.caught():
@@ -211,7 +215,8 @@ class Controller:
         return self._finish(start)
 
     def evaluate(self, split: str) -> dict[str, float]:
-        """`<split>_<metric>` over one pass of a split of data.evals, or of the training set ("train")."""
+        """`<split>_<metric>` over one pass of a split of data.evals, or of the training set
+        ("train")."""
         if split not in self._eval_iterators:
             fn, num_batches = self._eval_dataset_fn(split)
             iterator = iter(self.strategy.distribute_datasets_from_function(fn))
@@ -220,7 +225,8 @@ class Controller:
         return {f"{split}_{k}": v for k, v in self.trainer.evaluate(iterator, num_batches).items()}
 
     def predict(self, split: str) -> dict[str, np.ndarray]:
-        """`logits`, `labels` and `indices` of every example of a split (framework/predictions.py)."""
+        """`logits`, `labels` and `indices` of every example of a split
+        (framework/predictions.py)."""
         if self._predict_batch is None:
             self._predict_batch = predictions.make_predict_batch(
                 self.trainer, self.config.jit_compile
@@ -262,7 +268,8 @@ class Controller:
         return "completed"
 
     def _loop_end(self, step: int, epoch_end: int) -> int:
-        """Loops end at steps_per_loop, the epoch's end, the last step, checkpoints and profile boundaries."""
+        """Loops end at steps_per_loop, the epoch's end, the last step, checkpoints and profile
+        boundaries."""
         loop_end = min(step + self.config.steps_per_loop, epoch_end, self.total_steps)
         if self.config.checkpoint_every:
             every = self.config.checkpoint_every
@@ -270,7 +277,8 @@ class Controller:
         return min([loop_end] + [b for b in self.profile.boundaries() if b > step])
 
     def _run_loop(self, iterator, step: int, loop_end: int) -> LoopInfo:
-        """One compiled loop of steps (step, loop_end]; its metrics, the log line and the summaries."""
+        """One compiled loop of steps (step, loop_end]; its metrics, the log line and the
+        summaries."""
         trainer, loop_steps = self.trainer, loop_end - step
         traces = trainer.trace_counts()["train_loop"]
         trainer.train_loop_begin()
@@ -320,8 +328,8 @@ class Controller:
         return eval_metrics
 
     def _add_history_row(self, row: dict) -> actions.Row:
-        """Appends the row to history.json's columns, which stay of equal length (None where a row has
-        no value: the train metrics of the step-0 row), then runs the eval hooks on it."""
+        """Appends the row to history.json's columns, which stay of equal length (None where a row
+        has no value: the train metrics of the step-0 row), then runs the eval hooks on it."""
         rows = len(self.history.get("step", ()))
         for key in [*self.history, *(k for k in row if k not in self.history)]:
             self.history.setdefault(key, [None] * rows).append(row.get(key))
@@ -334,7 +342,8 @@ class Controller:
         return decision
 
     def _evaluate_at_start(self) -> None:
-        """--eval_at_start: the untrained model's row, epoch 0 (no train metrics; no action acts on it)."""
+        """--eval_at_start: the untrained model's row, epoch 0 (no train metrics; no action acts on
+        it)."""
         self._add_history_row(
             {
                 "epoch": 0,
@@ -345,7 +354,8 @@ class Controller:
         )
 
     def _evaluate_and_decide(self, step: int, epoch: int) -> str | None:
-        """Evaluate, write the history row, then the actions decide on it. Returns a stop reason or None."""
+        """Evaluate, write the history row, then the actions decide on it. Returns a stop reason or
+        None."""
         eval_metrics = self._evaluate_splits(step)
         decision = self._add_history_row(
             {
@@ -379,7 +389,8 @@ class Controller:
                 **final,
                 "train_steps": step,
                 "epochs": step / self.steps_per_epoch,
-                # Training throughput: time inside train loops only (evaluation and checkpoints excluded).
+                # Training throughput: time inside train loops only (evaluation and checkpoints
+                # excluded).
                 "examples_per_sec": step
                 * self.config.global_batch_size
                 / max(self._loop_seconds, 1e-9),
@@ -485,9 +496,10 @@ class Controller:
         kept = self.checkpointer.latest if self.checkpointer else None
         self.result["stop_reason"] = "non_finite_loss"
         raise NonFiniteLossError(
-            f"non-finite training metrics {outputs.format_metrics(metrics)} between step {first + 1} and "
-            f"step {last}; stopped without saving. Last good checkpoint: {kept or 'none'}. Try a lower "
-            "--learning_rate, warm-up, or --mixed_precision=none"
+            f"non-finite training metrics {outputs.format_metrics(metrics)} between step "
+            f"{first + 1} and step {last}; stopped without saving. Last good checkpoint: "
+            f"{kept or 'none'}. Try a lower --learning_rate, warm-up, or "
+            "--mixed_precision=none"
         )
 
 

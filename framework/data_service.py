@@ -1,4 +1,5 @@
-"""tf.data service: the training input made by separate data workers, for runs the trainer's CPU cannot feed.
+"""tf.data service: the training input made by separate data workers, for runs the trainer's CPU
+cannot feed.
 
     python -m framework.launch --data_workers=2 -- python -m trainers.cifar ...  # all on this machine
     python -m framework.data_service --port=5050 --workers=0                     # a dispatcher, on host A
@@ -7,13 +8,13 @@
 
 With `--data_service=grpc://HOST:PORT` (TrainConfig.data_service) the training stream is the one the
 trainer would build itself (framework/input_pipeline.py: index batches of f(seed, epoch), gather or
-read and decode, example_fn, host augmentation), but it runs on the dispatcher's data workers and the
-trainer only receives the finished uint8 batches (tf.data.experimental.service.distribute). The
+read and decode, example_fn, host augmentation), but it runs on the dispatcher's data workers and
+the trainer only receives the finished uint8 batches (tf.data.experimental.service.distribute). The
 evaluation input stays in the trainer.
 
-What a user gets, processing_mode "distributed_epoch" (arrays in memory and indexed streamed sources,
-e.g. image folders: their stream is built from chunk numbers, one chunk = steps_per_fetch steps, which
-the dispatcher hands out one at a time to whichever data worker asks):
+What a user gets, processing_mode "distributed_epoch" (arrays in memory and indexed streamed
+sources, e.g. image folders: their stream is built from chunk numbers, one chunk = steps_per_fetch
+steps, which the dispatcher hands out one at a time to whichever data worker asks):
   - each batch holds the examples it holds without the service: batch s is a function of (seed,
     epoch, s), and every step from the start step to the last is made exactly once per input
     pipeline, so each example is seen once per epoch;
@@ -24,7 +25,8 @@ the dispatcher hands out one at a time to whichever data worker asks):
   - a resume at step S starts the stream at step S: the right epoch and batch, the exact set of
     batches still to train on, in a worker-dependent order;
   - a data worker that dies loses the chunks it held (the service's at-most-once delivery): the
-    stream then ends before the last step and the run fails (resume it), it never trains twice on a batch.
+    stream then ends before the last step and the run fails (resume it), it never trains twice on a
+    batch.
 "parallel_epochs" (a streamed source that cannot be split by index, e.g. TFRecord shards read by
 interleave): every data worker makes the whole stream, so with W data workers each example comes W
 times per epoch (in W copies of the same order); use one data worker for such a source. Its resume
@@ -32,7 +34,7 @@ is the source's own.
 
 Host-side Python does not travel to the data workers: a pipeline that runs tf.py_function (e.g. the
 skipped-file count of --on_corrupt=skip) is refused with --data_service.
-"""
+"""  # noqa: E501
 
 import sys
 
@@ -45,8 +47,8 @@ READY = "data service ready:"  # the line `python -m framework.data_service` pri
 
 
 def can_split(source) -> bool:
-    """True when the service can split `source`'s stream by chunk numbers (distributed_epoch): arrays,
-    and streamed sources whose examples are indexed (input_pipeline.IndexedSource)."""
+    """True when the service can split `source`'s stream by chunk numbers (distributed_epoch):
+    arrays, and streamed sources whose examples are indexed (input_pipeline.IndexedSource)."""
     from framework import input_pipeline  # lazy: keeps TF out of --help
 
     return not isinstance(source, input_pipeline.StreamedSource) or isinstance(
@@ -67,8 +69,9 @@ def train_dataset_fn(
     example_fn=None,
     **pipeline,
 ):
-    """The stream of `input_pipeline.train_dataset_fn(source, ...)` for steps [start_step, stop_step),
-    made by the data workers of the dispatcher at `address` (see the module docstring for its order)."""
+    """The stream of `input_pipeline.train_dataset_fn(source, ...)` for steps [start_step,
+    stop_step), made by the data workers of the dispatcher at `address` (see the module docstring
+    for its order)."""
     import tensorflow as tf  # lazy: keeps TF out of --help
 
     from framework import input_pipeline  # lazy: keeps TF out of --help
@@ -102,7 +105,8 @@ def train_dataset_fn(
 
 
 def distribute(dataset, address: str, *, splittable: bool):
-    """`dataset`, made by the service's data workers: distributed_epoch when its source can be split."""
+    """`dataset`, made by the service's data workers: distributed_epoch when its source can be
+    split."""
     import tensorflow as tf  # lazy: keeps TF out of --help
 
     mode = "distributed_epoch" if splittable else "parallel_epochs"

@@ -1,16 +1,19 @@
-"""Each run's configuration and final metrics as TensorBoard HParams, so runs compare in the HPARAMS tab.
+"""Each run's configuration and final metrics as TensorBoard HParams, so runs compare in the HPARAMS
+tab.
 
 At the end of a run, in model_dir (an events file of its own, beside train/ and eval/):
 
     hparams     every option of run_config.json with a single value (numbers, strings, booleans; a
-                tuple as its comma-joined text) but the folder, as the plugin's session-start summary
+                tuple as its comma-joined text) but the folder, as the plugin's session-start
+                summary
     scalars     result.json's final numbers under their result.json names (test_accuracy,
                 examples_per_sec, ...), at the run's last step
 
-Point TensorBoard at the folder above several runs (`tensorboard --logdir runs/`: repeats, sweeps and
-variants write one run folder each): its HPARAMS tab shows one row per run and lists first the options
-whose values differ between the runs (TensorBoard works that out from the runs themselves), with the
-metrics in the table and the parallel-coordinates view. `python -m trainers.compare` stays the offline table.
+Point TensorBoard at the folder above several runs (`tensorboard --logdir runs/`: repeats, sweeps
+and variants write one run folder each): its HPARAMS tab shows one row per run and lists first the
+options whose values differ between the runs (TensorBoard works that out from the runs themselves),
+with the metrics in the table and the parallel-coordinates view. `python -m trainers.compare` stays
+the offline table.
 """
 
 import numbers
@@ -18,7 +21,8 @@ import numbers
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-# result.json entries that are not results of the training: bookkeeping, or the configuration itself.
+# result.json entries that are not results of the training: bookkeeping, or the configuration
+# itself.
 NOT_METRICS = frozenset(
     {
         *("config", "train_steps", "num_replicas", "trainable_params", "non_trainable_params"),

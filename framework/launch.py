@@ -1,19 +1,20 @@
-"""Start N real worker processes on localhost for MultiWorkerMirroredStrategy, to try it on one machine.
+"""Start N real worker processes on localhost for MultiWorkerMirroredStrategy, to try it on one
+machine.
 
     python -m framework.launch --workers=2 -- python -m trainers.mnist --strategy=multi_worker ...
 
 Each worker gets its own TF_CONFIG (cluster of localhost ports, its task index) and its output is
 prefixed with `[worker i]`. On a GPU box each worker gets its own GPUs (CUDA_VISIBLE_DEVICES):
-the visible GPUs split evenly, or `--gpus_per_worker=K` each; 0 runs every worker on the CPU. If one worker fails, the others are stopped, so nothing hangs forever in
-a collective; the exit status is the first failure's. On a real cluster, set TF_CONFIG per machine
-instead (WORKSPACE.md).
+the visible GPUs split evenly, or `--gpus_per_worker=K` each; 0 runs every worker on the CPU. If one
+worker fails, the others are stopped, so nothing hangs forever in a collective; the exit status is
+the first failure's. On a real cluster, set TF_CONFIG per machine instead (WORKSPACE.md).
 
     python -m framework.launch --workers=1 --data_workers=2 -- python -m trainers.cifar ...
 
-`--data_workers=N` also starts a tf.data service on localhost, a dispatcher and N data workers in one
-child process of their own (`python -m framework.data_service`, output prefixed `[data service]`), and
-appends `--data_service=grpc://localhost:PORT` to the command: the trainers' input is made there
-(framework/data_service.py says what that changes in the data order). It sees no GPU
+`--data_workers=N` also starts a tf.data service on localhost, a dispatcher and N data workers in
+one child process of their own (`python -m framework.data_service`, output prefixed `[data
+service]`), and appends `--data_service=grpc://localhost:PORT` to the command: the trainers' input
+is made there (framework/data_service.py says what that changes in the data order). It sees no GPU
 (CUDA_VISIBLE_DEVICES=), and stops with the trainers.
 """
 
@@ -66,7 +67,8 @@ def tf_configs(num_workers: int) -> list[dict]:
 
 
 def visible_gpus() -> list[str]:
-    """The GPU ids the workers may use: CUDA_VISIBLE_DEVICES when set, else each GPU `nvidia-smi -L` lists."""
+    """The GPU ids the workers may use: CUDA_VISIBLE_DEVICES when set, else each GPU `nvidia-smi -L`
+    lists."""
     if "CUDA_VISIBLE_DEVICES" in os.environ:
         return [g.strip() for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
     try:
@@ -81,7 +83,8 @@ def visible_gpus() -> list[str]:
 def gpu_assignments(num_workers: int, gpus: list[str], per_worker: int = -1) -> list[str | None]:
     """CUDA_VISIBLE_DEVICES for each worker: disjoint, consecutive slices of `gpus`.
 
-    Without GPUs (and per_worker -1) nothing is set (None). Raises ValueError when they do not go round."""
+    Without GPUs (and per_worker -1) nothing is set (None). Raises ValueError when they do not go
+    round."""
     if per_worker < 0:
         if not gpus:
             return [None] * num_workers
@@ -140,8 +143,8 @@ def launch(
             if failed:
                 status = failed[0].returncode
                 print(
-                    f"[launch] worker {procs.index(failed[0])} exited with status {status}; stopping "
-                    "the others",
+                    f"[launch] worker {procs.index(failed[0])} exited with status {status}; "
+                    "stopping the others",
                     file=sys.stderr,
                 )
                 _stop(procs, grace_seconds)
@@ -176,8 +179,9 @@ def data_service_env() -> dict:
 
 
 def start_data_service(num_workers: int, timeout: float) -> tuple[subprocess.Popen, str]:
-    """`python -m framework.data_service` with `num_workers` data workers; returns (process, address) once
-    it serves. Its later output is prefixed `[data service]`. Raises RuntimeError if it does not start."""
+    """`python -m framework.data_service` with `num_workers` data workers; returns (process,
+    address) once it serves. Its later output is prefixed `[data service]`. Raises RuntimeError if
+    it does not start."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "framework.data_service", f"--workers={num_workers}"],
         env=data_service_env(),
@@ -242,8 +246,8 @@ def main(argv):
     if FLAGS.data_workers:
         if any(arg.startswith("--data_service") for arg in command):
             print(
-                "error: --data_workers starts a data service, and the command names one (--data_service): "
-                "drop one of them",
+                "error: --data_workers starts a data service, and the command names one "
+                "(--data_service): drop one of them",
                 file=sys.stderr,
             )
             sys.exit(2)

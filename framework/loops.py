@@ -1,6 +1,7 @@
-"""What the outer loop is made of, apart from running it: the data it trains on (Data), what a hook sees
-after a loop (LoopInfo), the epoch's running train means (EpochMeans), the metric names the history rows
-hold and --monitor/--target/--eval_splits are checked against, and where loops end (loop_lengths, loop_plan).
+"""What the outer loop is made of, apart from running it: the data it trains on (Data), what a hook
+sees after a loop (LoopInfo), the epoch's running train means (EpochMeans), the metric names the
+history rows hold and --monitor/--target/--eval_splits are checked against, and where loops end
+(loop_lengths, loop_plan).
 """
 
 import dataclasses
@@ -12,8 +13,8 @@ from framework.config import ConfigError, TrainConfig, parse_target
 
 @dataclasses.dataclass
 class Data:
-    """In-memory arrays: `train` = (images, labels, ...); `evals` = {"val": (...), "test": (...)}; any of
-    them may be an input_pipeline.StreamedSource instead (read from files while training)."""
+    """In-memory arrays: `train` = (images, labels, ...); `evals` = {"val": (...), "test": (...)};
+    any of them may be an input_pipeline.StreamedSource instead (read from files while training)."""
 
     train: tuple
     evals: dict
@@ -80,9 +81,10 @@ def default_monitor(metric_names: Sequence[str], eval_split: str) -> str:
 def check_metric_names(
     config: TrainConfig, train_names: Sequence[str], eval_names: Sequence[str]
 ) -> None:
-    """--monitor and --target name a column of the history rows they are checked on; else ConfigError.
-    Train metrics are bare (`loss`: the epoch's running mean over its steps), evaluations are
-    <split>_<metric> (`test_accuracy`; `train_loss` is the training set evaluated, with --eval_splits=train)."""
+    """--monitor and --target name a column of the history rows they are checked on; else
+    ConfigError. Train metrics are bare (`loss`: the epoch's running mean over its steps),
+    evaluations are <split>_<metric> (`test_accuracy`; `train_loss` is the training set evaluated,
+    with --eval_splits=train)."""
     valid = [*train_names, *eval_names]
     for flag, text, name in (
         ("monitor", config.monitor, config.monitor),
@@ -102,7 +104,8 @@ def check_metric_names(
 
 
 def eval_split_names(config: TrainConfig, data: "Data") -> list[str]:
-    """The splits evaluated at each evaluation: --eval_splits (each in data.evals, or train), else val or test."""
+    """The splits evaluated at each evaluation: --eval_splits (each in data.evals, or train), else
+    val or test."""
     available = ["train", *data.evals]
     for split in config.eval_splits:
         if split not in available:
@@ -130,11 +133,13 @@ def loop_lengths(config: TrainConfig, steps_per_epoch: int, total_steps: int) ->
 def loop_plan(
     config: TrainConfig, data: Data, steps_per_epoch: int, total_steps: int, steps_per_fetch: int
 ) -> str:
-    """The info line on loop and fetch sizes, and why steps_per_fetch is 1 when it is forced to 1."""
+    """The info line on loop and fetch sizes, and why steps_per_fetch is 1 when it is forced to
+    1."""
     per_loop = min(config.steps_per_loop, steps_per_epoch, total_steps)
     line = (
-        f"loops of up to {per_loop} steps per compiled call (--steps_per_loop={config.steps_per_loop}, "
-        f"{steps_per_epoch} steps per epoch, {total_steps} in all); steps_per_fetch: {steps_per_fetch}"
+        f"loops of up to {per_loop} steps per compiled call "
+        f"(--steps_per_loop={config.steps_per_loop}, {steps_per_epoch} steps per epoch, "
+        f"{total_steps} in all); steps_per_fetch: {steps_per_fetch}"
     )
     if config.steps_per_fetch:
         return f"{line} (set by --steps_per_fetch)"
@@ -146,10 +151,15 @@ def loop_plan(
         why = "host augmentation maps one batch at a time in tf.data"
     elif common == 1:
         why = (
-            f"loops end at multiples of {', '.join(f'{k} {v}' for k, v in lengths.items() if v)}, whose "
-            "greatest common divisor is 1, and a fetch must not straddle two loops; a --steps_per_loop "
-            f"that divides {steps_per_epoch} (and --train_steps a multiple of it) allows more"
+            "loops end at multiples of "
+            f"{', '.join(f'{k} {v}' for k, v in lengths.items() if v)}, whose greatest "
+            "common divisor is 1, and a fetch must not straddle two loops; a "
+            f"--steps_per_loop that divides {steps_per_epoch} (and --train_steps a "
+            "multiple of it) allows more"
         )
     else:
-        why = "one global batch is too large for a fetch of several (framework.run.steps_per_fetch's byte cap)"
+        why = (
+            "one global batch is too large for a fetch of several "
+            "(framework.run.steps_per_fetch's byte cap)"
+        )
     return f"{line} (forced to 1: {why})"

@@ -1,4 +1,5 @@
-"""What a run leaves behind: TensorBoard scalars, history.json, result.json, and the console lines."""
+"""What a run leaves behind: TensorBoard scalars, history.json, result.json, and the console
+lines."""
 
 import json
 import math
@@ -15,7 +16,8 @@ from framework.checkpointing import atomic_write
 
 
 def write_json(path: str, data) -> None:
-    """Atomic write (temp file + rename): a reader never sees half a file; a full disk is one line."""
+    """Atomic write (temp file + rename): a reader never sees half a file; a full disk is one
+    line."""
     with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=2, default=_jsonable)
 
@@ -70,7 +72,8 @@ def _format_value(value) -> str:
 
 
 class RunWriter:
-    """Summaries and files under model_dir (nothing when model_dir is None or on non-chief workers)."""
+    """Summaries and files under model_dir (nothing when model_dir is None or on non-chief
+    workers)."""
 
     def __init__(self, model_dir: str | None, *, enabled: bool = True):
         self.model_dir = model_dir if enabled else None
@@ -106,7 +109,8 @@ class RunWriter:
         bound: str = "step-bound",
     ) -> None:
         """One fixed-format line per loop; a progress bar on an interactive terminal only. The input
-        wait carries its verdict when the loop waited for input (`bound`: framework.profiling.classify)."""
+        wait carries its verdict when the loop waited for input (`bound`:
+        framework.profiling.classify)."""
         verdict = "" if bound == "step-bound" else f" ({bound})"
         line = (
             f"train | step: {step:>7d}/{total} | epoch: {epoch:>3d} | {format_metrics(metrics)} | "
@@ -155,8 +159,9 @@ class _ProgressBar:
 
 
 class LoopReport:
-    """What each loop reports: its console line (rate, ETA, input-bound verdict), its train summaries, and
-    the input-wait versus step-time account of the session (result.json's input_profile)."""
+    """What each loop reports: its console line (rate, ETA, input-bound verdict), its train
+    summaries, and the input-wait versus step-time account of the session (result.json's
+    input_profile)."""
 
     def __init__(
         self, writer: RunWriter, strategy, *, total_steps: int, steps_per_epoch: int, batch
@@ -166,12 +171,13 @@ class LoopReport:
         self._rate = None  # steps/s, smoothed, for the ETA
         self._last_summary = 0.0
         self._host_cpu = None
-        # Train-loop seconds and input-wait seconds of this session: the loops that traced train_loop
-        # apart, since tracing is neither step nor input time.
+        # Train-loop seconds and input-wait seconds of this session: the loops that traced
+        # train_loop apart, since tracing is neither step nor input time.
         self._wait_and_loop = {"traced": [0.0, 0.0], "compiled": [0.0, 0.0]}
 
     def add(self, info, *, traced: bool) -> None:
-        """One loop (controller.LoopInfo): its time, its line and (at most once a second) its summaries."""
+        """One loop (controller.LoopInfo): its time, its line and (at most once a second) its
+        summaries."""
         account = self._wait_and_loop["traced" if traced else "compiled"]
         account[0] += info.input_seconds
         account[1] += info.seconds
@@ -214,7 +220,8 @@ class LoopReport:
         """Input wait versus step time over this session's train loops."""
         if not measured:
             return {"input_wait_fraction": None, "bound": "not measured (--deterministic)"}
-        # The loops that ran already compiled; the tracing loop only when no other ran (a short run).
+        # The loops that ran already compiled; the tracing loop only when no other ran (a short
+        # run).
         wait, loop = self._wait_and_loop["compiled"]
         if not loop:
             wait, loop = self._wait_and_loop["traced"]

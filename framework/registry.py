@@ -50,7 +50,8 @@ class Registry:
         self._loaded = package is None
 
     def register(self, name: str | None = None, **properties) -> Callable:
-        """Decorator: registers `fn` under `name` (default: its own name); returns `fn` unchanged."""
+        """Decorator: registers `fn` under `name` (default: its own name); returns `fn`
+        unchanged."""
 
         def add(fn: Callable) -> Callable:
             key = name or fn.__name__

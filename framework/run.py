@@ -1,11 +1,13 @@
-"""`train(...)`: build strategy, trainer and controller from a config and run. The Python entry point.
+"""`train(...)`: build strategy, trainer and controller from a config and run. The Python entry
+point.
 
 From a notebook cell:
 
     from framework import TrainConfig, train, Data, ClassificationTask
-    result = train(TrainConfig(epochs=2, model_dir="/tmp/run"), Data(train=(x, y), evals={"test": (xt, yt)}),
-                   model_fn=lambda: my_keras_model(), optimizer_fn=lambda lr: keras.optimizers.Adam(lr),
-                   task=ClassificationTask(10))
+    result = train(TrainConfig(epochs=2, model_dir="/tmp/run"), Data(train=(x, y), evals={"test":
+    (xt, yt)}),
+                   model_fn=lambda: my_keras_model(), optimizer_fn=lambda lr:
+                   keras.optimizers.Adam(lr), task=ClassificationTask(10))
 """
 
 import math
@@ -84,7 +86,8 @@ def steps_per_fetch(
     max_steps: int = 128,
     max_bytes: int = 16 << 20,
 ) -> int:
-    """Batches per `next(iterator)`: a divisor of every loop length, so no fetch straddles two loops.
+    """Batches per `next(iterator)`: a divisor of every loop length, so no fetch straddles two
+    loops.
 
     Loops end at multiples of steps_per_loop, epoch ends, checkpoints, profile boundaries and the
     last step, all sums of multiples of their gcd; auto picks its largest divisor such that a
@@ -118,8 +121,9 @@ def train(
     run_config: dict | None = None,
     strategy=None,
 ) -> dict:
-    """Train, evaluate on data.evals['test'] and return result.json's contents. `hooks(LoopInfo)` run
-    after every loop (True pauses the run); `callbacks`: Keras callbacks (framework/callbacks.py).
+    """Train, evaluate on data.evals['test'] and return result.json's contents. `hooks(LoopInfo)`
+    run after every loop (True pauses the run); `callbacks`: Keras callbacks
+    (framework/callbacks.py).
 
     A `config.model_dir` that holds a run with another configuration (`run_config`, else `config`,
     and the training arrays' shapes) is refused; `config.fresh_start` moves its files aside first

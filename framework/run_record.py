@@ -110,9 +110,10 @@ def prepare(
 
 
 def repair_checkpoints(model_dir: str) -> None:
-    """checkpoints/ and best/ made resumable from their newest intact checkpoint (a RunDirectoryError
-    when a folder holds checkpoints and none reads), before any worker restores one. A folder without
-    `ckpt-*` files is left as it is (the chief's Checkpointer clears a lone index when it starts)."""
+    """checkpoints/ and best/ made resumable from their newest intact checkpoint (a
+    RunDirectoryError when a folder holds checkpoints and none reads), before any worker restores
+    one. A folder without `ckpt-*` files is left as it is (the chief's Checkpointer clears a lone
+    index when it starts)."""
     from framework.checkpointing import (  # lazy: keeps TF out of --help
         CheckpointError,
         checkpoint_numbers,
@@ -148,10 +149,11 @@ def check(model_dir: str, record: dict, *, ignore=()) -> None:
             f"--{name}={_show(was)} (now {_show(now)})" for name, was, now in changed
         )
         raise RunDirectoryError(
-            f"--model_dir={model_dir} holds a run trained with other settings: {listed}. Resuming it "
-            f"would continue that run, not train a new one: give a new --model_dir, or add --fresh_start "
-            f"to start afresh there (the old run's files are moved to {os.path.join(model_dir, PREVIOUS_DIR)}/"
-            f"<time>/, nothing is deleted)"
+            f"--model_dir={model_dir} holds a run trained with other settings: {listed}. "
+            "Resuming it would continue that run, not train a new one: give a new "
+            "--model_dir, or add --fresh_start to start afresh there (the old run's files "
+            f"are moved to {os.path.join(model_dir, PREVIOUS_DIR)}/<time>/, nothing is "
+            "deleted)"
         )
 
 
@@ -199,7 +201,8 @@ def read(model_dir: str) -> dict | None:
 
 
 def _load(path: str, key: str, *, required: bool = True):
-    """`key` of the JSON object in `path`; a RunDirectoryError in one line if the file is damaged."""
+    """`key` of the JSON object in `path`; a RunDirectoryError in one line if the file is
+    damaged."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -235,8 +238,8 @@ def write(model_dir: str, record: dict) -> None:
 
 
 def move_aside(model_dir: str) -> str | None:
-    """Moves everything in `model_dir` (but earlier `previous/` runs) into `model_dir/previous/<time>/`;
-    returns that folder, or None if there was nothing to move."""
+    """Moves everything in `model_dir` (but earlier `previous/` runs) into
+    `model_dir/previous/<time>/`; returns that folder, or None if there was nothing to move."""
     if not os.path.isdir(model_dir):
         return None
     entries = sorted(e for e in os.listdir(model_dir) if e != PREVIOUS_DIR)
@@ -264,8 +267,8 @@ def move_aside(model_dir: str) -> str | None:
 
 
 def _holds_a_run(model_dir: str, depth: int = 2) -> bool:
-    """Whether `model_dir` or a sub-folder down to `depth` levels (a sweep's cell/repeat_<i>) holds a
-    run's record or checkpoints."""
+    """Whether `model_dir` or a sub-folder down to `depth` levels (a sweep's cell/repeat_<i>) holds
+    a run's record or checkpoints."""
     if os.path.exists(os.path.join(model_dir, RECORD_FILE)) or os.path.isdir(
         os.path.join(model_dir, "checkpoints")
     ):
@@ -289,8 +292,8 @@ def _show(value) -> str:
 
 
 def chief_from_env() -> bool:
-    """Whether this process is the chief by $TF_CONFIG (as framework.strategies.is_chief decides), for
-    callers that have no strategy yet: a lone process is."""
+    """Whether this process is the chief by $TF_CONFIG (as framework.strategies.is_chief decides),
+    for callers that have no strategy yet: a lone process is."""
     try:
         tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     except ValueError:
@@ -313,8 +316,8 @@ def _is_chief(strategy) -> bool:
 
 
 def _all_agree(strategy, ok: bool) -> bool:
-    """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief here);
-    a lone process agrees with itself."""
+    """Whether every worker's `ok` is True (an all-reduce mean: every worker waits for the chief
+    here); a lone process agrees with itself."""
     from framework.strategies import agreed  # lazy: keeps TF out of --help
 
     return strategy is None or agreed(strategy, 1.0 if ok else 0.0) > 1.0 - 1e-9

@@ -23,7 +23,8 @@ import inspect
 import tensorflow as tf
 from absl import logging
 
-# One counter-based algorithm everywhere: "auto_select" may pick different ones eagerly and under XLA.
+# One counter-based algorithm everywhere: "auto_select" may pick different ones eagerly and under
+# XLA.
 ALG = "philox"
 STEP_SEED = "step_seed"  # the call argument a layer declares to get the step's seed
 
@@ -31,7 +32,8 @@ fold_in = functools.partial(tf.random.experimental.stateless_fold_in, alg=ALG)
 
 
 def step_seed(seed: int, step, replica_id=0) -> tf.Tensor:
-    """Stateless seed (int32 [2]) for one step on one replica; `step` and `replica_id` may be tensors.
+    """Stateless seed (int32 [2]) for one step on one replica; `step` and `replica_id` may be
+    tensors.
 
     Reproducible from (seed, step, replica_id), different across replicas, and a resumed run that
     restores `step` continues the same sequence. Steps are folded in modulo 2**32 (int32, as XLA on

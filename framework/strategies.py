@@ -1,4 +1,5 @@
-"""Build the tf.distribute strategy named by `--strategy`, or fail at once with what to do instead."""
+"""Build the tf.distribute strategy named by `--strategy`, or fail at once with what to do
+instead."""
 
 import glob
 import json
@@ -25,7 +26,8 @@ def nvidia_gpus() -> list[str]:
 
 
 def check_gpus_seen(strategy: str, num_cpu_devices: int = 0) -> None:
-    """Never train on the CPU of a GPU box in silence: TensorFlow without CUDA libraries sees no GPU.
+    """Never train on the CPU of a GPU box in silence: TensorFlow without CUDA libraries sees no
+    GPU.
 
     --strategy=mirrored|one_device stop (ConfigError: exit 2 from the CLI); others warn once. CPU
     replicas asked for (--num_cpu_devices=N>1) are the CPU on purpose."""
@@ -64,16 +66,17 @@ def configure_cpu_devices(num_devices: int) -> None:
         have = len(tf.config.list_logical_devices("CPU"))
         if have < num_devices:
             raise ConfigError(
-                f"--num_cpu_devices={num_devices}: TensorFlow is already initialised with {have} CPU "
-                "device(s); restart the Python process (notebook: restart the runtime) and build the "
-                "trainer before running any other TensorFlow code"
+                f"--num_cpu_devices={num_devices}: TensorFlow is already initialised with "
+                f"{have} CPU device(s); restart the Python process (notebook: restart the "
+                "runtime) and build the trainer before running any other TensorFlow code"
             ) from err
 
 
 def configure_gpu_memory(growth: bool = True) -> None:
-    """GPU memory grows as it is needed (`growth`), so that processes can share a GPU (test workers, a
-    notebook beside a run); without it TensorFlow maps nearly all of each GPU at the start. Must happen
-    before TensorFlow initialises its runtime; a runtime already initialised keeps its setting."""
+    """GPU memory grows as it is needed (`growth`), so that processes can share a GPU (test workers,
+    a notebook beside a run); without it TensorFlow maps nearly all of each GPU at the start. Must
+    happen before TensorFlow initialises its runtime; a runtime already initialised keeps its
+    setting."""
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
             tf.config.experimental.set_memory_growth(gpu, growth)
@@ -84,8 +87,9 @@ def configure_gpu_memory(growth: bool = True) -> None:
 def make_strategy(
     name: str, *, num_cpu_devices: int = 0, tpu: str = "local", gpu_memory_growth: bool = True
 ) -> tf.distribute.Strategy:
-    """`--strategy` as a tf.distribute strategy. mirrored with --num_cpu_devices=N>1 is N CPU replicas,
-    whether or not GPUs are visible (how the tests check 2 replicas against 1 on any machine)."""
+    """`--strategy` as a tf.distribute strategy. mirrored with --num_cpu_devices=N>1 is N CPU
+    replicas, whether or not GPUs are visible (how the tests check 2 replicas against 1 on any
+    machine)."""
     check_gpus_seen(name, num_cpu_devices)
     configure_gpu_memory(gpu_memory_growth)
     if name == "default":
@@ -100,8 +104,9 @@ def make_strategy(
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
         if num_cpu_devices:
             cpus = cpus[:num_cpu_devices]
-        # Reduce through one device: CPU collectives can pair up sync-BatchNorm's all-reduce with the
-        # gradients' one in a different order on each replica ("Shape mismatch in the collective").
+        # Reduce through one device: CPU collectives can pair up sync-BatchNorm's all-reduce with
+        # the gradients' one in a different order on each replica ("Shape mismatch in the
+        # collective").
         return tf.distribute.MirroredStrategy(
             devices=cpus, cross_device_ops=tf.distribute.ReductionToOneDevice()
         )
@@ -130,9 +135,9 @@ def _multi_worker_strategy():
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=float(timeout) if timeout else None
     )
-    # TFLOOPS_HEALTH_CHECK_SECONDS=S: the health check's interval (TF's default 30 s, which is about how
-    # long a dead peer takes to fail the others). TF has no public setting: its class attribute, set
-    # before the strategy starts its check thread.
+    # TFLOOPS_HEALTH_CHECK_SECONDS=S: the health check's interval (TF's default 30 s, which is about
+    # how long a dead peer takes to fail the others). TF has no public setting: its class attribute,
+    # set before the strategy starts its check thread.
     interval = os.environ.get("TFLOOPS_HEALTH_CHECK_SECONDS")
     if interval:
         extended = collective_all_reduce_strategy.CollectiveAllReduceExtended
@@ -151,12 +156,14 @@ def _tpu_strategy(tpu_name: str):
     if busy:  # TensorFlow would find no TPU, and say why only in the start-up lines it hid
         tf_startup.replay_hidden()
         raise ConfigError(f"--strategy=tpu: {busy}")
-    # Without a TPU the resolver can wait on metadata servers for minutes: look for the device first.
+    # Without a TPU the resolver can wait on metadata servers for minutes: look for the device
+    # first.
     if tpu_name == "local" and not on_tpu_vm() and "TPU_NAME" not in os.environ:
         raise ConfigError(
-            "--strategy=tpu: no TPU found on this machine (no /dev/accel* or /dev/vfio devices, TPU_NAME "
-            "unset). On Colab choose Runtime > Change runtime type > TPU; on Kaggle choose the "
-            "'TPU VM v5e-8' accelerator; elsewhere pass --tpu=NAME, or use --strategy=default"
+            "--strategy=tpu: no TPU found on this machine (no /dev/accel* or /dev/vfio devices, "
+            "TPU_NAME unset). On Colab choose Runtime > Change runtime type > TPU; on "
+            "Kaggle choose the 'TPU VM v5e-8' accelerator; elsewhere pass --tpu=NAME, or "
+            "use --strategy=default"
         )
     try:
         # tpu="local" is what TPU VMs need; the default resolver fails there (tensorflow#70827).
@@ -172,12 +179,12 @@ def _tpu_strategy(tpu_name: str):
             f"--strategy=tpu: could not connect to TPU {tpu_name!r} ({err}). "
             + (
                 busy
-                or "Likely causes: another process holds the TPU (a notebook kernel that imported "
-                "TensorFlow: restart the runtime), "
-                f"tensorflow-cpu instead of tensorflow-tpu (Kaggle's image; this is {tf_package()}), "
-                "a libtpu newer than TF 2.20 was built for (pip install libtpu==0.0.14), PJRT "
-                "variables set after TensorFlow was imported (see WORKSPACE.md's TPU cells), or a TPU "
-                "generation that needs TFLOOPS_TPU_RUNTIME=stream_executor (v2-v4) or "
+                or "Likely causes: another process holds the TPU (a notebook kernel that "
+                "imported TensorFlow: restart the runtime), tensorflow-cpu instead of "
+                f"tensorflow-tpu (Kaggle's image; this is {tf_package()}), a libtpu newer "
+                "than TF 2.20 was built for (pip install libtpu==0.0.14), PJRT variables "
+                "set after TensorFlow was imported (see WORKSPACE.md's TPU cells), or a "
+                "TPU generation that needs TFLOOPS_TPU_RUNTIME=stream_executor (v2-v4) or "
                 "TFLOOPS_TPU_MLIR_BRIDGE=1"
             )
         ) from err
@@ -194,8 +201,8 @@ def tf_package() -> str:
 
 
 def agreed(strategy: tf.distribute.Strategy, value: float, op=tf.distribute.ReduceOp.MEAN) -> float:
-    """`value` reduced over the workers of a MultiWorkerMirroredStrategy (an all-reduce), else `value`:
-    each worker reads its own clock or signals, and they must take the same decisions."""
+    """`value` reduced over the workers of a MultiWorkerMirroredStrategy (an all-reduce), else
+    `value`: each worker reads its own clock or signals, and they must take the same decisions."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return value
     reducers = _reducers.setdefault(strategy, {})
@@ -210,7 +217,8 @@ _reducers = weakref.WeakKeyDictionary()  # strategy -> {ReduceOp: compiled all-r
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """The worker that writes outputs. Others write to a scratch folder (collectives need them to save)."""
+    """The worker that writes outputs. Others write to a scratch folder (collectives need them to
+    save)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return True

@@ -1,8 +1,8 @@
 """Sources the tf.data pipeline reads itself (from files while training, bounded memory) instead of
-arrays in memory: `StreamedSource`, the interface the engine asks of them, and `IndexedSource`, which
-streams any indexable list of examples (an image folder's files) through the arrays' index stream
-(framework/index_stream.py), so its order and exact resume are the arrays' (`framework/data/streaming.py`
-chooses between the two).
+arrays in memory: `StreamedSource`, the interface the engine asks of them, and `IndexedSource`,
+which streams any indexable list of examples (an image folder's files) through the arrays' index
+stream (framework/index_stream.py), so its order and exact resume are the arrays'
+(`framework/data/streaming.py` chooses between the two).
 """
 
 import abc

@@ -3,12 +3,15 @@
 A task is a small object with four methods (`prepare`, `forward`, `loss`, `update_metrics`) and a
 list of metric names. Three image tasks share `prepare` and `forward` and differ in their loss:
 
-  ClassificationTask  logits of `num_classes`, softmax cross-entropy, accuracy        kind "classification"
+  ClassificationTask  logits of `num_classes`, softmax cross-entropy, accuracy        kind
+                      "classification"
   BinaryTask          one logit, sigmoid binary cross-entropy, accuracy at p = 0.5    kind "binary"
-  RegressionTask      one output, MSE or MAE of the label as a float, metric MAE      kind "regression"
+  RegressionTask      one output, MSE or MAE of the label as a float, metric MAE      kind
+                      "regression"
 
-`task.kind` says which (code that reads per-class outputs skips the others), and `task.num_outputs` is
-the width of the model's last layer. The triplet trainer has its own task with the same four methods.
+`task.kind` says which (code that reads per-class outputs skips the others), and `task.num_outputs`
+is the width of the model's last layer. The triplet trainer has its own task with the same four
+methods.
 
 `TASKS` names them for `--task`: `TASKS.get(name).fn(num_classes, label_smoothing=..., loss=...,
 **image_options)` makes one. An entry declares what goes with it: `classes` (the number of classes
@@ -36,8 +39,8 @@ class _ImageTask:
 
     `augment(images, labels, seed) -> (images, labels)` runs on the device in training;
     `eval_transform(images) -> images` at evaluation (crop_to's centre crop, --augment's normalize);
-    `tta(model, images) -> outputs` is test-time augmentation at evaluation; `input_range` (lo, hi) maps
-    the [0, 1] pixels to [lo, hi] after all of these, in training and evaluation alike."""
+    `tta(model, images) -> outputs` is test-time augmentation at evaluation; `input_range` (lo, hi)
+    maps the [0, 1] pixels to [lo, hi] after all of these, in training and evaluation alike."""
 
     kind = "image"
     metric_names = ("loss",)
@@ -64,7 +67,8 @@ class _ImageTask:
 
     def prepare(self, batch, *, seed, training: bool):
         """uint8 [0, 255] -> float32 [0, 1] on the device, the batch augmentation (training) or the
-        evaluation transform, then the input range: the same pixels mean the same at train and eval."""
+        evaluation transform, then the input range: the same pixels mean the same at train and
+        eval."""
         images, labels = batch[0], batch[1]
         if training and self.augment is not None:
             images, labels = self.cast_and_augment(images, labels, seed)
@@ -75,9 +79,9 @@ class _ImageTask:
         return self.to_input_range(images), labels
 
     def cast_and_augment(self, images, labels, seed):
-        """The cast to [0, 1] floats, then the augmentation: compiled as one XLA cluster where the policy offers
-        it (augment's `Policy.compiled`). The cast stays outside: XLA divides by 255 as a multiply, an ulp off
-        TF's division."""
+        """The cast to [0, 1] floats, then the augmentation: compiled as one XLA cluster where the
+        policy offers it (augment's `Policy.compiled`). The cast stays outside: XLA divides by 255
+        as a multiply, an ulp off TF's division."""
         if self._augment is None:
             compiled = getattr(self.augment, "compiled", None)
             self._augment = compiled() if compiled else self.augment
@@ -97,7 +101,8 @@ class _ImageTask:
 
 
 class ClassificationTask(_ImageTask):
-    """Images and integer (or soft, after mixup/cutmix) labels -> logits, cross-entropy, accuracy."""
+    """Images and integer (or soft, after mixup/cutmix) labels -> logits, cross-entropy,
+    accuracy."""
 
     kind = "classification"
     metric_names = ("loss", "accuracy")

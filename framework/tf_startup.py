@@ -35,10 +35,11 @@ def import_tensorflow(verbose: bool = False):
 
 def _absl_min_log_level(tf) -> None:
     """TF 2.20 never calls absl::InitializeLog(), so its first XLA compile (our GELU kernels) writes
-    "All log messages before absl::InitializeLog() ..." and an INFO line to stderr, TF_CPP_MIN_LOG_LEVEL
-    or not (TF 2.21 initialises the log itself: tensorflow#102212). absl::SetMinLogLevel, exported by
-    libtensorflow_framework, applies TF_CPP_MIN_LOG_LEVEL to those lines too. Its C++ name carries absl's
-    version, so it is looked up in the library's symbol names (near the start of the file)."""
+    "All log messages before absl::InitializeLog() ..." and an INFO line to stderr,
+    TF_CPP_MIN_LOG_LEVEL or not (TF 2.21 initialises the log itself: tensorflow#102212).
+    absl::SetMinLogLevel, exported by libtensorflow_framework, applies TF_CPP_MIN_LOG_LEVEL to those
+    lines too. Its C++ name carries absl's version, so it is looked up in the library's symbol names
+    (near the start of the file)."""
     if tuple(int(x) for x in tf.__version__.split(".")[:2]) >= (2, 21):
         return
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")

@@ -1,16 +1,19 @@
 """TensorFlow on a TPU VM: the environment it needs before its import, and who holds the TPU.
 
-TF 2.20 reaches a TPU VM's chips through PJRT; its variables must be set before TensorFlow is imported
-(as Keras' TF-on-TPU example does). Switches, read from the environment (a notebook cell sets them):
+TF 2.20 reaches a TPU VM's chips through PJRT; its variables must be set before TensorFlow is
+imported (as Keras' TF-on-TPU example does). Switches, read from the environment (a notebook cell
+sets them):
 
-- TFLOOPS_TPU_RUNTIME=stream_executor: set no PJRT variables, for the TPU generations where TF's older
-  stream-executor path is the one that works (v2-v4 on TRC or Cloud TPU VMs); default `pjrt` (v5e, v6e).
-- TFLOOPS_TPU_MLIR_BRIDGE=1: also set the MLIR-bridge TF_XLA_FLAGS of keras-io's TF-on-TPU example, the
-  switch to try when PJRT finds no TPU.
+- TFLOOPS_TPU_RUNTIME=stream_executor: set no PJRT variables, for the TPU generations where TF's
+  older stream-executor path is the one that works (v2-v4 on TRC or Cloud TPU VMs); default `pjrt`
+  (v5e, v6e).
+- TFLOOPS_TPU_MLIR_BRIDGE=1: also set the MLIR-bridge TF_XLA_FLAGS of keras-io's TF-on-TPU example,
+  the switch to try when PJRT finds no TPU.
 
 One process owns a TPU VM's chips: libtpu takes a lock on /tmp/libtpu_lockfile (TFLOOPS_TPU_LOCKFILE
-moves it, for tests) and holds it until the process exits. A notebook kernel that imported TensorFlow
-with the TPU therefore keeps it from every `!python` cell after it: check the TPU in a subprocess,
+moves it, for tests) and holds it until the process exits. A notebook kernel that imported
+TensorFlow with the TPU therefore keeps it from every `!python` cell after it: check the TPU in a
+subprocess,
 
     python -m framework.tpu_env --check
 
@@ -38,9 +41,10 @@ MLIR_BRIDGE_FLAGS = (
 
 
 def configure_pjrt() -> str | None:
-    """Point TensorFlow at libtpu's libtpu.so (values already set are kept). Returns the library path,
-    or None when libtpu is not installed (then this is not a TPU VM set up for TensorFlow) or
-    TFLOOPS_TPU_RUNTIME=stream_executor asks for no PJRT. Raises ConfigError for an unknown runtime."""
+    """Point TensorFlow at libtpu's libtpu.so (values already set are kept). Returns the library
+    path, or None when libtpu is not installed (then this is not a TPU VM set up for TensorFlow) or
+    TFLOOPS_TPU_RUNTIME=stream_executor asks for no PJRT. Raises ConfigError for an unknown
+    runtime."""
     runtime = os.environ.get("TFLOOPS_TPU_RUNTIME", "pjrt") or "pjrt"
     if runtime not in RUNTIMES:
         raise ConfigError(
@@ -66,8 +70,9 @@ def configure_pjrt() -> str | None:
 
 
 def check() -> int:
-    """`python -m framework.tpu_env --check`: TF and libtpu versions and the TPU devices, in this process
-    only (it exits, and so frees the TPU). 0: TPU found; 2: none, with what to do (one line)."""
+    """`python -m framework.tpu_env --check`: TF and libtpu versions and the TPU devices, in this
+    process only (it exits, and so frees the TPU). 0: TPU found; 2: none, with what to do (one
+    line)."""
     busy = busy_message()
     if busy:  # before TensorFlow: its import would not find the TPU, and hide why
         print(f"error: {busy}", file=sys.stderr)

@@ -56,7 +56,8 @@ def busy_message(path: str | None = None) -> str | None:
         command = ""
     return (
         f"another process holds the TPU (pid {pid}{': ' + command[:80] if command else ''}; "
-        f"lock {path or lock_file()}): one process at a time owns a TPU VM's chips. In a notebook, a "
-        "cell that imported TensorFlow with the TPU keeps it: restart the runtime, then check and train "
-        "only in `!python` cells (`!python -m framework.tpu_env --check`); elsewhere stop that process"
+        f"lock {path or lock_file()}): one process at a time owns a TPU VM's chips. In a "
+        "notebook, a cell that imported TensorFlow with the TPU keeps it: restart the "
+        "runtime, then check and train only in `!python` cells (`!python -m "
+        "framework.tpu_env --check`); elsewhere stop that process"
     )

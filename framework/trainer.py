@@ -110,7 +110,8 @@ class Trainer:
 
         # Forward pass. The mean is over the GLOBAL batch, so summing gradients over replicas gives
         # the global mean gradient. (Keras losses with their default reduction already divide by the
-        # replica count inside a strategy since Keras 3.8: we take per-example losses and do it once.)
+        # replica count inside a strategy since Keras 3.8: we take per-example losses and do it
+        # once.)
         with tf.GradientTape() as tape:
             logits = self.task.forward(model, inputs, training=True)
             per_example_loss = self.task.loss(labels, logits)
@@ -130,7 +131,8 @@ class Trainer:
         grad_norm = _global_norm(grads) / self._loss_scale()  # read before the update may change it
 
         # Update weights. The fp16 LossScaleOptimizer unscales the gradients and skips the step if
-        # they are not finite (the same decision on every replica: the gradients are already summed).
+        # they are not finite (the same decision on every replica: the gradients are already
+        # summed).
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         self._after_update(step + 1)  # fp16 step count, lookahead
         self.task.update_metrics(self.train_metrics, labels, logits, per_example_loss)
@@ -161,8 +163,8 @@ class Trainer:
         )
 
     def _update_step_metrics(self, *, reg_loss, grad_norm, grads):
-        # Every replica adds the same global values, so the sync-on-read mean is that value. A skipped
-        # fp16 step (non-finite gradient) is left out of the mean norm, and counted.
+        # Every replica adds the same global values, so the sync-on-read mean is that value. A
+        # skipped fp16 step (non-finite gradient) is left out of the mean norm, and counted.
         finite = tf.math.is_finite(grad_norm)
         self.step_metrics["grad_norm"].update_state(
             tf.where(finite, grad_norm, 0.0), sample_weight=tf.cast(finite, tf.float32)
@@ -207,7 +209,8 @@ class Trainer:
         self.step.assign_add(num_steps)  # once per loop, not once per step
 
     def _timed_next(self, iterator):
-        """next(iterator), adding the time it blocked to input_wait_seconds (two host timestamps)."""
+        """next(iterator), adding the time it blocked to input_wait_seconds (two host
+        timestamps)."""
         if not self.measures_input_wait:  # tf.timestamp is refused under op determinism
             return next(iterator)
         start = tf.timestamp()
@@ -240,7 +243,8 @@ class Trainer:
         self._steps_since_reset += num_steps
 
     def evaluate(self, iterator, num_batches: int) -> dict[str, float]:
-        """Metrics over one pass of an evaluation stream (`eval_dataset_fn`). Syncs with the device."""
+        """Metrics over one pass of an evaluation stream (`eval_dataset_fn`). Syncs with the
+        device."""
         for metric in self.eval_metrics.values():
             metric.reset_state()
         self.eval_loop(iterator, tf.constant(num_batches, tf.int64))
@@ -270,7 +274,8 @@ class Trainer:
         self.reset_train_metrics()
 
     def train_loop_end(self) -> dict[str, float]:
-        """Eager, after a loop: that loop's metrics (means over its steps). Syncs with the device."""
+        """Eager, after a loop: that loop's metrics (means over its steps). Syncs with the
+        device."""
         results = {**self.train_results(), "learning_rate": self.last_learning_rate()}
         if self.scales_loss:
             results["loss_scale"] = float(self.optimizer.dynamic_scale.numpy())
@@ -303,9 +308,10 @@ class Trainer:
 
 
 def _sum_gradients_in_the_step(optimizer) -> None:
-    """Keras all-reduces the gradients inside apply_gradients; the step does it instead (to report the
-    global gradient norm without a second all-reduce), so Keras' own sum must become the identity.
-    Only on this instance, which optimizer_fn made for this trainer: do not hand it to Model.fit."""
+    """Keras all-reduces the gradients inside apply_gradients; the step does it instead (to report
+    the global gradient norm without a second all-reduce), so Keras' own sum must become the
+    identity. Only on this instance, which optimizer_fn made for this trainer: do not hand it to
+    Model.fit."""
     for opt in (
         optimizer,
         getattr(optimizer, "inner_optimizer", None),

@@ -1,10 +1,11 @@
 """Many `python -m trainers.X ...` commands for the price of one TensorFlow import.
 
-A command that fails on a bad flag spends ~6 s importing TensorFlow and well under one doing its work; the
-suite runs dozens. Here one driver process imports TensorFlow and Keras (no runtime started), then forks
-a child per command that runs the module as `python -m` does (`runpy`, `__main__`, its own argv, stdout and
-stderr to files), so exit codes and output are the commands' own. A few tests still start real processes
-(test_run_record, test_trainers' image folder runs) so the import path itself stays covered.
+A command that fails on a bad flag spends ~6 s importing TensorFlow and well under one doing its
+work; the suite runs dozens. Here one driver process imports TensorFlow and Keras (no runtime
+started), then forks a child per command that runs the module as `python -m` does (`runpy`,
+`__main__`, its own argv, stdout and stderr to files), so exit codes and output are the commands'
+own. A few tests still start real processes (test_run_record, test_trainers' image folder runs) so
+the import path itself stays covered.
 """
 
 import json
@@ -51,8 +52,8 @@ print(json.dumps([codes[i] for i in range(len(commands))]))
 
 
 def run_commands(commands: dict, env: dict | None = None, timeout: float = 600) -> dict:
-    """{key: (module, args)} -> {key: (exit code, stdout, stderr)}, every command run at once, in `env`
-    (default: this process's environment) with PYTHONPATH set to the checkout."""
+    """{key: (module, args)} -> {key: (exit code, stdout, stderr)}, every command run at once, in
+    `env` (default: this process's environment) with PYTHONPATH set to the checkout."""
     base = {**(os.environ if env is None else env), "PYTHONPATH": ROOT}
     with tempfile.TemporaryDirectory() as tmp:
         keys, specs = list(commands), []

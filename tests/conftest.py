@@ -1,5 +1,5 @@
-"""Test setup: two logical CPU devices (for 2-vs-1 replica tests, GPUs or not), GPU memory growth, and
-the shared datasets."""
+"""Test setup: two logical CPU devices (for 2-vs-1 replica tests, GPUs or not), GPU memory growth,
+and the shared datasets."""
 
 import os
 import pathlib
@@ -15,8 +15,8 @@ import tensorflow as tf  # noqa: E402
 # Logical devices must be set before TensorFlow initialises its runtime, so once per test process.
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-# On a GPU box the test processes (xdist workers, and the CLI runs they start) share each GPU: memory
-# grows as needed instead of the first process mapping nearly all of it.
+# On a GPU box the test processes (xdist workers, and the CLI runs they start) share each GPU:
+# memory grows as needed instead of the first process mapping nearly all of it.
 for _gpu in tf.config.list_physical_devices("GPU"):
     tf.config.experimental.set_memory_growth(_gpu, True)
 

@@ -92,7 +92,8 @@ def weights(model):
 
 @keras.saving.register_keras_serializable(package="tests")
 class PoisonAfter(keras.layers.Layer):
-    """Multiplies its input by NaN from the `at`-th training call on: a NaN injected at a chosen step."""
+    """Multiplies its input by NaN from the `at`-th training call on: a NaN injected at a chosen
+    step."""
 
     def __init__(self, at, **kwargs):
         super().__init__(**kwargs)

@@ -160,8 +160,8 @@ def test_tpu_strategy_gets_the_full_recipe_in_bf16_before_tensorflow_lists_a_tpu
 
 @pytest.fixture
 def held_tpu_lock(tmp_path, monkeypatch):
-    """libtpu's lock file, held by another process (lockf, as libtpu takes it): a notebook kernel that
-    imported TensorFlow with the TPU. Yields that process's pid."""
+    """libtpu's lock file, held by another process (lockf, as libtpu takes it): a notebook kernel
+    that imported TensorFlow with the TPU. Yields that process's pid."""
     lock = tmp_path / "libtpu_lockfile"
     holder = subprocess.Popen(
         [

@@ -100,7 +100,8 @@ def compiled(case):
 
 
 def _assert_images(out, like, atol=1e-6, side=None):
-    """`out` has the shape of `like` (with a `side` x `side` image), its dtype, and values in [0, 1]."""
+    """`out` has the shape of `like` (with a `side` x `side` image), its dtype, and values in [0,
+    1]."""
     shape = like.shape if side is None else (like.shape[0], side, side, like.shape[3])
     assert out.shape == shape and out.dtype == like.dtype
     assert float(tf.reduce_min(out)) >= -atol and float(tf.reduce_max(out)) <= 1.0 + atol
@@ -109,8 +110,9 @@ def _assert_images(out, like, atol=1e-6, side=None):
 @pytest.mark.parametrize("case", OPS)
 @pytest.mark.slow
 def test_op_contract(case, cifar):
-    """Same result eagerly, in tf.function and under XLA; shape, dtype and range kept; reproducible with
-    a seed, different across seeds, and each sample of a batch of one repeated image drawn on its own."""
+    """Same result eagerly, in tf.function and under XLA; shape, dtype and range kept; reproducible
+    with a seed, different across seeds, and each sample of a batch of one repeated image drawn on
+    its own."""
     x, y = cifar
     policy, graph, jit = compiled(case)
     eager = policy(x, y, SEED)
@@ -181,7 +183,8 @@ def test_uint8(case, cifar):
 
 
 def _window_offsets(x, out, pad, np_mode):
-    """For each sample, the (dy, dx) at which `out` is a window of `x` padded by `pad` (np.pad mode)."""
+    """For each sample, the (dy, dx) at which `out` is a window of `x` padded by `pad` (np.pad
+    mode)."""
     padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode=np_mode)
     h, w = x.shape[1:3]
     offsets = []
@@ -199,8 +202,9 @@ def _window_offsets(x, out, pad, np_mode):
 
 
 def test_crop_to_is_a_window_inside_and_evaluation_takes_the_centre(cifar):
-    """Each output is a 24x20 window fully inside its image, at its own offset; evaluation images get the
-    centre window, which the policy's eval_transform applies (also when prob= leaves samples out)."""
+    """Each output is a 24x20 window fully inside its image, at its own offset; evaluation images
+    get the centre window, which the policy's eval_transform applies (also when prob= leaves samples
+    out)."""
     x = cifar[0].numpy()
     out = ops.random_crop_to(x, SEED, size=(24, 20)).numpy()
     assert out.shape == (B, 24, 20, 3)
@@ -237,8 +241,9 @@ def test_crop_to_is_a_window_inside_and_evaluation_takes_the_centre(cifar):
     ],
 )
 def test_prob_applies_the_op_to_a_masked_share_of_samples(cifar, spec, own):
-    """prob= on any op: each sample is either exactly the op's output (the op draws as it would alone)
-    or exactly the input, in about that share of 64 samples (XLA: test_op_contract[affine_prob])."""
+    """prob= on any op: each sample is either exactly the op's output (the op draws as it would
+    alone) or exactly the input, in about that share of 64 samples (XLA:
+    test_op_contract[affine_prob])."""
     x = tf.tile(cifar[0], [8, 1, 1, 1])
     y = tf.tile(cifar[1], [8])
     policy = augment.get_policy(spec, num_classes=10, image_shape=(32, 32, 3))
@@ -255,8 +260,8 @@ def test_prob_applies_the_op_to_a_masked_share_of_samples(cifar, spec, own):
 
 @pytest.mark.parametrize("axis", ["x", "y"])
 def test_shear_matches_a_pixel_shift_per_row(axis):
-    """A 45-degree shear along x moves row r by (r - centre) pixels (x_in = x + (y - cy)), nearest and
-    constant fill, about the centre of a 9x9 image; along y, columns likewise."""
+    """A 45-degree shear along x moves row r by (r - centre) pixels (x_in = x + (y - cy)), nearest
+    and constant fill, about the centre of a 9x9 image; along y, columns likewise."""
     rng = np.random.default_rng(0)
     x = rng.random((2, 9, 9, 3)).astype(np.float32)
     angles = (np.pi / 4, 0.0) if axis == "x" else (0.0, np.pi / 4)
@@ -276,7 +281,8 @@ def test_shear_matches_a_pixel_shift_per_row(axis):
 
 
 def test_brightness_scale_multiplies_each_image_by_one_factor(cifar):
-    """ImageDataGenerator's brightness_range: out = clip(f x) with one f per sample in [0.8, 1.2]."""
+    """ImageDataGenerator's brightness_range: out = clip(f x) with one f per sample in [0.8,
+    1.2]."""
     x = cifar[0].numpy()
     out = ops.random_brightness_scale(x, SEED, factors=(0.8, 1.2)).numpy()
     factors = []
@@ -304,8 +310,8 @@ def test_crop_is_a_window_of_the_padded_image(cifar, fill_mode, np_mode):
 
 
 def test_translation_moves_content(cifar):
-    """Nearest-neighbour translation is a whole-pixel shift of the content: out(y, x) = in(y - ty, x - tx),
-    content moving right/down for positive shifts; bilinear agrees at those shifts."""
+    """Nearest-neighbour translation is a whole-pixel shift of the content: out(y, x) = in(y - ty, x
+    - tx), content moving right/down for positive shifts; bilinear agrees at those shifts."""
     x = cifar[0].numpy()
     shifts = tf.constant([[0.0, 0.0], [3.0, 0.0], [0.0, -5.0], [2.0, 7.0]] * 2)  # (tx, ty)
     m = geometric._affine_matrices(32, 32, tf.zeros([B]), shifts[:, 0], shifts[:, 1], tf.ones([B]))
@@ -370,8 +376,9 @@ def test_cutout_patch_size(cifar, fully_inside):
 
 @pytest.mark.parametrize("case", MIXING)
 def test_mixing_label_weights_match_pixels(case):
-    """Constant images c_i = (i + 1) / (B + 1) with class i: each output pixel is w c_i + (1 - w) c_j, and
-    the label weight of sample i must equal mean(w) (cutmix: the kept area fraction exactly)."""
+    """Constant images c_i = (i + 1) / (B + 1) with class i: each output pixel is w c_i + (1 - w)
+    c_j, and the label weight of sample i must equal mean(w) (cutmix: the kept area fraction
+    exactly)."""
     coded = tf.broadcast_to(
         tf.reshape(tf.range(1, B + 1, dtype=tf.float32) / (B + 1), [B, 1, 1, 1]), [B, 32, 32, 3]
     )
@@ -404,7 +411,8 @@ def test_mixing_label_weights_match_pixels(case):
 
 @pytest.mark.parametrize("alpha", [0.2, 1.0, 2.0])
 def test_beta_sampler_moments(alpha):
-    """Beta(alpha, alpha) from our XLA-friendly sampler: mean 1/2, variance 1 / (4 (2 alpha + 1))."""
+    """Beta(alpha, alpha) from our XLA-friendly sampler: mean 1/2, variance 1 / (4 (2 alpha +
+    1))."""
     n = 20000
     lam = mixing._beta(ops.core.Draws(SEED, mixing._BETA_ROWS, n), alpha).numpy()
     assert 0.0 <= lam.min() and lam.max() <= 1.0
@@ -437,8 +445,9 @@ def test_step_seed():
 
 @pytest.mark.slow
 def test_replicas_augment_differently(cifar):
-    """Under MirroredStrategy (2 logical CPUs), each replica folds its id into the seed: same global seed
-    and step, different augmentation; replica r equals the eager policy with step_seed(seed, step, r)."""
+    """Under MirroredStrategy (2 logical CPUs), each replica folds its id into the seed: same global
+    seed and step, different augmentation; replica r equals the eager policy with step_seed(seed,
+    step, r)."""
     x, y = cifar
     policy = augment.get_policy("flip_crop", num_classes=10, image_shape=(32, 32, 3))
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -559,7 +568,8 @@ def _stream(arrays, steps, **kwargs):
 
 
 def test_alternating_flip_mirrors_each_image_every_other_epoch():
-    """Epoch 0 mirrors a random half; each later epoch mirrors exactly the images the one before did not."""
+    """Epoch 0 mirrors a random half; each later epoch mirrors exactly the images the one before did
+    not."""
     images = np.random.default_rng(0).integers(
         0, 256, (64, 5, 6, 1), dtype=np.uint8
     )  # 4 steps an epoch

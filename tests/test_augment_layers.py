@@ -1,7 +1,8 @@
 """augment.layers.Augment: the --augment policies as a Keras layer inside the model. Driven by our
 Trainer it gives the same images as --augment for the same seed (so the same training); identity
 (or the centre crop) with training=False; its own SeedGenerator elsewhere, under XLA too; saves as
-.keras. Also crop_to end to end: the model is built for the cropped size, evaluation is centre-cropped."""
+.keras. Also crop_to end to end: the model is built for the cropped size, evaluation is
+centre-cropped."""
 
 import logging
 
@@ -42,9 +43,10 @@ def _model(input_side, *front):
 
 @pytest.mark.slow
 def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
-    """The same policy as --augment (the task) or as a layer in the model, same run seed, 2 replicas:
-    the same augmented images at every step and replica (the step_seed call argument), hence the
-    same weights; evaluation centre-crops in the task as in the layer, hence the same test loss."""
+    """The same policy as --augment (the task) or as a layer in the model, same run seed, 2
+    replicas: the same augmented images at every step and replica (the step_seed call argument),
+    hence the same weights; evaluation centre-crops in the task as in the layer, hence the same test
+    loss."""
     config = TrainConfig(
         global_batch_size=32,
         train_steps=4,
@@ -83,8 +85,8 @@ def test_layer_in_the_trainer_trains_exactly_like_augment(digits):
 
 
 def test_step_seed_argument_gives_the_policy_images(digits, caplog):
-    """Given the step's seed s (the `step_seed` call argument the Trainer's step passes), the layer's
-    output is policy(images, labels, s); a layer with seed=1 draws from fold_in(s, 1), other
+    """Given the step's seed s (the `step_seed` call argument the Trainer's step passes), the
+    layer's output is policy(images, labels, s); a layer with seed=1 draws from fold_in(s, 1), other
     parameters; inside a Sequential model the argument reaches the layer; with training=False:
     identity, or the centre crop."""
     x = tf.constant(digits.train[0][:16], tf.float32) / 255.0
@@ -108,8 +110,9 @@ def test_step_seed_argument_gives_the_policy_images(digits, caplog):
 
 @pytest.mark.slow
 def test_seed_generator_outside_the_trainer_under_xla(digits, tmp_path):
-    """Outside our Trainer: the layer's SeedGenerator, a new draw at each call and per sample, compiled
-    with jit_compile=True; the model saves and loads as .keras (safe mode) with the same policy."""
+    """Outside our Trainer: the layer's SeedGenerator, a new draw at each call and per sample,
+    compiled with jit_compile=True; the model saves and loads as .keras (safe mode) with the same
+    policy."""
     x = tf.constant(digits.train[0][:8], tf.float32) / 255.0
     spec = "crop_to:size=24,prob=0.7,cutout:size=8"
     model = _model(28, layers.Augment(spec, seed=11))
@@ -138,8 +141,9 @@ def test_layer_refuses_what_it_cannot_do():
 
 @pytest.mark.slow
 def test_crop_to_end_to_end(data_dir, tmp_path):
-    """recipes.configs('mnist', smoke=True, augment='crop_to:size=24,...'): the CNN is built for 24x24,
-    and the reported test loss is the model's on the centre-cropped test images (not another window)."""
+    """recipes.configs('mnist', smoke=True, augment='crop_to:size=24,...'): the CNN is built for
+    24x24, and the reported test loss is the model's on the centre-cropped test images (not another
+    window)."""
     from trainers import recipes
     from trainers.experiment import load_data, run_experiment
 

@@ -1,7 +1,8 @@
 """Every bad flag or combination fails before training: one line "error: ...", exit 2, no traceback.
 
-The in-process tables check the messages cheaply; the CLI table runs a representative command of each
-kind as a user does (each process spends its ~8 s importing TensorFlow, so they start all at once).
+The in-process tables check the messages cheaply; the CLI table runs a representative command of
+each kind as a user does (each process spends its ~8 s importing TensorFlow, so they start all at
+once).
 """
 
 import os
@@ -115,7 +116,8 @@ def test_experiment_config_refuses(kwargs, match):
         ExperimentConfig(**kwargs)
 
 
-# What only the data's image shape decides: checked once the data is loaded, before anything is built.
+# What only the data's image shape decides: checked once the data is loaded, before anything is
+# built.
 BAD_FOR_28x28 = [
     (
         dict(augment="crop:padding=-1"),
@@ -211,7 +213,8 @@ def test_triplet_refuses_bad_values_before_reading_data(tmp_path):
 
 
 def test_pretrained_weights_offline_are_a_one_line_data_error(monkeypatch):
-    """--pretrained without the internet: the command line maps a DataError to one line and exit 2."""
+    """--pretrained without the internet: the command line maps a DataError to one line and exit
+    2."""
     import keras
 
     from framework.data.datasets import DataError
@@ -230,7 +233,8 @@ def test_pretrained_weights_offline_are_a_one_line_data_error(monkeypatch):
 
 @pytest.fixture(scope="module")
 def fec_files(tmp_path_factory):
-    """A tiny FEC layout: two faces on disk, a good CSV, one missing a column, one naming a missing face."""
+    """A tiny FEC layout: two faces on disk, a good CSV, one missing a column, one naming a missing
+    face."""
     import tensorflow as tf
 
     root = tmp_path_factory.mktemp("fec")
@@ -254,7 +258,8 @@ def _fec(root, csv):
     ]
 
 
-# (trainer, flags, what the one line says). Commands the notebooks ran; recipe-related ones are elsewhere.
+# (trainer, flags, what the one line says). Commands the notebooks ran; recipe-related ones are
+# elsewhere.
 BAD_COMMANDS = [
     (
         "mnist",
@@ -298,8 +303,8 @@ BAD_COMMANDS = [
 
 @pytest.fixture(scope="module")
 def bad_command_runs(fec_files, data_dir, tmp_path_factory):
-    """Every BAD_COMMANDS run, at once after one TensorFlow import (tests/cli_runs.py): (exit code, stderr,
-    model_dir)."""
+    """Every BAD_COMMANDS run, at once after one TensorFlow import (tests/cli_runs.py): (exit code,
+    stderr, model_dir)."""
     from cli_runs import run_commands
 
     commands, model_dirs = {}, {}
@@ -335,7 +340,8 @@ def test_cli_bad_input_exits_2_with_one_line(index, bad_command_runs):
 
 
 def _tensorflow_noise(line: str) -> bool:
-    """TensorFlow's C++ start-up lines (another change silences them; the tests do not depend on it)."""
+    """TensorFlow's C++ start-up lines (another change silences them; the tests do not depend on
+    it)."""
     return (
         line[:5] in ("I0000", "W0000", "E0000")
         or "oneDNN" in line
@@ -348,5 +354,6 @@ def _tensorflow_noise(line: str) -> bool:
 
 
 def _log_line(line: str) -> bool:
-    """absl's INFO lines ('I1202 05:48:14.551791 ... cli.py:91] config ...'), which are not errors."""
+    """absl's INFO lines ('I1202 05:48:14.551791 ... cli.py:91] config ...'), which are not
+    errors."""
     return len(line) > 5 and line[0] == "I" and line[1:5].isdigit()

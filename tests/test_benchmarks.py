@@ -35,7 +35,8 @@ def _head():
 
 @pytest.fixture(scope="module")
 def smoke_reports(tmp_path_factory, data_dir):
-    """Each SMOKE report, the benchmarks started at once (each spends seconds importing TensorFlow)."""
+    """Each SMOKE report, the benchmarks started at once (each spends seconds importing
+    TensorFlow)."""
     out = tmp_path_factory.mktemp("reports")
     heads = {_head()}
     commands = {
@@ -146,7 +147,8 @@ def test_smoke_report_carries_the_commit_and_parses(name, smoke_reports):
 
 @pytest.fixture(scope="module")
 def issue14_smokes(tmp_path_factory, data_dir):
-    """benchmarks.step_profile (no peer) and benchmarks.vs_peer without a peer venv, at smoke size, at once."""
+    """benchmarks.step_profile (no peer) and benchmarks.vs_peer without a peer venv, at smoke size,
+    at once."""
     out = tmp_path_factory.mktemp("issue14")
     commands = {
         "step_profile": ["benchmarks.step_profile", "--smoke", "--nopeer"],
@@ -226,13 +228,15 @@ def test_onednn_verbose_summary_counts_primitives_by_isa_and_reorders():
 
     log = "\n".join(
         [
-            "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with float16, Intel DL Boost and bfloat16 support and Intel AMX",
+            "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with float16, Intel DL Boost and "
+            "bfloat16 support and Intel AMX",
             "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,"
             "src:bf16::blocked:acdb::f0,,alg:convolution_direct,mb256_ic24oc96_ih31oh31kh3,0.5",
             "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,"
             "src:bf16::blocked:acdb::f0,,alg:convolution_direct,mb256_ic24oc96_ih31oh31kh3,0.25",
             "onednn_verbose,v1,primitive,exec,cpu,pooling,jit:avx512_core_bf16,forward_training,src:bf16,,alg,desc,0.1",
-            "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:abcd dst:bf16,,,2x3,0.05",
+            "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:abcd "
+            "dst:bf16,,,2x3,0.05",
             "onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_f32::blocked:ab:f0,,,2568x12:12x24,2.0",
             "not a oneDNN line",
         ]
@@ -252,7 +256,8 @@ def test_onednn_verbose_summary_counts_primitives_by_isa_and_reorders():
 
 
 def test_step_profile_counts_onednn_rewrites_as_their_op():
-    """Op types differ by CPU (an AVX2 EPYC ran Conv2DBackpropInput, a Zen 5 _MklNativeConv2DBackpropInput)."""
+    """Op types differ by CPU (an AVX2 EPYC ran Conv2DBackpropInput, a Zen 5
+    _MklNativeConv2DBackpropInput)."""
     from benchmarks.step_profile import categorize
 
     for op, category in (
@@ -268,8 +273,8 @@ def test_step_profile_counts_onednn_rewrites_as_their_op():
 
 @pytest.mark.cli
 def test_notebook_experiments_run_each_command_and_tabulate_its_figure(tmp_path, data_dir):
-    """Issue 17's table at smoke size: each command runs as typed, in its own process, and its figure is read
-    from the run's result.json (a series' repeats.json, a variant's folder)."""
+    """Issue 17's table at smoke size: each command runs as typed, in its own process, and its
+    figure is read from the run's result.json (a series' repeats.json, a variant's folder)."""
     proc = subprocess.run(
         regenerate.command("notebook_experiments", str(tmp_path), smoke=True),
         cwd=ROOT,

@@ -1,5 +1,6 @@
-"""Keras callbacks in our loop (framework/callbacks.py) against the same callbacks under Model.fit, and
-each run's TensorBoard HParams (framework/hparams.py), read back with TensorBoard's own reader."""
+"""Keras callbacks in our loop (framework/callbacks.py) against the same callbacks under Model.fit,
+and each run's TensorBoard HParams (framework/hparams.py), read back with TensorBoard's own
+reader."""
 
 import csv
 import os
@@ -60,9 +61,10 @@ def ours(model_dir, callbacks=(), **overrides) -> dict:
 
 @pytest.mark.slow
 def test_hooks_and_logs_keys_are_fits(tmp_path):
-    """The same recording callback under Model.fit (steps_per_execution=4, our steps_per_loop) and in our
-    loop: the same hooks in the same order, the same epochs and batch indices, the same logs keys (ours add
-    only the engine's step measurements); fit's per-batch test hooks have no counterpart (one compiled pass)."""
+    """The same recording callback under Model.fit (steps_per_execution=4, our steps_per_loop) and
+    in our loop: the same hooks in the same order, the same epochs and batch indices, the same logs
+    keys (ours add only the engine's step measurements); fit's per-batch test hooks have no
+    counterpart (one compiled pass)."""
     x, y, xt, yt = mnist_arrays()
     model = mlp_fn()()
     model.compile(
@@ -96,7 +98,8 @@ def test_a_no_op_callback_leaves_the_run_bit_identical(tmp_path):
 
 
 def hparams_experiment(logdir: str):
-    """What TensorBoard's HPARAMS tab shows for a log folder: the plugin's experiment, inferred from the runs."""
+    """What TensorBoard's HPARAMS tab shows for a log folder: the plugin's experiment, inferred from
+    the runs."""
     from tensorboard import context
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
@@ -118,8 +121,9 @@ def hparams_experiment(logdir: str):
 
 @pytest.mark.slow
 def test_runs_write_hparams_that_tensorboard_compares(tmp_path):
-    """Two runs that differ in their learning rate: TensorBoard's reader finds each run's HParams and final
-    metrics, and its HPARAMS tab marks the learning rate (only) as differing, with test_accuracy a metric."""
+    """Two runs that differ in their learning rate: TensorBoard's reader finds each run's HParams
+    and final metrics, and its HPARAMS tab marks the learning rate (only) as differing, with
+    test_accuracy a metric."""
     results = {
         lr: ours(tmp_path / "runs" / f"lr_{lr}", learning_rate=lr, epochs=1) for lr in (0.05, 0.1)
     }
@@ -145,9 +149,10 @@ def test_runs_write_hparams_that_tensorboard_compares(tmp_path):
 
 @pytest.mark.slow
 def test_early_stopping_and_csv_logger_resume_where_they_were(tmp_path):
-    """EarlyStopping stops at the epoch it stops at under an uninterrupted run, even when the run was paused
-    (a hook) and resumed in between: its wait and best travel in the checkpoint. CSVLogger keeps one row per
-    epoch across both sessions; a run the callback stopped stays stopped when run again."""
+    """EarlyStopping stops at the epoch it stops at under an uninterrupted run, even when the run
+    was paused (a hook) and resumed in between: its wait and best travel in the checkpoint.
+    CSVLogger keeps one row per epoch across both sessions; a run the callback stopped stays stopped
+    when run again."""
 
     def stopper():  # never improves by 1.0: stops once 2 evaluations did not improve
         return keras.callbacks.EarlyStopping("val_loss", patience=2, min_delta=1.0)

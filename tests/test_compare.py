@@ -101,7 +101,8 @@ def test_a_folder_without_results_is_one_line_and_exit_2_and_help_needs_no_tenso
         timeout=60,
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'empty'}: no result.json under it (not a finished run, series or sweep)"
+        f"error: {tmp_path / 'empty'}: no result.json under it (not a finished run, series or "
+        "sweep)"
     ]
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "trainers.compare", "--help"],

@@ -23,7 +23,8 @@ TINY = ["--train_examples=512", "--test_examples=256", "--train_steps=2", "--noe
 
 
 def _quiet_env():
-    # The user's environment, without the suite's TF_CPP_MIN_LOG_LEVEL: the trainers must be quiet alone.
+    # The user's environment, without the suite's TF_CPP_MIN_LOG_LEVEL: the trainers must be quiet
+    # alone.
     return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
 
@@ -237,7 +238,7 @@ def test_the_engine_config_holds_only_what_the_engine_reads():
         ExperimentConfig(label_smoothing=1.0)
 
 
-# --- point 11: no TensorFlow for --help, no start-up noise -------------------------------------------
+# --- point 11: no TensorFlow for --help, no start-up noise ----------------------------------------
 
 
 @pytest.mark.cli
@@ -264,7 +265,7 @@ def test_help_imports_no_tensorflow_and_prints_no_noise():
     assert code == 0, err[-2000:]
 
 
-# --- points 10, 6, 7: recipes, inapplicable recipe values, the effective configuration -------------
+# --- points 10, 6, 7: recipes, inapplicable recipe values, the effective configuration ------------
 
 
 def test_recipes_api():
@@ -314,7 +315,8 @@ def test_recipe_values_that_do_not_apply_are_dropped_and_the_users_are_errors():
         recipes.configs("cifar", "fast", optimizer="rmsprop", nesterov=True)
     with pytest.raises(ConfigError, match="--tta_translate=1 needs --tta"):
         recipes.configs("cifar", "fast", tta=False, tta_translate=1)
-    # The recipe's one-cycle shape goes with its schedule: a constant LR drops it (it was an exit 2).
+    # The recipe's one-cycle shape goes with its schedule: a constant LR drops it (it was an exit
+    # 2).
     _, config = recipes.configs("cifar", "fast", lr_schedule="constant")
     assert (config.onecycle_start, config.onecycle_end, config.warmup_fraction) == (0.0, 0.0, 0.0)
     _, config = recipes.configs("cifar", "fast", lr_schedule="cosine")
@@ -337,7 +339,8 @@ def test_keras_defaults_unless_a_trainer_says_otherwise():
     assert experiment.optimizer_fn_for(ExperimentConfig(optimizer="rmsprop"))(0.1).momentum == 0.0
     with pytest.raises(ValueError, match="`momentum` .* does not apply to adam"):
         optimizers.build_optimizer("adam", 0.1, momentum=0.9)
-    # A notebook's config says so too; the recipes module's table (no Keras import) is the optimizers'.
+    # A notebook's config says so too; the recipes module's table (no Keras import) is the
+    # optimizers'.
     with pytest.raises(
         ConfigError, match=r"--nesterov=True does not apply to --optimizer=adam \(only to sgd\)"
     ):
@@ -347,7 +350,8 @@ def test_keras_defaults_unless_a_trainer_says_otherwise():
 
 @pytest.fixture(scope="module")
 def cifar_runs(tmp_path_factory, data_dir):
-    """The three commands of issue #18 (point 6) at tiny size and two user errors, started at once."""
+    """The three commands of issue #18 (point 6) at tiny size and two user errors, started at
+    once."""
     commands = {
         "adam": ["--optimizer=adam"],
         "cnn": ["--model=cnn"],
@@ -356,7 +360,8 @@ def cifar_runs(tmp_path_factory, data_dir):
         "user_translate": ["--notta", "--tta_translate=1"],
     }
     root = tmp_path_factory.mktemp("cifar_runs")
-    # "adam" in a process of its own (its quiet start-up is checked); the rest after one import, forked.
+    # "adam" in a process of its own (its quiet start-up is checked); the rest after one import,
+    # forked.
     from cli_runs import run_commands
 
     alone = _python(
@@ -409,7 +414,8 @@ def test_cifar_commands_drop_what_does_not_apply_and_train(cifar_runs, key, drop
     )
     assert ("momentum" in shown) == (key != "adam")
     assert ("tta" in shown) == ("tta_translate" in shown) == (key != "notta")
-    # ... and the whole of it in the run directory, equal to what the Python API gives for the same flags.
+    # ... and the whole of it in the run directory, equal to what the Python API gives for the same
+    # flags.
     recorded = json.loads((root / key / "run_config.json").read_text())["config"]
     given = dict(a[2:].split("=", 1) if "=" in a else (a[4:], False) for a in commands[key] + TINY)
     given = {k: (int(v) if str(v).isdigit() else v) for k, v in given.items()}

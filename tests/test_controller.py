@@ -92,7 +92,8 @@ def test_step_reports_reg_loss_global_grad_norm_and_lr_at_step_0(strategy):
         got["reg_loss"], L2 * sum(np.sum(k.astype(np.float64) ** 2) for k in kernels), rtol=1e-5
     )
     np.testing.assert_allclose(got["loss"], float(data_loss), rtol=1e-5)
-    # The global gradient's norm: a per-replica norm (of half the batch's sum) would be about half of it.
+    # The global gradient's norm: a per-replica norm (of half the batch's sum) would be about half
+    # of it.
     np.testing.assert_allclose(got["grad_norm"], expected_norm, rtol=1e-4)
     np.testing.assert_allclose(got["learning_rate"], 0.05, rtol=1e-6)  # constant schedule
     assert "skipped_steps" not in got  # only with fp16
@@ -147,7 +148,8 @@ def test_fp16_reports_loss_scale_and_counts_skipped_steps():
     assert (
         normal["skipped_steps"] == 0 and normal["loss_scale"] == 2.0**15 and normal["grad_norm"] > 0
     )
-    # A loss scale of 2**127 overflows float32: every gradient is Inf, the step is skipped and the scale halves.
+    # A loss scale of 2**127 overflows float32: every gradient is Inf, the step is skipped and the
+    # scale halves.
     trainer.optimizer.dynamic_scale.assign(2.0**127)
     before = h.weights(trainer.model)
     trainer.train_loop_begin()
@@ -162,7 +164,8 @@ def test_fp16_reports_loss_scale_and_counts_skipped_steps():
     assert int(trainer.step.numpy()) == 5
 
 
-# ---------------------------------------------------------------- per-loop metrics, epoch means, resume
+# ---------------------------------------------------------------- per-loop metrics, epoch means,
+# resume
 def test_loop_metrics_are_per_loop_and_history_rows_are_epoch_means(tmp_path):
     loops = []
     cfg = h.config(model_dir=str(tmp_path), epochs=2, steps_per_loop=16)
@@ -175,7 +178,8 @@ def test_loop_metrics_are_per_loop_and_history_rows_are_epoch_means(tmp_path):
         hooks=[lambda info: loops.append((info.step, info.steps, dict(info.metrics)))],
     )
     assert [step for step, _, _ in loops] == [16, 32, 48, 64, 80, 96, 112, 128]
-    # The same two loops by hand: each starts from zero (a running mean would carry loop 1 into loop 2).
+    # The same two loops by hand: each starts from zero (a running mean would carry loop 1 into loop
+    # 2).
     trainer = make_trainer(cfg.replace(model_dir=None), h.mnist_data())
     iterator = train_iterator(trainer, h.mnist_data(), cfg)
     by_hand = []
@@ -315,8 +319,8 @@ def test_unknown_metric_in_target_or_monitor_is_refused_before_training(flags, m
 
 @pytest.mark.slow
 def test_train_split_evaluated_each_epoch_and_a_target_on_it(tmp_path):
-    """--eval_splits=train,test: the training set evaluated (train_loss) beside the steps' running mean (loss);
-    a target on train_loss stops the run at the first epoch that meets it."""
+    """--eval_splits=train,test: the training set evaluated (train_loss) beside the steps' running
+    mean (loss); a target on train_loss stops the run at the first epoch that meets it."""
     cfg = h.config(
         model_dir=str(tmp_path), epochs=10, eval_splits=("train", "test"), target="train_loss<=0.35"
     )
@@ -338,8 +342,8 @@ def test_train_split_evaluated_each_epoch_and_a_target_on_it(tmp_path):
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 @pytest.mark.slow
 def test_predict_returns_every_test_example_in_order(strategy):
-    """500 test examples in batches of 32 (the last one padded), on 1 or 2 replicas: each row once, in the
-    test set's order, and the logits give the evaluation's accuracy."""
+    """500 test examples in batches of 32 (the last one padded), on 1 or 2 replicas: each row once,
+    in the test set's order, and the logits give the evaluation's accuracy."""
     cfg = h.config(strategy=strategy, num_cpu_devices=2 if strategy == "mirrored" else 0)
     data = h.mnist_data(train=512, test=500)
     trainer = make_trainer(cfg, data)
@@ -395,8 +399,9 @@ def test_loop_plan_is_logged_once_per_run(caplog):
 
 
 def test_a_signal_after_the_loops_decision_counts_at_the_next_loop():
-    """The stop is decided once per loop (on several workers, by an all-reduce): a signal landing after
-    that point, e.g. while the step's checkpoint is saved, must not stop this worker alone at this step."""
+    """The stop is decided once per loop (on several workers, by an all-reduce): a signal landing
+    after that point, e.g. while the step's checkpoint is saved, must not stop this worker alone at
+    this step."""
     signals = actions.Signals(strategy=None)
     signals.after_loop(None)
     signals.received = 15  # lands after the decision of this loop

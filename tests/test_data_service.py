@@ -1,5 +1,5 @@
-"""tf.data service (framework/data_service.py): every example once per epoch through 2 data workers, a
-resume restarts the right epoch, and a run launched with 2 local data workers trains."""
+"""tf.data service (framework/data_service.py): every example once per epoch through 2 data workers,
+a resume restarts the right epoch, and a run launched with 2 local data workers trains."""
 
 import collections
 import json
@@ -103,8 +103,9 @@ def test_launch_with_two_data_workers_trains(tmp_path, data_dir):
 
 
 def test_a_corrupt_jpeg_met_by_a_data_worker_is_named_by_the_trainer(service, tmp_path):
-    """Decoded unchecked in a data worker (JPEGs, --on_corrupt=fail), a garbled file fails the consumer with
-    TensorFlow's InvalidArgumentError (what the trainers catch), which is traced to the file."""
+    """Decoded unchecked in a data worker (JPEGs, --on_corrupt=fail), a garbled file fails the
+    consumer with TensorFlow's InvalidArgumentError (what the trainers catch), which is traced to
+    the file."""
     from test_streaming import _garble, make_folder
 
     from framework.data.image_folder import list_image_folder, unreadable_file_message

@@ -1,4 +1,5 @@
-"""Array loaders (both file layouts), the decoded-CIFAR cache, image folders and subsets, on real data."""
+"""Array loaders (both file layouts), the decoded-CIFAR cache, image folders and subsets, on real
+data."""
 
 import gzip
 import os
@@ -46,7 +47,7 @@ def _write_jpeg_npz(path, jpegs, train=None):
     np.savez(path, **arrays)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The shared layout and the README's checks.
 
 
@@ -111,7 +112,7 @@ def test_cache_dir(monkeypatch, tmp_path):
     assert datasets.cache_dir() == "/y"
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Keras' download layout, built here from real images.
 
 
@@ -238,7 +239,7 @@ def test_cifar_pickles_read_only_from_a_named_folder(tmp_path, monkeypatch, cifa
     assert len(datasets.load("cifar10", str(keras_dir), download=False).x_test) == 2
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Missing and broken files.
 
 
@@ -319,7 +320,7 @@ def test_wrong_npz_contents(tmp_path):
             datasets.load("mnist", str(tmp_path), download=False)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # JPEG datasets: decode, memory and disk caches.
 
 
@@ -366,7 +367,7 @@ def test_jpeg_mixed_sizes_and_corrupt_images(tmp_path, monkeypatch, jpegs):
         datasets.load("cifar10", str(tmp_path), download=False)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Image folders.
 
 
@@ -472,7 +473,7 @@ def test_image_folder_missing(tmp_path):
         load_image_folder(str(tmp_path / "empty"))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Subsets.
 
 

@@ -151,7 +151,8 @@ def test_two_replicas_equal_one_replica_mlp():
 
 @pytest.mark.slow
 def test_two_replicas_equal_one_with_sync_batchnorm_only():
-    # lr 0.01: at 0.05 the float rounding of E[x^2]-E[x]^2 (sync) vs the direct variance grows to 5e-5.
+    # lr 0.01: at 0.05 the float rounding of E[x^2]-E[x]^2 (sync) vs the direct variance grows to
+    # 5e-5.
     _, w1 = _train_weights("default", h.bn_cnn_fn(sync=False), steps=20, learning_rate=0.01)
     _, w2 = _train_weights("mirrored", h.bn_cnn_fn(sync=True), steps=20, learning_rate=0.01)
     for a, b in zip(w1, w2):
@@ -162,7 +163,8 @@ def test_two_replicas_equal_one_with_sync_batchnorm_only():
 
 
 def test_lookahead_averages_the_weights_at_its_steps():
-    # By hand: after step 4 (every=2, 8 steps in all) rho = 0.9**2 * (4/8)**3; weights become the average.
+    # By hand: after step 4 (every=2, 8 steps in all) rho = 0.9**2 * (4/8)**3; weights become the
+    # average.
     from framework.lookahead import Lookahead
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="ones")])
@@ -220,9 +222,9 @@ def test_regularization_loss_counted_once_across_replicas():
 
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_regularization_enters_the_step_exactly_once(strategy):
-    """One plain-SGD step with and without an L2(c) kernel regularizer, from the same weights and batch:
-    the kernels must differ by exactly -lr * 2c * W0 (the L2 term's gradient). Dropping model.losses
-    gives 0, counting it once per replica gives twice that."""
+    """One plain-SGD step with and without an L2(c) kernel regularizer, from the same weights and
+    batch: the kernels must differ by exactly -lr * 2c * W0 (the L2 term's gradient). Dropping
+    model.losses gives 0, counting it once per replica gives twice that."""
     c, lr = 0.05, 0.1
 
     def model_fn(regularizer):
@@ -477,7 +479,8 @@ def test_resume_refuses_a_different_model(tmp_path):
 
 @pytest.mark.slow
 def test_early_stopping_plateau_and_best_checkpoint(tmp_path):
-    # A learning rate this small cannot move the test accuracy: every evaluation is "no improvement".
+    # A learning rate this small cannot move the test accuracy: every evaluation is "no
+    # improvement".
     cfg = h.config(
         model_dir=str(tmp_path),
         epochs=10,

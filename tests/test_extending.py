@@ -1,6 +1,6 @@
-"""Extending by one file: a new model in trainers/models/ and a new data source (a CSV of image paths
-and labels) in framework/data/sources/ are each one file, usable by name from the command line at
-once. The test writes the files, trains with each for a few steps, then removes them."""
+"""Extending by one file: a new model in trainers/models/ and a new data source (a CSV of image
+paths and labels) in framework/data/sources/ are each one file, usable by name from the command line
+at once. The test writes the files, trains with each for a few steps, then removes them."""
 
 import contextlib
 import json

@@ -43,7 +43,8 @@ def blank(images, seed, *, value: float = 0.0):
 
 @pytest.fixture
 def new_op(tmp_path):
-    """new_op(xla) -> (op name, path of its trace log): one new file in augment/ops/, removed after."""
+    """new_op(xla) -> (op name, path of its trace log): one new file in augment/ops/, removed
+    after."""
     made = []
 
     def make(xla: bool):

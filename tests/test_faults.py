@@ -1,11 +1,12 @@
 """Issue 33: damaged checkpoints and run files, and failed writes, never cost a run or a traceback.
 
-One real MNIST run (64 steps, a checkpoint every 16, 3 kept: ckpt-32, -48, -64) is copied, damaged the way
-a disk or a copy damages files, and resumed with the same configuration: it must end with the weights of
-the run that was never touched, start from the newest intact checkpoint (never from step 0 over this run's
-checkpoints), keep every damaged file under damaged/<time>/, or refuse in one line that says what to do.
-Full disks are fake writers (monkeypatch): CI has no privileges to fill a disk. SIGKILL at random moments,
-on one process and on 2 workers, is benchmarks/faults.py's soak (too long for the suite).
+One real MNIST run (64 steps, a checkpoint every 16, 3 kept: ckpt-32, -48, -64) is copied, damaged
+the way a disk or a copy damages files, and resumed with the same configuration: it must end with
+the weights of the run that was never touched, start from the newest intact checkpoint (never from
+step 0 over this run's checkpoints), keep every damaged file under damaged/<time>/, or refuse in one
+line that says what to do. Full disks are fake writers (monkeypatch): CI has no privileges to fill a
+disk. SIGKILL at random moments, on one process and on 2 workers, is benchmarks/faults.py's soak
+(too long for the suite).
 """
 
 import errno
@@ -200,8 +201,9 @@ def _full_disk(*args, **kwargs):
 
 @pytest.mark.slow
 def test_a_checkpoint_save_on_a_full_disk_leaves_the_folder_resumable(copy, untouched, monkeypatch):
-    """The disk fills in the middle of the save of step 48 (its files half there): one line, its partial
-    files gone; once space is freed the same call resumes from ckpt-32 and ends as if nothing happened."""
+    """The disk fills in the middle of the save of step 48 (its files half there): one line, its
+    partial files gone; once space is freed the same call resumes from ckpt-32 and ends as if
+    nothing happened."""
     for number in (48, 64):
         for path in glob.glob(str(copy / "checkpoints" / f"ckpt-{number}.*")):
             os.remove(path)

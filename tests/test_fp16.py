@@ -1,4 +1,5 @@
-"""fp16 loss scaling on several replicas: one verdict for all replicas, and one counter for step and LR."""
+"""fp16 loss scaling on several replicas: one verdict for all replicas, and one counter for step and
+LR."""
 
 import engine_helpers as h
 import keras

@@ -1,5 +1,5 @@
-"""`pip install -e .` (issue 32.2): pyproject.toml's metadata against the pins of both TensorFlow versions we
-run on, and a real editable install into a temporary venv, used from another folder."""
+"""`pip install -e .` (issue 32.2): pyproject.toml's metadata against the pins of both TensorFlow
+versions we run on, and a real editable install into a temporary venv, used from another folder."""
 
 import os
 import re
@@ -12,7 +12,8 @@ import tomllib
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# What tensorflow-tpu 2.20 brings itself, at its own versions: the TPU cells install us with --no-deps.
+# What tensorflow-tpu 2.20 brings itself, at its own versions: the TPU cells install us with
+# --no-deps.
 TENSORFLOWS_OWN = {"tensorflow", "tensorboard", "numpy"}
 
 
@@ -38,11 +39,13 @@ def test_metadata_pins_are_requirements_txt_and_the_tpu_cells_skip_only_tensorfl
     runtime, dev = pins(meta["dependencies"]), pins(meta["optional-dependencies"]["dev"])
     with open(os.path.join(ROOT, "requirements.txt")) as f:
         required = pins(f)
-    # TF 2.21: the metadata pins exactly requirements.txt (runtime + dev), as `pip install -e .` gets them.
+    # TF 2.21: the metadata pins exactly requirements.txt (runtime + dev), as `pip install -e .`
+    # gets them.
     assert {**runtime, **dev} == required
     assert runtime["tensorflow"] == "2.21.0" and "pytest" not in runtime
-    # TF 2.20 on a TPU: tensorflow-tpu provides the module, not a `tensorflow` distribution, so the cells
-    # install us with --no-deps and pin the rest themselves at our versions (TF's own come with it).
+    # TF 2.20 on a TPU: tensorflow-tpu provides the module, not a `tensorflow` distribution, so the
+    # cells install us with --no-deps and pin the rest themselves at our versions (TF's own come
+    # with it).
     with open(os.path.join(ROOT, "WORKSPACE.md")) as f:
         blocks = f.read().split("```")
     cells = [b.replace("\\\n", " ") for b in blocks if "tensorflow-tpu==" in b]
@@ -62,9 +65,9 @@ def test_metadata_pins_are_requirements_txt_and_the_tpu_cells_skip_only_tensorfl
 @pytest.mark.cli
 @pytest.mark.slow
 def test_editable_install_runs_from_another_folder(tmp_path):
-    """The checkout installed (-e) into a fresh venv that sees this venv's packages through a .pth file:
-    --no-index --no-build-isolation downloads nothing. Then, from another folder, the trainer's smoke command
-    and a notebook's import."""
+    """The checkout installed (-e) into a fresh venv that sees this venv's packages through a .pth
+    file: --no-index --no-build-isolation downloads nothing. Then, from another folder, the
+    trainer's smoke command and a notebook's import."""
     source, venv, elsewhere = tmp_path / "tfloops", tmp_path / "venv", tmp_path / "elsewhere"
     tracked = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
@@ -85,7 +88,8 @@ def test_editable_install_runs_from_another_folder(tmp_path):
         f.write(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--no-index", "--no-build-isolation", "-e", str(source)],
+        [python, "-m", "pip", "install", "-q", "--no-index", "--no-build-isolation",
+         "-e", str(source)],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-3000:]

@@ -1,10 +1,12 @@
-"""The layers hold: each module's imports, read with `ast` (nothing is imported), against WORKSPACE.md's map.
+"""The layers hold: each module's imports, read with `ast` (nothing is imported), against
+WORKSPACE.md's map.
 
-- framework/ (the engine) imports neither augment/ nor trainers/; augment/ imports nothing from trainers/.
+- framework/ (the engine) imports neither augment/ nor trainers/; augment/ imports nothing from
+  trainers/.
 - No import cycle between the project's modules, counting module-level and function-level imports.
 - A function-level import is there only to keep TensorFlow out of `--help` (or out of a module that
-  must load before it), and says so on its line: `# lazy: keeps TF out of --help`. The imported module
-  must then really bring TensorFlow or Keras in (through its own module-level imports).
+  must load before it), and says so on its line: `# lazy: keeps TF out of --help`. The imported
+  module must then really bring TensorFlow or Keras in (through its own module-level imports).
 
 Each failure names the module, the line and the import. `importlib.import_module` by name (the
 registries' plug-in lookup) is not an import statement and is not counted.
@@ -23,7 +25,8 @@ FORBIDDEN = {"framework": ("augment", "trainers"), "augment": ("trainers",)}
 
 
 class Import:
-    """One import statement's one target: `module` imports `target` at `line` (in a function or not)."""
+    """One import statement's one target: `module` imports `target` at `line` (in a function or
+    not)."""
 
     def __init__(self, module, target, line, in_function, marked, text):
         self.module, self.target, self.line = module, target, line
@@ -178,7 +181,8 @@ def brings_tensorflow(target: str, imports, modules: dict) -> bool:
 
 
 def lazy_import_violations(imports, modules: dict) -> list:
-    """(import, why) for each function-level import without the marker, or whose marker is not true."""
+    """(import, why) for each function-level import without the marker, or whose marker is not
+    true."""
     bad = []
     for imp in imports:
         if not imp.in_function:

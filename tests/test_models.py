@@ -114,7 +114,8 @@ def test_sync_batchnorm(name):
 @pytest.mark.parametrize("sync", [True, False])
 @pytest.mark.slow
 def test_two_replicas_equal_one_with_sync_batchnorm(sync):
-    """With synchronized BN, a training step on 2 replicas updates BN statistics as 1 device does."""
+    """With synchronized BN, a training step on 2 replicas updates BN statistics as 1 device
+    does."""
     images, labels = _images((28, 28, 1), batch=8), np.arange(8) % 3
     reference = models.build_model("cnn_bn", input_shape=(28, 28, 1), num_classes=3, seed=0)
     reference(images, training=True)
@@ -353,9 +354,9 @@ def test_scaled_bias_trains_with_its_learning_rate_times_the_scale():
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 def test_airbench_fused_batchnorm_trains_as_keras_batchnorm(dtype):
-    """Outputs, the input's gradient and the moving statistics of the fused kernel are Keras' (airbench's
-    BN: no scale, no centre); inference is Keras' own call. Real activations: the whitened CIFAR-like
-    statistics matter less than a mean and spread far from 0 and 1."""
+    """Outputs, the input's gradient and the moving statistics of the fused kernel are Keras'
+    (airbench's BN: no scale, no centre); inference is Keras' own call. Real activations: the
+    whitened CIFAR-like statistics matter less than a mean and spread far from 0 and 1."""
     from trainers.airbench_net import FusedBatchNorm
 
     x = tf.random.stateless_normal((8, 7, 7, 16), seed=(1, 2)) * 3.0 + 1.5
@@ -416,7 +417,7 @@ def test_airbench_uses_the_fused_batchnorm_unless_synchronized():
     )
 
 
-# --- issue 17.2: the notebooks' templates ------------------------------------------------------------
+# --- issue 17.2: the notebooks' templates ---------------------------------------------------------
 
 
 def _layer_names(model, kind):
@@ -459,7 +460,8 @@ def test_cnn_takes_any_conv_stack_padding_pools_and_dense_layers():
     )  # valid: 28 -> 26 -> 13 -> 11 -> 5
     assert (
         models.options_error("cnn", widths=(8,) * 5, image_size=28)
-        == "cnn needs images of at least 78x78 pixels (--padding=same keeps the size; fewer --widths or pools shrink it less)"
+        == "cnn needs images of at least 78x78 pixels (--padding=same keeps the size; fewer "
+        "--widths or pools shrink it less)"
     )
     assert (
         models.options_error("cnn", widths=(8,) * 5, padding="same", pool="1,2,3,4", image_size=28)
@@ -504,7 +506,7 @@ def not_a_model(input_shape, num_classes):
 def seeded(input_shape, num_classes, seed):
     return keras.Sequential([keras.Input(input_shape), keras.layers.Flatten(),
                              keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed))])
-"""
+"""  # noqa: E501
 
 
 @pytest.fixture
@@ -612,7 +614,8 @@ def test_init_from_a_run_starts_at_its_accuracy_and_a_saved_keras_model_fine_tun
     assert warm["test_accuracy"][0] == pytest.approx(
         first["test_accuracy"], abs=1e-6
     )  # step 0 = run 1's end
-    # The same weights as a .keras file, fine-tuned with a frozen backbone (run 1 of staged fine-tuning).
+    # The same weights as a .keras file, fine-tuned with a frozen backbone (run 1 of staged
+    # fine-tuning).
     model = models.build_model("mlp", input_shape=(28, 28, 1), num_classes=10, widths=(32,))
     model_source.warm_start(
         model, model_source.initial_values(str(tmp_path / "run1")), path="run1", what="mlp"
@@ -623,8 +626,8 @@ def test_init_from_a_run_starts_at_its_accuracy_and_a_saved_keras_model_fine_tun
 
 
 def test_fused_gelu_is_keras_gelu_forward_and_backward_and_reloads(tmp_path):
-    """trainers/activations.py's XLA-compiled GELU (4x faster at the fast net's shapes) computes Keras' exact
-    GELU and its gradient, keeps bf16 in bf16, and a model using it saves and loads."""
+    """trainers/activations.py's XLA-compiled GELU (4x faster at the fast net's shapes) computes
+    Keras' exact GELU and its gradient, keeps bf16 in bf16, and a model using it saves and loads."""
     import tensorflow as tf
 
     from trainers.activations import gelu

@@ -1,5 +1,5 @@
-"""What a run leaves to look at: predictions.npz, per-class accuracy, several evaluation splits per epoch,
-the step-0 evaluation and live curves, on a small real MNIST run."""
+"""What a run leaves to look at: predictions.npz, per-class accuracy, several evaluation splits per
+epoch, the step-0 evaluation and live curves, on a small real MNIST run."""
 
 import json
 import os
@@ -13,8 +13,9 @@ from trainers.experiment import run_experiment
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """2 epochs of 8 steps (MLP, 512 train / 256 test examples), evaluating the test set's two halves at
-    step 0 and each epoch end, with --plot and the flipped test set; a loop hook notes curves.png's mtime."""
+    """2 epochs of 8 steps (MLP, 512 train / 256 test examples), evaluating the test set's two
+    halves at step 0 and each epoch end, with --plot and the flipped test set; a loop hook notes
+    curves.png's mtime."""
     model_dir = str(tmp_path_factory.mktemp("outputs") / "run")
     exp, config = recipes.configs(
         "mnist",
@@ -106,8 +107,8 @@ def test_curves_are_rewritten_at_each_evaluation(run):
 
 @pytest.mark.slow
 def test_predictions_and_transforms_of_a_test_set_streamed_from_files(tmp_path):
-    """An image folder streamed from its files: predict, the wrong images' lookup, a half and a flipped copy
-    all go through the split's own tf.data pipeline."""
+    """An image folder streamed from its files: predict, the wrong images' lookup, a half and a
+    flipped copy all go through the split's own tf.data pipeline."""
     import tensorflow as tf
 
     import framework

@@ -43,7 +43,8 @@ def _l2_mlp(l2=0.01):
 
 
 def _first_batch(data, cfg):
-    """The batch our step 0 sees: the first element of the training pipeline (a chunk of one step)."""
+    """The batch our step 0 sees: the first element of the training pipeline (a chunk of one
+    step)."""
     dataset = input_pipeline.train_dataset_fn(
         data.train, global_batch_size=cfg.global_batch_size, seed=cfg.seed
     )(tf.distribute.InputContext())
@@ -106,8 +107,9 @@ def test_one_step_equals_keras_fit_with_l2_and_label_smoothing(strategy):
 
 @pytest.mark.slow
 def test_host_augmentation_equals_device_augmentation_for_the_same_seed():
-    """The same flip+crop per (seed, step, replica): in the tf.data map, or inside the step, on 2 replicas.
-    (The image test below shows the augmentation changes every batch: equal weights are not "both did nothing".)"""
+    """The same flip+crop per (seed, step, replica): in the tf.data map, or inside the step, on 2
+    replicas. (The image test below shows the augmentation changes every batch: equal weights are
+    not "both did nothing".)"""
     cfg = h.config(
         strategy="mirrored", num_cpu_devices=2, train_steps=12, steps_per_fetch=1, seed=3
     )
@@ -134,7 +136,8 @@ def test_host_augmentation_equals_device_augmentation_for_the_same_seed():
 
 @pytest.mark.slow
 def test_host_and_device_augmentation_see_the_same_images():
-    """Image by image: the host pipeline's batch of (step, replica) is the device's augmentation of the raw one."""
+    """Image by image: the host pipeline's batch of (step, replica) is the device's augmentation of
+    the raw one."""
     seed, batch = 5, 16
     policy = augment.get_policy("flip,crop:padding=4", num_classes=10, image_shape=(28, 28, 1))
     data = h.mnist_data(train=256)
@@ -166,8 +169,9 @@ def test_host_and_device_augmentation_see_the_same_images():
 
 @pytest.mark.parametrize("num_examples", [500, 470])
 def test_padded_evaluation_on_two_replicas_counts_every_example_once(num_examples):
-    """500 = 7 x 64 + 52 (the second replica's last half-batch is partly padding), 470 = 7 x 64 + 22 (all of
-    it is padding): accuracy and loss must be those of a numpy pass over the model's logits."""
+    """500 = 7 x 64 + 52 (the second replica's last half-batch is partly padding), 470 = 7 x 64 + 22
+    (all of it is padding): accuracy and loss must be those of a numpy pass over the model's
+    logits."""
     cfg = h.config(strategy="mirrored", num_cpu_devices=2, train_steps=16, eval_batch_size=64)
     x, y, xt, yt = h.mnist_arrays()
     data = framework.Data(

@@ -54,7 +54,8 @@ def _latest_step(model_dir):
 
 
 def _start_and_signal(model_dir, sig, after_step):
-    """Start a run, send `sig` once a checkpoint at or after `after_step` exists; returns the process."""
+    """Start a run, send `sig` once a checkpoint at or after `after_step` exists; returns the
+    process."""
     proc = subprocess.Popen(
         MNIST_MLP + [f"--model_dir={model_dir}"],
         cwd=ROOT,
@@ -81,7 +82,8 @@ def _final_variables(model_dir):
 
 
 def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
-    # The uninterrupted run goes on beside the interrupted ones (--deterministic: same numbers either way).
+    # The uninterrupted run goes on beside the interrupted ones (--deterministic: same numbers
+    # either way).
     full = subprocess.Popen(
         MNIST_MLP + [f"--model_dir={tmp_path / 'full'}"],
         cwd=ROOT,
@@ -119,9 +121,10 @@ def test_kill_9_and_sigterm_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_two_workers_on_localhost_agree_on_the_weights_and_the_time_budget(tmp_path):
-    """One launch of 2 MultiWorkerMirrored workers: the same final weights on both, and one train_steps from
-    --train_minutes (each worker times the steps itself, 3588 and 3593 ex/s in one run: they must agree on
-    the number of timed chunks, each step being a collective, and on the length)."""
+    """One launch of 2 MultiWorkerMirrored workers: the same final weights on both, and one
+    train_steps from --train_minutes (each worker times the steps itself, 3588 and 3593 ex/s in one
+    run: they must agree on the number of timed chunks, each step being a collective, and on the
+    length)."""
     args = [
         sys.executable,
         "-m",
@@ -190,8 +193,8 @@ def test_a_dead_worker_stops_the_other(tmp_path):
 
 
 def test_worker_killed_mid_run_stops_the_other_and_all_resume(tmp_path):
-    """kill -9 one of two workers: the survivor errors out (no hang: the strategy's health check, with no
-    collective timeout set); restarting both resumes."""
+    """kill -9 one of two workers: the survivor errors out (no hang: the strategy's health check,
+    with no collective timeout set); restarting both resumes."""
     from framework.launch import tf_configs
 
     args = [

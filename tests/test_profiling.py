@@ -34,7 +34,8 @@ def test_slow_pipeline_is_input_bound(monkeypatch):
     result = framework.train(
         h.config(train_steps=48), data, model_fn=h.mlp_fn(), optimizer_fn=h.sgd, task=h.task()
     )
-    # 20 ms of sleep in a ~22 ms step: about 0.9, when the loop that traced is left out (0.46 with it).
+    # 20 ms of sleep in a ~22 ms step: about 0.9, when the loop that traced is left out (0.46 with
+    # it).
     assert result["bound"] == "input-bound" and result["input_wait_fraction"] > 0.7, result
     # ... and the per-loop line says so after the first (tracing) loop.
     loop_lines = [line for line in lines if line.startswith("train |")]
@@ -45,9 +46,9 @@ def test_slow_pipeline_is_input_bound(monkeypatch):
 def test_synthetic_data_is_step_bound():
     data = h.mnist_data(train=16384)
     data.synthetic = True
-    # Batch 1024, loops of 16 steps, 4 batches per get_next: a get_next costs a fixed ~1 ms (several on a
-    # busy machine), well under the 2.5% of a step the host CPU allows (one batch per get_next, as synthetic
-    # data once forced, read 'partly input-bound' on a busy CI machine).
+    # Batch 1024, loops of 16 steps, 4 batches per get_next: a get_next costs a fixed ~1 ms (several
+    # on a busy machine), well under the 2.5% of a step the host CPU allows (one batch per get_next,
+    # as synthetic data once forced, read 'partly input-bound' on a busy CI machine).
     result = framework.train(
         h.config(train_steps=48, global_batch_size=1024, steps_per_fetch=4),
         data,
@@ -93,8 +94,9 @@ def test_profile_steps_write_a_trace(tmp_path):
 
 
 def test_a_step_on_the_host_cpu_is_input_bound_at_half_the_wait():
-    """Beside tf.data's threads on the same CPU the step itself slows, so the wait shows only part of the
-    input's cost (framework/profiling.py has the measurement): 19% wait on a CPU is input-bound."""
+    """Beside tf.data's threads on the same CPU the step itself slows, so the wait shows only part
+    of the input's cost (framework/profiling.py has the measurement): 19% wait on a CPU is
+    input-bound."""
     from framework import profiling
 
     assert profiling.classify(0.19) == "partly input-bound"

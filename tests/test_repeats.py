@@ -1,4 +1,5 @@
-"""--variants and --sweep cells (parsed as flags, built by the recipes), and what a series writes."""
+"""--variants and --sweep cells (parsed as flags, built by the recipes), and what a series
+writes."""
 
 import json
 
@@ -146,8 +147,8 @@ def test_a_series_exports_only_when_asked(tmp_path, data_dir):
 
 
 def test_ensembles_follow_the_task():
-    """Binary outputs are one logit (an argmax over one column would call every image class 0); regression
-    outputs are averaged and scored by MAE."""
+    """Binary outputs are one logit (an argmax over one column would call every image class 0);
+    regression outputs are averaged and scored by MAE."""
     import numpy as np
 
     labels = np.array([1, 0, 1, 0])

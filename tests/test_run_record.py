@@ -1,5 +1,6 @@
-"""A run directory is resumed only by the same configuration (framework/run_record.py): the same command
-resumes, other settings are refused before anything is built, --fresh_start moves the old run aside."""
+"""A run directory is resumed only by the same configuration (framework/run_record.py): the same
+command resumes, other settings are refused before anything is built, --fresh_start moves the old
+run aside."""
 
 import concurrent.futures
 import dataclasses
@@ -34,7 +35,8 @@ def _config(model_dir, **kw):
 
 
 class FirstSteps:
-    """A loop hook that records the step each loop started at; stops the run after `stop_at` steps."""
+    """A loop hook that records the step each loop started at; stops the run after `stop_at`
+    steps."""
 
     def __init__(self, stop_at=None):
         self.starts, self.stop_at = [], stop_at
@@ -326,7 +328,8 @@ def test_cli_refuses_another_configuration_with_one_line_and_exit_2(tmp_path, da
 
 
 def _tensorflow_noise(line: str) -> bool:
-    """TensorFlow's C++ start-up lines (another change silences them; the tests do not depend on it)."""
+    """TensorFlow's C++ start-up lines (another change silences them; the tests do not depend on
+    it)."""
     return (
         line[:5] in ("I0000", "W0000", "E0000")
         or "oneDNN" in line

@@ -1,9 +1,11 @@
-"""Streamed image folders: the same batches as in memory, exact resume after kill -9, each worker its own
-share, corrupt files skipped (counted) or failing by name, and the in-memory/streaming choice line.
+"""Streamed image folders: the same batches as in memory, exact resume after kill -9, each worker
+its own share, corrupt files skipped (counted) or failing by name, and the in-memory/streaming
+choice line.
 
 The fixture's images are 16x16 grey PNGs whose pixels all hold the example's id (< 256), so a batch
-says which examples it holds; labels are id % 3 (class folders c0, c1, c2). `jpeg_folder` holds random
-32x32 RGB JPEGs: with --on_corrupt=fail they take the unchecked path (streaming.checks_each_file).
+says which examples it holds; labels are id % 3 (class folders c0, c1, c2). `jpeg_folder` holds
+random 32x32 RGB JPEGs: with --on_corrupt=fail they take the unchecked path
+(streaming.checks_each_file).
 """
 
 import json
@@ -29,8 +31,8 @@ from framework.data.image_folder import (
 
 
 def make_folder(root, ids, split="train", jpeg=False):
-    """root/split/c{id % 3}/{id:04d}.png, each image filled with its id; jpeg: {id:04d}.jpg, random 32x32 RGB
-    seeded by the id."""
+    """root/split/c{id % 3}/{id:04d}.png, each image filled with its id; jpeg: {id:04d}.jpg, random
+    32x32 RGB seeded by the id."""
     for i in ids:
         folder = os.path.join(root, split, f"c{i % 3}")
         os.makedirs(folder, exist_ok=True)
@@ -282,7 +284,8 @@ def test_decode_image_file_reads_resizes_and_names_each_kind_of_bad_file(tmp_pat
         assert streaming.corrupt_file_message(err.value).startswith(
             f"{tmp_path / name}: unreadable image file: {why}"
         )
-    # No pixel limit (no header parse): the same images, and the same names for files that are no image.
+    # No pixel limit (no header parse): the same images, and the same names for files that are no
+    # image.
     for name in ("right.jpg", "other_size.jpg", "right.png"):
         assert (
             np.array_equal(decode(name, limit=0)[0], decode(name)[0]) and decode(name, limit=0)[1]
@@ -295,8 +298,8 @@ def test_decode_image_file_reads_resizes_and_names_each_kind_of_bad_file(tmp_pat
             f"{tmp_path / name}: unreadable image file: {why}"
         )
 
-    # Unchecked (JPEGs, --on_corrupt=fail): the same images; a resized file over the limit fails by name; the
-    # decoder's own errors name no file (find_unreadable does: the test above).
+    # Unchecked (JPEGs, --on_corrupt=fail): the same images; a resized file over the limit fails by
+    # name; the decoder's own errors name no file (find_unreadable does: the test above).
     def unchecked(name, limit=10**6):
         image, readable = streaming.decode_image_file(
             tf.constant(str(tmp_path / name)),

@@ -1,5 +1,6 @@
-"""The tasks beyond softmax classification (--task=binary, --task=regression) train with the same step, and
---input_range / --augment=normalize give the model the same pixels at training and evaluation."""
+"""The tasks beyond softmax classification (--task=binary, --task=regression) train with the same
+step, and --input_range / --augment=normalize give the model the same pixels at training and
+evaluation."""
 
 import json
 
@@ -113,8 +114,8 @@ def test_task_kinds_and_output_widths():
 
 @pytest.mark.slow
 def test_device_augmentation_compiles_builtin_policies_and_runs_your_own_ops_as_they_are():
-    """Policies of augment.ops run as one XLA cluster in the step; an op of your own (here Python, which XLA
-    cannot compile) runs as it is. Both give the policy's own pixels."""
+    """Policies of augment.ops run as one XLA cluster in the step; an op of your own (here Python,
+    which XLA cannot compile) runs as it is. Both give the policy's own pixels."""
     import augment
 
     builtin = augment.get_policy("flip,crop:padding=2", num_classes=10, image_shape=(8, 8, 3))

@@ -201,12 +201,13 @@ def test_missing_shard_is_named(tmp_path, mnist):
         tfrecords.load_tfrecord_dataset(str(tmp_path))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Streaming (the guarantees in framework/data/tfrecords.py's docstring).
 
 
 def _numbered_shards(out, n=400, shards=4):
-    """n 4x4 images whose pixels hold their id (in 2 bytes), in `shards` shards; and a test split."""
+    """n 4x4 images whose pixels hold their id (in 2 bytes), in `shards` shards; and a test
+    split."""
     ids = np.arange(n)
     x = np.zeros((n, 4, 4, 1), np.uint8)
     x[:, 0, 0, 0], x[:, 0, 1, 0] = ids // 256, ids % 256
@@ -235,8 +236,8 @@ def test_streamed_shards_resume_exactly_and_split_over_pipelines(tmp_path):
     for epoch in (0, 1):
         ids = np.concatenate(full[12 * epoch : 12 * epoch + 12])
         assert len(set(ids)) == 384
-        # Interleaving 4 shards of 100 consecutive ids: the first 64-record block holds the first 16 of
-        # each shard, shuffled within the block (no record leaves its block).
+        # Interleaving 4 shards of 100 consecutive ids: the first 64-record block holds the first 16
+        # of each shard, shuffled within the block (no record leaves its block).
         assert sorted(ids[:64]) == sorted(100 * s + k for s in range(4) for k in range(16))
         assert not np.array_equal(ids[:64], np.sort(ids[:64]))
     assert not np.array_equal(full[0], full[12])  # epochs differ

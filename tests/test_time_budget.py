@@ -1,5 +1,5 @@
-"""The time budget's ladder: the rung chosen from a (fake) measured speed, when the ladder applies, and one
-real run that trains the chosen rung's net for its epochs."""
+"""The time budget's ladder: the rung chosen from a (fake) measured speed, when the ladder applies,
+and one real run that trains the chosen rung's net for its epochs."""
 
 import json
 import logging
@@ -25,8 +25,8 @@ def _choose(rate, minutes=11.0, steps_per_epoch=195):
 
 
 def test_the_largest_rung_that_fits_is_chosen_from_the_measured_speed():
-    # 1,607 ex/s (the fast recipe, bf16, Sapphire Rapids): 32,128,128 costs 1.66x the fast net per example,
-    # 12 epochs of it 10.3 min; 48,192,192 (3.46x) x 14 would take 24.6 min.
+    # 1,607 ex/s (the fast recipe, bf16, Sapphire Rapids): 32,128,128 costs 1.66x the fast net per
+    # example, 12 epochs of it 10.3 min; 48,192,192 (3.46x) x 14 would take 24.6 min.
     decision = _choose(1607.0)
     assert decision["widths"] == [32, 128, 128] and decision["train_steps"] == 12 * 195
     assert decision["estimated_minutes"] == pytest.approx(
@@ -80,8 +80,8 @@ def test_a_rung_that_may_fit_is_timed_and_the_nets_between_are_interpolated():
             measure=measure,
         )
 
-    # 2,059 ex/s: FLOPs alone say 40 x 12 takes 12.0 min (32 x 12 would be chosen); 48 x 14 might fit and
-    # is timed (11.6 min: no), then 40 x 12 is (9.1 min: yes).
+    # 2,059 ex/s: FLOPs alone say 40 x 12 takes 12.0 min (32 x 12 would be chosen); 48 x 14 might
+    # fit and is timed (11.6 min: no), then 40 x 12 is (9.1 min: yes).
     decision = choose(2059.0)
     assert timed == [(48, 192, 192), (40, 160, 160)] and decision["widths"] == [40, 160, 160]
     assert decision["estimated_minutes"] == pytest.approx(12 * 195 * 256 / 1100 / 60, rel=1e-6)
@@ -90,8 +90,8 @@ def test_a_rung_that_may_fit_is_timed_and_the_nets_between_are_interpolated():
         "1,000 at 48,192,192 -> rung 40,160,160 x 12 epochs, est. 9.1 min"
     )
     assert decision["timed_rungs"] == {"40,160,160": 1100.0, "48,192,192": 1000.0}
-    # 2,635 ex/s: 48 x 14 is timed and does not fit; 40 x 12 fits by FLOPs from the fast net (9.4 min): not
-    # timed, its estimate interpolated between the two nets timed.
+    # 2,635 ex/s: 48 x 14 is timed and does not fit; 40 x 12 fits by FLOPs from the fast net (9.4
+    # min): not timed, its estimate interpolated between the two nets timed.
     decision = choose(2635.0)
     assert timed == [(48, 192, 192)] and decision["widths"] == [40, 160, 160]
     assert (
@@ -99,7 +99,8 @@ def test_a_rung_that_may_fit_is_timed_and_the_nets_between_are_interpolated():
         < decision["estimated_minutes"]
         < 12 * 195 * 256 / 2635 / 60 * 2.476
     )
-    # Nothing worth timing: no wider rung could fit (900 ex/s), or the widest fits by FLOPs alone (1e5).
+    # Nothing worth timing: no wider rung could fit (900 ex/s), or the widest fits by FLOPs alone
+    # (1e5).
     assert choose(900.0)["widths"] == list(FAST) and timed == []
     assert choose(1e5)["widths"] == [64, 256, 256] and timed == []
     # A net faster than its FLOPs say is taken on its measured speed (a GPU: width costs little).
@@ -152,9 +153,10 @@ def test_a_budgeted_run_trains_the_chosen_rung(tmp_path, data_dir, monkeypatch, 
     from trainers import models
     from trainers.experiment import run_experiment
 
-    # 1 step per epoch of 16. A fake speed: 60 ex/s for the fast net, 30 for any wider one. In 0.11 minutes
-    # 40,160,160 x 12 may fit (cost as sqrt(FLOPs): 0.08 min) but not surely (by FLOPs: 0.13 min): it is
-    # timed on its own net, and fits (0.107 min); 48,192,192 x 14 would not (0.15 min from it).
+    # 1 step per epoch of 16. A fake speed: 60 ex/s for the fast net, 30 for any wider one. In 0.11
+    # minutes 40,160,160 x 12 may fit (cost as sqrt(FLOPs): 0.08 min) but not surely (by FLOPs: 0.13
+    # min): it is timed on its own net, and fits (0.107 min); 48,192,192 x 14 would not (0.15 min
+    # from it).
     fast_params = models.build_model(
         "airbench", input_shape=(32, 32, 3), num_classes=10, widths=FAST, seed=0
     ).count_params()

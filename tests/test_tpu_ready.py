@@ -1,6 +1,7 @@
-"""The closest a CPU comes to a TPU: each trainer's whole per-replica step (augmentation, GELU kernels,
-fused BN, lookahead) compiled as one XLA program (`jit_compile=True`: no host callbacks, every op with
-an XLA kernel), and what a TPU cannot run refused before anything runs. Unverified on a TPU itself."""
+"""The closest a CPU comes to a TPU: each trainer's whole per-replica step (augmentation, GELU
+kernels, fused BN, lookahead) compiled as one XLA program (`jit_compile=True`: no host callbacks,
+every op with an XLA kernel), and what a TPU cannot run refused before anything runs. Unverified on
+a TPU itself."""
 
 import json
 
@@ -26,7 +27,8 @@ def _compiled_step(controller):
     [("mnist", None), ("fashion_mnist", None), ("cifar", "fast"), ("cifar", "full")],
 )
 def test_each_trainers_step_compiles_as_one_xla_program(tmp_path, data_dir, trainer, recipe):
-    # fashion_mnist's model and augmentation, on MNIST's files (the same shapes; the suite has no Fashion-MNIST)
+    # fashion_mnist's model and augmentation, on MNIST's files (the same shapes; the suite has no
+    # Fashion-MNIST)
     data = {"dataset": "mnist"} if trainer == "fashion_mnist" else {}
     exp, config = recipes.configs(
         trainer, recipe, smoke=True, model_dir=str(tmp_path), **data, **XLA

@@ -1,4 +1,5 @@
-"""Each trainer for a few steps on the shared data, as a user runs it (in-process and from the CLI)."""
+"""Each trainer for a few steps on the shared data, as a user runs it (in-process and from the
+CLI)."""
 
 import dataclasses
 import json
@@ -66,7 +67,8 @@ def test_cifar_resnet9_learns_with_augmentation_tta_and_plots(tmp_path, data_dir
     )  # chance 0.1; 0.21 measured
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["step"] == [16, 32] and history["test_loss"][1] < history["test_loss"][0]
-    # The plots are images of something: two curves (train blue, test orange), feature maps in colour.
+    # The plots are images of something: two curves (train blue, test orange), feature maps in
+    # colour.
     curves, activations = _png(tmp_path / "curves.png"), _png(tmp_path / "activations.png")
     assert (
         curves.shape[0] >= 300 and curves.shape[1] >= 2 * curves.shape[0]

@@ -45,14 +45,16 @@ def test_known_values():
 
 # 1-D embeddings f0 = 0, f1 = 1, f2 = 3: d01 = 1, d02 = 9, d12 = 4; margin 0.5. By hand, the loss of
 # each ordering (face k the odd one, the other two the similar pair):
-#   L0 = [4 - 1 + .5]+ + [4 - 9 + .5]+ = 3.5,  L1 = [9 - 1 + .5]+ + [9 - 4 + .5]+ = 14,  L2 = 0 + 0 = 0.
+#   L0 = [4 - 1 + .5]+ + [4 - 9 + .5]+ = 3.5,  L1 = [9 - 1 + .5]+ + [9 - 4 + .5]+ = 14,  L2 = 0 + 0
+#   = 0.
 LINE = [np.float32([[0.0]] * 3), np.float32([[1.0]] * 3), np.float32([[3.0]] * 3)]
 SHARES = np.float32([[0.2, 0.1, 0.7], [0.6, 0.3, 0.1], [0.5, 0.5, 0.0]])
 
 
 def test_ordering_losses_and_the_two_triplet_losses_known_values():
     np.testing.assert_allclose(triplet_loss.ordering_losses(*LINE, 0.5), [[3.5, 14.0, 0.0]] * 3)
-    # vote_weighted: .2*3.5 + .1*14 + .7*0 = 2.1;  .6*3.5 + .3*14 + .1*0 = 6.3;  .5*3.5 + .5*14 = 8.75.
+    # vote_weighted: .2*3.5 + .1*14 + .7*0 = 2.1;  .6*3.5 + .3*14 + .1*0 = 6.3;  .5*3.5 + .5*14 =
+    # 8.75.
     np.testing.assert_allclose(
         triplet_loss.shares_loss_per_example(*LINE, SHARES, 0.5), [2.1, 6.3, 8.75], rtol=1e-6
     )
@@ -79,8 +81,8 @@ def test_triplet_accuracy_skips_a_batch_with_no_majority_triplet():
     from trainers.triplet_train import TripletTask
 
     correct, counted = triplet_loss.odd_one_hits(*LINE, SHARES)
-    # The embedding's odd one is f2 (pair f0, f1 closest): right for row 0, wrong for row 1; row 2 has
-    # no majority (top share 0.5) and is not counted.
+    # The embedding's odd one is f2 (pair f0, f1 closest): right for row 0, wrong for row 1; row 2
+    # has no majority (top share 0.5) and is not counted.
     np.testing.assert_array_equal(correct.numpy()[:2], [1.0, 0.0])
     np.testing.assert_array_equal(counted.numpy(), [1.0, 1.0, 0.0])
     task = TripletTask(0.5)
@@ -326,8 +328,9 @@ def test_load_fec_errors(tmp_path):
 
 
 def test_adabound_matches_its_definition_step_by_step():
-    """Three steps of AdaBound against the paper's update written out in numpy; the tiny third gradient's
-    Adam step size (~1e4) is clipped to the upper bound final_lr * (1 + 1 / (gamma t)) (~100 at t = 1)."""
+    """Three steps of AdaBound against the paper's update written out in numpy; the tiny third
+    gradient's Adam step size (~1e4) is clipped to the upper bound final_lr * (1 + 1 / (gamma t))
+    (~100 at t = 1)."""
     from trainers import optimizers
 
     w0, grads = (
@@ -429,7 +432,8 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
         )
     assert np.isfinite(results["no"]["test_loss"])
     assert results["no"]["weights_fingerprint"] == results["yes"]["weights_fingerprint"]
-    # Bad input is refused before anything is written: a missing image folder, a CSV missing a column.
+    # Bad input is refused before anything is written: a missing image folder, a CSV missing a
+    # column.
     with pytest.raises(FileNotFoundError, match="FEC image folder .*nowhere not found"):
         triplet.run_triplet(
             TrainConfig(model_dir=str(tmp_path / "bad")),
@@ -438,8 +442,8 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
             fec_images=str(tmp_path / "nowhere"),
         )
     assert not (tmp_path / "bad").exists()
-    # A header over --max_image_pixels (the faces are 24x24 = 576 pixels) is refused naming the file, in
-    # memory and streaming alike; a negative limit is a bad flag.
+    # A header over --max_image_pixels (the faces are 24x24 = 576 pixels) is refused naming the
+    # file, in memory and streaming alike; a negative limit is a bad flag.
     for mode in ("yes", "no"):
         with pytest.raises(
             ValueError, match=r"f\d\.jpg: unreadable image file: over max_image_pixels=500 pixels"
@@ -470,8 +474,8 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
             max_image_pixels=-1,
         )
     assert not (tmp_path / "neg").exists()
-    # A face cut in half met while streaming (unchecked: JPEGs, --on_corrupt=fail): TensorFlow's decode error,
-    # traced to the file.
+    # A face cut in half met while streaming (unchecked: JPEGs, --on_corrupt=fail): TensorFlow's
+    # decode error, traced to the file.
     face = os.path.join(image_dir, "f1.jpg")
     data = open(face, "rb").read()
     with open(face, "wb") as f:
@@ -497,8 +501,8 @@ def test_fec_trains_streamed_exactly_as_in_memory(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_options_evaluate_every_n_steps_on_a_subset_with_curves(tmp_path, data_dir):
-    """steps_per_epoch=3 (the notebook's 200): evaluations at steps 3 and 6 on a fixed sample of 64 test
-    triplets; the stream goes on across those epochs; AdaBound, dropout and --plot."""
+    """steps_per_epoch=3 (the notebook's 200): evaluations at steps 3 and 6 on a fixed sample of 64
+    test triplets; the stream goes on across those epochs; AdaBound, dropout and --plot."""
     import json
 
     from framework import TrainConfig

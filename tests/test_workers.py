@@ -1,4 +1,5 @@
-"""Several real workers on localhost: a SIGTERM that reaches one of them saves and stops all of them."""
+"""Several real workers on localhost: a SIGTERM that reaches one of them saves and stops all of
+them."""
 
 import json
 import os

@@ -177,7 +177,8 @@ def whitening_weights(images, patch_size=WHITENING_PATCH, eps=WHITENING_EPS):
 
 
 def build_airbench(inputs, layers, widths, activation, dropout, whitening_images=None):
-    """The body from `inputs` to the pooled features; `layers` is models.common.Layers (names, seeds)."""
+    """The body from `inputs` to the pooled features; `layers` is models.common.Layers (names,
+    seeds)."""
     channels = inputs.shape[-1]
     whiten_width = 2 * WHITENING_PATCH * WHITENING_PATCH * channels
     whiten = PatchWhitening(

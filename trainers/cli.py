@@ -75,16 +75,17 @@ def define_flags(name: str, key_module: str | None = "__main__") -> None:
             "sweep",
             "",
             "A grid over flags, e.g. 'learning_rate=0.01,0.1;model=mlp,cnn' (each value as its "
-            "flag takes it); each cell --repeats times in model_dir/<cell>/repeat_<i>; writes sweep.md, "
-            "sweep.json and compare.md/json/png.",
+            "flag takes it); each cell --repeats times in model_dir/<cell>/repeat_<i>; "
+            "writes sweep.md, sweep.json and compare.md/json/png.",
         ),
         "variants": lambda: flags.DEFINE_string(
             "variants",
             "",
             "Named variants over this command line's flags, one factor at a time, e.g. "
-            "'baseline:;deeper:widths=64,64,64;slow:learning_rate=1e-4 epochs=5' (a variant's flags "
-            "separated by spaces, each value as the flag takes it); each --repeats times in "
-            "model_dir/<variant>/repeat_<i>; writes sweep.md, sweep.json and compare.md/json/png.",
+            "'baseline:;deeper:widths=64,64,64;slow:learning_rate=1e-4 epochs=5' (a "
+            "variant's flags separated by spaces, each value as the flag takes it); each "
+            "--repeats times in model_dir/<variant>/repeat_<i>; writes sweep.md, "
+            "sweep.json and compare.md/json/png.",
         ),
         "verbose": lambda: flags.DEFINE_bool(
             "verbose", False, "Show TensorFlow's start-up and C++ info lines (hidden by default)."
@@ -160,9 +161,9 @@ def run(name: str, exp, config: TrainConfig) -> dict | None:
 
 @contextlib.contextmanager
 def exit_codes():
-    """How a run's failures end the command: bad input (a flag, a combination, a file, a checkpoint of
-    another run) one line and exit 2; a NaN exit 1 (the last good checkpoint kept); a signal 128+N
-    after its checkpoint. Every trainer's main runs inside it."""
+    """How a run's failures end the command: bad input (a flag, a combination, a file, a checkpoint
+    of another run) one line and exit 2; a NaN exit 1 (the last good checkpoint kept); a signal
+    128+N after its checkpoint. Every trainer's main runs inside it."""
     from framework import checkpointing, controller  # lazy: keeps TF out of --help
     from framework.data import datasets  # lazy: keeps TF out of --help
 
@@ -179,7 +180,8 @@ def exit_codes():
 
 
 def configs_from_flags(name: str):
-    """(ExperimentConfig, TrainConfig) for trainer `name`: its recipe with the flags given over it."""
+    """(ExperimentConfig, TrainConfig) for trainer `name`: its recipe with the flags given over
+    it."""
     given = given_options(name)
     recipe = FLAGS.recipe if "recipe" in FLAGS else None
     if recipe:
@@ -188,7 +190,8 @@ def configs_from_flags(name: str):
 
 
 def given_options(name: str) -> dict:
-    """The options the command line gave (trainer `name`'s config's and TrainConfig's flags), parsed."""
+    """The options the command line gave (trainer `name`'s config's and TrainConfig's flags),
+    parsed."""
     return {
         **config_flags.flag_dict(recipes_lib.config_class(name), given_only=True),
         **config_flags.flag_dict(TrainConfig, given_only=True),
@@ -197,7 +200,8 @@ def given_options(name: str) -> dict:
 
 def describe(*configs) -> str:
     """One line: the options whose values differ from their fields' defaults (the trainer's and the
-    recipe's choices, and the command line's); the whole configuration is in model_dir/run_config.json."""
+    recipe's choices, and the command line's); the whole configuration is in
+    model_dir/run_config.json."""
     changed = []
     for config in configs:
         for field in dataclasses.fields(config):

@@ -3,14 +3,14 @@
     python -m trainers.compare runs/sweep                   # every variant of a sweep
     python -m trainers.compare runs/adam runs/sgd --out=.   # two series of repeats
 
-Each RUN_DIR may hold a single run, a series of repeats (repeat_<i>/ folders) or a sweep (a folder per
-cell or variant, each a series); every result.json under it is found. Runs group by series: the runs
-in repeat_<i>/ folders are one group, named after their folder (the variant's name in a sweep); any
-other run is a group of one. For each group and every numeric final metric in result.json (the test
-accuracy, the --eval_transforms accuracies such as test_flip_ud_accuracy, the loss, wall_seconds,
-examples_per_sec, ...) you get n, mean, std (over repeats, ddof=1), median, min and max, written to
---out (default: the RUN_DIR when one is given, else the current folder) as compare.md, compare.json
-and compare.png (a bar per group: the mean, with the std as its error bar).
+Each RUN_DIR may hold a single run, a series of repeats (repeat_<i>/ folders) or a sweep (a folder
+per cell or variant, each a series); every result.json under it is found. Runs group by series: the
+runs in repeat_<i>/ folders are one group, named after their folder (the variant's name in a sweep);
+any other run is a group of one. For each group and every numeric final metric in result.json (the
+test accuracy, the --eval_transforms accuracies such as test_flip_ud_accuracy, the loss,
+wall_seconds, examples_per_sec, ...) you get n, mean, std (over repeats, ddof=1), median, min and
+max, written to --out (default: the RUN_DIR when one is given, else the current folder) as
+compare.md, compare.json and compare.png (a bar per group: the mean, with the std as its error bar).
 
 A RUN_DIR without any result.json is one line and exit 2. `--help` imports no TensorFlow.
 """
@@ -100,9 +100,9 @@ def statistics(values) -> dict[str, float]:
 
 
 def compare(run_dirs) -> dict:
-    """{"groups": {label: {"runs": [run folders], "metrics": {metric: statistics}}}, "metrics": [...]}
-    over every result.json under `run_dirs`. A metric missing from some runs of a group is summarized
-    over the runs that have it."""
+    """{"groups": {label: {"runs": [run folders], "metrics": {metric: statistics}}}, "metrics":
+    [...]} over every result.json under `run_dirs`. A metric missing from some runs of a group is
+    summarized over the runs that have it."""
     groups, order = {}, []
     for label, paths in find_groups(run_dirs).items():
         per_metric: dict[str, list[float]] = {}
@@ -200,9 +200,9 @@ def write(run_dirs, out_dir: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trainers.compare",
-        description="Mean, std, median, min and max of every final "
-        "metric of any runs (single runs, repeat series, sweeps), grouped by series; writes compare.md, "
-        "compare.json and compare.png.",
+        description="Mean, std, median, min and max of every final metric of any runs (single "
+        "runs, repeat series, sweeps), grouped by series; writes compare.md, compare.json "
+        "and compare.png.",
     )
     parser.add_argument(
         "run_dirs", nargs="+", metavar="RUN_DIR", help="a run, a series of repeats or a sweep"

@@ -1,6 +1,6 @@
 """Evaluation extras: accuracy on transformed test sets, named subsets of the evaluation splits, the
-test set's predictions (predictions.npz, per-class accuracy, confusion matrix, the most confidently wrong
-images), and augmentation moved to the host pipeline."""
+test set's predictions (predictions.npz, per-class accuracy, confusion matrix, the most confidently
+wrong images), and augmentation moved to the host pipeline."""
 
 import dataclasses
 import re
@@ -13,8 +13,8 @@ from framework import ConfigError, input_pipeline
 from framework.checkpointing import atomic_write
 from trainers import plots
 
-# Batch transforms of [N, H, W, C] images (uint8 or float in [0, 1]), as TensorFlow ops so that a streamed
-# test set is transformed in its tf.data pipeline like an in-memory one.
+# Batch transforms of [N, H, W, C] images (uint8 or float in [0, 1]), as TensorFlow ops so that a
+# streamed test set is transformed in its tf.data pipeline like an in-memory one.
 TRANSFORMS = {
     "flip_ud": lambda x: tf.reverse(x, axis=[1]),
     "flip_lr": lambda x: tf.reverse(x, axis=[2]),
@@ -36,7 +36,8 @@ def transformed_accuracies(controller, data, names) -> dict[str, float]:
 
 
 def transformed(source, name: str):
-    """The split with TRANSFORMS[name] applied to its images: arrays, or a streamed source mapped."""
+    """The split with TRANSFORMS[name] applied to its images: arrays, or a streamed source
+    mapped."""
     if isinstance(source, input_pipeline.StreamedSource):
         return _TransformedStream(source, TRANSFORMS[name])
     images = source[0]
@@ -73,8 +74,9 @@ class _TransformedStream(input_pipeline.StreamedSource):
 
 
 def with_eval_subsets(data, splits):
-    """Data whose evals also hold the named subsets --eval_splits asks for: `<split>_a` and `<split>_b`,
-    the first and second half of `<split>` (test_a, test_b: the test set's halves); the rest is unchanged."""
+    """Data whose evals also hold the named subsets --eval_splits asks for: `<split>_a` and
+    `<split>_b`, the first and second half of `<split>` (test_a, test_b: the test set's halves); the
+    rest is unchanged."""
     added = {}
     for name in splits:
         match = _HALF.match(name)
@@ -105,12 +107,12 @@ def with_eval_subsets(data, splits):
 def write_predictions(
     controller, task, transforms=(), *, class_names=None, plot: bool = False, wrong_images: int = 24
 ) -> dict:
-    """The test set's predictions, on every worker (the chief writes): model_dir/predictions.npz with
-    `logits`, `labels`, `indices` (the row's position in the test set) and `logits_<transform>` for each
-    --eval_transforms; for a classification task, result entries `per_class_accuracy` (a list by class id,
-    None for a class without test examples), `per_class_examples` and `per_class_accuracy_<transform>`;
-    with `plot`, confusion_matrix.png and wrong_predictions.png (the most confidently wrong test images).
-    Returns the result entries."""
+    """The test set's predictions, on every worker (the chief writes): model_dir/predictions.npz
+    with `logits`, `labels`, `indices` (the row's position in the test set) and `logits_<transform>`
+    for each --eval_transforms; for a classification task, result entries `per_class_accuracy` (a
+    list by class id, None for a class without test examples), `per_class_examples` and
+    `per_class_accuracy_<transform>`; with `plot`, confusion_matrix.png and wrong_predictions.png
+    (the most confidently wrong test images). Returns the result entries."""
     found = controller.predict("test")
     arrays = {"logits": found["logits"], "labels": found["labels"], "indices": found["indices"]}
     for name in transforms:
@@ -193,7 +195,8 @@ def most_confidently_wrong(logits: np.ndarray, labels: np.ndarray, count: int) -
 
 
 def take_examples(source, indices) -> tuple[np.ndarray, ...]:
-    """The examples at these positions of a split: arrays indexed, or a streamed split read in one pass."""
+    """The examples at these positions of a split: arrays indexed, or a streamed split read in one
+    pass."""
     indices = np.asarray(indices)
     if not isinstance(source, input_pipeline.StreamedSource):
         return tuple(array[indices] for array in source)
@@ -211,8 +214,8 @@ def take_examples(source, indices) -> tuple[np.ndarray, ...]:
 
 
 def host_augment_fn(policy, seed: int):
-    """Run `policy` in the tf.data map (CPU) with the same per-(step, replica) seeds as on the device, and
-    compiled as there (`Policy.compiled`): the same pixels."""
+    """Run `policy` in the tf.data map (CPU) with the same per-(step, replica) seeds as on the
+    device, and compiled as there (`Policy.compiled`): the same pixels."""
     run = policy.compiled() if hasattr(policy, "compiled") else policy
 
     def host_fn(batch, step, replica_id):

@@ -1,7 +1,8 @@
 """An image-classification experiment: data, model, optimizer and augmentation, run by the engine.
 
-`run_experiment(exp, config)` is what every image trainer (`trainers.mnist`, `trainers.fashion_mnist`,
-`trainers.cifar`) calls, from a notebook too. The experiment is split by concern:
+`run_experiment(exp, config)` is what every image trainer (`trainers.mnist`,
+`trainers.fashion_mnist`, `trainers.cifar`) calls, from a notebook too. The experiment is split by
+concern:
 
   experiment_config.py  ExperimentConfig: the options, checked when built
   experiment_data.py    load_data: --dataset's source, the subsets, streaming
@@ -74,7 +75,8 @@ def run_experiment(
     on_trained=None,
 ) -> dict:
     """Train one model and return result.json's contents (also written under config.model_dir).
-    `on_trained(controller)` is called once the model is trained (--repeats' ensembles: controller.predict)."""
+    `on_trained(controller)` is called once the model is trained (--repeats' ensembles:
+    controller.predict)."""
     from framework.controller import eval_split_names  # lazy: keeps TF out of --help
     from trainers import (  # lazy: keeps TF out of --help
         evaluation,
@@ -107,8 +109,8 @@ def run_experiment(
     data = evaluation.with_eval_subsets(data, config.eval_splits)
     # An unknown split: refused here, before anything is built.
     eval_splits = eval_split_names(config, data)
-    # ... and a run that can start records itself (or moves the old one aside), before the time budget
-    # and the model: a refused command leaves the directory as it was.
+    # ... and a run that can start records itself (or moves the old one aside), before the time
+    # budget and the model: a refused command leaves the directory as it was.
     check_run_dir(exp, config, strategy=strategy, write=True)
     if exp.augment_on == "host" and policy is not None:
         data = dataclasses.replace(data, host_fn=evaluation.host_augment_fn(policy, config.seed))

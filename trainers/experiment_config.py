@@ -1,7 +1,7 @@
 """ExperimentConfig: what an image trainer adds on top of the engine's TrainConfig (data, model,
-optimizer, augmentation, evaluation), a frozen dataclass checked when it is built, before any data is
-read or model built. The names it takes (--dataset, --model, --task) are those of their registries:
-framework/data/sources/, trainers/models/, framework/tasks.py.
+optimizer, augmentation, evaluation), a frozen dataclass checked when it is built, before any data
+is read or model built. The names it takes (--dataset, --model, --task) are those of their
+registries: framework/data/sources/, trainers/models/, framework/tasks.py.
 """
 
 import dataclasses
@@ -75,8 +75,9 @@ class ExperimentConfig:
         "cnn",
         "Model name: mlp, cnn, cnn_bn, cnn_dropout, resnet9, airbench, efficientnet_b0, "
         "efficientnetv2_b0 (trainers/models/); or your own: path/to/file.py:function or "
-        "package.module:function, called as fn(input_shape=(H, W, C), num_classes=N) and returning a "
-        "Keras model of float logits (batch, N); or path/to/saved.keras to fine-tune (trainers/model_source.py).",
+        "package.module:function, called as fn(input_shape=(H, W, C), num_classes=N) and "
+        "returning a Keras model of float logits (batch, N); or path/to/saved.keras to "
+        "fine-tune (trainers/model_source.py).",
     )
     widths: tuple = option(
         (),
@@ -133,8 +134,8 @@ class ExperimentConfig:
     label_smoothing: float = option(0.0, "Cross-entropy label smoothing in [0, 1).")
     task: str = option(
         "classification",
-        "classification (softmax over the classes), binary (one sigmoid logit, "
-        "labels 0/1, e.g. --classes=3,5) or regression (the label as a number, one output; metric mae).",
+        "classification (softmax over the classes), binary (one sigmoid logit, labels 0/1, e.g. "
+        "--classes=3,5) or regression (the label as a number, one output; metric mae).",
     )
     loss: str = option("", "--task=regression: mse or mae ('' = mse).")
     input_range: str = option(
@@ -235,8 +236,9 @@ class ExperimentConfig:
                 )
             if normalize_steps(policy) and self.input_range != "0,1":
                 raise ConfigError(
-                    f"--augment={self.augment!r} normalizes and --input_range={self.input_range} rescales "
-                    "the pixels: give one of them"
+                    f"--augment={self.augment!r} normalizes and "
+                    f"--input_range={self.input_range} rescales the pixels: give one of "
+                    "them"
                 )
             if self.alternating_flip and any(
                 name in ("flip", "random_flip_lr") for name, _ in policy.steps
@@ -296,8 +298,8 @@ class ExperimentConfig:
         for name, takers in optimizers.TAKES_MOMENTUM.items():
             if getattr(self, name) and self.optimizer not in takers:
                 raise ConfigError(
-                    f"--{name}={getattr(self, name)} does not apply to --optimizer={self.optimizer} "
-                    f"(only to {' and '.join(takers)})"
+                    f"--{name}={getattr(self, name)} does not apply to "
+                    f"--optimizer={self.optimizer} (only to {' and '.join(takers)})"
                 )
         if self.weight_decay < 0:
             raise ConfigError(f"--weight_decay={self.weight_decay}: must be >= 0")
@@ -400,7 +402,8 @@ def _model_entry(model):
 
 
 def normalize_steps(policy) -> list:
-    """The policy's `normalize` ops (functools.partials of augment.ops.normalize, or the op itself)."""
+    """The policy's `normalize` ops (functools.partials of augment.ops.normalize, or the op
+    itself)."""
     from augment import ops  # lazy: keeps TF out of --help
 
     found = []
@@ -408,7 +411,8 @@ def normalize_steps(policy) -> list:
         base = fn.func if isinstance(fn, functools.partial) else fn
         if base is ops.sometimes and label.startswith("normalize"):
             raise ConfigError(
-                "--augment: normalize takes no prob= (it must apply to every image, at evaluation too)"
+                "--augment: normalize takes no prob= (it must apply to every image, at "
+                "evaluation too)"
             )
         if base is ops.normalize:
             found.append(fn)

@@ -62,7 +62,8 @@ def load_data(exp: ExperimentConfig, seed: int):
 
 
 def _pipeline(exp: ExperimentConfig, num_examples: int, seed: int) -> dict:
-    """The input pipeline's options: --alternating_flip runs per example, where its epoch is known."""
+    """The input pipeline's options: --alternating_flip runs per example, where its epoch is
+    known."""
     if not exp.alternating_flip:
         return {}
     return {"example_fn": alternating_flip(num_examples, seed)}
@@ -100,8 +101,8 @@ def _streamed(exp: ExperimentConfig, listed: streaming.StreamedSplits, seed: int
 
 
 def first_images(source, n_or_exp) -> np.ndarray | None:
-    """The first images of a source (arrays or streamed); given the ExperimentConfig, airbench's whitening
-    images, or None for other models (nothing is read)."""
+    """The first images of a source (arrays or streamed); given the ExperimentConfig, airbench's
+    whitening images, or None for other models (nothing is read)."""
     if not isinstance(n_or_exp, int):
         n_or_exp = whitening_images(n_or_exp.model)
         if not n_or_exp:
@@ -112,8 +113,9 @@ def first_images(source, n_or_exp) -> np.ndarray | None:
 
 
 def run_reading_files(controller, ds) -> dict:
-    """controller.run(); a corrupt file met while streaming (--on_corrupt=fail) becomes a DataError naming
-    it (one line, exit 2), and result.json gets `skipped_files` where images were skipped (--on_corrupt=skip)."""
+    """controller.run(); a corrupt file met while streaming (--on_corrupt=fail) becomes a DataError
+    naming it (one line, exit 2), and result.json gets `skipped_files` where images were skipped
+    (--on_corrupt=skip)."""
     try:
         result = controller.run()
     except tf.errors.InvalidArgumentError as err:
@@ -132,8 +134,9 @@ def run_reading_files(controller, ds) -> dict:
 
 
 def _files_being_read(controller, train, batches: int = 8) -> list[str]:
-    """The files of the training stream's next `batches` fetches from the step it stopped at (prefetching reads
-    a few ahead): where a decode error that names no file was met, unless it was met in an evaluation."""
+    """The files of the training stream's next `batches` fetches from the step it stopped at
+    (prefetching reads a few ahead): where a decode error that names no file was met, unless it was
+    met in an evaluation."""
     if not hasattr(train, "example_files"):
         return []
     config, fetch = controller.config, controller.trainer.steps_per_fetch
@@ -149,7 +152,8 @@ def _files_being_read(controller, train, batches: int = 8) -> list[str]:
 
 
 def skipped_files(ds) -> int | None:
-    """Corrupt image files skipped (--on_corrupt=skip): at loading, or met while streaming; None if n/a."""
+    """Corrupt image files skipped (--on_corrupt=skip): at loading, or met while streaming; None if
+    n/a."""
     skipped = getattr(ds, "skipped", None)
     if skipped is None:
         return None

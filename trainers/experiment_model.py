@@ -19,8 +19,8 @@ from trainers.experiment_data import whitening_images
 
 
 def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, image_shape):
-    """(the task of --task, the --augment policy or None). The task's `num_outputs` is the model's output
-    width (num_classes; 1 for binary and regression)."""
+    """(the task of --task, the --augment policy or None). The task's `num_outputs` is the model's
+    output width (num_classes; 1 for binary and regression)."""
     policy = None
     if exp.augment != "none":
         policy = augment.get_policy(exp.augment, num_classes=num_classes, image_shape=image_shape)
@@ -43,8 +43,9 @@ def make_task(exp: ExperimentConfig, config: TrainConfig, num_classes: int, imag
 
 
 def eval_transform_of(policy):
-    """What evaluation images get from --augment: the centre crop of crop_to, and its `normalize` (training
-    images are normalised in the policy: evaluation must see the same pixel scale), else None."""
+    """What evaluation images get from --augment: the centre crop of crop_to, and its `normalize`
+    (training images are normalised in the policy: evaluation must see the same pixel scale), else
+    None."""
     if policy is None:
         return None
     crop, normalizers = policy.eval_transform, normalize_steps(policy)
@@ -124,8 +125,9 @@ def model_fn_for(
     train_images=None,
     log: bool = True,
 ):
-    """`model_fn()` for the trainer; `num_classes` is the model's output width (the task's num_outputs).
-    A custom --model (trainers/model_source.py) is built and checked; --init_from's weights are copied in."""
+    """`model_fn()` for the trainer; `num_classes` is the model's output width (the task's
+    num_outputs). A custom --model (trainers/model_source.py) is built and checked; --init_from's
+    weights are copied in."""
     whitening = None
     count = whitening_images(exp.model)
     if count and train_images is not None:
@@ -172,8 +174,9 @@ def model_fn_for(
 
 
 def check_model_source(exp: ExperimentConfig, *, num_outputs: int, input_shape, seed: int) -> None:
-    """Builds a custom --model, or the model --init_from starts, once to check it (its output width, the
-    weights' shapes): a ConfigError before anything is recorded or trained. Built-in models are not built."""
+    """Builds a custom --model, or the model --init_from starts, once to check it (its output width,
+    the weights' shapes): a ConfigError before anything is recorded or trained. Built-in models are
+    not built."""
     if model_source.is_custom(exp.model) or exp.init_from:
         model_fn_for(exp, None, num_outputs, input_shape, seed, log=False)()
 

@@ -10,13 +10,14 @@ one row per triplet, and a folder holding `{id}.jpg` for every face id:
           are the most similar pair. Counts or fractions: only their ratios matter.
   subset  which split the row belongs to, e.g. train or test.
 
-`read_fec_rows` reads and checks the CSV (every column, every image file present) before anything trains;
-`FECTriplets` streams its rows: each row's three images are read and decoded in the tf.data map
-(parallel calls), as uint8 [3, H, W, C] with the vote shares votesK / sum(votes) [3], in CSV column
-order. It is an IndexedSource (framework/streamed_source.py): the order is a function of (seed, epoch)
-over the rows, a resume at step S is exact, and memory is bounded whatever the CSV's size.
-`load_fec` decodes a split into memory in the (I1, I2, I3) order: (I1, I2) the most similar pair, I3
-the odd one out (the face with the most votes, the first of them on a tie), weight max(votes) / sum(votes).
+`read_fec_rows` reads and checks the CSV (every column, every image file present) before anything
+trains; `FECTriplets` streams its rows: each row's three images are read and decoded in the tf.data
+map (parallel calls), as uint8 [3, H, W, C] with the vote shares votesK / sum(votes) [3], in CSV
+column order. It is an IndexedSource (framework/streamed_source.py): the order is a function of
+(seed, epoch) over the rows, a resume at step S is exact, and memory is bounded whatever the CSV's
+size. `load_fec` decodes a split into memory in the (I1, I2, I3) order: (I1, I2) the most similar
+pair, I3 the odd one out (the face with the most votes, the first of them on a tie), weight
+max(votes) / sum(votes).
 """
 
 import csv
@@ -45,7 +46,8 @@ class FECFileNotFoundError(FECDataError, FileNotFoundError):
 
 
 def make_class_triplets(x, y, num_triplets, seed):
-    """Samples triplets from class labels: returns index arrays (a, b, c), each (num_triplets,) int64.
+    """Samples triplets from class labels: returns index arrays (a, b, c), each (num_triplets,)
+    int64.
 
     y[a] == y[b], a != b, and y[c] != y[a], so (x[a], x[b], x[c]) is an (I1, I2, I3) triplet. The
     anchor `a` is uniform over the examples whose class has at least 2 members (so classes are drawn
@@ -93,8 +95,8 @@ def make_class_triplets(x, y, num_triplets, seed):
 
 @dataclasses.dataclass(frozen=True)
 class FECRows:
-    """The rows of one split: image paths (n, 3) str, odd-one-out vote shares (n, 3) float32 (summing to
-    1), and each row's line in the CSV (for messages)."""
+    """The rows of one split: image paths (n, 3) str, odd-one-out vote shares (n, 3) float32
+    (summing to 1), and each row's line in the CSV (for messages)."""
 
     paths: np.ndarray
     shares: np.ndarray
@@ -138,8 +140,9 @@ def read_fec_rows(csv_path, image_dir, *, subset="train") -> FECRows:
 
 
 class FECTriplets(IndexedSource):
-    """FEC rows as a streamed source: example i is (uint8 images [3, H, W, C] of row i's faces, in column
-    order, and its vote shares [3]), read and decoded in the tf.data map (framework/data/streaming.py)."""
+    """FEC rows as a streamed source: example i is (uint8 images [3, H, W, C] of row i's faces, in
+    column order, and its vote shares [3]), read and decoded in the tf.data map
+    (framework/data/streaming.py)."""
 
     def __init__(
         self,

@@ -51,7 +51,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def write_fec_preview(
     *, csv_path: str, image_dir: str, out: str, rows: int = 6, image_size: int = 0, seed: int = 0
 ) -> str:
-    """`rows` FEC training triplets: the three faces, each with its odd-one-out vote share; writes `out`."""
+    """`rows` FEC training triplets: the three faces, each with its odd-one-out vote share; writes
+    `out`."""
     from trainers import fec_data  # lazy: keeps TF out of --help
 
     if rows < 1:

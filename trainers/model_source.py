@@ -3,19 +3,22 @@
 `--model` takes, besides a built-in name:
   path/to/file.py:function    a function in a Python file
   package.module:function     a function in an importable module
-  path/to/saved.keras         a saved Keras model, fine-tuned as it is (its architecture and weights)
+  path/to/saved.keras         a saved Keras model, fine-tuned as it is (its architecture and
+                              weights)
 and, from Python, any callable (`ExperimentConfig(model=my_fn)`).
 
 A function is called as `fn(input_shape=(28, 28, 1), num_classes=10)` (plus `seed=` when it takes a
-`seed` argument) and must return a Keras model mapping a batch of float32 images (in --input_range, [0, 1]
-by default) to float logits of shape (batch, num_classes); `num_classes` is the task's outputs: 1 for
---task=binary and --task=regression. The model is built once before training to check it (a bad path,
-a missing function, no Keras model, the wrong output shape: a ConfigError, one line and exit 2).
+`seed` argument) and must return a Keras model mapping a batch of float32 images (in --input_range,
+[0, 1] by default) to float logits of shape (batch, num_classes); `num_classes` is the task's
+outputs: 1 for --task=binary and --task=regression. The model is built once before training to check
+it (a bad path, a missing function, no Keras model, the wrong output shape: a ConfigError, one line
+and exit 2).
 
-`--init_from=RUN_DIR` or `--init_from=model.keras` copies weights into the model --model builds: from the
-run's model.keras (its export), else from its latest checkpoint. Every weight must match in shape, except
-the head (the last layer with weights), which stays freshly initialised when its size differs: a new
-head for another number of classes. `--freeze_backbone` trains only that head, for any model.
+`--init_from=RUN_DIR` or `--init_from=model.keras` copies weights into the model --model builds:
+from the run's model.keras (its export), else from its latest checkpoint. Every weight must match in
+shape, except the head (the last layer with weights), which stays freshly initialised when its size
+differs: a new head for another number of classes. `--freeze_backbone` trains only that head, for
+any model.
 """
 
 import dataclasses
@@ -64,13 +67,14 @@ def is_custom(model) -> bool:
 def describe(model) -> str:
     """What run_config.json records: the string, or a callable's module.qualname."""
     if callable(model):
-        return f"callable:{getattr(model, '__module__', '?')}.{getattr(model, '__qualname__', repr(model))}"
+        module = getattr(model, "__module__", "?")
+        return f"callable:{module}.{getattr(model, '__qualname__', repr(model))}"
     return model
 
 
 def check(model) -> None:
-    """ConfigError unless the file, module and function exist (a .keras file must be a zip): what can be
-    checked before the data is read. Imports a module or file to find its function."""
+    """ConfigError unless the file, module and function exist (a .keras file must be a zip): what
+    can be checked before the data is read. Imports a module or file to find its function."""
     source = parse(model)
     if source.kind in ("builtin", "callable"):
         return
@@ -86,7 +90,8 @@ def check(model) -> None:
             raise ConfigError(f"--model={model}: no such file")
         if not zipfile.is_zipfile(source.path):
             raise ConfigError(
-                f"--model={model}: not a Keras .keras file (a zip archive): corrupt or another format"
+                f"--model={model}: not a Keras .keras file (a zip archive): corrupt or another "
+                "format"
             )
         return
     _function(source)
@@ -141,7 +146,8 @@ def _import_file(source: Source):
 
 
 def build(model, *, input_shape, num_outputs: int, seed=None):
-    """The Keras model `model` (a custom source) gives for this input shape and output width, checked."""
+    """The Keras model `model` (a custom source) gives for this input shape and output width,
+    checked."""
     import keras  # lazy: keeps TF out of --help
 
     source = parse(model)
@@ -216,8 +222,9 @@ def head_layer(model):
 
 
 def freeze_backbone(model) -> None:
-    """Only the head (the last layer with weights, and the weightless layers after it) stays trainable;
-    frozen BatchNormalization layers then run in inference mode (Keras' rule for trainable=False)."""
+    """Only the head (the last layer with weights, and the weightless layers after it) stays
+    trainable; frozen BatchNormalization layers then run in inference mode (Keras' rule for
+    trainable=False)."""
     head = head_layer(model)
     seen_head = False
     for layer in model.layers:
@@ -229,7 +236,8 @@ def freeze_backbone(model) -> None:
 
 
 def check_init_from(path: str) -> None:
-    """ConfigError unless `path` is a .keras file or a run directory with model.keras or a checkpoint."""
+    """ConfigError unless `path` is a .keras file or a run directory with model.keras or a
+    checkpoint."""
     if not path:
         return
     _init_file(path)
@@ -242,7 +250,8 @@ def _init_file(path: str):
     if os.path.isfile(path):
         if not path.endswith(".keras") or not zipfile.is_zipfile(path):
             raise ConfigError(
-                f"--init_from={path}: not a .keras model file (give a run directory or a .keras file)"
+                f"--init_from={path}: not a .keras model file (give a run directory or a .keras "
+                "file)"
             )
         return "keras", path
     if not os.path.isdir(path):
@@ -301,8 +310,8 @@ def warm_start(model, values: list[np.ndarray], *, path: str, what: str, log: bo
     if len(values) != len(variables) or any(id(variables[i]) not in head_ids for i in mismatched):
         raise ConfigError(
             f"--init_from={path}: its weights do not fit {what} ({len(values)} variables there, "
-            f"{len(variables)} here{_first_mismatch(variables, values, mismatched)}); give the model "
-            f"options of that run{_run_options(path)}"
+            f"{len(variables)} here{_first_mismatch(variables, values, mismatched)}); give "
+            f"the model options of that run{_run_options(path)}"
         )
     for i, (variable, value) in enumerate(zip(variables, values)):
         if i not in mismatched:
@@ -323,7 +332,10 @@ def _first_mismatch(variables, values, mismatched) -> str:
     if len(values) != len(variables) or not mismatched:
         return ""
     i = next(i for i in mismatched)
-    return f"; first: {variables[i].path} is {tuple(variables[i].shape)} here, {tuple(values[i].shape)} there"
+    return (
+        f"; first: {variables[i].path} is {tuple(variables[i].shape)} here, "
+        f"{tuple(values[i].shape)} there"
+    )
 
 
 def _run_options(path: str) -> str:

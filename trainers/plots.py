@@ -21,9 +21,10 @@ def _pyplot():
 
 
 def write_plots(model_dir: str, model, sample_images: np.ndarray, **curve_options) -> list[str]:
-    """curves.png and activations.png after a run. A plot that fails is one warning line, never a failed
-    run (the model is trained and saved). On a TPU the activations are skipped: their probe runs the model
-    eagerly on the host, where TPU VM builds of TensorFlow cannot run its XLA kernels (GELU)."""
+    """curves.png and activations.png after a run. A plot that fails is one warning line, never a
+    failed run (the model is trained and saved). On a TPU the activations are skipped: their probe
+    runs the model eagerly on the host, where TPU VM builds of TensorFlow cannot run its XLA kernels
+    (GELU)."""
     written = [_safely("curves.png", write_curves, model_dir, **curve_options)]
     if _on_tpu():
         logging.warning("plots: no activations.png on a TPU (its probe would run XLA on the host)")

@@ -3,10 +3,12 @@ the tests and notebooks.
 
     from trainers import recipes
     recipes.names("cifar")                               # ('fast', 'full')
-    recipes.get("cifar", "fast")                         # {option: value}: defaults, then the recipe
+    recipes.get("cifar", "fast")                         # {option: value}: defaults, then the
+                                                         recipe
     exp, config = recipes.configs("cifar", "fast", model_dir="/content/runs/cifar")
     run_experiment(exp, config)                          # = python -m trainers.cifar --recipe=fast
-    recipes.configs("cifar", "fast", smoke=True)         # the same run at test size (the tests' smoke runs)
+    recipes.configs("cifar", "fast", smoke=True)         # the same run at test size (the tests'
+    smoke runs)
 
 `configs(trainer, recipe, **options)` is also what `python -m trainers.<name>` does with the flags
 given on its command line. The options given win over the recipe, the recipe over the trainer's
@@ -97,8 +99,8 @@ SMOKE = dict(
     export=False,
 )
 
-# Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out here
-# so that this module imports no Keras).
+# Options tuned for one optimizer or model: they go with it (optimizers.TAKES_MOMENTUM, spelled out
+# here so that this module imports no Keras).
 OPTIMIZER_OPTIONS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
 SCHEDULE_OPTIONS = {
     "onecycle_start": ("onecycle",),
@@ -121,7 +123,8 @@ def names(name: str) -> tuple:
 
 
 def defaults(name: str, *, resolve: bool = True, strategy: str | None = None) -> dict:
-    """The trainer's defaults; `resolve=False` leaves hardware-dependent values named (no TensorFlow)."""
+    """The trainer's defaults; `resolve=False` leaves hardware-dependent values named (no
+    TensorFlow)."""
     values = {"model_dir": os.path.join("runs", name), **trainer_entry(name).defaults}
     return _resolve(values, strategy) if resolve else values
 
@@ -183,7 +186,8 @@ def configs(trainer: str, name: str | None = "auto", *, smoke: bool = False, **o
 def resolve_options(
     trainer: str, name: str | None = "auto", *, smoke: bool = False, **options
 ) -> dict:
-    """The recipe's values with `options` (the user's) over them, inapplicable recipe values dropped."""
+    """The recipe's values with `options` (the user's) over them, inapplicable recipe values
+    dropped."""
     values = get(trainer, name, smoke=smoke, strategy=options.get("strategy"))
     planned = dict(values)
     fields = [f for cls in (config_class(trainer), TrainConfig) for f in dataclasses.fields(cls)]
@@ -222,7 +226,8 @@ def _drop_inapplicable(
     values: dict, planned: dict, *, given: dict, field_defaults: dict
 ) -> list[str]:
     """Resets the recipe's values that do not apply to the chosen optimizer/model/tta to the fields'
-    defaults; an option the user gave that does not apply is a ConfigError. Returns what was dropped."""
+    defaults; an option the user gave that does not apply is a ConfigError. Returns what was
+    dropped."""
     dropped = []
 
     def drop(name, reason):

@@ -47,7 +47,8 @@ VARIANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One setting of a sweep: its folder under model_dir, what it sets (as written), its configs."""
+    """One setting of a sweep: its folder under model_dir, what it sets (as written), its
+    configs."""
 
     name: str
     written: dict  # {column: text} for the table: the grid's values, or variant and options
@@ -65,11 +66,11 @@ def run_repeats(
     exports: dict | None = None,
     trainer: str | None = None,
 ) -> dict:
-    """`repeats` fresh models in config.model_dir/repeat_<i>; returns (and writes as repeats.json) the
-    mean/std of every final metric, and for a classifier the test accuracies and the two ensembles'
-    accuracies. `exports`: the HEAVY_EXPORTS to write per repeat, e.g. {"export": True} (default:
-    none). `trainer`: the registered trainer whose run function trains each (default: run_experiment,
-    for an ExperimentConfig)."""
+    """`repeats` fresh models in config.model_dir/repeat_<i>; returns (and writes as repeats.json)
+    the mean/std of every final metric, and for a classifier the test accuracies and the two
+    ensembles' accuracies. `exports`: the HEAVY_EXPORTS to write per repeat, e.g. {"export": True}
+    (default: none). `trainer`: the registered trainer whose run function trains each (default:
+    run_experiment, for an ExperimentConfig)."""
     if not config.model_dir:
         raise ConfigError("--repeats needs --model_dir (each repeat writes its model there)")
     cell = Cell("", {}, exp, config, exports=dict(exports or {}))
@@ -98,8 +99,8 @@ def run_cells(
     check: Callable | None = check_run_dir,
 ) -> list[dict]:
     """Every cell `repeats` times (cell.config.model_dir/repeat_<i>, seeds seed..seed+N-1), after
-    checking every repeat's folder (`check(exp, config)` raises); --fresh_start on any cell first moves
-    the whole of model_dir aside once. Writes and returns each cell's summary (repeats.json).
+    checking every repeat's folder (`check(exp, config)` raises); --fresh_start on any cell first
+    moves the whole of model_dir aside once. Writes and returns each cell's summary (repeats.json).
 
     `run(exp, config) -> result dict` trains one model: a trainer's registered run function
     (run_experiment also gives the test logits for the ensembles)."""
@@ -153,8 +154,8 @@ def _field_names(obj) -> set:
 
 
 def _move_aside(model_dir: str) -> None:
-    """--fresh_start moves the whole of model_dir aside once (the old repeats or sweep stay together in
-    model_dir/previous/<time>/); the runs then start in empty folders."""
+    """--fresh_start moves the whole of model_dir aside once (the old repeats or sweep stay together
+    in model_dir/previous/<time>/); the runs then start in empty folders."""
     if run_record.chief_from_env():
         moved = run_record.move_aside(model_dir)
         if moved:
@@ -162,7 +163,8 @@ def _move_aside(model_dir: str) -> None:
 
 
 def _classifier_series(runs) -> dict:
-    """run_experiment on each (exp, config), on one copy of the data, with the test-logit ensembles."""
+    """run_experiment on each (exp, config), on one copy of the data, with the test-logit
+    ensembles."""
     exp, config = runs[0]
     data, _ = load_data(exp, config.seed)
     results, predictions = [], []
@@ -185,8 +187,9 @@ def _classifier_series(runs) -> dict:
 
 
 def ensemble_metrics(task: str, outputs: np.ndarray, labels: np.ndarray) -> dict:
-    """The repeats' test outputs [repeats, examples, outputs] combined, by --task: the accuracy of the mean
-    logit and of the mean probability (softmax or sigmoid), or for regression the MAE of the mean output."""
+    """The repeats' test outputs [repeats, examples, outputs] combined, by --task: the accuracy of
+    the mean logit and of the mean probability (softmax or sigmoid), or for regression the MAE of
+    the mean output."""
     if task == "regression":
         return {"ensemble_mae": float(np.mean(np.abs(outputs.mean(0)[:, 0] - labels)))}
     if task == "binary":
@@ -236,7 +239,8 @@ def _softmax(logits):
 
 # ---------------------------------------------------------------- sweeps and variants
 def parse_sweep(text: str) -> dict[str, list[str]]:
-    """'learning_rate=0.01,0.1;model=mlp,cnn' -> {'learning_rate': ['0.01', '0.1'], 'model': [...]}."""
+    """'learning_rate=0.01,0.1;model=mlp,cnn' -> {'learning_rate': ['0.01', '0.1'], 'model':
+    [...]}."""
     grid = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, sep, values = part.partition("=")
@@ -252,8 +256,9 @@ def parse_sweep(text: str) -> dict[str, list[str]]:
 
 
 def parse_variants(text: str) -> dict[str, list[str]]:
-    """'baseline:;wide:widths=256 learning_rate=0.01' -> {'baseline': [], 'wide': ['widths=256', ...]}:
-    each variant's options, separated by spaces, each written as its flag (--name=value, the -- optional)."""
+    """'baseline:;wide:widths=256 learning_rate=0.01' -> {'baseline': [], 'wide': ['widths=256',
+    ...]}: each variant's options, separated by spaces, each written as its flag (--name=value, the
+    -- optional)."""
     variants = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, _, options = part.partition(":")
@@ -273,8 +278,9 @@ def parse_variants(text: str) -> dict[str, list[str]]:
 
 
 def parse_options(tokens: Sequence[str], config_classes: Sequence, *, where: str) -> dict:
-    """{option: value} of `tokens` ('widths=64,64', '--notta'), parsed as the command line parses its
-    flags (framework/config_flags.py: the same types, lists and checks); a bad one is a ConfigError."""
+    """{option: value} of `tokens` ('widths=64,64', '--notta'), parsed as the command line parses
+    its flags (framework/config_flags.py: the same types, lists and checks); a bad one is a
+    ConfigError."""
     parser = flags.FlagValues()
     for cls in config_classes:
         config_flags.define_flags(cls, flag_values=parser)
@@ -305,9 +311,9 @@ def sweep_cells(
     given: dict | None = None,
 ) -> list[Cell]:
     """The cells of a grid (`grid`: --sweep) or of named variants (`variants`), each built by
-    `build(options) -> (exp, config)` from its parsed options and put in model_dir/<cell>. Every cell
-    is parsed and built (so validated) here, before anything trains. `given`: the user's other options
-    (for the heavy exports they asked for)."""
+    `build(options) -> (exp, config)` from its parsed options and put in model_dir/<cell>. Every
+    cell is parsed and built (so validated) here, before anything trains. `given`: the user's other
+    options (for the heavy exports they asked for)."""
     if not model_dir:
         raise ConfigError("--sweep and --variants need --model_dir")
     if grid and variants:
@@ -368,7 +374,8 @@ def sweep(
 ) -> list[dict]:
     """`python -m trainers.<trainer> --recipe=<recipe> --sweep=<grid> | --variants=<variants>
     --repeats=N --<option>=<value>...`: each cell's configs are `recipes.configs(trainer, recipe,
-    **options, **cell's options)`. Writes sweep.md, sweep.json and compare.md/json/png in model_dir."""
+    **options, **cell's options)`. Writes sweep.md, sweep.json and compare.md/json/png in
+    model_dir."""
     cells = recipe_cells(trainer, recipe, grid=grid, variants=variants, smoke=smoke, **options)
     model_dir = os.path.dirname(cells[0].config.model_dir)
     metric = recipes.trainer_entry(trainer).metric
@@ -384,8 +391,8 @@ def recipe_cells(
     smoke: bool = False,
     **options,
 ) -> list[Cell]:
-    """The cells of `sweep` (each cell's configs: recipes.configs(trainer, recipe, **options, **cell's
-    options)), all built and so validated; nothing is written."""
+    """The cells of `sweep` (each cell's configs: recipes.configs(trainer, recipe, **options,
+    **cell's options)), all built and so validated; nothing is written."""
     # The options alone must be valid.
     _, config = recipes.configs(trainer, recipe, smoke=smoke, **options)
     return sweep_cells(
@@ -434,8 +441,9 @@ def run_sweep_cells(
     check: Callable | None = check_run_dir,
     metric: str = "test_accuracy",
 ) -> list[dict]:
-    """run_cells, then the sweep's tables in model_dir: sweep.md and sweep.json (a row per cell: what
-    it sets, `metric`'s mean and std over its repeats) and compare.md/json/png (every final metric)."""
+    """run_cells, then the sweep's tables in model_dir: sweep.md and sweep.json (a row per cell:
+    what it sets, `metric`'s mean and std over its repeats) and compare.md/json/png (every final
+    metric)."""
     summaries = run_cells(model_dir, cells, repeats, run=run, check=check)
     rows = []
     for cell, summary in zip(cells, summaries):
@@ -461,7 +469,8 @@ def run_sweep_cells(
     compare.write([cell.config.model_dir for cell in cells], model_dir)
     print("\n".join(lines))
     print(
-        f"every final metric: {os.path.join(model_dir, 'compare.md')} (and compare.json, compare.png)"
+        f"every final metric: {os.path.join(model_dir, 'compare.md')} (and compare.json, "
+        "compare.png)"
     )
     return rows
 

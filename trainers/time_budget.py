@@ -301,8 +301,9 @@ def throwaway_loop(*, config, data, model_fn, optimizer_fn, task, strategy):
 
 
 def _read(model_dir):
-    """The decision a resumed run reuses; a damaged file is one line (a ConfigError): the checkpoints do
-    not hold the step count it chose, and measuring again would change the rest of the run."""
+    """The decision a resumed run reuses; a damaged file is one line (a ConfigError): the
+    checkpoints do not hold the step count it chose, and measuring again would change the rest of
+    the run."""
     path = os.path.join(model_dir, BUDGET_FILE) if model_dir else None
     if not path or not os.path.exists(path):
         return None

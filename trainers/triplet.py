@@ -5,15 +5,17 @@
 
 An embedding network (L2-normalised, scaled) is trained so that the pair of faces the annotators
 found most similar is closer than either is to the odd one out. A triplet is three images in the
-order of its source (the FEC CSV's face1..3) and the share of annotators who picked each as the odd one
-out; class triplets take two images of one class and one of another (shares 0, 0, 1).
+order of its source (the FEC CSV's face1..3) and the share of annotators who picked each as the odd
+one out; class triplets take two images of one class and one of another (shares 0, 0, 1).
 --triplet_loss=vote_weighted (the notebook's, default) sums the triplet loss of all three orderings,
 each weighted by its share; top_vote keeps only the top-voted ordering (weighted by its share).
-Triplet accuracy counts only triplets whose top share exceeds 0.5 (trainers/triplet_loss.py, odd_one_hits).
+Triplet accuracy counts only triplets whose top share exceeds 0.5 (trainers/triplet_loss.py,
+odd_one_hits).
 
-The same command line as the image trainers (trainers/cli.py: --repeats, --sweep, --variants, the run
-directory's record), its options in trainers/triplet_config.py, its run in trainers/triplet_train.py.
-"""
+The same command line as the image trainers (trainers/cli.py: --repeats, --sweep, --variants, the
+run directory's record), its options in trainers/triplet_config.py, its run in
+trainers/triplet_train.py.
+"""  # noqa: E501
 
 import dataclasses
 

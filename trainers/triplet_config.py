@@ -1,7 +1,7 @@
 """The triplet trainer's options (TripletConfig, checked when made) and its run directory's record.
 
-Apart from trainers/triplet_train.py (the run, which needs TensorFlow), so that the command line builds
-and checks a configuration, and `--help` answers, without importing TensorFlow.
+Apart from trainers/triplet_train.py (the run, which needs TensorFlow), so that the command line
+builds and checks a configuration, and `--help` answers, without importing TensorFlow.
 """
 
 import dataclasses
@@ -14,8 +14,9 @@ TRIPLET_DATASETS = ("mnist", "fashion_mnist", "cifar10", "fec")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TripletConfig:
-    """What the triplet trainer adds to TrainConfig, checked when made (a ConfigError, one line and exit
-    2 on the command line, for a bad value): run_triplet(config, **asdict(TripletConfig(...)))."""
+    """What the triplet trainer adds to TrainConfig, checked when made (a ConfigError, one line and
+    exit 2 on the command line, for a bad value): run_triplet(config,
+    **asdict(TripletConfig(...)))."""
 
     dataset: str = option("mnist", f"Triplet source: {', '.join(TRIPLET_DATASETS)}.")
     data_dir: str = option("", "Dataset folder ('' = $DATA_DIR, ~/.keras/datasets, download).")
@@ -120,8 +121,8 @@ def check_run_dir(
     triplet_config: TripletConfig, config: TrainConfig, *, strategy=None, write: bool = False
 ) -> None:
     """Refuses (RunDirectoryError) a model_dir that holds a run of other settings, before anything
-    trains (framework/run_record.py); with `write`, also starts afresh there (--fresh_start) and records
-    this configuration."""
+    trains (framework/run_record.py); with `write`, also starts afresh there (--fresh_start) and
+    records this configuration."""
     recorded = {**config.to_dict(), **triplet_config.to_dict()}
     if write:
         run_record.prepare(

@@ -5,14 +5,14 @@ are their embeddings, shape (batch, dim). With squared distances dij = |ei - ej|
 
     loss = max(0, d12 - d13 + delta) + max(0, d12 - d23 + delta)
 
-`votes` (shape (batch,)) is the fraction of annotators who agreed with the triplet's ordering (the top
-vote fraction, in [0, 1]). The batch loss is the votes-weighted mean.
+`votes` (shape (batch,)) is the fraction of annotators who agreed with the triplet's ordering (the
+top vote fraction, in [0, 1]). The batch loss is the votes-weighted mean.
 
-The trainer's two losses over a triplet in its CSV order (faces f0, f1, f2) with `shares` (batch, 3),
-share k = the fraction of annotators who picked face k as the odd one out (`ordering_losses` gives the
-loss L_k of each of the three orderings, "face k is the odd one"):
-  vote_weighted (the notebook's, the default): sum_k share_k * L_k, every annotator's opinion counts;
-  top_vote: share_top * L_top, only the majority ordering (this trainer's loss before).
+The trainer's two losses over a triplet in its CSV order (faces f0, f1, f2) with `shares` (batch,
+3), share k = the fraction of annotators who picked face k as the odd one out (`ordering_losses`
+gives the loss L_k of each of the three orderings, "face k is the odd one"):
+  vote_weighted (the notebook's, the default): sum_k share_k * L_k, every annotator's opinion
+  counts; top_vote: share_top * L_top, only the majority ordering (this trainer's loss before).
 """
 
 import keras
@@ -30,7 +30,8 @@ def _squared_distances(e1, e2, e3):
 
 
 def _flat_votes(votes):
-    # (batch, 1) -> (batch,): broadcasting (batch, 1) against (batch,) would silently give (batch, batch).
+    # (batch, 1) -> (batch,): broadcasting (batch, 1) against (batch,) would silently give (batch,
+    # batch).
     return tf.reshape(tf.cast(votes, tf.float32), [-1])
 
 
@@ -45,7 +46,8 @@ def triplet_loss_per_example(e1, e2, e3, delta):
 def weighted_triplet_loss(e1, e2, e3, votes, delta, *, normalizer=None):
     """Returns sum(votes * loss) / sum(votes), a float32 scalar (0 when all votes are 0).
 
-    normalizer: divide by this instead of sum(votes), e.g. the sum of votes over all replicas, so that
+    normalizer: divide by this instead of sum(votes), e.g. the sum of votes over all replicas, so
+    that
       summing the per-replica losses gives the global weighted mean.
     """
     votes = _flat_votes(votes)
@@ -55,7 +57,8 @@ def weighted_triplet_loss(e1, e2, e3, votes, delta, *, normalizer=None):
 
 
 def triplet_correct(e1, e2, e3):
-    """Returns, per triplet, whether the embedding agrees: d12 < d13 and d12 < d23 (bool, (batch,))."""
+    """Returns, per triplet, whether the embedding agrees: d12 < d13 and d12 < d23 (bool,
+    (batch,))."""
     d12, d13, d23 = _squared_distances(e1, e2, e3)
     return tf.logical_and(d12 < d13, d12 < d23)
 
@@ -77,8 +80,8 @@ LOSSES = ("vote_weighted", "top_vote")
 
 
 def ordering_losses(e0, e1, e2, delta):
-    """The triplet loss of each ordering of faces (f0, f1, f2): (batch, 3), column k = L_k, the loss when
-    face k is the odd one out (the other two being the similar pair)."""
+    """The triplet loss of each ordering of faces (f0, f1, f2): (batch, 3), column k = L_k, the loss
+    when face k is the odd one out (the other two being the similar pair)."""
     d01, d02, d12 = _squared_distances(e0, e1, e2)
     return tf.stack(
         [
@@ -91,9 +94,9 @@ def ordering_losses(e0, e1, e2, delta):
 
 
 def shares_loss_per_example(e0, e1, e2, shares, delta, *, loss="vote_weighted"):
-    """Per-triplet loss (batch,) from the odd-one-out vote shares (batch, 3) (see the module docstring):
-    'vote_weighted' sums the three orderings' losses weighted by their shares; 'top_vote' keeps the
-    top-voted ordering's loss times its share (the first of equal tops)."""
+    """Per-triplet loss (batch,) from the odd-one-out vote shares (batch, 3) (see the module
+    docstring): 'vote_weighted' sums the three orderings' losses weighted by their shares;
+    'top_vote' keeps the top-voted ordering's loss times its share (the first of equal tops)."""
     if loss not in LOSSES:
         raise ValueError(f"`loss` ({loss!r}) must be one of {', '.join(LOSSES)}")
     if isinstance(delta, (int, float)) and delta < 0:
@@ -106,11 +109,11 @@ def shares_loss_per_example(e0, e1, e2, shares, delta, *, loss="vote_weighted"):
 
 
 def odd_one_hits(e0, e1, e2, shares):
-    """(correct, counted), float32 (batch,) each: `counted` marks triplets whose top share exceeds 0.5
-    (a majority picked one odd face); `correct` that the embedding agrees, i.e. the pair without the
-    majority's odd face is strictly the closest. Accuracy = sum(correct * counted) / sum(counted) over
-    all the batches of an epoch or evaluation: a batch in which no triplet passes the filter adds
-    nothing to either sum (it is neither a 0 nor a NaN in the mean)."""
+    """(correct, counted), float32 (batch,) each: `counted` marks triplets whose top share exceeds
+    0.5 (a majority picked one odd face); `correct` that the embedding agrees, i.e. the pair without
+    the majority's odd face is strictly the closest. Accuracy = sum(correct * counted) /
+    sum(counted) over all the batches of an epoch or evaluation: a batch in which no triplet passes
+    the filter adds nothing to either sum (it is neither a 0 nor a NaN in the mean)."""
     shares = tf.reshape(tf.cast(shares, tf.float32), [-1, 3])
     d01, d02, d12 = _squared_distances(e0, e1, e2)
     # Column k: the distance of the pair without face k.
@@ -148,14 +151,16 @@ class L2NormalizeScale(keras.layers.Layer):
 def build_embedding_model(
     backbone_name, *, input_shape, embedding_dim=16, scale=1.0, dropout=0.0, **model_kwargs
 ):
-    """Returns a model mapping images to embeddings of shape (batch, embedding_dim) with norm `scale`.
+    """Returns a model mapping images to embeddings of shape (batch, embedding_dim) with norm
+    `scale`.
 
     The body is `models.build_model(backbone_name, num_classes=embedding_dim, **model_kwargs)`: its
     final float32 Dense becomes the embedding layer, followed by L2 normalisation and scaling. Apply
     the one model to I1, I2 and I3 (e.g. concatenated into one batch, so BatchNorm sees all three).
     With unit-norm embeddings squared distances lie in [0, 4]; FEC used a margin around 0.1.
-    `dropout` > 0 puts one Dropout layer (seeded by `seed`) right before the embedding layer, whatever
-    the backbone; `pretrained=True` (efficientnets) starts the backbone from ImageNet weights.
+    `dropout` > 0 puts one Dropout layer (seeded by `seed`) right before the embedding layer,
+    whatever the backbone; `pretrained=True` (efficientnets) starts the backbone from ImageNet
+    weights.
     """
     if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
         raise ValueError(f"`embedding_dim` ({embedding_dim!r}) must be a positive integer")
@@ -170,7 +175,8 @@ def build_embedding_model(
     named = lambda name: f"{prefix}_{name}" if prefix else name  # noqa: E731
     x = body.output
     if dropout:
-        # The head is the last Dense and what follows it (a logit scale): re-run it on dropped features.
+        # The head is the last Dense and what follows it (a logit scale): re-run it on dropped
+        # features.
         last = max(
             i for i, layer in enumerate(body.layers) if isinstance(layer, keras.layers.Dense)
         )

@@ -1,6 +1,6 @@
 """The triplet trainer's run (trainers/triplet.py declares the trainer and its options): a triplet
-batch's meaning (TripletTask), the triplets (class triplets of an image dataset, or the FEC CSV's), epochs
-of N steps (StepsEpoch), and `train`, which runs them through the engine like any other task.
+batch's meaning (TripletTask), the triplets (class triplets of an image dataset, or the FEC CSV's),
+epochs of N steps (StepsEpoch), and `train`, which runs them through the engine like any other task.
 """
 
 import dataclasses
@@ -22,7 +22,8 @@ from trainers.triplet_config import TripletConfig, check_run_dir
 
 
 class TripletTask:
-    """Batches of (uint8 triplets [B, 3, H, W, C], odd-one-out vote shares [B, 3]) -> embeddings -> loss."""
+    """Batches of (uint8 triplets [B, 3, H, W, C], odd-one-out vote shares [B, 3]) -> embeddings ->
+    loss."""
 
     metric_names = ("loss", "triplet_accuracy")
     uses_seed = False
@@ -63,7 +64,8 @@ class TripletTask:
 
 
 def class_triplets(x, y, num_triplets, seed):
-    """(triplets [n, 3, ...], shares [n, 3]): two images of a class, then one of another, the odd one."""
+    """(triplets [n, 3, ...], shares [n, 3]): two images of a class, then one of another, the odd
+    one."""
     a, b, c = fec_data.make_class_triplets(x, y, num_triplets, seed)
     return np.stack([x[a], x[b], x[c]], axis=1), np.tile(np.float32([0, 0, 1]), (num_triplets, 1))
 
@@ -120,16 +122,18 @@ def load_triplets(
 
 
 def _eval_sample(n: int, size: int) -> np.ndarray:
-    """Indices of a fixed sample of `size` of n (all of them for 0), sorted; seed 0 for every run."""
+    """Indices of a fixed sample of `size` of n (all of them for 0), sorted; seed 0 for every
+    run."""
     if not size or size >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
 
 
 class StepsEpoch(input_pipeline.StreamedSource):
-    """A training source whose epoch is `steps` steps (the notebook's steps_per_epoch=200): evaluation,
-    history rows and epoch checkpoints come every `steps` steps, while the stream itself is the
-    underlying source's (its order f(seed, its own epoch), and its exact resume at any step)."""
+    """A training source whose epoch is `steps` steps (the notebook's steps_per_epoch=200):
+    evaluation, history rows and epoch checkpoints come every `steps` steps, while the stream itself
+    is the underlying source's (its order f(seed, its own epoch), and its exact resume at any
+    step)."""
 
     def __init__(self, inner, steps: int, global_batch_size: int):
         self.inner, self.steps = inner, steps
@@ -202,7 +206,8 @@ def train(triplet_config: TripletConfig, config: framework.TrainConfig) -> dict:
         data = dataclasses.replace(
             data, train=StepsEpoch(data.train, opts["steps_per_epoch"], config.global_batch_size)
         )
-    # ... and a run that can start records itself (or moves the old one aside) before the model is built.
+    # ... and a run that can start records itself (or moves the old one aside) before the model is
+    # built.
     check_run_dir(triplet_config, config, strategy=strategy, write=True)
 
     def model_fn():
@@ -237,7 +242,8 @@ def train(triplet_config: TripletConfig, config: framework.TrainConfig) -> dict:
 
 
 class _CurvesHook:
-    """--plot: rewrites curves.png (loss and triplet accuracy) whenever history.json has a new row."""
+    """--plot: rewrites curves.png (loss and triplet accuracy) whenever history.json has a new
+    row."""
 
     def __init__(self, model_dir: str):
         self.model_dir, self._seen = model_dir, None

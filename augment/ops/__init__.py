@@ -1,4 +1,5 @@
-"""Batch augmentations that run inside a compiled train step (tf.function, jit_compile=True, replica ctx).
+"""Batch augmentations that run inside a compiled train step (tf.function, jit_compile=True, replica
+ctx).
 
 One module per family, each op registered in `OPS` where it is defined (see core.py for what an
 entry declares); a new module in this package is found by itself on the first lookup:
@@ -16,8 +17,8 @@ Signatures (what `compose` relies on):
 Dtypes and ranges: every op takes float32 images in [0, 1] and returns float32 in [0, 1], except
 `normalize` (float32, zero mean / unit std per channel). uint8 [0, 255] images are also accepted and
 returned as uint8 by every op except `mixup` and `mixup_or_cutmix` (float only) and `normalize`
-(returns float32): flip, crop, cutout, erasing and cutmix only move or overwrite pixels; the geometric
-ops blend in float32 and round back; colour ops convert to float32 [0, 1] and back.
+(returns float32): flip, crop, cutout, erasing and cutmix only move or overwrite pixels; the
+geometric ops blend in float32 and round back; colour ops convert to float32 [0, 1] and back.
 
 Zero strength is the identity: prob=0 (flip, mixing ops, erasing), padding=0, max_degrees=0,
 max_fraction=0, size=0, max_delta=0, max_shear=0, factors=(1, 1). `sometimes(op, prob)` applies any

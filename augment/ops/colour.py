@@ -1,7 +1,7 @@
 """Colour ops: brightness, contrast, saturation, hue per sample, and `normalize`.
 
-Own ops: tf.image.adjust_* / stateless_random_* take one factor for the whole batch. uint8 images are
-converted to float32 [0, 1] and back; `normalize` returns float32 (no longer in [0, 1]).
+Own ops: tf.image.adjust_* / stateless_random_* take one factor for the whole batch. uint8 images
+are converted to float32 [0, 1] and back; `normalize` returns float32 (no longer in [0, 1]).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # the ones tf.image.rgb_to_grayscale u
 
 @OPS.register("brightness", xla=True)
 def random_brightness(images, seed, *, max_delta: float = 0.2):
-    """Adds delta ~ U[-max_delta, max_delta] per sample (as tf.image.adjust_brightness), clips to [0, 1]."""
+    """Adds delta ~ U[-max_delta, max_delta] per sample (as tf.image.adjust_brightness), clips to
+    [0, 1]."""
     images, seed = check_images(images), check_seed(seed)
     check_nonnegative(max_delta=max_delta)
     x, back = to_float(images)
@@ -51,8 +52,8 @@ def random_brightness_scale(images, seed, *, factors=(0.8, 1.2)):
 
 @OPS.register("contrast", xla=True)
 def random_contrast(images, seed, *, max_delta: float = 0.2):
-    """Scales each channel's deviation from its image mean by f ~ U[1 - max_delta, 1 + max_delta] per
-    sample (as tf.image.adjust_contrast), clips to [0, 1]."""
+    """Scales each channel's deviation from its image mean by f ~ U[1 - max_delta, 1 + max_delta]
+    per sample (as tf.image.adjust_contrast), clips to [0, 1]."""
     images, seed = check_images(images), check_seed(seed)
     check_nonnegative(max_delta=max_delta)
     x, back = to_float(images)
@@ -64,7 +65,8 @@ def random_contrast(images, seed, *, max_delta: float = 0.2):
 @OPS.register("saturation", xla=True)
 def random_saturation(images, seed, *, max_delta: float = 0.2):
     """Blends each RGB image with its grayscale by f ~ U[1 - max_delta, 1 + max_delta] per sample
-    (f=0 gray, f>1 more saturated; torchvision's definition), clips to [0, 1]. No-op unless C == 3."""
+    (f=0 gray, f>1 more saturated; torchvision's definition), clips to [0, 1]. No-op unless C ==
+    3."""
     images, seed = check_images(images), check_seed(seed)
     check_nonnegative(max_delta=max_delta)
     if images.shape[-1] != 3:
@@ -94,13 +96,14 @@ def _hue_matrices(turns):
 
 @OPS.register("hue", xla=True)
 def random_hue(images, seed, *, max_delta: float = 0.05):
-    """Rotates hue by delta ~ U[-max_delta, max_delta] turns per sample (positive: red towards green),
-    as a rotation of the chroma plane of YIQ (like DALI's Hue or CSS hue-rotate; close to, not equal to,
-    tf.image.adjust_hue's HSV shift), then clips to [0, 1]. No-op unless C == 3.
+    """Rotates hue by delta ~ U[-max_delta, max_delta] turns per sample (positive: red towards
+    green), as a rotation of the chroma plane of YIQ (like DALI's Hue or CSS hue-rotate; close to,
+    not equal to, tf.image.adjust_hue's HSV shift), then clips to [0, 1]. No-op unless C == 3.
 
-    Own op: besides the one-delta-per-batch limit, the HSV round trip picks the hue formula by testing
-    `channel == max(channels)`, which XLA can break when it fuses it after other arithmetic (on CPU after
-    a bilinear resample, pixels got another hue); a 3x3 matrix per sample has no such test.
+    Own op: besides the one-delta-per-batch limit, the HSV round trip picks the hue formula by
+    testing `channel == max(channels)`, which XLA can break when it fuses it after other arithmetic
+    (on CPU after a bilinear resample, pixels got another hue); a 3x3 matrix per sample has no such
+    test.
     """
     images, seed = check_images(images), check_seed(seed)
     if not 0.0 <= max_delta <= 0.5:
@@ -117,8 +120,9 @@ def random_hue(images, seed, *, max_delta: float = 0.05):
 def normalize(
     images, seed=None, *, mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.5
 ):
-    """(x - mean) / std per channel, x in [0, 1] (uint8 is divided by 255 first). Returns float32, no
-    longer in [0, 1], so put it last. Deterministic: `seed` is ignored (accepted so it composes)."""
+    """(x - mean) / std per channel, x in [0, 1] (uint8 is divided by 255 first). Returns float32,
+    no longer in [0, 1], so put it last. Deterministic: `seed` is ignored (accepted so it
+    composes)."""
     del seed
     x, _ = to_float(check_images(images))
     mean = tf.constant(mean, tf.float32)

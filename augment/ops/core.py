@@ -9,11 +9,14 @@ An op registers itself in its own module, with what a policy needs to know about
     @OPS.register("flip", xla=True)
     def random_flip_lr(images, seed, *, prob: float = 0.5): ...
 
-    xla=True           it compiles with XLA (tested eagerly, in tf.function and with jit_compile=True):
-                       a policy of such ops runs as one XLA cluster; any other op runs uncompiled.
+    xla=True           it compiles with XLA (tested eagerly, in tf.function and with
+                       jit_compile=True): a policy of such ops runs as one XLA cluster; any other op
+                       runs uncompiled.
     mixes_labels=True  a label op: op(images, labels, seed, *, num_classes, **options)
-                       -> (images, soft_labels); an image op is op(images, seed, **options) -> images.
-    eval_op=fn         the op changes the image size; evaluation images get fn (crop_to: center_crop).
+                       -> (images, soft_labels); an image op is op(images, seed, **options) ->
+                       images.
+    eval_op=fn         the op changes the image size; evaluation images get fn (crop_to:
+                       center_crop).
     more_options=(..)  options it passes on through **kwargs (to `affine_transform`).
 
 Its keyword-only arguments are the options a spec may set ("crop:padding=4").
@@ -39,7 +42,8 @@ FILL_MODES = ("reflect", "symmetric", "wrap", "nearest", "constant")
 INTERPOLATIONS = ("bilinear", "nearest")
 
 
-# ------------------------------------------------------------------------------------ registered ops
+# ------------------------------------------------------------------------------------ registered
+# ops
 
 
 def entry_of(fn: Callable) -> Entry | None:
@@ -93,8 +97,9 @@ def split_seed(seed, num: int) -> tf.Tensor:
 
 
 def check_seed(seed) -> tf.Tensor:
-    """A stateless seed as int32 [2] (what XLA on TPU wants). An int64 seed [a, b] keeps all its bits in
-    play: [lo(a) ^ hi(b), lo(b) ^ hi(a)], so e.g. b = step * 4096 + replica does not repeat after 2**32."""
+    """A stateless seed as int32 [2] (what XLA on TPU wants). An int64 seed [a, b] keeps all its
+    bits in play: [lo(a) ^ hi(b), lo(b) ^ hi(a)], so e.g. b = step * 4096 + replica does not repeat
+    after 2**32."""
     seed = tf.convert_to_tensor(seed)
     if (
         seed.dtype not in (tf.int32, tf.int64)
@@ -199,7 +204,8 @@ def per_sample(x):
 
 
 def map_index(idx, n: int, fill_mode: str):
-    """Maps integer source indices (any range) into [0, n) for `fill_mode`; returns (index, in_bounds)."""
+    """Maps integer source indices (any range) into [0, n) for `fill_mode`; returns (index,
+    in_bounds)."""
     valid = (idx >= 0) & (idx < n)
     if fill_mode == "reflect":  # d c b | a b c d | c b a (tf.pad REFLECT; numpy 'reflect')
         if n == 1:
@@ -223,7 +229,8 @@ def check_fill_mode(fill_mode, interpolation="nearest"):
 
 
 def box_mask(height: int, width: int, y0, x0, box_h, box_w):
-    """[B, H, W, 1] bool, True inside rows [y0, y0+box_h) x cols [x0, x0+box_w) (clipped to the image)."""
+    """[B, H, W, 1] bool, True inside rows [y0, y0+box_h) x cols [x0, x0+box_w) (clipped to the
+    image)."""
     rows = tf.range(height)[None, :]
     cols = tf.range(width)[None, :]
     in_rows = (rows >= y0[:, None]) & (rows < (y0 + box_h)[:, None])
@@ -251,8 +258,9 @@ def eval_counterpart(fn: Callable) -> Callable | None:
 
 def sometimes(images, seed, *, op: Callable, prob: float):
     """Image op `op(images, seed)` on each sample with probability `prob` (a per-sample mask, like
-    albumentations' p=); the other samples stay as they are, or get the op's `eval_counterpart` when it
-    changes the size (crop_to: the centre crop). `op` draws from `seed` exactly as it would alone."""
+    albumentations' p=); the other samples stay as they are, or get the op's `eval_counterpart` when
+    it changes the size (crop_to: the centre crop). `op` draws from `seed` exactly as it would
+    alone."""
     images, seed = check_images(images), check_seed(seed)
     check_prob(prob)
     if mixes_labels(op):

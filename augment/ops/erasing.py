@@ -26,12 +26,14 @@ from framework.seeds import fold_in
 def random_cutout(
     images, seed, *, size=8, fill_value: float = 0.0, fully_inside: bool = False, prob: float = 1.0
 ):
-    """Sets a `size` (int or (h, w)) patch of each image to `fill_value`, like tfa.image.random_cutout.
+    """Sets a `size` (int or (h, w)) patch of each image to `fill_value`, like
+    tfa.image.random_cutout.
 
-    With fully_inside=False (tfa's and the Cutout paper's behaviour) the patch centre is uniform over the
-    image and the patch is clipped at the border, so between ceil(h/2)*ceil(w/2) and h*w pixels are set;
-    fully_inside=True places the whole patch inside (exactly h*w pixels). `fill_value` is in the images'
-    own scale. Any dtype. Own op: tfa is gone and Keras has no cutout.
+    With fully_inside=False (tfa's and the Cutout paper's behaviour) the patch centre is uniform
+    over the image and the patch is clipped at the border, so between ceil(h/2)*ceil(w/2) and h*w
+    pixels are set; fully_inside=True places the whole patch inside (exactly h*w pixels).
+    `fill_value` is in the images' own scale. Any dtype. Own op: tfa is gone and Keras has no
+    cutout.
     """
     images, seed = check_images(images), check_seed(seed)
     check_prob(prob)
@@ -66,9 +68,9 @@ def random_erasing(
     aspect=(0.3, 3.3),
     fill_value: float | None = None,
 ):
-    """Random erasing (Zhong et al. 2017): with probability `prob`, a box of random area fraction (uniform
-    in `area`) and aspect ratio (log-uniform in `aspect`), fully inside the image, is filled with uniform
-    noise (fill_value=None) or `fill_value` (images' own scale). Any dtype."""
+    """Random erasing (Zhong et al. 2017): with probability `prob`, a box of random area fraction
+    (uniform in `area`) and aspect ratio (log-uniform in `aspect`), fully inside the image, is
+    filled with uniform noise (fill_value=None) or `fill_value` (images' own scale). Any dtype."""
     images, seed = check_images(images), check_seed(seed)
     check_prob(prob)
     _, height, width, channels = images.shape

@@ -51,9 +51,10 @@ def random_crop(
 ):
     """Pads by `padding` pixels on each side and crops back to H x W at a per-sample random offset.
 
-    The same as `tf.pad(mode=fill_mode)` + a random crop, done as two gathers so each sample gets its own
-    window (Keras' RandomCrop takes one window per batch). `fill_mode='constant'` pads with `fill_value`
-    (zero padding by default); 'reflect' is tf.pad's REFLECT. Output same dtype as input.
+    The same as `tf.pad(mode=fill_mode)` + a random crop, done as two gathers so each sample gets
+    its own window (Keras' RandomCrop takes one window per batch). `fill_mode='constant'` pads with
+    `fill_value` (zero padding by default); 'reflect' is tf.pad's REFLECT. Output same dtype as
+    input.
     """
     images, seed = check_images(images), check_seed(seed)
     check_fill_mode(fill_mode)
@@ -85,8 +86,9 @@ def check_size(size, height: int, width: int, what: str = "image"):
 
 
 def center_crop(images, seed=None, *, size=24):
-    """The centre `size` (int or (h, w)) window of each image, offset (H - h) // 2 as Keras' CenterCrop:
-    what evaluation images get when training uses `random_crop_to`. Deterministic (`seed` ignored)."""
+    """The centre `size` (int or (h, w)) window of each image, offset (H - h) // 2 as Keras'
+    CenterCrop: what evaluation images get when training uses `random_crop_to`. Deterministic
+    (`seed` ignored)."""
     del seed
     images = check_images(images)
     _, height, width, _ = images.shape
@@ -97,10 +99,10 @@ def center_crop(images, seed=None, *, size=24):
 
 @OPS.register("crop_to", xla=True, eval_op=center_crop)
 def random_crop_to(images, seed, *, size=24):
-    """A `size` (int or (h, w)) window of each image at a per-sample uniform offset, fully inside: the
-    batch comes out [B, h, w, C], smaller (Keras' RandomCrop, but one window per sample rather than per
-    batch). Evaluation images get the centre window instead (`center_crop`, applied by the policy's
-    `eval_transform`), and the model is built for h x w. Any dtype.
+    """A `size` (int or (h, w)) window of each image at a per-sample uniform offset, fully inside:
+    the batch comes out [B, h, w, C], smaller (Keras' RandomCrop, but one window per sample rather
+    than per batch). Evaluation images get the centre window instead (`center_crop`, applied by the
+    policy's `eval_transform`), and the model is built for h x w. Any dtype.
     """
     images, seed = check_images(images), check_seed(seed)
     _, height, width, _ = images.shape
@@ -122,10 +124,10 @@ def affine_transform(
 ):
     """Resamples each image with its own affine map from output to input pixel coordinates.
 
-    `matrices` is [B, 2, 3] (or [2, 3] for all): [x_in, y_in] = M @ [x_out, y_out, 1], pixel centres at
-    integer coordinates. Own op: gathers (bilinear or nearest) compile under XLA, whereas
-    ImageProjectiveTransformV3 (Keras' geometric layers, tf.raw_ops) has no XLA kernel. uint8 images are
-    blended in float32 and rounded back.
+    `matrices` is [B, 2, 3] (or [2, 3] for all): [x_in, y_in] = M @ [x_out, y_out, 1], pixel centres
+    at integer coordinates. Own op: gathers (bilinear or nearest) compile under XLA, whereas
+    ImageProjectiveTransformV3 (Keras' geometric layers, tf.raw_ops) has no XLA kernel. uint8 images
+    are blended in float32 and rounded back.
     """
     images = check_images(images)
     check_fill_mode(fill_mode, interpolation)
@@ -165,10 +167,11 @@ def affine_transform(
 
 
 def _affine_matrices(height, width, angles, tx, ty, zoom, shear_x=None, shear_y=None):
-    """Output->input maps: rotate counter-clockwise by `angles` (radians) and scale input coordinates by
-    `zoom` about the image centre, then shift the content by (tx, ty) pixels. All [B]. `shear_x` and
-    `shear_y` (radians, [B], optional) also shear about the centre: x_in += tan(shear_x) * y first, then
-    y_in += tan(shear_y) * x (a shear along x slants vertical lines; along y, horizontal ones)."""
+    """Output->input maps: rotate counter-clockwise by `angles` (radians) and scale input
+    coordinates by `zoom` about the image centre, then shift the content by (tx, ty) pixels. All
+    [B]. `shear_x` and `shear_y` (radians, [B], optional) also shear about the centre: x_in +=
+    tan(shear_x) * y first, then y_in += tan(shear_y) * x (a shear along x slants vertical lines;
+    along y, horizontal ones)."""
     cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
     cos, sin = tf.cos(angles) * zoom, tf.sin(angles) * zoom
     # input = zoom * R(angle) @ S @ (output - centre - t) + centre, with y pointing down
@@ -193,7 +196,8 @@ def rotate(
     fill_mode: str = "reflect",
     fill_value: float = 0.0,
 ):
-    """Rotates each image counter-clockwise (like tf.image.rot90) by `angles` radians, [B] or scalar."""
+    """Rotates each image counter-clockwise (like tf.image.rot90) by `angles` radians, [B] or
+    scalar."""
     images = check_images(images)
     batch = tf.shape(images)[0]
     angles = tf.broadcast_to(tf.cast(angles, tf.float32), [batch])
@@ -213,8 +217,9 @@ def shear(
     fill_mode: str = "reflect",
     fill_value: float = 0.0,
 ):
-    """Shears each image about its centre by `x_angles` along x (x_in = x + tan(angle) * y: vertical lines
-    slant) and `y_angles` along y, radians, [B] or scalar. Deterministic; see `random_shear`."""
+    """Shears each image about its centre by `x_angles` along x (x_in = x + tan(angle) * y: vertical
+    lines slant) and `y_angles` along y, radians, [B] or scalar. Deterministic; see
+    `random_shear`."""
     images = check_images(images)
     batch = tf.shape(images)[0]
     x_angles = tf.broadcast_to(tf.cast(x_angles, tf.float32), [batch])
@@ -242,11 +247,11 @@ def random_affine(
     fill_mode: str = "reflect",
     fill_value: float = 0.0,
 ):
-    """Per-sample rotation in [-max_degrees, max_degrees], shift in [-max_fraction, max_fraction] of the
-    height/width, zoom z in [1 - max_zoom, 1 + max_zoom] (input coordinates scaled by z: z < 1 zooms
-    in) and shear angles in [-max_shear, max_shear] along x and [-max_shear_y, max_shear_y] along y
-    (degrees, as ImageDataGenerator's shear_range, which shears along x), in one resampling. Identity
-    when all are 0."""
+    """Per-sample rotation in [-max_degrees, max_degrees], shift in [-max_fraction, max_fraction] of
+    the height/width, zoom z in [1 - max_zoom, 1 + max_zoom] (input coordinates scaled by z: z < 1
+    zooms in) and shear angles in [-max_shear, max_shear] along x and [-max_shear_y, max_shear_y]
+    along y (degrees, as ImageDataGenerator's shear_range, which shears along x), in one resampling.
+    Identity when all are 0."""
     images, seed = check_images(images), check_seed(seed)
     check_nonnegative(
         max_degrees=max_degrees,
@@ -285,8 +290,8 @@ def random_rotation(images, seed, *, max_degrees: float = 15.0, **kwargs):
 
 @OPS.register("translate", xla=True, more_options=_RESAMPLING)
 def random_translation(images, seed, *, max_fraction: float = 0.1, **kwargs):
-    """Per-sample shift, uniform in [-max_fraction, max_fraction] of H (rows) and W (columns), sub-pixel
-    (bilinear by default; interpolation='nearest' shifts by whole pixels)."""
+    """Per-sample shift, uniform in [-max_fraction, max_fraction] of H (rows) and W (columns),
+    sub-pixel (bilinear by default; interpolation='nearest' shifts by whole pixels)."""
     return random_affine(images, seed, max_fraction=max_fraction, **kwargs)
 
 
@@ -298,7 +303,8 @@ def random_zoom(images, seed, *, max_fraction: float = 0.1, **kwargs):
 
 @OPS.register("shear", xla=True, more_options=_RESAMPLING)
 def random_shear(images, seed, *, max_degrees: float = 10.0, max_degrees_y: float = 0.0, **kwargs):
-    """Per-sample shear along x by an angle uniform in [-max_degrees, max_degrees] (ImageDataGenerator's
-    shear_range, in degrees) and along y in [-max_degrees_y, max_degrees_y]; kwargs as `affine_transform`.
-    A pure shear (x_in = x + tan(angle) * y); ImageDataGenerator's matrix also scales y by cos(angle)."""
+    """Per-sample shear along x by an angle uniform in [-max_degrees, max_degrees]
+    (ImageDataGenerator's shear_range, in degrees) and along y in [-max_degrees_y, max_degrees_y];
+    kwargs as `affine_transform`. A pure shear (x_in = x + tan(angle) * y); ImageDataGenerator's
+    matrix also scales y by cos(angle)."""
     return random_affine(images, seed, max_shear=max_degrees, max_shear_y=max_degrees_y, **kwargs)

@@ -42,9 +42,9 @@ _BETA_ROWS = 2 * _GAMMA_ROWS
 
 
 def _gamma_log(u, alpha: float):
-    """log of Gamma(alpha, 1) samples [B] from uniforms u [_GAMMA_ROWS, B] (Marsaglia-Tsang, vectorised
-    over `_TRIES` proposals; all fail with probability below 0.05**8, then we return the mode's log).
-    Own op: tf.random.stateless_gamma has no XLA kernel."""
+    """log of Gamma(alpha, 1) samples [B] from uniforms u [_GAMMA_ROWS, B] (Marsaglia-Tsang,
+    vectorised over `_TRIES` proposals; all fail with probability below 0.05**8, then we return the
+    mode's log). Own op: tf.random.stateless_gamma has no XLA kernel."""
     a = alpha + 1.0 if alpha < 1.0 else alpha  # Gamma(a) = Gamma(a + 1) * U**(1/a) for a < 1
     d = a - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
@@ -66,7 +66,8 @@ def _gamma_log(u, alpha: float):
 
 
 def _beta(draws, alpha: float):
-    """Symmetric Beta(alpha, alpha) per sample as X / (X + Y), in log space so tiny alphas don't 0/0."""
+    """Symmetric Beta(alpha, alpha) per sample as X / (X + Y), in log space so tiny alphas don't
+    0/0."""
     if alpha <= 0:
         raise ValueError(f"`alpha` ({alpha}) must be > 0")
     u = draws.take(_BETA_ROWS)
@@ -85,8 +86,8 @@ def _cut_boxes(draws, height, width, alpha):
 
 
 def _mix(images, soft, partner, own_weight):
-    """out = w * x + (1 - w) * x[partner] per pixel (w [B, H, W, 1] in [0, 1]); labels mixed by mean(w),
-    which is exactly lambda for mixup and the kept area fraction for cutmix."""
+    """out = w * x + (1 - w) * x[partner] per pixel (w [B, H, W, 1] in [0, 1]); labels mixed by
+    mean(w), which is exactly lambda for mixup and the kept area fraction for cutmix."""
     lam = tf.reduce_mean(own_weight, axis=[1, 2, 3])[:, None]
     mixed_labels = lam * soft + (1.0 - lam) * tf.gather(soft, partner)
     other = tf.gather(images, partner)
@@ -97,9 +98,9 @@ def _mix(images, soft, partner, own_weight):
 
 @OPS.register("mixup", xla=True, mixes_labels=True)
 def mixup(images, labels, seed, *, num_classes: int, alpha: float = 0.2, prob: float = 1.0):
-    """Mixup (Zhang et al. 2018): x = lam x_i + (1 - lam) x_j with lam ~ Beta(alpha, alpha) per sample and
-    j a random other sample; labels (int [B] or soft [B, K]) mixed alike -> float32 [B, K]. Samples not
-    picked (1 - prob) keep lam = 1. float32 only.
+    """Mixup (Zhang et al. 2018): x = lam x_i + (1 - lam) x_j with lam ~ Beta(alpha, alpha) per
+    sample and j a random other sample; labels (int [B] or soft [B, K]) mixed alike -> float32 [B,
+    K]. Samples not picked (1 - prob) keep lam = 1. float32 only.
 
     Own op: keras.layers.MixUp/CutMix draw from a SeedGenerator variable and sample Beta through
     tf.random.stateless_gamma (no XLA kernel)."""
@@ -116,9 +117,10 @@ def mixup(images, labels, seed, *, num_classes: int, alpha: float = 0.2, prob: f
 
 @OPS.register("cutmix", xla=True, mixes_labels=True)
 def cutmix(images, labels, seed, *, num_classes: int, alpha: float = 1.0, prob: float = 1.0):
-    """CutMix (Yun et al. 2019): pastes a box from a random other sample; box side sqrt(1 - lam) of the
-    image, lam ~ Beta(alpha, alpha), centre uniform, clipped at the border. The label weight of the pasted
-    sample is exactly the pasted area fraction. Returns float32 [B, K] labels. Any dtype."""
+    """CutMix (Yun et al. 2019): pastes a box from a random other sample; box side sqrt(1 - lam) of
+    the image, lam ~ Beta(alpha, alpha), centre uniform, clipped at the border. The label weight of
+    the pasted sample is exactly the pasted area fraction. Returns float32 [B, K] labels. Any
+    dtype."""
     images, seed = check_images(images), check_seed(seed)
     check_prob(prob)
     soft = soft_labels(labels, num_classes)
@@ -142,8 +144,8 @@ def mixup_or_cutmix(
     cutmix_prob: float = 0.5,
     prob: float = 1.0,
 ):
-    """Per sample, cutmix with probability `cutmix_prob`, otherwise mixup (timm's defaults), each against
-    a random other sample. float32 only; returns float32 [B, K] labels."""
+    """Per sample, cutmix with probability `cutmix_prob`, otherwise mixup (timm's defaults), each
+    against a random other sample. float32 only; returns float32 [B, K] labels."""
     images, seed = check_images(images, float_only=True), check_seed(seed)
     check_prob(prob)
     check_prob(cutmix_prob)

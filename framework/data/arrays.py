@@ -19,7 +19,8 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
-    """A dataset held in memory. Images are uint8 (N, H, W, C), labels int32 (N,) in [0, num_classes)."""
+    """A dataset held in memory. Images are uint8 (N, H, W, C), labels int32 (N,) in [0,
+    num_classes)."""
 
     name: str
     x_train: np.ndarray
@@ -80,7 +81,8 @@ class ArrayDataset:
 
 
 def tf_error_text(e: tf.errors.OpError) -> str:
-    """The useful part of a TF op error: its last line, without the function-node prefix and op suffix."""
+    """The useful part of a TF op error: its last line, without the function-node prefix and op
+    suffix."""
     text = e.message.strip().splitlines()[-1] if e.message.strip() else type(e).__name__
     return re.sub(r"\s*\[Op:[^\]]*\].*$", "", re.sub(r"\{\{[^}]*\}\}\s*", "", text))[:300]
 
@@ -94,8 +96,8 @@ def _is_int(v) -> bool:
 
 
 def resize_images(images: np.ndarray, image_size: int, *, batch_size: int = 2048) -> np.ndarray:
-    """Resizes uint8 (N, H, W, C) images to (N, image_size, image_size, C): bilinear with antialiasing
-    (so downscaling averages, not aliases), rounded and clipped back to uint8."""
+    """Resizes uint8 (N, H, W, C) images to (N, image_size, image_size, C): bilinear with
+    antialiasing (so downscaling averages, not aliases), rounded and clipped back to uint8."""
     if images.shape[1:3] == (image_size, image_size):
         return images
     out = np.empty((len(images), image_size, image_size, images.shape[-1]), np.uint8)
@@ -215,7 +217,8 @@ def make_subsets(
 
 
 def read_cached(name, cached_path, source) -> ArrayDataset | None:
-    """The decoded arrays from the disk cache, or None when absent or unusable (then we decode again)."""
+    """The decoded arrays from the disk cache, or None when absent or unusable (then we decode
+    again)."""
     if not os.path.isfile(cached_path):
         return None
     try:

@@ -3,11 +3,13 @@ ArrayDataset they come in, and the subsets users make).
 
 `load(name)` looks, in this order:
   1. in `data_dir` (the argument, else $DATA_DIR, else ~/.keras/datasets) for
-     - the shared layout (../shared/datasets): `mnist.npz` or `fashion_mnist.npz` (the keys of keras'
-       mnist.npz), `cifar10_jpeg.npz` or `cifar100_jpeg.npz` (JPEG bytes + offsets + class_names), or
+     - the shared layout (../shared/datasets): `mnist.npz` or `fashion_mnist.npz` (the keys of
+       keras' mnist.npz), `cifar10_jpeg.npz` or `cifar100_jpeg.npz` (JPEG bytes + offsets +
+       class_names), or
      - keras' download layout: `mnist.npz`, `fashion-mnist/*-ubyte.gz`, `cifar-10-batches-py/` and
        `cifar-100-python/` (also inside the `*-target/` folders keras 3 extracts to);
-  2. `keras.datasets.<name>.load_data()` when `download=True` (it reuses its files in ~/.keras/datasets).
+  2. `keras.datasets.<name>.load_data()` when `download=True` (it reuses its files in
+     ~/.keras/datasets).
 Nothing found gives a `DataError` listing every place looked at and the flag to pass.
 
 JPEG datasets are decoded once, in parallel, then cached in memory (per process) and on disk as an
@@ -68,14 +70,16 @@ CLASS_NAMES = {
         "truck",
     ),
     "cifar100": tuple(
-        """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge
-        bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
-        crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp
-        lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree
-        orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit
-        raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel
-        streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip
-        turtle wardrobe whale willow_tree wolf woman worm""".split()
+        """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy
+        bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock
+        cloud cockroach couch crab crocodile cup dinosaur dolphin elephant flatfish
+        forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion
+        lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange
+        orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine
+        possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
+        snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone
+        television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf
+        woman worm""".split()
     ),
 }
 
@@ -93,7 +97,8 @@ def default_data_dir() -> str:
 
 
 def cache_dir() -> str:
-    """Where decoded datasets are cached: $TFLOOPS_CACHE_DIR, else $XDG_CACHE_HOME/tfloops, else ~/.cache/tfloops."""
+    """Where decoded datasets are cached: $TFLOOPS_CACHE_DIR, else $XDG_CACHE_HOME/tfloops, else
+    ~/.cache/tfloops."""
     if os.environ.get("TFLOOPS_CACHE_DIR"):
         return os.environ["TFLOOPS_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -159,7 +164,8 @@ def load(name: str, data_dir: str | None = None, *, download: bool = True) -> Ar
 
 
 def _candidates(name, data_dir) -> list[tuple[str, list[str], Callable]]:
-    """(description, files it needs, reader) for each layout `name` may be stored in, in lookup order."""
+    """(description, files it needs, reader) for each layout `name` may be stored in, in lookup
+    order."""
     j = lambda *parts: os.path.join(data_dir, *parts)  # noqa: E731
     if name == "mnist":
         return [(j("mnist.npz"), [j("mnist.npz")], _read_mnist_npz)]
@@ -234,13 +240,14 @@ def _make(name, path, x_train, y_train, x_test, y_test, class_names) -> ArrayDat
 
 
 def _read_npz(path, keys) -> dict[str, np.ndarray]:
-    """Reads `keys` from an .npz without unpickling anything; truncation or corruption -> DataError."""
+    """Reads `keys` from an .npz without unpickling anything; truncation or corruption ->
+    DataError."""
     try:
         f = np.load(path, allow_pickle=False)
         if not isinstance(f, np.lib.npyio.NpzFile):
             raise DataError(
-                f"{path}: expected an .npz archive, found a single .npy array; replace it, or {_FIX} "
-                f"to a folder with the right file."
+                f"{path}: expected an .npz archive, found a single .npy array; replace it, or "
+                f"{_FIX} to a folder with the right file."
             )
         with f:
             missing = [k for k in keys if k not in f.files]
@@ -289,8 +296,9 @@ def _read_idx_gz(name, files) -> ArrayDataset:
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """CIFAR's python batches are pickles: this unpickler refuses every global except those that rebuild
-    numpy arrays (the same rule keras.datasets applies), so a tampered file cannot run code."""
+    """CIFAR's python batches are pickles: this unpickler refuses every global except those that
+    rebuild numpy arrays (the same rule keras.datasets applies), so a tampered file cannot run
+    code."""
 
     ALLOWED = {
         ("numpy", "ndarray"),
@@ -311,7 +319,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _read_cifar_pickles(name, files) -> ArrayDataset:
-    """CIFAR as keras downloads it: pickled dicts {data: (N, 3072) uint8 channels-first, labels: [...]}."""
+    """CIFAR as keras downloads it: pickled dicts {data: (N, 3072) uint8 channels-first, labels:
+    [...]}."""
     label_key = "labels" if name == "cifar10" else "fine_labels"
     xs, ys = [], []
     for path in files:
@@ -410,7 +419,8 @@ def _read_jpeg_npz(name, files) -> ArrayDataset:
 
 
 def _decode_jpegs(path, split, blob, offsets) -> np.ndarray:
-    """Decodes image i = blob[offsets[i]:offsets[i+1]] for all i, in parallel batches, into (N, H, W, C)."""
+    """Decodes image i = blob[offsets[i]:offsets[i+1]] for all i, in parallel batches, into (N, H,
+    W, C)."""
     offsets = np.asarray(offsets)
     if (
         blob.dtype != np.uint8

@@ -1,19 +1,23 @@
-"""Image folders: one sub-folder per class of JPEG/PNG files, the layout users keep their own data in.
+"""Image folders: one sub-folder per class of JPEG/PNG files, the layout users keep their own data
+in.
 
-    PATH/train/<class>/*.jpg + PATH/test/<class>/*.jpg   the two splits as they are (and PATH/validation/,
+    PATH/train/<class>/*.jpg + PATH/test/<class>/*.jpg   the two splits as they are (and
+    PATH/validation/,
                                                          where present, as the 'val' split)
-    PATH/<class>/*.png                                   a seeded `test_split` fraction becomes the test split
+    PATH/<class>/*.png                                   a seeded `test_split` fraction becomes the
+                                                         test split
 
-Class names are the sorted sub-folder names (those of train/ in the first layout); files may sit in nested
-folders below a class folder; other file types and hidden files are ignored. Every image is checked
-before it is decoded (a header larger than `max_image_pixels` is refused, so a huge file cannot exhaust
-memory); a corrupt image stops loading with its path, or with on_corrupt="skip" is skipped and counted.
-While streaming JPEGs with on_corrupt="fail", files are not checked one by one (streaming.py says why):
-a decode error fails the run, and `find_unreadable` names the file.
+Class names are the sorted sub-folder names (those of train/ in the first layout); files may sit in
+nested folders below a class folder; other file types and hidden files are ignored. Every image is
+checked before it is decoded (a header larger than `max_image_pixels` is refused, so a huge file
+cannot exhaust memory); a corrupt image stops loading with its path, or with on_corrupt="skip" is
+skipped and counted. While streaming JPEGs with on_corrupt="fail", files are not checked one by one
+(streaming.py says why): a decode error fails the run, and `find_unreadable` names the file.
 
 Both split the folder in `list_splits`. `load_image_folder` decodes every image into memory;
-`list_image_folder` lists the files only and returns sources that read and decode them in tf.data while training (framework/data/streaming.py):
-the same splits, the order and exact resume of the in-memory path, memory bounded whatever the size.
+`list_image_folder` lists the files only and returns sources that read and decode them in tf.data
+while training (framework/data/streaming.py): the same splits, the order and exact resume of the
+in-memory path, memory bounded whatever the size.
 """
 
 import concurrent.futures
@@ -37,7 +41,8 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @dataclasses.dataclass(frozen=True)
 class ImageFolderDataset(ArrayDataset):
-    """An ArrayDataset read from an image folder; `skipped` lists "path: reason" per skipped corrupt image."""
+    """An ArrayDataset read from an image folder; `skipped` lists "path: reason" per skipped corrupt
+    image."""
 
     skipped: tuple[str, ...] = ()
 
@@ -47,7 +52,8 @@ class ImageFolderDataset(ArrayDataset):
 
 
 class _BadImage(Exception):
-    """A file that is not a readable JPEG/PNG image (reported or skipped according to `on_corrupt`)."""
+    """A file that is not a readable JPEG/PNG image (reported or skipped according to
+    `on_corrupt`)."""
 
 
 def _visible(name):
@@ -86,13 +92,15 @@ def _list_images(path, class_names=None) -> tuple[tuple[str, ...], list[str], li
                     labels.append(label)
     if not files:
         raise DataError(
-            f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in the class folders {list(class_names)}"
+            f"{path}: no {'/'.join(IMAGE_EXTENSIONS)} files in the class folders "
+            f"{list(class_names)}"
         )
     return tuple(class_names), files, labels
 
 
 def _decode(path, max_image_pixels, image_size) -> np.ndarray:
-    """One image as uint8 (H, W, 1 or 3), its size checked from the header before the full decode."""
+    """One image as uint8 (H, W, 1 or 3), its size checked from the header before the full
+    decode."""
     with open(path, "rb") as f:
         data = f.read()
     if data.startswith(_PNG_MAGIC):
@@ -238,7 +246,8 @@ def _check_options(on_corrupt, image_size):
 
 
 def split_folders(path: str) -> dict[str, str] | None:
-    """{'train', 'test'[, 'val']: folder} when PATH holds train/ and test/ (and validation/), else None."""
+    """{'train', 'test'[, 'val']: folder} when PATH holds train/ and test/ (and validation/), else
+    None."""
     folders = {
         split: os.path.join(path, name)
         for split, name in (("train", "train"), ("test", "test"), ("val", "validation"))
@@ -249,8 +258,9 @@ def split_folders(path: str) -> dict[str, str] | None:
 
 
 class StreamedImages(IndexedSource):
-    """An image folder's files as a streamed source: example i is (decoded file i, label i), read and
-    decoded in the tf.data map (framework/data/streaming.py) into uint8 images of `image_shape`."""
+    """An image folder's files as a streamed source: example i is (decoded file i, label i), read
+    and decoded in the tf.data map (framework/data/streaming.py) into uint8 images of
+    `image_shape`."""
 
     def __init__(
         self,
@@ -300,10 +310,11 @@ class StreamedImages(IndexedSource):
 
 
 def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | None:
-    """ "PATH: unreadable image file: why. ..." for the first of `files` (in order) that does not decode, else
-    None: each file read, checked and decoded as loading does, in threads, 256 at a time. What a streamed
-    pipeline's decode error (TensorFlow's, which names no file) is traced back to; a file listed twice is
-    checked once."""
+    """ "PATH: unreadable image file: why. ..." for the first of `files` (in order) that does not
+     decode, else
+    None: each file read, checked and decoded as loading does, in threads, 256 at a time. What a
+    streamed pipeline's decode error (TensorFlow's, which names no file) is traced back to; a file
+    listed twice is checked once."""
 
     def why(path):
         try:
@@ -326,8 +337,8 @@ def find_unreadable(files, max_image_pixels: int = MAX_IMAGE_PIXELS) -> str | No
             for path, reason in zip(chunk, pool.map(why, chunk)):
                 if reason:
                     return (
-                        f"{path}: {streaming.CORRUPT_MARK}: {reason.rstrip('. ')}. Fix or remove it, or pass "
-                        f"--on_corrupt=skip to skip such files"
+                        f"{path}: {streaming.CORRUPT_MARK}: {reason.rstrip('. ')}. Fix or "
+                        "remove it, or pass --on_corrupt=skip to skip such files"
                     )
     return None
 
@@ -338,10 +349,10 @@ _DECODE_ERROR = re.compile(
 
 
 def unreadable_file_message(error, sources, first=()) -> str | None:
-    """The one line for a streamed pipeline's error: the file it names (the checked path's error), or, for a
-    decoder's error (which names none), the first file that does not decode among `first` (the files the
-    stream was reading: found in seconds on any folder), then all files of `sources` (streamed sources with
-    `files` and `max_image_pixels`). None: not an unreadable file."""
+    """The one line for a streamed pipeline's error: the file it names (the checked path's error),
+    or, for a decoder's error (which names none), the first file that does not decode among `first`
+    (the files the stream was reading: found in seconds on any folder), then all files of `sources`
+    (streamed sources with `files` and `max_image_pixels`). None: not an unreadable file."""
     message = streaming.corrupt_file_message(error)
     if message or not _DECODE_ERROR.search(getattr(error, "message", str(error))):
         return message
@@ -364,10 +375,11 @@ def list_image_folder(
     seed: int = 0,
     name: str | None = None,
 ) -> streaming.StreamedSplits:
-    """Lists an image folder (either layout in the module docstring) for streaming; decodes only a few
-    images, the first of each class, for the image shape: (image_size, image_size) if given, else the
-    first image's size (others are resized to it while streaming); RGB if any of those is colour.
-    Splits and the test_split draw are those of `load_image_folder` (before any corrupt file is skipped)."""
+    """Lists an image folder (either layout in the module docstring) for streaming; decodes only a
+    few images, the first of each class, for the image shape: (image_size, image_size) if given,
+    else the first image's size (others are resized to it while streaming); RGB if any of those is
+    colour. Splits and the test_split draw are those of `load_image_folder` (before any corrupt file
+    is skipped)."""
     _check_options(on_corrupt, image_size)
     path = os.path.expanduser(path)
     name = name or os.path.basename(os.path.normpath(path))

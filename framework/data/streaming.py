@@ -1,21 +1,23 @@
 """Streaming from files: decode image files inside tf.data, and the in-memory-or-streaming choice.
 
-`decode_image_file` reads and decodes one JPEG/PNG file in the tf.data graph (no Python, so the map runs
-in parallel). Two paths, chosen per source by `checks_each_file`:
-    - checked (--on_corrupt=skip, or any listed PNG): before the decode, the first bytes must be a JPEG or
-      PNG signature, the last its end marker (a cut file fails here), and the header's size at most
-      `max_image_pixels` (a decompression bomb is never decoded); an unreadable file is skipped (counted)
-      or fails naming the file;
-    - unchecked (--on_corrupt=fail over .jpg/.jpeg files, the common case): read and decode, nothing else
-      per file. TensorFlow's JPEG decoder refuses what is cut, garbled or not a JPEG, and any image over
-      2^29 bytes of pixels (Pillow's hard bomb limit, 2 x 89.5M RGB pixels) before allocating it; the pipeline
-      then fails with TF's error, which names no file, and `image_folder.find_unreadable` names it (the
-      trainers do this, then exit 2 in one line). `max_image_pixels` is checked on the decoded size of a file
-      that needs a resize (one of the target size is under it). The checks cost a share of the decode's
-      time: what they buy is skipping; failing needs none of them. Not caught before the decode: a PNG
-      misnamed .jpg (decoded whatever its size, then refused by the pixel limit).
+`decode_image_file` reads and decodes one JPEG/PNG file in the tf.data graph (no Python, so the map
+runs in parallel). Two paths, chosen per source by `checks_each_file`:
+    - checked (--on_corrupt=skip, or any listed PNG): before the decode, the first bytes must be a
+      JPEG or PNG signature, the last its end marker (a cut file fails here), and the header's size
+      at most `max_image_pixels` (a decompression bomb is never decoded); an unreadable file is
+      skipped (counted) or fails naming the file;
+    - unchecked (--on_corrupt=fail over .jpg/.jpeg files, the common case): read and decode, nothing
+      else per file. TensorFlow's JPEG decoder refuses what is cut, garbled or not a JPEG, and any
+      image over 2^29 bytes of pixels (Pillow's hard bomb limit, 2 x 89.5M RGB pixels) before
+      allocating it; the pipeline then fails with TF's error, which names no file, and
+      `image_folder.find_unreadable` names it (the trainers do this, then exit 2 in one line).
+      `max_image_pixels` is checked on the decoded size of a file that needs a resize (one of the
+      target size is under it). The checks cost a share of the decode's time: what they buy is
+      skipping; failing needs none of them. Not caught before the decode: a PNG misnamed .jpg
+      (decoded whatever its size, then refused by the pixel limit).
 `choose_in_memory` decides where a file dataset lives: in memory when its decoded size is under
-IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one line.
+IN_MEMORY_LIMIT_BYTES (`--data_in_memory=auto`), or as forced (`yes` / `no`), and logs why in one
+line.
 """
 
 import dataclasses
@@ -40,8 +42,8 @@ _PNG_END = b"IEND\xaeB`\x82"
 @dataclasses.dataclass(frozen=True)
 class StreamedSplits:
     """A dataset listed for streaming, not decoded (an image folder, TFRecord shards): `splits`
-    {'train', 'test'[, 'val']: a StreamedSource each}; `skipped` counts unreadable image files where the
-    source skips them (--on_corrupt=skip), None where it cannot."""
+    {'train', 'test'[, 'val']: a StreamedSource each}; `skipped` counts unreadable image files where
+    the source skips them (--on_corrupt=skip), None where it cannot."""
 
     name: str
     class_names: tuple[str, ...]
@@ -59,7 +61,8 @@ class StreamedSplits:
 
 
 def choose_in_memory(mode: str, estimated_bytes: int, what: str) -> bool:
-    """True: decode `what` into memory. Logs the choice, the reason and the estimated decoded size."""
+    """True: decode `what` into memory. Logs the choice, the reason and the estimated decoded
+    size."""
     if mode not in IN_MEMORY_MODES:
         raise ValueError(f"`data_in_memory` ({mode!r}) must be one of {', '.join(IN_MEMORY_MODES)}")
     size = (
@@ -123,8 +126,8 @@ def _is_whole_png(data):
 
 
 def _png_size(data):
-    """[height, width] from a PNG's header, [0, 0] when `data` is no whole PNG file (its checks: signature,
-    end marker, a header there)."""
+    """[height, width] from a PNG's header, [0, 0] when `data` is no whole PNG file (its checks:
+    signature, end marker, a header there)."""
     whole = _is_whole_png(data) & (tf.strings.length(data) >= 24)
 
     def parse():
@@ -137,9 +140,10 @@ def _png_size(data):
 
 
 def checks_each_file(files, on_corrupt: str, image_shape, max_image_pixels: int) -> bool:
-    """Whether `decode_image_file` must check each of `files` before decoding it (module docstring): to skip
-    unreadable files, when any is a PNG (whose decoder has no size limit of its own), or when the target
-    size itself is over `max_image_pixels` (the unchecked path checks only the files it resizes)."""
+    """Whether `decode_image_file` must check each of `files` before decoding it (module docstring):
+    to skip unreadable files, when any is a PNG (whose decoder has no size limit of its own), or
+    when the target size itself is over `max_image_pixels` (the unchecked path checks only the files
+    it resizes)."""
     over = max_image_pixels and image_shape[0] * image_shape[1] > max_image_pixels
     return bool(
         on_corrupt != "fail"
@@ -159,23 +163,26 @@ def decode_image_file(
 ):
     """(uint8 image of `image_shape` (H, W, C), readable) for one file path, in the tf.data graph.
 
-    checked=False (only for JPEG files with on_corrupt='fail'; see `checks_each_file`): read and decode,
-    no check first; an unreadable file fails the pipeline with TensorFlow's error (module docstring).
+    checked=False (only for JPEG files with on_corrupt='fail'; see `checks_each_file`): read and
+    decode, no check first; an unreadable file fails the pipeline with TensorFlow's error (module
+    docstring).
 
     Images of another size are resized to (H, W) (bilinear with antialiasing, rounded, as
-    datasets.resize_images); grey becomes RGB when C is 3. An unreadable file: with on_corrupt='fail'
-    the pipeline fails with an error naming it; with 'skip' it gives zeros and readable=False, and is
-    recorded in `skipped`. `max_image_pixels` 0 sets no limit (and parses no header).
+    datasets.resize_images); grey becomes RGB when C is 3. An unreadable file: with
+    on_corrupt='fail' the pipeline fails with an error naming it; with 'skip' it gives zeros and
+    readable=False, and is recorded in `skipped`. `max_image_pixels` 0 sets no limit (and parses no
+    header).
 
-    A JPEG of the right size, the common case, runs about 20 small ops and three branches besides the
-    decode (a share of the decode's time): the PNG parse and the error message are built
+    A JPEG of the right size, the common case, runs about 20 small ops and three branches besides
+    the decode (a share of the decode's time): the PNG parse and the error message are built
     only in the branches that need them.
     """
     height, width, channels = image_shape
     if not checked:
         if on_corrupt != "fail":
             raise ValueError(
-                "decode_image_file(checked=False) fails on an unreadable file: on_corrupt must be 'fail'"
+                "decode_image_file(checked=False) fails on an unreadable file: on_corrupt must "
+                "be 'fail'"
             )
         return _decode_jpeg_file(path, image_shape, max_image_pixels), tf.constant(True)
     data = tf.io.read_file(path)
@@ -232,8 +239,8 @@ def decode_image_file(
 
 
 def _decode_jpeg_file(path, image_shape, max_image_pixels):
-    """decode_image_file's unchecked path: read, decode, and resize a file of another size (its decoded
-    size checked against `max_image_pixels` first)."""
+    """decode_image_file's unchecked path: read, decode, and resize a file of another size (its
+    decoded size checked against `max_image_pixels` first)."""
     height, width, channels = image_shape
     image = tf.io.decode_jpeg(tf.io.read_file(path), channels=channels)
 

@@ -119,7 +119,8 @@ FEATURES = {
 
 
 def parse_batch(records, filename):
-    """Parses a batch of records from one file: vectorised: one parse op per batch instead of one per example."""
+    """Parses a batch of records from one file: vectorised: one parse op per batch instead of one
+    per example."""
     f = tf.io.parse_example(records, FEATURES)
     shape, label = f["shape"], f["label"]
     ok = tf.reduce_all(shape > 0) & tf.reduce_all(label >= 0) & tf.reduce_all(shape == shape[:1])
@@ -143,7 +144,8 @@ def parse_batch(records, filename):
 
 
 def expected_counts(files) -> dict[str, tuple[int, str]]:
-    """{file: (records it should hold, the index saying so)} for the shards that `{split}.json` lists."""
+    """{file: (records it should hold, the index saying so)} for the shards that `{split}.json`
+    lists."""
     expected, indexes = {}, {}
     for path in files:
         m = SHARD_RE.match(os.path.basename(path))

@@ -1,31 +1,36 @@
 """TFRecord shards of uint8 images and int32 labels: write, read, and a converter command.
 
 Each record is a tf.train.Example with
-    image  bytes      the raw uint8 pixels, H*W*C bytes in C order (not PNG: an exact round trip and no
+    image  bytes      the raw uint8 pixels, H*W*C bytes in C order (not PNG: an exact round trip and
+           no
                       encode/decode cost, for H*W*C bytes per image on disk)
     shape  int64 x 3  (H, W, C)
     label  int64
-Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`. Beside them `{split}.json` holds the number of
-records in each shard (so a truncated shard is caught: TFRecord readers stop at a cut silently), the
-image shape and the class names.
+Shards are named `{split}-{i:05d}-of-{n:05d}.tfrecord`. Beside them `{split}.json` holds the number
+of records in each shard (so a truncated shard is caught: TFRecord readers stop at a cut silently),
+the image shape and the class names.
 
     python -m framework.data.tfrecords --dataset=cifar10 --out_dir=DIR [--data_dir=DIR] [--num_shards=N]
     python -m framework.data.tfrecords --image_folder=PATH --out_dir=DIR [--image_size=64] [--on_corrupt=skip]
 
-`load_tfrecord_dataset` reads every shard into memory; `list_tfrecords` returns `RecordShards` sources that
-stream them while training (bounded memory). What a streamed training run guarantees:
+`load_tfrecord_dataset` reads every shard into memory; `list_tfrecords` returns `RecordShards`
+sources that stream them while training (bounded memory). What a streamed training run guarantees:
     - epoch e reads the shards in the order `epoch_permutation(num_shards, seed, e)`, interleaving
-      `cycle_length` of them record by record, then permutes each block of `shuffle_buffer` consecutive
-      records with a stateless permutation of (seed, e, block) (at most that many records are held); each
-      epoch is its first steps_per_epoch * global_batch_size records (the remainder is dropped, as for arrays);
-    - so the whole record order is a function of (seed, epoch), and a resume at step S is exact: it starts
-      at epoch S // steps_per_epoch and skips the records before S (read again, not parsed), so the batches
-      after S are those of an uninterrupted run (tests/test_tfrecords.py checks this);
-    - with several input pipelines, each reads every shard and parses only its own slice of each global
-      batch: no record twice, none missing, the same batches as one pipeline (files are read P times);
-    - `{split}.json`'s counts are trusted: a shard cut short ends its epochs early without an error (the
-      in-memory path checks the counts). Without `{split}.json` the shards are counted once, by reading them.
-"""
+      `cycle_length` of them record by record, then permutes each block of `shuffle_buffer`
+      consecutive records with a stateless permutation of (seed, e, block) (at most that many
+      records are held); each epoch is its first steps_per_epoch * global_batch_size records (the
+      remainder is dropped, as for arrays);
+    - so the whole record order is a function of (seed, epoch), and a resume at step S is exact: it
+      starts at epoch S // steps_per_epoch and skips the records before S (read again, not parsed),
+      so the batches after S are those of an uninterrupted run (tests/test_tfrecords.py checks
+      this);
+    - with several input pipelines, each reads every shard and parses only its own slice of each
+      global batch: no record twice, none missing, the same batches as one pipeline (files are read
+      P times);
+    - `{split}.json`'s counts are trusted: a shard cut short ends its epochs early without an error
+      (the in-memory path checks the counts). Without `{split}.json` the shards are counted once, by
+      reading them.
+"""  # noqa: E501
 
 import os
 import sys
@@ -65,12 +70,13 @@ from framework.streamed_source import StreamedSource
 def read_tfrecords(
     pattern: str, *, image_shape: Sequence[int] | None = None, num_parallel_reads: int | None = None
 ) -> tf.data.Dataset:
-    """A dataset of (uint8 image (H, W, C), int32 label) from the shards matching `pattern`, parsed in parallel.
+    """A dataset of (uint8 image (H, W, C), int32 label) from the shards matching `pattern`, parsed
+    in parallel.
 
     Shards are read one after another in name order (so the order is the written order) unless
-    `num_parallel_reads` is set, which interleaves that many shards. `image_shape` makes the shape static.
-    A malformed example fails with the file's name; a truncated or bit-flipped shard fails with TF's
-    DataLossError (use `load_tfrecords` to have those named too).
+    `num_parallel_reads` is set, which interleaves that many shards. `image_shape` makes the shape
+    static. A malformed example fails with the file's name; a truncated or bit-flipped shard fails
+    with TF's DataLossError (use `load_tfrecords` to have those named too).
     """
     batches = _batches(shard_files(pattern), image_shape, num_parallel_reads)
     return batches.map(lambda images, labels, filename: (images, labels)).unbatch()
@@ -111,8 +117,8 @@ def _first_bad_file(files) -> str | None:
 
 
 def load_tfrecords(pattern: str) -> tuple[np.ndarray, np.ndarray]:
-    """All examples matching `pattern` as arrays (x uint8 (N, H, W, C), y int32 (N,)), in file-name order.
-    A malformed, truncated or corrupt shard gives a DataError naming it."""
+    """All examples matching `pattern` as arrays (x uint8 (N, H, W, C), y int32 (N,)), in file-name
+    order. A malformed, truncated or corrupt shard gives a DataError naming it."""
     files = shard_files(pattern)
     xs, ys, counts, shapes = [], [], dict.fromkeys(files, 0), {}
     try:
@@ -161,7 +167,8 @@ def load_tfrecord_dataset(directory: str, *, name: str | None = None) -> ArrayDa
 
 
 class RecordShards(StreamedSource):
-    """TFRecord shards of one split streamed while training (the guarantees are in the module docstring)."""
+    """TFRecord shards of one split streamed while training (the guarantees are in the module
+    docstring)."""
 
     def __init__(
         self,
@@ -215,8 +222,8 @@ class RecordShards(StreamedSource):
     ) -> DatasetFn:
         if example_fn is not None:
             raise ValueError(
-                "an example_fn (e.g. --alternating_flip) needs example ids, which streamed TFRecord "
-                "shards do not have; load them in memory (--data_in_memory=yes)"
+                "an example_fn (e.g. --alternating_flip) needs example ids, which streamed "
+                "TFRecord shards do not have; load them in memory (--data_in_memory=yes)"
             )
         per_epoch = check_train_stream(
             self.num_examples, global_batch_size, steps_per_fetch, start_step, host_fn
@@ -236,9 +243,9 @@ class RecordShards(StreamedSource):
                 deterministic=True,
             )
 
-            # A stateless block shuffle: each run of `shuffle_buffer` records is permuted by (seed, epoch,
-            # block). Unlike Dataset.shuffle (whose seed is a Python int, or mixed with the global seed),
-            # the order is a function of (seed, epoch) alone.
+            # A stateless block shuffle: each run of `shuffle_buffer` records is permuted by (seed,
+            # epoch, block). Unlike Dataset.shuffle (whose seed is a Python int, or mixed with the
+            # global seed), the order is a function of (seed, epoch) alone.
             def permute(block, window):
                 key = tf.random.experimental.stateless_fold_in(
                     tf.stack([tf.cast(seed, tf.int64), epoch]), block
@@ -315,8 +322,9 @@ def list_tfrecords(
     directory: str, *, image_size: int | None = None, name: str | None = None, **shard_options
 ) -> StreamedSplits:
     """The shards in `directory` for streaming. Checked up front, before any training: every shard
-    `{split}.json` lists is there, and the first record of every shard parses as one of ours (a file that
-    is not TFRecord fails here, naming it). `shard_options`: RecordShards' cycle_length, shuffle_buffer."""
+    `{split}.json` lists is there, and the first record of every shard parses as one of ours (a file
+    that is not TFRecord fails here, naming it). `shard_options`: RecordShards' cycle_length,
+    shuffle_buffer."""
     splits, class_names, shapes = {}, None, {}
     for split, (files, index) in shard_splits(directory).items():
         for path in files:
@@ -352,7 +360,8 @@ def list_tfrecords(
 
 
 def _first_record_shape(path) -> tuple[int, ...]:
-    """The image shape of a shard's first record; DataError naming the file if it is not one of ours."""
+    """The image shape of a shard's first record; DataError naming the file if it is not one of
+    ours."""
     try:
         record = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         if record is None:
@@ -383,7 +392,8 @@ def tfrecords_labels_head(files, n: int = 10_000) -> np.ndarray:
 
 
 def convert(ds: ArrayDataset, out_dir: str, num_shards: int = 1) -> dict[str, list[str]]:
-    """Writes every split of `ds`: train in `num_shards` shards, smaller splits in proportionally fewer."""
+    """Writes every split of `ds`: train in `num_shards` shards, smaller splits in proportionally
+    fewer."""
     written = {}
     for split in ("train", "test", "val"):
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
@@ -396,7 +406,8 @@ def convert(ds: ArrayDataset, out_dir: str, num_shards: int = 1) -> dict[str, li
 
 
 def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
-    """The converter's flags, on their own FlagValues so importing this module defines no global flags."""
+    """The converter's flags, on their own FlagValues so importing this module defines no global
+    flags."""
     kw = dict(flag_values=flag_values)
     flags.DEFINE_enum("dataset", None, datasets.DATASETS, "Dataset to convert.", **kw)
     flags.DEFINE_string(
@@ -476,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for split, paths in written.items():
         print(
-            f"{split}: {len(getattr(ds, f'y_{split}'))} examples {ds.image_shape} in {len(paths)} shard(s) "
-            f"{os.path.join(fv.out_dir, split)}-*.tfrecord"
+            f"{split}: {len(getattr(ds, f'y_{split}'))} examples {ds.image_shape} in "
+            f"{len(paths)} shard(s) {os.path.join(fv.out_dir, split)}-*.tfrecord"
         )
     return 0
 

@@ -20,10 +20,10 @@ A new file here is a new `--model` name; nothing else lists it. An entry declare
   normalizes_input  True where it normalises [0, 1] images itself (the efficientnets).
 
 Conventions: every model maps float32 NHWC images in [0, 1] (or already normalised) to float32
-LOGITS (no softmax), whatever the global dtype policy; an option left None is the model's own; `seed`
-gives every layer its own seeded initializer (from the seed and the layer's name), so two builds with
-one seed have identical weights without touching global random state; models contain no Lambda layers,
-so `.keras` files load with `safe_mode=True`.
+LOGITS (no softmax), whatever the global dtype policy; an option left None is the model's own;
+`seed` gives every layer its own seeded initializer (from the seed and the layer's name), so two
+builds with one seed have identical weights without touching global random state; models contain no
+Lambda layers, so `.keras` files load with `safe_mode=True`.
 """
 
 import numpy as np
@@ -96,11 +96,11 @@ def build_model(
 
     Args:
       name: one of MODELS.
-      input_shape: shape of one example, e.g. (28, 28, 1) or (32, 32, 3); mlp also takes (features,).
-      num_classes: number of logits.
+      input_shape: shape of one example, e.g. (28, 28, 1) or (32, 32, 3); mlp also takes
+      (features,). num_classes: number of logits.
       dropout: rate of the model's Dropout layers; 0 means none (cnn_dropout: its own rate).
-      sync_batchnorm: make every BatchNormalization `synchronized=True` (statistics across replicas).
-      freeze_backbone: only the final logits layer is trainable (linear probing).
+      sync_batchnorm: make every BatchNormalization `synchronized=True` (statistics across
+      replicas). freeze_backbone: only the final logits layer is trainable (linear probing).
       seed: int for deterministic initialization and dropout, None for random.
       name_prefix: prefix for the model's and its layers' names (to tell two models apart).
       **options: the architecture options of OPTIONS the model takes (see its file): widths,

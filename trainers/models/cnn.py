@@ -1,5 +1,6 @@
-"""cnn, cnn_bn, cnn_dropout: a stack of 3x3 convs, then Dense layers (the TensorFlow tutorial's small
-CNN by default: 3 'valid' convs 32, 64, 64 with 2x2 max-pools after all but the last, Dense 64).
+"""cnn, cnn_bn, cnn_dropout: a stack of 3x3 convs, then Dense layers (the TensorFlow tutorial's
+small CNN by default: 3 'valid' convs 32, 64, 64 with 2x2 max-pools after all but the last, Dense
+64).
 
   widths        the convs' filters, any number
   dense_widths  the hidden Dense units after them ((0,): none, the logits follow the convs)

@@ -11,7 +11,8 @@ from trainers.activations import layer_activation
 
 @keras.saving.register_keras_serializable(package="tfloops")
 class Scale(keras.layers.Layer):
-    """Multiplies its input by a constant (a serializable replacement for `Lambda(lambda x: c * x)`)."""
+    """Multiplies its input by a constant (a serializable replacement for `Lambda(lambda x: c *
+    x)`)."""
 
     def __init__(self, scale, **kwargs):
         super().__init__(**kwargs)

@@ -51,7 +51,8 @@ def _builder(constructor, weights_file, base_url):
             factor = MIN_SIZE / min(height, width)
             height, width = math.ceil(height * factor), math.ceil(width * factor)
             x = keras.layers.Resizing(height, width, name=layers.name("upsample"))(x)
-        # The backbones start with their own Rescaling(1/255) + ImageNet normalisation: undo the /255.
+        # The backbones start with their own Rescaling(1/255) + ImageNet normalisation: undo the
+        # /255.
         x = keras.layers.Rescaling(255.0, name=layers.name("to_0_255"))(x)
 
         # keras.applications draws its initializer seeds from Python's `random`: seed it for the
@@ -102,7 +103,8 @@ for _name, _args in (
 
 
 def _fetch_imagenet_weights(name, weights_file, url):
-    """Puts the weights file in Keras' cache (where keras.applications then finds it) or explains."""
+    """Puts the weights file in Keras' cache (where keras.applications then finds it) or
+    explains."""
     try:
         with _download_timeout():
             keras.utils.get_file(weights_file, url, cache_subdir="models")

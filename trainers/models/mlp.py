@@ -1,5 +1,6 @@
-"""mlp: Flatten + Dense(widths) with `activation`; optional BatchNorm / Dropout. Any number of hidden
-layers: widths=(0,) (--widths=0) or () is none, a linear model. Also takes flat (features,) inputs."""
+"""mlp: Flatten + Dense(widths) with `activation`; optional BatchNorm / Dropout. Any number of
+hidden layers: widths=(0,) (--widths=0) or () is none, a linear model. Also takes flat (features,)
+inputs."""
 
 import keras
 

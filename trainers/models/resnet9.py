@@ -1,4 +1,5 @@
-"""resnet9: the "ResNet-9" of the CIFAR-10 speed records (Page's DAWNBench net, airbench's ancestor).
+"""resnet9: the "ResNet-9" of the CIFAR-10 speed records (Page's DAWNBench net, airbench's
+ancestor).
 
 prep conv 64; layer1 conv 128 + pool + residual(2 conv); layer2 conv 256 + pool; layer3 conv 512 +
 pool + residual; global max pool; Dense without bias; logits scaled by 1/8 (small initial logits,

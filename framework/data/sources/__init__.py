@@ -4,9 +4,9 @@
     def my_csv(data_dir, *, seed, image_size=None, **options) -> ArrayDataset | StreamedSplits:
         ...
 
-A loader returns the whole dataset decoded (an `ArrayDataset` of uint8 arrays: the trainer then takes
-the user's subsets of it) or listed for streaming (a `StreamedSplits`, where it chose to stream:
-`streaming.choose_in_memory`). It gets `data_dir` ('' where none was given) and the options
+A loader returns the whole dataset decoded (an `ArrayDataset` of uint8 arrays: the trainer then
+takes the user's subsets of it) or listed for streaming (a `StreamedSplits`, where it chose to
+stream: `streaming.choose_in_memory`). It gets `data_dir` ('' where none was given) and the options
 `seed`, `image_size` (None: native), `in_memory` ('auto' / 'yes' / 'no'), `on_corrupt`,
 `max_image_pixels`, and takes those it uses. An entry declares:
   reads_dir  True where it reads the user's own files from --data_dir (required, and part of the

@@ -1,6 +1,7 @@
 """image_folder: one sub-folder of JPEG/PNG files per class under --data_dir (train/ and test/
 folders, or one folder split by a seeded fraction): decoded into memory, or streamed from disk
-where it is large (--data_in_memory). framework/data/image_folder.py holds the layouts and checks."""
+where it is large (--data_in_memory). framework/data/image_folder.py holds the layouts and
+checks."""
 
 from framework.data import image_folder as folders
 from framework.data import streaming

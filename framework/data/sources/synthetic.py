@@ -1,5 +1,5 @@
-"""synthetic: seeded random 32x32 RGB images of 10 classes, no files: the input pipeline and the step
-without any data on disk (--image_size resizes them). Its accuracy means nothing."""
+"""synthetic: seeded random 32x32 RGB images of 10 classes, no files: the input pipeline and the
+step without any data on disk (--image_size resizes them). Its accuracy means nothing."""
 
 import numpy as np
 
