@@ -28,12 +28,12 @@ from absl import logging
 
 from framework import (
     actions,
-    data_service,
     hparams,
     input_pipeline,
     outputs,
     predictions,
     profiling,
+    run_inputs,
 )
 from framework import callbacks as user_callbacks
 from framework.checkpointing import Checkpointer
@@ -196,7 +196,15 @@ class Controller:
             )
         )
         iterator = iter(
-            self.strategy.distribute_datasets_from_function(self._train_dataset_fn(start_step))
+            self.strategy.distribute_datasets_from_function(
+                run_inputs.train_dataset_fn(
+                    self.data,
+                    self.config,
+                    start_step=start_step,
+                    stop_step=self.total_steps,
+                    steps_per_fetch=self.trainer.steps_per_fetch,
+                )
+            )
         )
         if self.config.eval_at_start and start_step == 0 and not self.history:
             self._evaluate_at_start()
@@ -218,7 +226,7 @@ class Controller:
         """`<split>_<metric>` over one pass of a split of data.evals, or of the training set
         ("train")."""
         if split not in self._eval_iterators:
-            fn, num_batches = self._eval_dataset_fn(split)
+            fn, num_batches = run_inputs.eval_dataset_fn(self.data, self.config, split)
             iterator = iter(self.strategy.distribute_datasets_from_function(fn))
             self._eval_iterators[split] = (iterator, num_batches)
         iterator, num_batches = self._eval_iterators[split]
@@ -231,7 +239,7 @@ class Controller:
             self._predict_batch = predictions.make_predict_batch(
                 self.trainer, self.config.jit_compile
             )
-        fn, num_batches = self._eval_dataset_fn(split)
+        fn, num_batches = run_inputs.eval_dataset_fn(self.data, self.config, split)
         iterator = iter(self.strategy.distribute_datasets_from_function(fn))
         return predictions.predict(self._predict_batch, iterator, num_batches)
 
@@ -413,38 +421,6 @@ class Controller:
         return self.result
 
     # ---------------------------------------------------------------- helpers
-    def _eval_dataset_fn(self, split: str):
-        source = (
-            self.data.train
-            if split == "train" and "train" not in self.data.evals
-            else self.data.evals[split]
-        )
-        return input_pipeline.eval_dataset_fn(
-            source, global_batch_size=self.config.eval_batch_size or self.config.global_batch_size
-        )
-
-    def _train_dataset_fn(self, start_step):
-        data, config = self.data, self.config
-        batches = dict(
-            global_batch_size=config.global_batch_size,
-            seed=config.seed,
-            steps_per_fetch=self.trainer.steps_per_fetch,
-        )
-        if data.synthetic:
-            return input_pipeline.synthetic_dataset_fn(data.train, **batches)
-        batches.update(start_step=start_step, host_fn=data.host_fn, **data.pipeline)
-        if config.data_service:  # the same batches, made by the service's workers (not their order)
-            logging.info(
-                "training input: tf.data service at %s, steps %d-%d",
-                config.data_service,
-                start_step + 1,
-                self.total_steps,
-            )
-            return data_service.train_dataset_fn(
-                data.train, config.data_service, stop_step=self.total_steps, **batches
-            )
-        return input_pipeline.train_dataset_fn(data.train, **batches)
-
     def _restore(self) -> int:
         state = self.checkpointer.restore() if self.checkpointer else None
         if state:
