@@ -63,15 +63,11 @@ def _host_flip(images, seed):
 @pytest.fixture
 def host_op(monkeypatch):
     """`host_flip` registered as an augmentation op, as a user's own op would be."""
-    from augment import ops
+    from augment import OPS
 
-    if hasattr(ops.REGISTRY, "register"):  # a framework.registry.Registry
-        ops.REGISTRY.register("host_flip")(_host_flip)
-        yield "host_flip"
-        ops.REGISTRY.unregister("host_flip")
-    else:
-        monkeypatch.setitem(ops.REGISTRY, "host_flip", _host_flip)
-        yield "host_flip"
+    OPS.register("host_flip")(_host_flip)
+    yield "host_flip"
+    OPS.unregister("host_flip")
 
 
 @pytest.mark.slow

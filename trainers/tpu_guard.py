@@ -8,9 +8,6 @@ So on a TPU:
   would fail in the TPU compilation, with TensorFlow's message and not the op's name.
 """
 
-import dataclasses
-import functools
-
 import augment
 from framework.config import ConfigError
 
@@ -38,21 +35,7 @@ def check(exp, config) -> None:
 
 
 def uncompiled_ops(policy) -> list[str]:
-    """The names of the policy's steps that XLA cannot compile (by what the ops declare)."""
-    return [
-        name
-        for name, fn in policy.steps
-        if not dataclasses.replace(policy, steps=((name, fn),)).compiles or not _declares_xla(fn)
-    ]
-
-
-def _declares_xla(fn) -> bool:
-    """The op's own `xla` property (False: no XLA kernel), on the function or on its registry
-    entry."""
+    """The names of the policy's steps that XLA cannot compile: what their ops declare (xla=)."""
     from augment import ops  # lazy: keeps TF out of --help
 
-    base = fn.func if isinstance(fn, functools.partial) else fn
-    if getattr(base, "xla", True) is False:
-        return False
-    entries = ops.REGISTRY.entries() if hasattr(ops.REGISTRY, "entries") else []
-    return all(entry.get("xla", True) is not False for entry in entries if entry.fn is base)
+    return [name for name, fn in policy.steps if not ops.compiles(fn)]
