@@ -557,7 +557,10 @@ def test_full_disk_while_saving_is_reported_and_keeps_the_last_checkpoint(tmp_pa
         return real_save(checkpoint_number=checkpoint_number)
 
     monkeypatch.setattr(controller.checkpointer.manager, "save", save)
-    with pytest.raises(framework.checkpointing.CheckpointError, match="Is the disk full.*intact"):
+    with pytest.raises(
+        framework.checkpointing.CheckpointError,
+        match="No space left on device.*resumes from the last complete checkpoint",
+    ):
         controller.run()
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-32")
 
