@@ -201,6 +201,7 @@ def _window_offsets(x, out, pad, np_mode):
     return offsets
 
 
+@pytest.mark.slow
 def test_crop_to_is_a_window_inside_and_evaluation_takes_the_centre(cifar):
     """Each output is a 24x20 window fully inside its image, at its own offset; evaluation images
     get the centre window, which the policy's eval_transform applies (also when prob= leaves samples
@@ -258,6 +259,7 @@ def test_prob_applies_the_op_to_a_masked_share_of_samples(cifar, spec, own):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis", ["x", "y"])
 def test_shear_matches_a_pixel_shift_per_row(axis):
     """A 45-degree shear along x moves row r by (r - centre) pixels (x_in = x + (y - cy)), nearest
@@ -374,6 +376,7 @@ def test_cutout_patch_size(cifar, fully_inside):
     assert (out[zeroed] == 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", MIXING)
 def test_mixing_label_weights_match_pixels(case):
     """Constant images c_i = (i + 1) / (B + 1) with class i: each output pixel is w c_i + (1 - w)
@@ -490,6 +493,7 @@ def test_named_policies_under_xla(name, cifar, mnist):
         assert ("random_hue" in names) == (name == "strong" and x.shape[-1] == 3)
 
 
+@pytest.mark.slow
 def test_policy_in_tf_data_map(cifar):
     """The host-side alternative: the same policy in a tf.data map gives the same batch."""
     x, y = cifar

@@ -64,6 +64,7 @@ def l2_model_fn():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_step_reports_reg_loss_global_grad_norm_and_lr_at_step_0(strategy):
     cfg = h.config(
@@ -99,6 +100,7 @@ def test_step_reports_reg_loss_global_grad_norm_and_lr_at_step_0(strategy):
     assert "skipped_steps" not in got  # only with fp16
 
 
+@pytest.mark.slow
 def test_regularization_losses_are_summed_in_float32_under_bf16():
     # An activity regularizer on a bf16 layer gives a bf16 loss beside the kernels' float32 ones:
     # tf.add_n refuses the mix, and a bf16 sum would keep 3 digits.
@@ -166,6 +168,7 @@ def test_fp16_reports_loss_scale_and_counts_skipped_steps():
 
 # ---------------------------------------------------------------- per-loop metrics, epoch means,
 # resume
+@pytest.mark.slow
 def test_loop_metrics_are_per_loop_and_history_rows_are_epoch_means(tmp_path):
     loops = []
     cfg = h.config(model_dir=str(tmp_path), epochs=2, steps_per_loop=16)

@@ -49,6 +49,7 @@ def _seen(address, start_step, stop_step):
     return counts
 
 
+@pytest.mark.slow
 def test_every_example_once_per_epoch_through_two_data_workers(service):
     counts = _seen(service, 0, 12)  # two epochs
     assert counts == collections.Counter((e, i) for e in range(2) for i in range(N)), counts
@@ -102,6 +103,7 @@ def test_launch_with_two_data_workers_trains(tmp_path, data_dir):
     )
 
 
+@pytest.mark.slow
 def test_a_corrupt_jpeg_met_by_a_data_worker_is_named_by_the_trainer(service, tmp_path):
     """Decoded unchecked in a data worker (JPEGs, --on_corrupt=fail), a garbled file fails the
     consumer with TensorFlow's InvalidArgumentError (what the trainers catch), which is traced to

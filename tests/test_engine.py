@@ -220,6 +220,7 @@ def test_regularization_loss_counted_once_across_replicas():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_regularization_enters_the_step_exactly_once(strategy):
     """One plain-SGD step with and without an L2(c) kernel regularizer, from the same weights and
@@ -281,6 +282,7 @@ def test_mixed_precision_trains_with_float32_logits(precision):
     assert trainer.model(data.train[0][:4].astype("float32")).dtype == tf.float32
 
 
+@pytest.mark.slow
 def test_jit_compile_trains():
     cfg, data = h.config(jit_compile=True), h.mnist_data()
     trainer = make_trainer(cfg, data)
@@ -359,6 +361,7 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
     assert not (tmp_path / "result.json").exists()
 
 
+@pytest.mark.slow
 def test_outputs_history_result_tensorboard_and_export(tmp_path):
     cfg = h.config(
         model_dir=str(tmp_path), epochs=2, export=True, lr_schedule="cosine", warmup_steps=8

@@ -48,6 +48,7 @@ def run(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("outputs_run")  # the module fixture trains once, on one worker
 def test_predictions_match_result_and_per_class_accuracy_sums_to_it(run):
     result, _, predictions, _, model_dir = run
@@ -74,6 +75,7 @@ def test_predictions_match_result_and_per_class_accuracy_sums_to_it(run):
         assert os.path.getsize(os.path.join(model_dir, name)) > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("outputs_run")
 def test_two_eval_splits_per_epoch_and_an_untrained_row_at_step_0(run):
     result, history, _, _, _ = run
@@ -96,6 +98,7 @@ def test_two_eval_splits_per_epoch_and_an_untrained_row_at_step_0(run):
     assert result["test_a_accuracy"] == history["test_a_accuracy"][-1]
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("outputs_run")
 def test_curves_are_rewritten_at_each_evaluation(run):
     _, _, _, seen, model_dir = run

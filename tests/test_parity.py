@@ -52,6 +52,7 @@ def _first_batch(data, cfg):
     return images.numpy()[0], labels.numpy()[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_one_step_equals_keras_fit_with_l2_and_label_smoothing(strategy):
     smoothing, lr = 0.1, 0.5
@@ -167,6 +168,7 @@ def test_host_and_device_augmentation_see_the_same_images():
     assert changed == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_examples", [500, 470])
 def test_padded_evaluation_on_two_replicas_counts_every_example_once(num_examples):
     """500 = 7 x 64 + 52 (the second replica's last half-batch is partly padding), 470 = 7 x 64 + 22

@@ -39,6 +39,7 @@ def folder(tmp_path, cifar):
     return tmp_path / "pets"
 
 
+@pytest.mark.slow
 def test_image_folder_preview_has_a_row_per_class_before_and_after(tmp_path, folder):
     out = tmp_path / "folder.png"
     _run(

@@ -79,6 +79,7 @@ def test_the_same_command_resumes_even_with_other_output_settings(tmp_path, data
     assert resumed.starts[0] == 1 and result["train_steps"] == 3
 
 
+@pytest.mark.slow
 def test_other_settings_are_refused_before_anything_is_built(tmp_path, data_dir, monkeypatch):
     run_experiment(EXP, _config(tmp_path))
     before = _files(tmp_path)

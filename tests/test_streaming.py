@@ -100,6 +100,7 @@ def test_streamed_folder_gives_the_in_memory_batches(folder):
     )  # by class folder
 
 
+@pytest.mark.slow
 def test_corrupt_files_while_streaming_are_skipped_and_counted_or_fail_by_name(tmp_path):
     root = make_folder(str(tmp_path), range(60))
     make_folder(root, range(60, 70), "test")

@@ -70,6 +70,7 @@ def test_whole_dataset_with_validation_split(tmp_path, mnist):
         np.testing.assert_array_equal(getattr(back, f"y_{split}"), getattr(ds, f"y_{split}"))
 
 
+@pytest.mark.slow
 def test_malformed_files_are_named(tmp_path, mnist):
     x, y = mnist.x_train[:600], mnist.y_train[:600]
     paths = tfrecords.write_tfrecords(x, y, str(tmp_path), "train", 2)

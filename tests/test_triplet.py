@@ -369,6 +369,7 @@ def _many_rows(n_train=32, n_test=8):
     return rows
 
 
+@pytest.mark.slow
 def test_fec_streams_in_seeded_order_and_resumes_exactly(tmp_path):
     csv_path, image_dir = _write_fec_sample(tmp_path, _many_rows())
     rows = fec_data.read_fec_rows(csv_path, image_dir, subset="train")
