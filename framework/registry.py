@@ -84,7 +84,13 @@ class Registry:
         self._loaded = True
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{self.package}.{module.name}")
+            full = f"{self.package}.{module.name}"
+            try:
+                importlib.import_module(full)
+            except ModuleNotFoundError as err:
+                if err.name != full:  # a missing dependency of a file that is there: a real error
+                    raise
+                # else the file went away between the listing and the import: nothing to register
 
     def reload(self) -> None:
         """Look for new modules in the package again (a file added while the process runs)."""

@@ -10,6 +10,9 @@ import pytest
 import tensorflow as tf
 from cli_runs import ROOT, run_commands
 
+# test_extending* write modules into the packages test_layers reads: one worker runs them in turn.
+pytestmark = pytest.mark.xdist_group("package_files")
+
 MODEL_NAME = f"zz_test_model_{os.getpid()}"
 SOURCE_NAME = f"zz_test_csv_{os.getpid()}"
 

@@ -20,6 +20,9 @@ from framework import ClassificationTask
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# test_extending* write modules into the packages test_layers reads: one worker runs them in turn.
+pytestmark = pytest.mark.xdist_group("package_files")
+
 OP_FILE = '''
 """A test's op: every training image blank; records how it was traced in {marker!r}."""
 import tensorflow as tf

@@ -16,6 +16,11 @@ import ast
 import os
 import re
 
+import pytest
+
+# test_extending* write modules into the packages test_layers reads: one worker runs them in turn.
+pytestmark = pytest.mark.xdist_group("package_files")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("framework", "augment", "trainers")
 MARKER = "# lazy: keeps TF out of --help"
