@@ -73,9 +73,8 @@ class Trainer:
             _sum_gradients_in_the_step(self.optimizer)
             self.train_metrics = task.make_metrics()
             self.step_metrics = {name: keras.metrics.Mean(name=name) for name in STEP_METRICS}
-            self.skipped_share = keras.metrics.Mean(
-                name="skipped_share"
-            )  # fp16: of the steps since reset
+            # fp16: the share of the steps since reset that were skipped.
+            self.skipped_share = keras.metrics.Mean(name="skipped_share")
             self.eval_metrics = task.make_metrics()
         self.scales_loss = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)  # fp16
         self._steps_since_reset = 0
@@ -118,9 +117,8 @@ class Trainer:
             data_loss = tf.nn.compute_average_loss(
                 per_example_loss, global_batch_size=self.global_batch_size
             )
-            reg_loss = (
-                self._regularization_loss()
-            )  # weight decay etc.: counted once per step, not per replica
+            # Weight decay etc.: counted once per step, not per replica.
+            reg_loss = self._regularization_loss()
             scaled_loss = self.optimizer.scale_loss(
                 data_loss + tf.nn.scale_regularization_loss(reg_loss)
             )
@@ -139,9 +137,8 @@ class Trainer:
         self._update_step_metrics(reg_loss=reg_loss, grad_norm=grad_norm, grads=grads)
 
     def _after_update(self, steps_done):
-        if (
-            self.scales_loss
-        ):  # a skipped fp16 step still counts: the LR schedule follows the step count
+        # A skipped fp16 step still counts: the LR schedule follows the step count.
+        if self.scales_loss:
             self.optimizer.iterations.assign(tf.cast(steps_done, self.optimizer.iterations.dtype))
         if (
             self.lookahead is not None
